@@ -1,0 +1,232 @@
+//! Where threads run and where replica memory comes from.
+//!
+//! LD-NR calls an [`AffinityManager`] around every action that may allocate memory for
+//! a replica (cloning it, applying log entries to it), so that a replica's memory comes
+//! from the replica's NUMA node even when the thread doing the work runs elsewhere.
+//! The manager also tells the dispatcher which node the registering thread is on and
+//! how far apart nodes are.
+//!
+//! This crate ships only [`NoAffinity`] (one node, nothing to do), which suits `no_std`
+//! users and single-node machines. Operating-system managers live in `ldnr-affinity`.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// A NUMA node, numbered as the operating system numbers them.
+///
+/// # Examples
+///
+/// ```
+/// use ldnr::NodeId;
+/// let n = NodeId(1);
+/// assert_eq!(n.0, 1);
+/// assert_eq!(n.to_string(), "node 1");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct NodeId(pub usize);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node {}", self.0)
+    }
+}
+
+/// The memory policy a thread had before [`AffinityManager::set_memory_node`] changed it.
+///
+/// A manager records whatever it needs to restore the policy exactly in these fields; LD-NR
+/// only hands the value back to [`AffinityManager::restore_memory_policy`]. The layout fits
+/// Linux (`mode` and a node mask of up to 1024 nodes) and hwloc (binding policy and nodeset).
+///
+/// # Examples
+///
+/// ```
+/// use ldnr::SavedPolicy;
+/// let p = SavedPolicy { mode: 2, nodes: [0b10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] };
+/// assert_ne!(p, SavedPolicy::UNCHANGED);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SavedPolicy {
+    /// Manager-defined policy mode (for Linux, the `MPOL_*` mode).
+    pub mode: u32,
+    /// Manager-defined node mask (bit `n` of word `n / 64` = node `n`).
+    pub nodes: [u64; 16],
+}
+
+impl SavedPolicy {
+    /// The value a manager returns when it changed nothing and has nothing to restore.
+    pub const UNCHANGED: SavedPolicy = SavedPolicy {
+        mode: u32::MAX,
+        nodes: [0; 16],
+    };
+}
+
+/// An affinity manager could not do what was asked.
+///
+/// # Examples
+///
+/// ```
+/// use ldnr::{AffinityError, NodeId};
+/// let e = AffinityError::UnknownNode(NodeId(7));
+/// assert_eq!(e.to_string(), "node 7 is not known to the affinity manager");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AffinityError {
+    /// The node does not exist (or is offline).
+    UnknownNode(NodeId),
+    /// The operating system refused; the value is its error number.
+    Os(i32),
+}
+
+impl fmt::Display for AffinityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AffinityError::UnknownNode(n) => write!(f, "{n} is not known to the affinity manager"),
+            AffinityError::Os(e) => write!(f, "the operating system refused (error {e})"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for AffinityError {}
+
+/// Tells LD-NR about the machine's NUMA topology and steers where memory is allocated.
+///
+/// Implementations must be cheap to call: [`set_memory_node`](Self::set_memory_node) and
+/// [`restore_memory_policy`](Self::restore_memory_policy) run around every batch a combiner
+/// applies to a replica. A manager should return [`SavedPolicy::UNCHANGED`] when the
+/// thread's memory already comes from the asked node, and make restoring that a no-op.
+///
+/// # Examples
+///
+/// A manager that pretends there are two nodes and that every thread runs on node 1:
+///
+/// ```
+/// use ldnr::{AffinityError, AffinityManager, NodeId, SavedPolicy};
+///
+/// #[derive(Debug)]
+/// struct OnNodeOne;
+///
+/// impl AffinityManager for OnNodeOne {
+///     fn current_node(&self) -> NodeId { NodeId(1) }
+///     fn nodes(&self) -> Vec<NodeId> { vec![NodeId(0), NodeId(1)] }
+///     fn set_memory_node(&self, node: NodeId) -> Result<SavedPolicy, AffinityError> {
+///         if node.0 < 2 { Ok(SavedPolicy::UNCHANGED) } else { Err(AffinityError::UnknownNode(node)) }
+///     }
+///     fn restore_memory_policy(&self, _saved: SavedPolicy) {}
+/// }
+///
+/// let m = OnNodeOne;
+/// assert_eq!(m.distance(NodeId(0), NodeId(0)), 10);
+/// assert_eq!(m.distance(NodeId(0), NodeId(1)), 20);
+/// let _guard = ldnr::AffinityGuard::new(&m, NodeId(1)).unwrap();
+/// ```
+pub trait AffinityManager: Send + Sync + fmt::Debug {
+    /// The node of the CPU the calling thread runs on now.
+    fn current_node(&self) -> NodeId;
+
+    /// Every node that can hold memory, in ascending order.
+    fn nodes(&self) -> Vec<NodeId>;
+
+    /// The relative distance between two nodes, as in the ACPI SLIT table: 10 for the same
+    /// node; larger is farther. The default is 10 for `a == b` and 20 otherwise.
+    fn distance(&self, a: NodeId, b: NodeId) -> u32 {
+        if a == b {
+            10
+        } else {
+            20
+        }
+    }
+
+    /// Makes the calling thread's new memory come from `node`, and returns what to
+    /// restore afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`AffinityError::UnknownNode`] if `node` does not exist, [`AffinityError::Os`] if the
+    /// operating system refused.
+    fn set_memory_node(&self, node: NodeId) -> Result<SavedPolicy, AffinityError>;
+
+    /// Restores the policy that [`set_memory_node`](Self::set_memory_node) replaced.
+    fn restore_memory_policy(&self, saved: SavedPolicy);
+}
+
+/// The default manager: one node (`NodeId(0)`), nothing to steer.
+///
+/// # Examples
+///
+/// ```
+/// use ldnr::{AffinityManager, NoAffinity, NodeId};
+/// assert_eq!(NoAffinity.current_node(), NodeId(0));
+/// assert_eq!(NoAffinity.nodes(), vec![NodeId(0)]);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoAffinity;
+
+impl AffinityManager for NoAffinity {
+    fn current_node(&self) -> NodeId {
+        NodeId(0)
+    }
+
+    fn nodes(&self) -> Vec<NodeId> {
+        vec![NodeId(0)]
+    }
+
+    fn set_memory_node(&self, node: NodeId) -> Result<SavedPolicy, AffinityError> {
+        if node == NodeId(0) {
+            Ok(SavedPolicy::UNCHANGED)
+        } else {
+            Err(AffinityError::UnknownNode(node))
+        }
+    }
+
+    fn restore_memory_policy(&self, _saved: SavedPolicy) {}
+}
+
+/// Makes the calling thread's new memory come from one node until it is dropped, then
+/// restores the previous policy.
+///
+/// # Examples
+///
+/// ```
+/// use ldnr::{AffinityGuard, NoAffinity, NodeId};
+/// {
+///     let _on_node0 = AffinityGuard::new(&NoAffinity, NodeId(0)).unwrap();
+///     // allocations here come from node 0
+/// } // previous policy restored
+/// assert!(AffinityGuard::new(&NoAffinity, NodeId(3)).is_err());
+/// ```
+#[must_use = "the policy is restored as soon as the guard is dropped"]
+pub struct AffinityGuard<'a> {
+    manager: &'a dyn AffinityManager,
+    saved: SavedPolicy,
+}
+
+impl<'a> AffinityGuard<'a> {
+    /// Sets the calling thread's memory policy to `node`.
+    ///
+    /// # Errors
+    ///
+    /// Whatever [`AffinityManager::set_memory_node`] returns.
+    pub fn new(manager: &'a dyn AffinityManager, node: NodeId) -> Result<Self, AffinityError> {
+        let saved = manager.set_memory_node(node)?;
+        Ok(Self { manager, saved })
+    }
+}
+
+impl Drop for AffinityGuard<'_> {
+    fn drop(&mut self) {
+        if self.saved != SavedPolicy::UNCHANGED {
+            self.manager.restore_memory_policy(self.saved);
+        }
+    }
+}
+
+impl fmt::Debug for AffinityGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AffinityGuard")
+            .field("saved", &self.saved)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,206 @@
+//! Per-thread operation and response slots.
+//!
+//! Every registered thread owns one [`Context`], kept by the dispatcher. A thread that
+//! cannot combine itself publishes its operation in its context and pushes the context
+//! on the pending stack of its replica; the replica's combiner pops the whole stack,
+//! claims each context with an atomic state change, and later hands the response back
+//! through the same context.
+//!
+//! ```text
+//!            owner writes op        combiner CAS            combiner writes response
+//!   EMPTY ---------------------> PENDING ---------> CLAIMED -----------------------> DONE
+//!     ^                                                                                 |
+//!     +------------------------- owner takes the response ------------------------------+
+//! ```
+//!
+//! Invariants:
+//!
+//! - **C1** Only the owner thread moves a context out of `EMPTY` or `DONE`; only a
+//!   combiner moves it out of `PENDING` (by CAS, so exactly one combiner claims it) or
+//!   `CLAIMED`. The operation slot is written by the owner in `EMPTY` and read (moved
+//!   out) by the claiming combiner; the response slot is written by the claiming combiner
+//!   before `DONE` and read (moved out) by the owner after it.
+//! - **C2** A context is on at most one pending stack, at most once: it is pushed in
+//!   `PENDING`, and the owner does not push again before it has seen `DONE`, which the
+//!   combiner publishes only after it has finished walking the popped stack.
+//!
+//! The pending stack is a Treiber stack that is only ever pushed to and popped *whole*
+//! (`swap` with empty), which is free of ABA. The combiner's work is proportional to the
+//! number of threads with pending operations, not to the number of registered threads.
+
+use core::mem::MaybeUninit;
+
+use crate::rwlock::ReaderSlot;
+use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
+
+pub(crate) const EMPTY: usize = 0;
+pub(crate) const PENDING: usize = 1;
+pub(crate) const CLAIMED: usize = 2;
+pub(crate) const DONE: usize = 3;
+
+/// The "no thread" link of the pending stack.
+const NIL: usize = usize::MAX;
+
+pub(crate) struct Context<W, R> {
+    state: AtomicUsize,
+    /// The next context on the pending stack (a thread index), or `NIL`.
+    next: AtomicUsize,
+    /// The replica slot this thread is matched to.
+    pub(crate) replica: AtomicUsize,
+    /// This thread's slot of every replica's reader-writer lock.
+    pub(crate) reader: ReaderSlot,
+    op: UnsafeCell<MaybeUninit<W>>,
+    response: UnsafeCell<MaybeUninit<R>>,
+}
+
+impl<W, R> core::fmt::Debug for Context<W, R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Context")
+            .field("state", &self.state.load(Ordering::Relaxed))
+            .field("replica", &self.replica.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W, R> Context<W, R> {
+    pub(crate) fn new() -> Self {
+        Self {
+            state: AtomicUsize::new(EMPTY),
+            next: AtomicUsize::new(NIL),
+            replica: AtomicUsize::new(0),
+            reader: ReaderSlot::new(),
+            op: UnsafeCell::new(MaybeUninit::uninit()),
+            response: UnsafeCell::new(MaybeUninit::uninit()),
+        }
+    }
+
+    /// Stores the owner's next operation.
+    ///
+    /// # Safety
+    ///
+    /// Only the owner thread may call this, with the context in `EMPTY` (C1).
+    pub(crate) unsafe fn put_op(&self, op: W) {
+        debug_assert_eq!(self.state.load(Ordering::Relaxed), EMPTY);
+        // SAFETY: by the caller's contract and C1 no other thread accesses the slot.
+        self.op.with_mut(|p| unsafe { (*p).write(op) });
+    }
+
+    /// Moves the operation out.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the owner in `EMPTY` that stored the operation and combines it
+    /// itself, or the combiner that claimed the context (C1); the operation was stored
+    /// and is taken once.
+    pub(crate) unsafe fn take_op(&self) -> W {
+        // SAFETY: by the caller's contract the slot is initialized and exclusively ours.
+        self.op.with(|p| unsafe { (*p).assume_init_read() })
+    }
+
+    /// Stores the response.
+    ///
+    /// # Safety
+    ///
+    /// The caller took the operation of this context with `take_op` and has not stored
+    /// a response for it yet; the owner does not read the response before `DONE` (or,
+    /// when the owner combines itself, before this returns).
+    pub(crate) unsafe fn put_response(&self, r: R) {
+        // SAFETY: by the caller's contract nobody else accesses the response slot.
+        self.response.with_mut(|p| unsafe { (*p).write(r) });
+    }
+
+    /// Moves the response out.
+    ///
+    /// # Safety
+    ///
+    /// Only the owner, once per stored response, after `put_response` happened before.
+    pub(crate) unsafe fn take_response(&self) -> R {
+        // SAFETY: by the caller's contract the slot is initialized and exclusively ours.
+        self.response.with(|p| unsafe { (*p).assume_init_read() })
+    }
+
+    /// Publishes the stored operation for a combiner and pushes this context (thread
+    /// `me`) on the pending stack `stack`.
+    pub(crate) fn publish(&self, me: usize, stack: &PendingStack) {
+        // Release: pairs with the Acquire CAS in `claim`; the operation is visible to the
+        // claiming combiner.
+        self.state.store(PENDING, Ordering::Release);
+        let mut head = stack.head.load(Ordering::Relaxed);
+        loop {
+            self.next.store(head, Ordering::Relaxed);
+            // Release: pairs with the Acquire `swap` in `PendingStack::take`, which then
+            // sees `next`.
+            match stack.head.compare_exchange_weak(
+                head,
+                me,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(h) => head = h,
+            }
+        }
+    }
+
+    /// Claims a pending operation for the calling combiner; `false` if it was not
+    /// pending (another combiner claimed it).
+    pub(crate) fn claim(&self) -> bool {
+        // Acquire: pairs with the Release store in `publish`.
+        self.state
+            .compare_exchange(PENDING, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Marks a claimed operation done; its response is stored.
+    pub(crate) fn complete(&self) {
+        // Release: pairs with the Acquire load in `is_done`; the response is visible.
+        self.state.store(DONE, Ordering::Release);
+    }
+
+    /// Whether the combiner has delivered the response.
+    pub(crate) fn is_done(&self) -> bool {
+        // Acquire: pairs with the Release store in `complete`.
+        self.state.load(Ordering::Acquire) == DONE
+    }
+
+    /// Returns a delivered context to `EMPTY` (owner only, after `take_response`).
+    pub(crate) fn reset(&self) {
+        self.state.store(EMPTY, Ordering::Relaxed);
+    }
+
+    /// The state, for assertions and diagnostics.
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> usize {
+        self.state.load(Ordering::Relaxed)
+    }
+}
+
+/// A replica's stack of contexts with pending operations.
+#[derive(Debug)]
+pub(crate) struct PendingStack {
+    /// A thread index, or `NIL` when empty.
+    head: AtomicUsize,
+}
+
+impl PendingStack {
+    pub(crate) fn new() -> Self {
+        Self {
+            head: AtomicUsize::new(NIL),
+        }
+    }
+
+    /// Pops the whole stack and calls `f` with each thread index on it.
+    pub(crate) fn take<W, R>(&self, contexts: &[impl core::ops::Deref<Target = Context<W, R>>], mut f: impl FnMut(usize)) {
+        if self.head.load(Ordering::Relaxed) == NIL {
+            return;
+        }
+        // Acquire: pairs with the Release CAS in `Context::publish`.
+        let mut cur = self.head.swap(NIL, Ordering::Acquire);
+        while cur != NIL {
+            // Read the link before `f` can let the owner move on (C2).
+            let next = contexts[cur].next.load(Ordering::Relaxed);
+            f(cur);
+            cur = next;
+        }
+    }
+}

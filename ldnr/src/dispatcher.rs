@@ -1,0 +1,199 @@
+//! The dispatcher: thread registration and thread→replica matching.
+//!
+//! Threads never name a replica. `register` records the calling thread's node (asked of
+//! the affinity manager) and matches it to a replica:
+//!
+//! 1. a replica on the thread's own node, the one serving the fewest threads;
+//! 2. otherwise the nearest replica by NUMA distance, again the fewest threads on ties.
+//!
+//! Several replicas may share a node, so a one-node machine can run any number of
+//! replicas (threads then spread over them by load).
+//!
+//! The dispatcher also owns every thread's [`Context`] (operation/response slot and
+//! reader slot), one per registered thread, allocated once for the thread limit. They
+//! live here rather than in each replica so that a replica's memory does not grow with
+//! the thread limit and so that a thread keeps its context when it moves to another
+//! replica.
+//!
+//! Invariants:
+//!
+//! - **D1** Thread indices are handed out once, in order, below the thread limit;
+//!   `registered` counts them and only grows.
+//! - **D2** Reconfigurations (registration, later adding and removing replicas) are
+//!   serialized by the admin lock; the operation paths never take it.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+use crate::affinity::NodeId;
+use crate::context::Context;
+use crate::rwlock::ReaderSlot;
+use crate::sync::{AtomicBool, AtomicUsize, Backoff, CachePadded, Ordering};
+
+/// The largest thread limit an instance accepts.
+pub const MAX_THREADS: usize = 1 << 16;
+/// The default thread limit.
+pub const DEFAULT_MAX_THREADS: usize = 256;
+
+/// A candidate replica for matching: its slot, node and thread count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Candidate {
+    pub(crate) slot: usize,
+    pub(crate) node: NodeId,
+    pub(crate) threads: usize,
+}
+
+/// Picks the replica for a thread on `node`: nearest first (the own node has the smallest
+/// distance), then fewest threads, then the lowest slot so the choice is deterministic.
+pub(crate) fn choose(
+    node: NodeId,
+    candidates: impl Iterator<Item = Candidate>,
+    distance: impl Fn(NodeId, NodeId) -> u32,
+) -> Option<usize> {
+    candidates
+        .min_by_key(|c| (distance(node, c.node), c.threads, c.slot))
+        .map(|c| c.slot)
+}
+
+pub(crate) struct Dispatcher<W, R> {
+    contexts: Box<[CachePadded<Context<W, R>>]>,
+    registered: CachePadded<AtomicUsize>,
+    admin: AtomicBool,
+}
+
+impl<W, R> core::fmt::Debug for Dispatcher<W, R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("limit", &self.contexts.len())
+            .field("registered", &self.registered())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The admin lock; released on drop.
+#[derive(Debug)]
+pub(crate) struct AdminGuard<'a>(&'a AtomicBool);
+
+impl Drop for AdminGuard<'_> {
+    fn drop(&mut self) {
+        // Release: pairs with the Acquire in `Dispatcher::admin`.
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl<W, R> Dispatcher<W, R> {
+    pub(crate) fn new(limit: usize) -> Self {
+        let contexts: Vec<_> = (0..limit).map(|_| CachePadded(Context::new())).collect();
+        Self {
+            contexts: contexts.into_boxed_slice(),
+            registered: CachePadded(AtomicUsize::new(0)),
+            admin: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.contexts.len()
+    }
+
+    pub(crate) fn contexts(&self) -> &[CachePadded<Context<W, R>>] {
+        &self.contexts
+    }
+
+    pub(crate) fn context(&self, tid: usize) -> &Context<W, R> {
+        &self.contexts[tid]
+    }
+
+    pub(crate) fn registered(&self) -> usize {
+        // Acquire: pairs with the Release in `next_thread`; the new context is set up.
+        self.registered.load(Ordering::Acquire)
+    }
+
+    /// The reader slots of every registered thread. Called by a writer after it raised
+    /// its flag (see `rwlock`, R1).
+    pub(crate) fn readers(&self) -> impl Iterator<Item = &ReaderSlot> {
+        self.contexts[..self.registered()].iter().map(|c| &c.reader)
+    }
+
+    /// Serializes reconfigurations (D2).
+    pub(crate) fn admin(&self) -> AdminGuard<'_> {
+        let mut backoff = Backoff::new();
+        // Acquire: pairs with the Release in `AdminGuard::drop`.
+        while self
+            .admin
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            backoff.snooze();
+        }
+        AdminGuard(&self.admin)
+    }
+
+    /// Hands out the next thread index matched to replica `slot`, or `None` at the limit.
+    /// The caller holds the admin lock, so indices are handed out one at a time (D1).
+    pub(crate) fn next_thread(&self, _admin: &AdminGuard<'_>, slot: usize) -> Option<usize> {
+        let tid = self.registered.load(Ordering::Relaxed);
+        if tid >= self.contexts.len() {
+            return None;
+        }
+        self.contexts[tid].replica.store(slot, Ordering::Relaxed);
+        // Release: pairs with the Acquire in `registered`. SeqCst is not needed for the
+        // reader-writer lock: the new thread reads only after this returns, and its
+        // reader-slot store is ordered by the lock's fences (R1).
+        self.registered.store(tid + 1, Ordering::Release);
+        Some(tid)
+    }
+}
+
+#[cfg(all(test, not(ldnr_loom)))]
+mod tests {
+    use super::*;
+
+    fn c(slot: usize, node: usize, threads: usize) -> Candidate {
+        Candidate {
+            slot,
+            node: NodeId(node),
+            threads,
+        }
+    }
+
+    fn numa(a: NodeId, b: NodeId) -> u32 {
+        if a == b {
+            10
+        } else {
+            10 + 10 * a.0.abs_diff(b.0) as u32
+        }
+    }
+
+    #[test]
+    fn local_replica_wins_over_a_less_loaded_remote_one() {
+        let cands = [c(0, 0, 0), c(1, 1, 5)];
+        assert_eq!(choose(NodeId(1), cands.into_iter(), numa), Some(1));
+    }
+
+    #[test]
+    fn fewest_threads_among_local_replicas() {
+        let cands = [c(0, 1, 3), c(1, 1, 2), c(2, 1, 2)];
+        assert_eq!(choose(NodeId(1), cands.into_iter(), numa), Some(1));
+    }
+
+    #[test]
+    fn nearest_remote_replica_when_none_is_local() {
+        let cands = [c(0, 0, 0), c(1, 3, 0), c(2, 2, 9)];
+        assert_eq!(choose(NodeId(4), cands.into_iter(), numa), Some(1));
+    }
+
+    #[test]
+    fn no_candidates_no_choice() {
+        assert_eq!(choose(NodeId(0), core::iter::empty(), numa), None);
+    }
+
+    #[test]
+    fn thread_limit_is_enforced() {
+        let d: Dispatcher<u64, u64> = Dispatcher::new(2);
+        let admin = d.admin();
+        assert_eq!(d.next_thread(&admin, 0), Some(0));
+        assert_eq!(d.next_thread(&admin, 0), Some(1));
+        assert_eq!(d.next_thread(&admin, 0), None);
+        assert_eq!(d.registered(), 2);
+    }
+}

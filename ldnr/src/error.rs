@@ -1,0 +1,103 @@
+//! The one public error type.
+
+use core::fmt;
+
+use crate::affinity::{AffinityError, NodeId};
+use crate::replica::ReplicaId;
+
+/// Everything that can go wrong in LD-NR, as a value.
+///
+/// # Examples
+///
+/// ```
+/// use ldnr::{Error, NodeReplicated};
+/// # #[derive(Clone, Default)] struct Nop;
+/// # impl ldnr::Dispatch for Nop {
+/// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
+/// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
+/// # }
+/// let err = NodeReplicated::builder(Nop).log_capacity(1000).build().unwrap_err();
+/// assert!(matches!(err, Error::InvalidLogCapacity { requested: 1000, .. }));
+/// println!("{err}"); // "log capacity 1000 is invalid: ..."
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// `register` was called more often than the thread limit allows.
+    TooManyThreads {
+        /// The configured limit ([`Builder::max_threads`](crate::Builder::max_threads)).
+        limit: usize,
+    },
+    /// More replicas were asked for than the replica limit allows.
+    TooManyReplicas {
+        /// The limit ([`MAX_REPLICAS`](crate::MAX_REPLICAS)).
+        limit: usize,
+    },
+    /// The builder was given an empty replica list.
+    NoReplicas,
+    /// A replica was asked for on a node the affinity manager does not know.
+    UnknownNode(NodeId),
+    /// The replica id does not name a live replica of this instance.
+    UnknownReplica(ReplicaId),
+    /// The last replica cannot be removed.
+    LastReplica,
+    /// The log capacity is not a power of two within the allowed range.
+    InvalidLogCapacity {
+        /// What was asked for.
+        requested: usize,
+        /// The smallest allowed capacity ([`MIN_LOG_CAPACITY`](crate::MIN_LOG_CAPACITY)).
+        min: usize,
+        /// The largest allowed capacity ([`MAX_LOG_CAPACITY`](crate::MAX_LOG_CAPACITY)).
+        max: usize,
+    },
+    /// The thread limit is zero or larger than [`MAX_THREADS`](crate::MAX_THREADS).
+    InvalidThreadLimit {
+        /// What was asked for.
+        requested: usize,
+    },
+    /// The affinity manager failed.
+    Affinity(AffinityError),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::TooManyThreads { limit } => {
+                write!(f, "too many threads registered: the limit is {limit}")
+            }
+            Error::TooManyReplicas { limit } => {
+                write!(f, "too many replicas: the limit is {limit}")
+            }
+            Error::NoReplicas => write!(f, "at least one replica is needed"),
+            Error::UnknownNode(n) => write!(f, "{n} is not known to the affinity manager"),
+            Error::UnknownReplica(id) => write!(f, "{id:?} is not a live replica of this instance"),
+            Error::LastReplica => write!(f, "the last replica cannot be removed"),
+            Error::InvalidLogCapacity { requested, min, max } => write!(
+                f,
+                "log capacity {requested} is invalid: it must be a power of two between {min} and {max} entries"
+            ),
+            Error::InvalidThreadLimit { requested } => write!(
+                f,
+                "thread limit {requested} is invalid: it must be between 1 and {}",
+                crate::MAX_THREADS
+            ),
+            Error::Affinity(e) => write!(f, "affinity manager failed: {e}"),
+        }
+    }
+}
+
+impl From<AffinityError> for Error {
+    fn from(e: AffinityError) -> Self {
+        Error::Affinity(e)
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Affinity(e) => Some(e),
+            _ => None,
+        }
+    }
+}

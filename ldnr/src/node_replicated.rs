@@ -1,0 +1,638 @@
+//! The public handle: [`NodeReplicated`], its [`Builder`] and [`ThreadToken`].
+//!
+//! This module ties the pieces together: the flat-combining write path, the read path
+//! with the `ctail` rule, and the wait for log space that helps lagging replicas
+//! (cross-combining) instead of waiting for them.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::marker::PhantomData;
+
+use crate::affinity::{AffinityGuard, AffinityManager, NoAffinity, NodeId};
+use crate::context::Context;
+use crate::dispatch::Dispatch;
+use crate::dispatcher::{self, Candidate, Dispatcher, DEFAULT_MAX_THREADS, MAX_THREADS};
+use crate::error::Error;
+use crate::log::{Log, DEFAULT_LOG_CAPACITY, MAX_LOG_CAPACITY, MAX_REPLICAS, MIN_LOG_CAPACITY};
+use crate::replica::{CombinerGuard, Replica, ReplicaId, ReplicaInfo};
+use crate::sync::{next_instance_id, Backoff, CachePadded};
+
+type Ctx<D> = Context<<D as Dispatch>::WriteOperation, <D as Dispatch>::Response>;
+
+/// Proof that the calling thread registered with one [`NodeReplicated`] instance.
+///
+/// A token is `Copy` (pass it by value to every call) and `!Send`: it names the thread's
+/// operation slot and reader slot, which must not be used by two threads at once.
+///
+/// ```compile_fail
+/// # #[derive(Clone, Default)] struct Nop;
+/// # impl ldnr::Dispatch for Nop {
+/// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
+/// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
+/// # }
+/// let nr = ldnr::NodeReplicated::builder(Nop).build().unwrap();
+/// let tkn = nr.register().unwrap();
+/// std::thread::spawn(move || drop(tkn)); // error: `ThreadToken` cannot be sent between threads
+/// ```
+///
+/// Each token remembers the instance that issued it. Passing it to another instance is
+/// a programmer error and panics (see [`NodeReplicated::execute`]).
+#[derive(Clone, Copy)]
+pub struct ThreadToken {
+    tid: usize,
+    instance: usize,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl fmt::Debug for ThreadToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadToken")
+            .field("thread", &self.tid)
+            .field("instance", &self.instance)
+            .finish()
+    }
+}
+
+impl ThreadToken {
+    /// The thread's index in its instance (0 for the first registered thread).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[derive(Clone, Default)] struct Nop;
+    /// # impl ldnr::Dispatch for Nop {
+    /// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
+    /// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
+    /// # }
+    /// let nr = ldnr::NodeReplicated::builder(Nop).build().unwrap();
+    /// assert_eq!(nr.register().unwrap().index(), 0);
+    /// assert_eq!(nr.register().unwrap().index(), 1);
+    /// ```
+    pub fn index(self) -> usize {
+        self.tid
+    }
+}
+
+/// Configures and builds a [`NodeReplicated`].
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use ldnr::{NoAffinity, NodeId, NodeReplicated};
+/// # #[derive(Clone, Default)] struct Nop;
+/// # impl ldnr::Dispatch for Nop {
+/// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
+/// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
+/// # }
+/// let nr = NodeReplicated::builder(Nop)
+///     .replicas(&[NodeId(0), NodeId(0)]) // two replicas; a one-node machine may share a node
+///     .log_capacity(1 << 12)
+///     .max_threads(64)
+///     .affinity(Arc::new(NoAffinity))
+///     .build()?;
+/// assert_eq!(nr.replicas().len(), 2);
+/// # Ok::<(), ldnr::Error>(())
+/// ```
+pub struct Builder<D> {
+    initial: D,
+    nodes: Option<Vec<NodeId>>,
+    log_capacity: usize,
+    max_threads: usize,
+    affinity: Arc<dyn AffinityManager>,
+}
+
+impl<D> fmt::Debug for Builder<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("nodes", &self.nodes)
+            .field("log_capacity", &self.log_capacity)
+            .field("max_threads", &self.max_threads)
+            .field("affinity", &self.affinity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D> Builder<D>
+where
+    D: Dispatch + Clone + Send + Sync,
+{
+    /// The nodes of the initial replicas, one replica per entry (a node may repeat).
+    /// Default: one replica on the node of the thread that calls `build`.
+    pub fn replicas(mut self, nodes: &[NodeId]) -> Self {
+        self.nodes = Some(nodes.to_vec());
+        self
+    }
+
+    /// The log capacity in entries: a power of two from [`MIN_LOG_CAPACITY`] to
+    /// [`MAX_LOG_CAPACITY`]. Default: [`DEFAULT_LOG_CAPACITY`]. One batch takes at most
+    /// half the log; a larger log lets replicas drift further apart before one of them
+    /// has to help the slowest.
+    pub fn log_capacity(mut self, entries: usize) -> Self {
+        self.log_capacity = entries;
+        self
+    }
+
+    /// The most threads that may [`register`](NodeReplicated::register), from 1 to
+    /// [`MAX_THREADS`]. Default: [`DEFAULT_MAX_THREADS`]. Each costs one cache-line-sized
+    /// context plus room for one operation and one response, allocated once.
+    pub fn max_threads(mut self, threads: usize) -> Self {
+        self.max_threads = threads;
+        self
+    }
+
+    /// The affinity manager. Default: [`NoAffinity`] (one node).
+    pub fn affinity(mut self, manager: Arc<dyn AffinityManager>) -> Self {
+        self.affinity = manager;
+        self
+    }
+
+    /// Builds the replicas: each is a clone of the initial value made while the calling
+    /// thread's memory comes from the replica's node.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidLogCapacity`], [`Error::InvalidThreadLimit`], [`Error::NoReplicas`],
+    /// [`Error::TooManyReplicas`], [`Error::UnknownNode`] for a node the affinity manager
+    /// does not list, and [`Error::Affinity`] if setting a memory policy failed.
+    pub fn build(self) -> Result<NodeReplicated<D>, Error> {
+        let cap = self.log_capacity;
+        if !cap.is_power_of_two() || !(MIN_LOG_CAPACITY..=MAX_LOG_CAPACITY).contains(&cap) {
+            return Err(Error::InvalidLogCapacity {
+                requested: cap,
+                min: MIN_LOG_CAPACITY,
+                max: MAX_LOG_CAPACITY,
+            });
+        }
+        if !(1..=MAX_THREADS).contains(&self.max_threads) {
+            return Err(Error::InvalidThreadLimit {
+                requested: self.max_threads,
+            });
+        }
+        let affinity = self.affinity;
+        let nodes = match self.nodes {
+            Some(nodes) => nodes,
+            None => alloc::vec![affinity.current_node()],
+        };
+        if nodes.is_empty() {
+            return Err(Error::NoReplicas);
+        }
+        if nodes.len() > MAX_REPLICAS {
+            return Err(Error::TooManyReplicas {
+                limit: MAX_REPLICAS,
+            });
+        }
+        let known = affinity.nodes();
+        if let Some(&bad) = nodes.iter().find(|n| !known.contains(n)) {
+            return Err(Error::UnknownNode(bad));
+        }
+
+        let log = Log::new(cap);
+        let mut replicas: Vec<Option<Box<Replica<D>>>> = (0..MAX_REPLICAS).map(|_| None).collect();
+        for (slot, &node) in nodes.iter().enumerate() {
+            let _policy = AffinityGuard::new(&*affinity, node)?;
+            let replica = Box::new(Replica::new(ReplicaId(slot), node, self.initial.clone()));
+            replicas[slot] = Some(replica);
+            log.activate(slot, 0);
+        }
+        Ok(NodeReplicated {
+            instance: next_instance_id(),
+            log,
+            replicas: replicas.into_boxed_slice(),
+            dispatcher: Dispatcher::new(self.max_threads),
+            affinity,
+        })
+    }
+}
+
+/// A linearizable, concurrent, NUMA-replicated version of a sequential structure `D`.
+///
+/// See the [crate documentation](crate) for how it works and a full example.
+///
+/// # Examples
+///
+/// ```
+/// use ldnr::{Dispatch, NodeReplicated};
+///
+/// #[derive(Clone, Default)]
+/// struct Counter(u64);
+/// impl Dispatch for Counter {
+///     type ReadOperation = ();
+///     type WriteOperation = u64;
+///     type Response = u64;
+///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+///     fn dispatch_mut(&mut self, by: u64) -> u64 { self.0 += by; self.0 }
+/// }
+///
+/// let nr = NodeReplicated::builder(Counter::default()).build()?;
+/// std::thread::scope(|s| {
+///     for _ in 0..4 {
+///         s.spawn(|| {
+///             let tkn = nr.register().unwrap();
+///             for _ in 0..100 {
+///                 nr.execute_mut(1, tkn);
+///             }
+///         });
+///     }
+/// });
+/// let tkn = nr.register()?;
+/// assert_eq!(nr.execute((), tkn), 400);
+/// # Ok::<(), ldnr::Error>(())
+/// ```
+pub struct NodeReplicated<D: Dispatch> {
+    instance: usize,
+    log: Log<D::WriteOperation>,
+    /// Replica slots; a slot's index is also its position slot in the log.
+    replicas: Box<[Option<Box<Replica<D>>>]>,
+    dispatcher: Dispatcher<D::WriteOperation, D::Response>,
+    affinity: Arc<dyn AffinityManager>,
+}
+
+// SAFETY: `NodeReplicated` owns the replicas (`D`), the log (`WriteOperation`) and the
+// response slots (`Response`), and hands them between threads: `D: Send` because combiners
+// on any thread mutate a replica; `WriteOperation: Send` (the trait bound) because
+// operations move into the log and are cloned and dropped by other threads, one at a time
+// (log L4); `Response: Send` (the trait bound) because responses are produced by the
+// combiner and taken by the owner. Nothing here is tied to the creating thread.
+unsafe impl<D: Dispatch + Send + Sync> Send for NodeReplicated<D> {}
+// SAFETY: shared access is what the protocol is for: `D: Sync` because readers on many
+// threads share `&D` under the read lock (replica P2) while `D: Send` covers the combiner's
+// `&mut D` (P1); operations and responses are handed over through contexts with one owner
+// at a time (context C1) and through the log's clone lock, so they need only `Send`.
+unsafe impl<D: Dispatch + Send + Sync> Sync for NodeReplicated<D> {}
+
+impl<D: Dispatch> fmt::Debug for NodeReplicated<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeReplicated")
+            .field("instance", &self.instance)
+            .field("log", &self.log)
+            .field("dispatcher", &self.dispatcher)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D> NodeReplicated<D>
+where
+    D: Dispatch + Clone + Send + Sync,
+{
+    /// Starts building an instance whose replicas begin as clones of `initial`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[derive(Clone, Default)] struct Nop;
+    /// # impl ldnr::Dispatch for Nop {
+    /// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
+    /// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
+    /// # }
+    /// let nr = ldnr::NodeReplicated::builder(Nop).build().unwrap();
+    /// assert_eq!(nr.replicas().len(), 1);
+    /// ```
+    pub fn builder(initial: D) -> Builder<D> {
+        Builder {
+            initial,
+            nodes: None,
+            log_capacity: DEFAULT_LOG_CAPACITY,
+            max_threads: DEFAULT_MAX_THREADS,
+            affinity: Arc::new(NoAffinity),
+        }
+    }
+
+    /// Registers the calling thread and matches it to a replica (see the
+    /// [dispatcher rules](crate#the-dispatcher)).
+    ///
+    /// A thread may register more than once; each token is a separate participant with
+    /// its own operation slot, and counts against the thread limit.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyThreads`] past the thread limit ([`Builder::max_threads`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[derive(Clone, Default)] struct Nop;
+    /// # impl ldnr::Dispatch for Nop {
+    /// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
+    /// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
+    /// # }
+    /// let nr = ldnr::NodeReplicated::builder(Nop).max_threads(1).build().unwrap();
+    /// let _tkn = nr.register().unwrap();
+    /// assert!(matches!(nr.register(), Err(ldnr::Error::TooManyThreads { limit: 1 })));
+    /// ```
+    pub fn register(&self) -> Result<ThreadToken, Error> {
+        let node = self.affinity.current_node();
+        let admin = self.dispatcher.admin();
+        let candidates = self
+            .replicas
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, r)| r.as_deref().map(|r| (slot, r)))
+            .map(|(slot, r)| Candidate {
+                slot,
+                node: r.node,
+                threads: r.threads.load(crate::sync::Ordering::Relaxed),
+            });
+        let slot = dispatcher::choose(node, candidates, |a, b| self.affinity.distance(a, b))
+            .expect("an instance always has a replica");
+        let tid = self
+            .dispatcher
+            .next_thread(&admin, slot)
+            .ok_or(Error::TooManyThreads {
+                limit: self.dispatcher.limit(),
+            })?;
+        self.replica(slot)
+            .threads
+            .fetch_add(1, crate::sync::Ordering::Relaxed);
+        Ok(ThreadToken {
+            tid,
+            instance: self.instance,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// Executes a read-only operation on the calling thread's replica.
+    ///
+    /// The read sees every write that completed before it started (it waits, or helps,
+    /// until its replica has applied the log up to the `ctail` it saw on entry). It
+    /// never appends to the log.
+    ///
+    /// # Panics
+    ///
+    /// If `tkn` was issued by another instance (a programmer error: a token is checked
+    /// against the instance that issued it, by a number unique in the process).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[derive(Clone, Default)] struct Cell(u64);
+    /// # impl ldnr::Dispatch for Cell {
+    /// #     type ReadOperation = (); type WriteOperation = u64; type Response = u64;
+    /// #     fn dispatch(&self, _: ()) -> u64 { self.0 }
+    /// #     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+    /// # }
+    /// let nr = ldnr::NodeReplicated::builder(Cell(7)).build().unwrap();
+    /// let tkn = nr.register().unwrap();
+    /// assert_eq!(nr.execute((), tkn), 7);
+    /// ```
+    #[inline]
+    pub fn execute(&self, op: D::ReadOperation, tkn: ThreadToken) -> D::Response {
+        let tid = self.check(tkn);
+        let ctx = self.dispatcher.context(tid);
+        let slot = ctx.replica.load(crate::sync::Ordering::Relaxed);
+        let replica = self.replica(slot);
+        let ctail = self.log.ctail();
+        if self.log.position(slot) < ctail {
+            self.catch_up(slot, ctail);
+        }
+        let _read = replica.rw.read(&ctx.reader, slot);
+        // SAFETY: the read lock is held for the rest of this function.
+        unsafe { replica.read(|d| d.dispatch(op)) }
+    }
+
+    /// Executes a mutating operation: it is appended to the shared log, applied to every
+    /// replica, and its response (from the calling thread's replica) returned.
+    ///
+    /// The calling thread either combines (appends and applies its own and other pending
+    /// operations of its replica) or waits while another thread combines for it, taking
+    /// over as soon as it sees the combiner lock free.
+    ///
+    /// # Panics
+    ///
+    /// If `tkn` was issued by another instance.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[derive(Clone, Default)] struct Cell(u64);
+    /// # impl ldnr::Dispatch for Cell {
+    /// #     type ReadOperation = (); type WriteOperation = u64; type Response = u64;
+    /// #     fn dispatch(&self, _: ()) -> u64 { self.0 }
+    /// #     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+    /// # }
+    /// let nr = ldnr::NodeReplicated::builder(Cell(7)).build().unwrap();
+    /// let tkn = nr.register().unwrap();
+    /// assert_eq!(nr.execute_mut(9, tkn), 7);
+    /// assert_eq!(nr.execute((), tkn), 9);
+    /// ```
+    pub fn execute_mut(&self, op: D::WriteOperation, tkn: ThreadToken) -> D::Response {
+        let tid = self.check(tkn);
+        let ctx = self.dispatcher.context(tid);
+        // SAFETY: the token is `!Send` and proves this thread owns context `tid`; a context
+        // is `EMPTY` between operations (C1).
+        unsafe { ctx.put_op(op) };
+        let slot = ctx.replica.load(crate::sync::Ordering::Relaxed);
+        let replica = self.replica(slot);
+        if let Some(combiner) = replica.try_combine() {
+            // Fast path: combine our own operation without publishing it.
+            self.combine(slot, combiner, Some(tid));
+            // SAFETY: `combine` stored the response of our own operation before returning.
+            return unsafe { ctx.take_response() };
+        }
+        ctx.publish(tid, &replica.pending);
+        let mut backoff = Backoff::new();
+        loop {
+            if ctx.is_done() {
+                // SAFETY: `DONE` means the claiming combiner stored the response (C1).
+                let r = unsafe { ctx.take_response() };
+                ctx.reset();
+                return r;
+            }
+            if let Some(combiner) = replica.try_combine() {
+                self.combine(slot, combiner, None);
+                backoff = Backoff::new();
+            } else {
+                backoff.snooze();
+            }
+        }
+    }
+
+    /// A snapshot of the replicas: id, node, threads served and log position.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ldnr::NodeId;
+    /// # #[derive(Clone, Default)] struct Nop;
+    /// # impl ldnr::Dispatch for Nop {
+    /// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
+    /// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
+    /// # }
+    /// let nr = ldnr::NodeReplicated::builder(Nop).replicas(&[NodeId(0), NodeId(0)]).build().unwrap();
+    /// let tkn = nr.register().unwrap();
+    /// nr.execute_mut((), tkn);
+    /// let infos = nr.replicas();
+    /// assert_eq!(infos.len(), 2);
+    /// assert_eq!(infos.iter().map(|r| r.threads).sum::<usize>(), 1);
+    /// assert!(infos.iter().any(|r| r.applied == 1));
+    /// ```
+    pub fn replicas(&self) -> Vec<ReplicaInfo> {
+        self.replicas
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, r)| r.as_deref().map(|r| (slot, r)))
+            .map(|(slot, r)| ReplicaInfo {
+                id: r.id,
+                node: r.node,
+                threads: r.threads.load(crate::sync::Ordering::Relaxed),
+                applied: self.log.position(slot),
+            })
+            .collect()
+    }
+
+    /// The log capacity in entries.
+    pub fn log_capacity(&self) -> usize {
+        self.log.capacity()
+    }
+
+    #[inline]
+    fn check(&self, tkn: ThreadToken) -> usize {
+        assert!(
+            tkn.instance == self.instance,
+            "ldnr: a ThreadToken of another NodeReplicated instance was used"
+        );
+        tkn.tid
+    }
+
+    #[inline]
+    fn replica(&self, slot: usize) -> &Replica<D> {
+        self.replicas[slot]
+            .as_deref()
+            .expect("threads are matched to live replicas only")
+    }
+
+    /// Brings replica `slot` up to `target` for a reader: combine if the lock is free,
+    /// otherwise wait for the current combiner.
+    fn catch_up(&self, slot: usize, target: usize) {
+        let replica = self.replica(slot);
+        let mut backoff = Backoff::new();
+        while self.log.position(slot) < target {
+            if let Some(combiner) = replica.try_combine() {
+                self.combine(slot, combiner, None);
+                // A combiner with nothing to append still applies up to the tail it
+                // saw, which is at least `target`.
+            } else {
+                backoff.snooze();
+            }
+        }
+    }
+
+    /// One round of flat combining on replica `slot`: collect pending operations (and
+    /// the caller's own, `own`), append them, apply the log, hand back responses.
+    fn combine(&self, slot: usize, mut combiner: CombinerGuard<'_, D>, own: Option<usize>) {
+        let replica = combiner.replica();
+        let contexts = self.dispatcher.contexts();
+        let mut batch = core::mem::take(combiner.batch());
+        batch.clear();
+        if let Some(tid) = own {
+            batch.push(tid);
+        }
+        replica.pending.take(contexts, |tid| {
+            if contexts[tid].claim() {
+                batch.push(tid);
+            }
+        });
+
+        if batch.is_empty() {
+            // Nothing to append: just catch up with what others appended.
+            let tail = self.log.tail();
+            self.apply(&combiner, slot, tail, 0, &[]);
+        } else {
+            for chunk in batch.chunks(self.log.max_batch()) {
+                let start = self.reserve(&combiner, slot, chunk.len());
+                for (k, &tid) in chunk.iter().enumerate() {
+                    // SAFETY: `tid` is our own context (`own`, stored by us) or one we
+                    // claimed above; each is taken exactly once (C1).
+                    let op = unsafe { contexts[tid].take_op() };
+                    self.log.write(start + k, op);
+                }
+                self.apply(&combiner, slot, start + chunk.len(), start, chunk);
+            }
+            let claimed = if own.is_some() { &batch[1..] } else { &batch[..] };
+            for &tid in claimed {
+                contexts[tid].complete();
+            }
+        }
+        *combiner.batch() = batch;
+    }
+
+    /// Reserves `n` log entries for the combiner of `slot`, making room if needed: the
+    /// combiner applies its own replica, helps the most lagging replica whose combiner
+    /// lock is free (cross-combining), and retries. It never holds a write lock while
+    /// waiting.
+    fn reserve(&self, combiner: &CombinerGuard<'_, D>, slot: usize, n: usize) -> usize {
+        // Act early: once the log is more than half full, help the slowest replica before
+        // it can fill the log, rather than after failing to reserve.
+        if self.log.used() > self.log.capacity() / 2 {
+            self.help_laggard(slot, self.log.tail());
+        }
+        let mut backoff = Backoff::new();
+        loop {
+            if let Some(start) = self.log.try_reserve(n) {
+                return start;
+            }
+            let tail = self.log.tail();
+            self.apply(combiner, slot, tail, 0, &[]);
+            self.help_laggard(slot, tail);
+            backoff.snooze();
+        }
+    }
+
+    /// Applies the log to the most lagging replica other than `own` if its combiner lock
+    /// is free, under that replica's memory policy.
+    fn help_laggard(&self, own: usize, tail: usize) {
+        let Some(lag) = self.log.laggard(tail) else {
+            return;
+        };
+        if lag == own {
+            return;
+        }
+        let Some(other) = self.replicas[lag].as_deref() else {
+            return;
+        };
+        if let Some(helper) = other.try_combine() {
+            self.apply(&helper, lag, tail, 0, &[]);
+        }
+    }
+
+    /// Applies log entries to the combiner's replica (`slot`) up to `target`, under the
+    /// replica's write lock and memory policy; then publishes its position and `ctail`.
+    /// Responses of indices `start..start + batch.len()` go to the contexts in `batch`.
+    fn apply(
+        &self,
+        combiner: &CombinerGuard<'_, D>,
+        slot: usize,
+        target: usize,
+        start: usize,
+        batch: &[usize],
+    ) {
+        let from = self.log.position(slot);
+        if from >= target {
+            return;
+        }
+        let replica = combiner.replica();
+        let contexts: &[CachePadded<Ctx<D>>] = self.dispatcher.contexts();
+        // Best effort: the node was valid when the replica was made, and failing to set a
+        // policy must not fail an operation; the memory then comes from the default policy.
+        let _policy = AffinityGuard::new(&*self.affinity, replica.node).ok();
+        let _write = replica.rw.write(slot, || self.dispatcher.readers());
+        let apply_all = |d: &mut D| {
+            for idx in from..target {
+                let op = self.log.read(idx);
+                let r = d.dispatch_mut(op);
+                if let Some(&tid) = idx.checked_sub(start).and_then(|k| batch.get(k)) {
+                    // SAFETY: `tid` is in this combiner's batch, whose operation sits at
+                    // `idx`; it gets exactly one response, read by its owner only after
+                    // `DONE` or after `combine` returns (C1).
+                    unsafe { contexts[tid].put_response(r) };
+                }
+            }
+        };
+        // SAFETY: the write lock is held until the end of this function (P1).
+        unsafe { combiner.mutate(apply_all) };
+        self.log.publish(slot, target);
+    }
+}
+

@@ -1,0 +1,127 @@
+//! The distributed reader-writer lock of a replica.
+//!
+//! Writers are rare and batched (one combiner per replica applies a whole batch under one
+//! write lock); readers are many. So a reader touches only its own cache line: every
+//! registered thread owns one [`ReaderSlot`] (kept in the dispatcher, not per replica,
+//! so a replica's memory does not grow with the thread limit). A reader announces the
+//! replica it reads by storing the replica's slot number + 1 into its reader slot; a
+//! writer raises the replica's `writer` flag and waits until no reader slot names the
+//! replica.
+//!
+//! ```text
+//!   reader                              writer (holds the replica's combiner lock)
+//!   slot := r+1            (Relaxed)    writer := true          (Relaxed)
+//!   fence(SeqCst)          ----F1----   fence(SeqCst)           ----F2----
+//!   if writer { slot := 0; retry }      for every slot: wait while slot == r+1
+//!   ... read the replica ...            ... apply a batch ...
+//!   slot := 0              (Release)    writer := false         (Release)
+//! ```
+//!
+//! This is a Dekker pattern. **R1**: the two fences are ordered one way or the other in the
+//! single total order of SeqCst fences; if F1 comes first the writer sees the reader's
+//! slot, otherwise the reader sees `writer == true`. Either way they are never both inside.
+//! Plain SeqCst loads and stores would also do on real hardware, but fences are what loom
+//! models exactly, and the model checks the code that ships.
+//!
+//! Only one writer per replica exists at a time: the write lock is taken only by the
+//! holder of the replica's combiner lock.
+
+use crate::sync::{fence, AtomicBool, AtomicUsize, Backoff, CachePadded, Ordering};
+
+/// One thread's reader announcement: `0`, or the replica slot it reads + 1.
+#[derive(Debug, Default)]
+pub(crate) struct ReaderSlot(AtomicUsize);
+
+impl ReaderSlot {
+    pub(crate) fn new() -> Self {
+        Self(AtomicUsize::new(0))
+    }
+
+    /// Whether this thread is reading replica `slot` right now.
+    pub(crate) fn reads(&self, slot: usize) -> bool {
+        // Acquire: pairs with the Release store in `ReadGuard::drop`, so the reader's
+        // accesses happen before the writer's.
+        self.0.load(Ordering::Acquire) == slot + 1
+    }
+}
+
+/// The writer half: one flag per replica.
+#[derive(Debug, Default)]
+pub(crate) struct RwLock {
+    writer: CachePadded<AtomicBool>,
+}
+
+/// A read lock; released on drop.
+#[derive(Debug)]
+pub(crate) struct ReadGuard<'a> {
+    reader: &'a ReaderSlot,
+}
+
+/// A write lock; released on drop.
+#[derive(Debug)]
+pub(crate) struct WriteGuard<'a> {
+    lock: &'a RwLock,
+}
+
+impl RwLock {
+    pub(crate) fn new() -> Self {
+        Self {
+            writer: CachePadded(AtomicBool::new(false)),
+        }
+    }
+
+    /// Takes the read lock of replica `slot` with the calling thread's reader slot.
+    pub(crate) fn read<'a>(&self, reader: &'a ReaderSlot, slot: usize) -> ReadGuard<'a> {
+        let mut backoff = Backoff::new();
+        loop {
+            reader.0.store(slot + 1, Ordering::Relaxed);
+            // SeqCst: F1 of R1.
+            fence(Ordering::SeqCst);
+            // Acquire: pairs with the Release in `WriteGuard::drop`; the writer's batch
+            // happens before this read.
+            if !self.writer.load(Ordering::Acquire) {
+                return ReadGuard { reader };
+            }
+            reader.0.store(0, Ordering::Release);
+            while self.writer.load(Ordering::Relaxed) {
+                backoff.snooze();
+            }
+        }
+    }
+
+    /// Takes the write lock of replica `slot`, waiting for every reader in `readers` that
+    /// reads it. The caller holds the replica's combiner lock, so there is no other writer.
+    ///
+    /// `readers` is called after the writer flag is raised, so a thread that registers
+    /// concurrently is either in the list or sees the flag (R1).
+    pub(crate) fn write<'a, 'r, I>(&'a self, slot: usize, readers: impl FnOnce() -> I) -> WriteGuard<'a>
+    where
+        I: Iterator<Item = &'r ReaderSlot>,
+    {
+        debug_assert!(!self.writer.load(Ordering::Relaxed));
+        self.writer.store(true, Ordering::Relaxed);
+        // SeqCst: F2 of R1.
+        fence(Ordering::SeqCst);
+        for reader in readers() {
+            let mut backoff = Backoff::new();
+            while reader.reads(slot) {
+                backoff.snooze();
+            }
+        }
+        WriteGuard { lock: self }
+    }
+}
+
+impl Drop for ReadGuard<'_> {
+    fn drop(&mut self) {
+        // Release: pairs with the Acquire in `ReaderSlot::reads`.
+        self.reader.0.store(0, Ordering::Release);
+    }
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        // Release: pairs with the Acquire load in `RwLock::read`.
+        self.lock.writer.store(false, Ordering::Release);
+    }
+}

@@ -1,0 +1,109 @@
+//! The one place that picks the synchronization primitives.
+//!
+//! Normal builds use `core`'s atomics and a thin `UnsafeCell` wrapper with loom's
+//! closure API; builds with `RUSTFLAGS="--cfg ldnr_loom"` use loom's types so that the
+//! model checker sees every access. No other file names atomics, `UnsafeCell` or
+//! threads, so the algorithm that loom checks is the algorithm that ships.
+//!
+//! The `cfg` is `ldnr_loom` rather than `loom` so that a global `RUSTFLAGS` cannot flip
+//! a dependency's own `cfg(loom)`.
+
+#[cfg(ldnr_loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize};
+#[cfg(not(ldnr_loom))]
+pub(crate) use core::sync::atomic::{fence, AtomicBool, AtomicUsize};
+
+pub(crate) use core::sync::atomic::Ordering;
+
+/// Interior mutability whose accesses loom can check.
+#[cfg(ldnr_loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// Interior mutability with loom's closure API, compiled to a plain `core::cell::UnsafeCell`.
+#[cfg(not(ldnr_loom))]
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
+
+#[cfg(not(ldnr_loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Self(core::cell::UnsafeCell::new(value))
+    }
+
+    /// Runs `f` with a shared raw pointer to the value.
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Runs `f` with an exclusive raw pointer to the value.
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+/// Tells the scheduler (or loom) that this thread is waiting for another one.
+///
+/// Under loom every wait loop must yield, or the model never terminates. With `std`
+/// a waiter spins briefly and then yields its CPU: LD-NR often runs more threads than
+/// cores (tests, 2-core CI machines), and a spinning waiter would otherwise burn the
+/// time slice of the thread it waits for.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    step: u32,
+}
+
+impl Backoff {
+    const SPIN_LIMIT: u32 = 6;
+
+    pub(crate) const fn new() -> Self {
+        Self { step: 0 }
+    }
+
+    /// Waits a little; each call waits longer, up to a yield of the time slice.
+    #[inline]
+    pub(crate) fn snooze(&mut self) {
+        #[cfg(ldnr_loom)]
+        {
+            loom::thread::yield_now();
+        }
+        #[cfg(not(ldnr_loom))]
+        {
+            if self.step <= Self::SPIN_LIMIT {
+                for _ in 0..(1u32 << self.step) {
+                    core::hint::spin_loop();
+                }
+                self.step += 1;
+            } else {
+                #[cfg(feature = "std")]
+                std::thread::yield_now();
+                #[cfg(not(feature = "std"))]
+                for _ in 0..(1u32 << Self::SPIN_LIMIT) {
+                    core::hint::spin_loop();
+                }
+            }
+        }
+    }
+}
+
+/// A process-wide unique number for each `NodeReplicated` instance, used to reject
+/// tokens of other instances. Not part of any protocol loom needs to see.
+pub(crate) fn next_instance_id() -> usize {
+    static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Pads and aligns a value to the size of a cache-line pair, so that two values never
+/// share a line (adjacent-line prefetching pulls lines in pairs on x86).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct CachePadded<T>(pub(crate) T);
+
+impl<T> core::ops::Deref for CachePadded<T> {
+    type Target = T;
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
