@@ -55,10 +55,22 @@ pub struct SavedPolicy {
 
 impl SavedPolicy {
     /// The value a manager returns when it changed nothing and has nothing to restore.
+    /// Any value whose `mode` is `u32::MAX` means the same.
     pub const UNCHANGED: SavedPolicy = SavedPolicy {
         mode: u32::MAX,
         nodes: [0; 16],
     };
+
+    /// Whether this says "nothing changed" (`mode == u32::MAX`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(ldnr::SavedPolicy::UNCHANGED.is_unchanged());
+    /// ```
+    pub fn is_unchanged(&self) -> bool {
+        self.mode == u32::MAX
+    }
 }
 
 /// An affinity manager could not do what was asked.
@@ -217,7 +229,7 @@ impl<'a> AffinityGuard<'a> {
 
 impl Drop for AffinityGuard<'_> {
     fn drop(&mut self) {
-        if self.saved != SavedPolicy::UNCHANGED {
+        if !self.saved.is_unchanged() {
             self.manager.restore_memory_policy(self.saved);
         }
     }

@@ -9,15 +9,19 @@
 //! ```text
 //!            owner writes op        combiner CAS            combiner writes response
 //!   EMPTY ---------------------> PENDING ---------> CLAIMED -----------------------> DONE
-//!     ^                                                                                 |
+//!     ^                             |                                                   |
+//!     |                             | CAS by whoever drains the stack of a removed      |
+//!     |                             v replica: the operation was never appended          |
+//!     +-- owner retries on its ---REROUTE                                               |
+//!     |   new replica                                                                   |
 //!     +------------------------- owner takes the response ------------------------------+
 //! ```
 //!
 //! Invariants:
 //!
-//! - **C1** Only the owner thread moves a context out of `EMPTY` or `DONE`; only a
-//!   combiner moves it out of `PENDING` (by CAS, so exactly one combiner claims it) or
-//!   `CLAIMED`. The operation slot is written by the owner in `EMPTY` and read (moved
+//! - **C1** Only the owner thread moves a context out of `EMPTY`, `DONE` or `REROUTE`;
+//!   only a combiner moves it out of `PENDING` (by CAS, to `CLAIMED` or `REROUTE`, so
+//!   exactly one combiner decides its fate) or `CLAIMED`. The operation slot is written by the owner in `EMPTY` and read (moved
 //!   out) by the claiming combiner; the response slot is written by the claiming combiner
 //!   before `DONE` and read (moved out) by the owner after it.
 //! - **C2** A context is on at most one pending stack, at most once: it is pushed in
@@ -37,6 +41,7 @@ pub(crate) const EMPTY: usize = 0;
 pub(crate) const PENDING: usize = 1;
 pub(crate) const CLAIMED: usize = 2;
 pub(crate) const DONE: usize = 3;
+pub(crate) const REROUTE: usize = 4;
 
 /// The "no thread" link of the pending stack.
 const NIL: usize = usize::MAX;
@@ -45,8 +50,11 @@ pub(crate) struct Context<W, R> {
     state: AtomicUsize,
     /// The next context on the pending stack (a thread index), or `NIL`.
     next: AtomicUsize,
-    /// The replica slot this thread is matched to.
+    /// The replica slot this thread is matched to. Written under the admin lock, read by
+    /// the owner at the start of every operation.
     pub(crate) replica: AtomicUsize,
+    /// The node the thread registered on.
+    pub(crate) node: AtomicUsize,
     /// This thread's slot of every replica's reader-writer lock.
     pub(crate) reader: ReaderSlot,
     op: UnsafeCell<MaybeUninit<W>>,
@@ -68,6 +76,7 @@ impl<W, R> Context<W, R> {
             state: AtomicUsize::new(EMPTY),
             next: AtomicUsize::new(NIL),
             replica: AtomicUsize::new(0),
+            node: AtomicUsize::new(0),
             reader: ReaderSlot::new(),
             op: UnsafeCell::new(MaybeUninit::uninit()),
             response: UnsafeCell::new(MaybeUninit::uninit()),
@@ -151,28 +160,39 @@ impl<W, R> Context<W, R> {
             .is_ok()
     }
 
+    /// Hands a pending operation back to its owner, unexecuted, because its replica was
+    /// removed; `false` if it was not pending.
+    pub(crate) fn reroute(&self) -> bool {
+        // Release: pairs with the Acquire load in `owner_state`; Acquire: as in `claim`.
+        self.state
+            .compare_exchange(PENDING, REROUTE, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
     /// Marks a claimed operation done; its response is stored.
     pub(crate) fn complete(&self) {
-        // Release: pairs with the Acquire load in `is_done`; the response is visible.
+        // Release: pairs with the Acquire load in `owner_state`; the response is visible.
         self.state.store(DONE, Ordering::Release);
     }
 
-    /// Whether the combiner has delivered the response.
-    pub(crate) fn is_done(&self) -> bool {
-        // Acquire: pairs with the Release store in `complete`.
-        self.state.load(Ordering::Acquire) == DONE
+    /// The state as its owner sees it while waiting: `DONE` means the response is
+    /// there, `REROUTE` that the operation is back in the owner's hands.
+    pub(crate) fn owner_state(&self) -> usize {
+        // Acquire: pairs with the Release in `complete` and `reroute`.
+        self.state.load(Ordering::Acquire)
     }
 
-    /// Returns a delivered context to `EMPTY` (owner only, after `take_response`).
+    /// Whether the combiner has delivered the response.
+    #[cfg(ldnr_loom)]
+    pub(crate) fn is_done(&self) -> bool {
+        self.owner_state() == DONE
+    }
+
+    /// Returns a context to `EMPTY` (owner only, after `DONE` or `REROUTE`).
     pub(crate) fn reset(&self) {
         self.state.store(EMPTY, Ordering::Relaxed);
     }
 
-    /// The state, for assertions and diagnostics.
-    #[cfg(test)]
-    pub(crate) fn state(&self) -> usize {
-        self.state.load(Ordering::Relaxed)
-    }
 }
 
 /// A replica's stack of contexts with pending operations.

@@ -130,12 +130,18 @@ impl<W, R> Dispatcher<W, R> {
 
     /// Hands out the next thread index matched to replica `slot`, or `None` at the limit.
     /// The caller holds the admin lock, so indices are handed out one at a time (D1).
-    pub(crate) fn next_thread(&self, _admin: &AdminGuard<'_>, slot: usize) -> Option<usize> {
+    pub(crate) fn next_thread(
+        &self,
+        _admin: &AdminGuard<'_>,
+        slot: usize,
+        node: NodeId,
+    ) -> Option<usize> {
         let tid = self.registered.load(Ordering::Relaxed);
         if tid >= self.contexts.len() {
             return None;
         }
         self.contexts[tid].replica.store(slot, Ordering::Relaxed);
+        self.contexts[tid].node.store(node.0, Ordering::Relaxed);
         // Release: pairs with the Acquire in `registered`. SeqCst is not needed for the
         // reader-writer lock: the new thread reads only after this returns, and its
         // reader-slot store is ordered by the lock's fences (R1).
@@ -191,9 +197,9 @@ mod tests {
     fn thread_limit_is_enforced() {
         let d: Dispatcher<u64, u64> = Dispatcher::new(2);
         let admin = d.admin();
-        assert_eq!(d.next_thread(&admin, 0), Some(0));
-        assert_eq!(d.next_thread(&admin, 0), Some(1));
-        assert_eq!(d.next_thread(&admin, 0), None);
+        assert_eq!(d.next_thread(&admin, 0, NodeId(0)), Some(0));
+        assert_eq!(d.next_thread(&admin, 0, NodeId(1)), Some(1));
+        assert_eq!(d.next_thread(&admin, 0, NodeId(0)), None);
         assert_eq!(d.registered(), 2);
     }
 }

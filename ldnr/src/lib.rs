@@ -119,6 +119,7 @@ mod dispatcher;
 mod error;
 mod log;
 mod node_replicated;
+mod reconfigure;
 mod replica;
 mod rwlock;
 mod sync;

@@ -174,6 +174,11 @@ impl<W: Clone> Log<W> {
         self.positions[slot].active.store(true, Ordering::SeqCst);
     }
 
+    /// Takes `slot` out of garbage collection (its replica is being removed).
+    pub(crate) fn deactivate(&self, slot: usize) {
+        self.positions[slot].active.store(false, Ordering::SeqCst);
+    }
+
     /// Recomputes `head` as the smallest position of the active replicas and returns it.
     pub(crate) fn collect(&self) -> usize {
         let mut min = self.tail.load(Ordering::Acquire);

@@ -11,13 +11,13 @@ use core::fmt;
 use core::marker::PhantomData;
 
 use crate::affinity::{AffinityGuard, AffinityManager, NoAffinity, NodeId};
-use crate::context::Context;
+use crate::context::{Context, DONE, REROUTE};
 use crate::dispatch::Dispatch;
 use crate::dispatcher::{self, Candidate, Dispatcher, DEFAULT_MAX_THREADS, MAX_THREADS};
 use crate::error::Error;
 use crate::log::{Log, DEFAULT_LOG_CAPACITY, MAX_LOG_CAPACITY, MAX_REPLICAS, MIN_LOG_CAPACITY};
 use crate::replica::{CombinerGuard, Replica, ReplicaId, ReplicaInfo};
-use crate::sync::{next_instance_id, Backoff, CachePadded};
+use crate::sync::{next_instance_id, AtomicUsize, Backoff, CachePadded, Ordering};
 
 type Ctx<D> = Context<<D as Dispatch>::WriteOperation, <D as Dispatch>::Response>;
 
@@ -190,11 +190,18 @@ where
         }
 
         let log = Log::new(cap);
-        let mut replicas: Vec<Option<Box<Replica<D>>>> = (0..MAX_REPLICAS).map(|_| None).collect();
+        let replicas: Vec<Replica<D>> = (0..MAX_REPLICAS).map(|_| Replica::shell()).collect();
         for (slot, &node) in nodes.iter().enumerate() {
-            let _policy = AffinityGuard::new(&*affinity, node)?;
-            let replica = Box::new(Replica::new(ReplicaId(slot), node, self.initial.clone()));
-            replicas[slot] = Some(replica);
+            let data = {
+                let _policy = AffinityGuard::new(&*affinity, node)?;
+                self.initial.clone()
+            };
+            let shell = &replicas[slot];
+            let combiner = shell.combine_blocking();
+            let _write = shell.rw.write(slot, core::iter::empty);
+            // SAFETY: the write lock is held (and the shell is not shared yet).
+            unsafe { combiner.replace(Some(data)) };
+            shell.set_identity(Some((ReplicaId(slot), node)));
             log.activate(slot, 0);
         }
         Ok(NodeReplicated {
@@ -203,6 +210,7 @@ where
             replicas: replicas.into_boxed_slice(),
             dispatcher: Dispatcher::new(self.max_threads),
             affinity,
+            next_id: AtomicUsize::new(nodes.len()),
         })
     }
 }
@@ -243,11 +251,13 @@ where
 /// ```
 pub struct NodeReplicated<D: Dispatch> {
     instance: usize,
-    log: Log<D::WriteOperation>,
-    /// Replica slots; a slot's index is also its position slot in the log.
-    replicas: Box<[Option<Box<Replica<D>>>]>,
-    dispatcher: Dispatcher<D::WriteOperation, D::Response>,
-    affinity: Arc<dyn AffinityManager>,
+    pub(crate) log: Log<D::WriteOperation>,
+    /// Replica shells; a shell's index is also its position slot in the log.
+    pub(crate) replicas: Box<[Replica<D>]>,
+    pub(crate) dispatcher: Dispatcher<D::WriteOperation, D::Response>,
+    pub(crate) affinity: Arc<dyn AffinityManager>,
+    /// The next replica id to hand out (ids are never reused).
+    pub(crate) next_id: AtomicUsize,
 }
 
 // SAFETY: `NodeReplicated` owns the replicas (`D`), the log (`WriteOperation`) and the
@@ -325,32 +335,37 @@ where
     pub fn register(&self) -> Result<ThreadToken, Error> {
         let node = self.affinity.current_node();
         let admin = self.dispatcher.admin();
-        let candidates = self
-            .replicas
-            .iter()
-            .enumerate()
-            .filter_map(|(slot, r)| r.as_deref().map(|r| (slot, r)))
-            .map(|(slot, r)| Candidate {
-                slot,
-                node: r.node,
-                threads: r.threads.load(crate::sync::Ordering::Relaxed),
-            });
-        let slot = dispatcher::choose(node, candidates, |a, b| self.affinity.distance(a, b))
-            .expect("an instance always has a replica");
+        let slot = self
+            .match_thread(node, None)
+            .expect("an instance always has a live replica");
         let tid = self
             .dispatcher
-            .next_thread(&admin, slot)
+            .next_thread(&admin, slot, node)
             .ok_or(Error::TooManyThreads {
                 limit: self.dispatcher.limit(),
             })?;
-        self.replica(slot)
-            .threads
-            .fetch_add(1, crate::sync::Ordering::Relaxed);
+        self.replicas[slot].threads.fetch_add(1, Ordering::Relaxed);
         Ok(ThreadToken {
             tid,
             instance: self.instance,
             _not_send: PhantomData,
         })
+    }
+
+    /// The replica a thread on `node` should use, not counting slot `except`. The caller
+    /// holds the admin lock.
+    pub(crate) fn match_thread(&self, node: NodeId, except: Option<usize>) -> Option<usize> {
+        let candidates = self
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|&(slot, r)| Some(slot) != except && r.id().is_some())
+            .map(|(slot, r)| Candidate {
+                slot,
+                node: r.node(),
+                threads: r.threads.load(Ordering::Relaxed),
+            });
+        dispatcher::choose(node, candidates, |a, b| self.affinity.distance(a, b))
     }
 
     /// Executes a read-only operation on the calling thread's replica.
@@ -381,15 +396,28 @@ where
     pub fn execute(&self, op: D::ReadOperation, tkn: ThreadToken) -> D::Response {
         let tid = self.check(tkn);
         let ctx = self.dispatcher.context(tid);
-        let slot = ctx.replica.load(crate::sync::Ordering::Relaxed);
-        let replica = self.replica(slot);
         let ctail = self.log.ctail();
-        if self.log.position(slot) < ctail {
+        loop {
+            let slot = ctx.replica.load(Ordering::Relaxed);
+            let replica = &self.replicas[slot];
+            {
+                let _read = replica.rw.read(&ctx.reader, slot);
+                // The position is checked under the read lock: it changes only under the
+                // write lock, together with the data it describes.
+                if self.log.position(slot) >= ctail {
+                    // SAFETY: the read lock is held for this block.
+                    if unsafe { replica.is_live_read() } {
+                        // SAFETY: as above; the replica is live (checked just now, and it
+                        // cannot be removed while the read lock is held, P4).
+                        return unsafe { replica.read(|d| d.dispatch(op)) }
+                            .expect("checked live under the same read lock");
+                    }
+                    // Removed under us: the dispatcher has matched us elsewhere.
+                    continue;
+                }
+            }
             self.catch_up(slot, ctail);
         }
-        let _read = replica.rw.read(&ctx.reader, slot);
-        // SAFETY: the read lock is held for the rest of this function.
-        unsafe { replica.read(|d| d.dispatch(op)) }
     }
 
     /// Executes a mutating operation: it is appended to the shared log, applied to every
@@ -423,28 +451,42 @@ where
         // SAFETY: the token is `!Send` and proves this thread owns context `tid`; a context
         // is `EMPTY` between operations (C1).
         unsafe { ctx.put_op(op) };
-        let slot = ctx.replica.load(crate::sync::Ordering::Relaxed);
-        let replica = self.replica(slot);
-        if let Some(combiner) = replica.try_combine() {
-            // Fast path: combine our own operation without publishing it.
-            self.combine(slot, combiner, Some(tid));
-            // SAFETY: `combine` stored the response of our own operation before returning.
-            return unsafe { ctx.take_response() };
-        }
-        ctx.publish(tid, &replica.pending);
-        let mut backoff = Backoff::new();
         loop {
-            if ctx.is_done() {
-                // SAFETY: `DONE` means the claiming combiner stored the response (C1).
-                let r = unsafe { ctx.take_response() };
-                ctx.reset();
-                return r;
-            }
+            let slot = ctx.replica.load(Ordering::Relaxed);
+            let replica = &self.replicas[slot];
             if let Some(combiner) = replica.try_combine() {
-                self.combine(slot, combiner, None);
-                backoff = Backoff::new();
-            } else {
-                backoff.snooze();
+                // Fast path: combine our own operation without publishing it.
+                if self.combine(slot, combiner, Some(tid)) {
+                    // SAFETY: `combine` stored the response of our own operation.
+                    return unsafe { ctx.take_response() };
+                }
+                // The replica was removed: our operation is still ours; go again.
+                continue;
+            }
+            ctx.publish(tid, &replica.pending);
+            let mut backoff = Backoff::new();
+            loop {
+                match ctx.owner_state() {
+                    DONE => {
+                        // SAFETY: `DONE` means the claiming combiner stored the response (C1).
+                        let r = unsafe { ctx.take_response() };
+                        ctx.reset();
+                        return r;
+                    }
+                    // The replica was removed before anyone took the operation; it is
+                    // still in our context, unexecuted.
+                    REROUTE => {
+                        ctx.reset();
+                        break;
+                    }
+                    _ => {}
+                }
+                if let Some(combiner) = replica.try_combine() {
+                    self.combine(slot, combiner, None);
+                    backoff = Backoff::new();
+                } else {
+                    backoff.snooze();
+                }
             }
         }
     }
@@ -472,12 +514,13 @@ where
         self.replicas
             .iter()
             .enumerate()
-            .filter_map(|(slot, r)| r.as_deref().map(|r| (slot, r)))
-            .map(|(slot, r)| ReplicaInfo {
-                id: r.id,
-                node: r.node,
-                threads: r.threads.load(crate::sync::Ordering::Relaxed),
-                applied: self.log.position(slot),
+            .filter_map(|(slot, r)| {
+                r.id().map(|id| ReplicaInfo {
+                    id,
+                    node: r.node(),
+                    threads: r.threads.load(Ordering::Relaxed),
+                    applied: self.log.position(slot),
+                })
             })
             .collect()
     }
@@ -496,23 +539,18 @@ where
         tkn.tid
     }
 
-    #[inline]
-    fn replica(&self, slot: usize) -> &Replica<D> {
-        self.replicas[slot]
-            .as_deref()
-            .expect("threads are matched to live replicas only")
-    }
-
     /// Brings replica `slot` up to `target` for a reader: combine if the lock is free,
-    /// otherwise wait for the current combiner.
+    /// otherwise wait for the current combiner. Returns early if the replica is removed.
     fn catch_up(&self, slot: usize, target: usize) {
-        let replica = self.replica(slot);
+        let replica = &self.replicas[slot];
         let mut backoff = Backoff::new();
         while self.log.position(slot) < target {
             if let Some(combiner) = replica.try_combine() {
-                self.combine(slot, combiner, None);
-                // A combiner with nothing to append still applies up to the tail it
-                // saw, which is at least `target`.
+                // A combiner applies at least up to the tail it saw, which is at least
+                // `target`; on a removed replica it returns `false` and we go elsewhere.
+                if !self.combine(slot, combiner, None) {
+                    return;
+                }
             } else {
                 backoff.snooze();
             }
@@ -521,9 +559,24 @@ where
 
     /// One round of flat combining on replica `slot`: collect pending operations (and
     /// the caller's own, `own`), append them, apply the log, hand back responses.
-    fn combine(&self, slot: usize, mut combiner: CombinerGuard<'_, D>, own: Option<usize>) {
+    ///
+    /// Returns `false` if the shell holds no replica (it was removed): then every pending
+    /// operation on its stack is handed back to its owner (`REROUTE`), and `own` is left
+    /// untouched.
+    pub(crate) fn combine(
+        &self,
+        slot: usize,
+        mut combiner: CombinerGuard<'_, D>,
+        own: Option<usize>,
+    ) -> bool {
         let replica = combiner.replica();
         let contexts = self.dispatcher.contexts();
+        if !combiner.is_live() {
+            replica.pending.take(contexts, |tid| {
+                contexts[tid].reroute();
+            });
+            return false;
+        }
         let mut batch = core::mem::take(combiner.batch());
         batch.clear();
         if let Some(tid) = own {
@@ -556,13 +609,14 @@ where
             }
         }
         *combiner.batch() = batch;
+        true
     }
 
     /// Reserves `n` log entries for the combiner of `slot`, making room if needed: the
     /// combiner applies its own replica, helps the most lagging replica whose combiner
     /// lock is free (cross-combining), and retries. It never holds a write lock while
     /// waiting.
-    fn reserve(&self, combiner: &CombinerGuard<'_, D>, slot: usize, n: usize) -> usize {
+    pub(crate) fn reserve(&self, combiner: &CombinerGuard<'_, D>, slot: usize, n: usize) -> usize {
         // Act early: once the log is more than half full, help the slowest replica before
         // it can fill the log, rather than after failing to reserve.
         if self.log.used() > self.log.capacity() / 2 {
@@ -589,10 +643,8 @@ where
         if lag == own {
             return;
         }
-        let Some(other) = self.replicas[lag].as_deref() else {
-            return;
-        };
-        if let Some(helper) = other.try_combine() {
+        if let Some(helper) = self.replicas[lag].try_combine() {
+            // `apply` does nothing if the replica was removed in the meantime.
             self.apply(&helper, lag, tail, 0, &[]);
         }
     }
@@ -600,7 +652,7 @@ where
     /// Applies log entries to the combiner's replica (`slot`) up to `target`, under the
     /// replica's write lock and memory policy; then publishes its position and `ctail`.
     /// Responses of indices `start..start + batch.len()` go to the contexts in `batch`.
-    fn apply(
+    pub(crate) fn apply(
         &self,
         combiner: &CombinerGuard<'_, D>,
         slot: usize,
@@ -609,14 +661,14 @@ where
         batch: &[usize],
     ) {
         let from = self.log.position(slot);
-        if from >= target {
+        if from >= target || !combiner.is_live() {
             return;
         }
         let replica = combiner.replica();
         let contexts: &[CachePadded<Ctx<D>>] = self.dispatcher.contexts();
         // Best effort: the node was valid when the replica was made, and failing to set a
         // policy must not fail an operation; the memory then comes from the default policy.
-        let _policy = AffinityGuard::new(&*self.affinity, replica.node).ok();
+        let _policy = AffinityGuard::new(&*self.affinity, replica.node()).ok();
         let _write = replica.rw.write(slot, || self.dispatcher.readers());
         let apply_all = |d: &mut D| {
             for idx in from..target {

@@ -11,6 +11,10 @@
 //!   it also holds the write lock.
 //! - **P2** The data is read (by `dispatch`) only under the read lock.
 //! - **P3** The batch buffer is touched only by the holder of the combiner lock.
+//! - **P4** A replica slot (shell) lives as long as its instance. A replica's data is
+//!   installed and taken out only by a holder of the combiner lock *and* the write lock,
+//!   so no combiner and no reader can be inside it then; anyone who reaches a shell
+//!   whose data is gone (a replica removed under it) sees `None` and goes elsewhere.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -18,7 +22,7 @@ use core::fmt;
 use crate::affinity::NodeId;
 use crate::context::PendingStack;
 use crate::rwlock::RwLock;
-use crate::sync::{AtomicBool, AtomicUsize, CachePadded, Ordering, UnsafeCell};
+use crate::sync::{AtomicBool, AtomicUsize, Backoff, CachePadded, Ordering, UnsafeCell};
 
 /// Identifies a replica of one `NodeReplicated` instance. Ids are never reused, so a
 /// stale id of a removed replica is recognised as unknown.
@@ -75,24 +79,32 @@ pub struct ReplicaInfo {
     pub applied: usize,
 }
 
+/// A replica slot ("shell"). Shells are allocated once per instance and reused: a
+/// removed replica gives back its data (the big part) at once, while the shell — locks,
+/// pending stack, a few words — stays, so a thread that still holds a reference to it
+/// from before the removal never touches freed memory (replica P4).
 pub(crate) struct Replica<D> {
-    pub(crate) id: ReplicaId,
-    pub(crate) node: NodeId,
+    /// `0`: no replica lives here; otherwise the live replica's id + 1. Changed only
+    /// under the admin lock; read without it for snapshots and matching.
+    id: AtomicUsize,
+    /// The node of the live replica.
+    node: AtomicUsize,
     combiner: CachePadded<AtomicBool>,
     pub(crate) rw: RwLock,
     pub(crate) pending: CachePadded<PendingStack>,
-    /// Threads matched to this replica.
+    /// Threads matched to this replica. Changed only under the admin lock.
     pub(crate) threads: AtomicUsize,
     /// The thread indices of the batch being combined (P3).
     batch: UnsafeCell<Vec<usize>>,
-    data: UnsafeCell<D>,
+    /// `None` while the shell holds no replica (P4).
+    data: UnsafeCell<Option<D>>,
 }
 
 impl<D> fmt::Debug for Replica<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Replica")
-            .field("id", &self.id)
-            .field("node", &self.node)
+            .field("id", &self.id())
+            .field("node", &self.node())
             .field("threads", &self.threads.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -105,16 +117,55 @@ pub(crate) struct CombinerGuard<'a, D> {
 }
 
 impl<D> Replica<D> {
-    pub(crate) fn new(id: ReplicaId, node: NodeId, data: D) -> Self {
+    /// An empty shell.
+    pub(crate) fn shell() -> Self {
         Self {
-            id,
-            node,
+            id: AtomicUsize::new(0),
+            node: AtomicUsize::new(0),
             combiner: CachePadded(AtomicBool::new(false)),
             rw: RwLock::new(),
             pending: CachePadded(PendingStack::new()),
             threads: AtomicUsize::new(0),
             batch: UnsafeCell::new(Vec::new()),
-            data: UnsafeCell::new(data),
+            data: UnsafeCell::new(None),
+        }
+    }
+
+    /// A shell holding a live replica, for models.
+    #[cfg(ldnr_loom)]
+    pub(crate) fn new(id: ReplicaId, node: NodeId, data: D) -> Self {
+        let r = Self::shell();
+        r.data.with_mut(|d| {
+            // SAFETY: `r` is not shared yet.
+            unsafe { *d = Some(data) }
+        });
+        r.set_identity(Some((id, node)));
+        r
+    }
+
+    /// The id of the live replica in this shell, if any.
+    pub(crate) fn id(&self) -> Option<ReplicaId> {
+        // Acquire: pairs with the Release in `set_identity`.
+        match self.id.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(ReplicaId(n - 1)),
+        }
+    }
+
+    /// The node of the live replica.
+    pub(crate) fn node(&self) -> NodeId {
+        NodeId(self.node.load(Ordering::Relaxed))
+    }
+
+    /// Names (or, with `None`, clears) the replica living in this shell. Admin lock only.
+    pub(crate) fn set_identity(&self, identity: Option<(ReplicaId, NodeId)>) {
+        match identity {
+            Some((id, node)) => {
+                self.node.store(node.0, Ordering::Relaxed);
+                // Release: pairs with the Acquire in `id`.
+                self.id.store(id.0 + 1, Ordering::Release);
+            }
+            None => self.id.store(0, Ordering::Release),
         }
     }
 
@@ -133,14 +184,38 @@ impl<D> Replica<D> {
             .map(|_| CombinerGuard { replica: self })
     }
 
-    /// Runs `f` on the data under the read lock the caller holds.
+    /// Takes the combiner lock, waiting for the current holder (admin paths only).
+    pub(crate) fn combine_blocking(&self) -> CombinerGuard<'_, D> {
+        let mut backoff = Backoff::new();
+        loop {
+            if let Some(g) = self.try_combine() {
+                return g;
+            }
+            backoff.snooze();
+        }
+    }
+
+    /// Runs `f` on the data under the read lock the caller holds; `None` if the shell
+    /// holds no replica.
     ///
     /// # Safety
     ///
     /// The caller holds this replica's read lock (P2).
-    pub(crate) unsafe fn read<R>(&self, f: impl FnOnce(&D) -> R) -> R {
-        // SAFETY: the read lock excludes the only mutator (P1, P2).
-        self.data.with(|d| f(unsafe { &*d }))
+    #[inline]
+    pub(crate) unsafe fn read<R>(&self, f: impl FnOnce(&D) -> R) -> Option<R> {
+        // SAFETY: the read lock excludes the only mutator (P1, P2, P4).
+        self.data.with(|d| unsafe { (*d).as_ref() }.map(f))
+    }
+
+    /// Whether the shell holds a live replica, read under the caller's read lock.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds this replica's read lock (P2).
+    #[inline]
+    pub(crate) unsafe fn is_live_read(&self) -> bool {
+        // SAFETY: as in `read`.
+        self.data.with(|d| unsafe { (*d).is_some() })
     }
 }
 
@@ -156,15 +231,44 @@ impl<'a, D> CombinerGuard<'a, D> {
         self.replica.batch.with_mut(|b| unsafe { &mut *b })
     }
 
-    /// Runs `f` on the data mutably.
+    /// Whether the shell holds a live replica. Stable while the guard is held: the data
+    /// is installed and taken only under the combiner lock (P4).
+    pub(crate) fn is_live(&self) -> bool {
+        // SAFETY: only combiner-lock holders change `data` (P1, P4); readers only read.
+        self.replica.data.with(|d| unsafe { (*d).is_some() })
+    }
+
+    /// Runs `f` on the data mutably; `None` if the shell holds no replica.
     ///
     /// # Safety
     ///
     /// The caller holds this replica's write lock (P1).
-    pub(crate) unsafe fn mutate<R>(&self, f: impl FnOnce(&mut D) -> R) -> R {
+    pub(crate) unsafe fn mutate<R>(&self, f: impl FnOnce(&mut D) -> R) -> Option<R> {
         // SAFETY: the combiner lock (this guard) and the write lock make this the only
         // access to the data (P1).
-        self.replica.data.with_mut(|d| f(unsafe { &mut *d }))
+        self.replica
+            .data
+            .with_mut(|d| unsafe { (*d).as_mut() }.map(f))
+    }
+
+    /// Replaces the data (installing a replica into a shell, or taking it out).
+    ///
+    /// # Safety
+    ///
+    /// The caller holds this replica's write lock (P1, P4).
+    pub(crate) unsafe fn replace(&self, data: Option<D>) -> Option<D> {
+        // SAFETY: as in `mutate`.
+        self.replica
+            .data
+            .with_mut(|d| core::mem::replace(unsafe { &mut *d }, data))
+    }
+
+    /// Runs `f` on the data, shared, while holding the combiner lock only: the data
+    /// cannot change (P1), though readers may read it at the same time (`D: Sync`).
+    pub(crate) fn frozen<R>(&self, f: impl FnOnce(&D) -> R) -> Option<R> {
+        // SAFETY: mutation needs the combiner lock (P1), which this guard holds; readers
+        // only take `&D` too.
+        self.replica.data.with(|d| unsafe { (*d).as_ref() }.map(f))
     }
 }
 

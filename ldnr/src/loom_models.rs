@@ -1,0 +1,500 @@
+//! Loom models of the crate-internal protocols (compiled only with
+//! `RUSTFLAGS="--cfg ldnr_loom"` in test builds).
+//!
+//! Run with
+//!
+//! ```text
+//! CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg ldnr_loom" \
+//!     cargo test --release -p ldnr --lib loom_models -- --test-threads=1
+//! ```
+//!
+//! Every model sets its own preemption bound (and branch limit) in code, so CI needs no
+//! `LOOM_*` environment variable. The models use the crate's own types, whose atomics and
+//! `UnsafeCell`s come from `crate::sync` and are therefore loom's under this cfg:
+//!
+//! - `log_*`: reservation, write, in-order read, publish and garbage collection of the
+//!   shared log with wrap-around (L1–L3, L5), and drop accounting (L5);
+//! - `rwlock_*`: the Dekker fence pair of the reader-writer lock (R1); loom's `UnsafeCell`
+//!   access tracking flags any read that overlaps a write;
+//! - `combining_*`: the context state machine and the pending stack (C1, C2) with a
+//!   replica's combiner lock, as `NodeReplicated::execute_mut` drives them.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::AtomicUsize as StdAtomicUsize;
+
+use loom::model::Builder;
+use loom::sync::Arc;
+use loom::thread;
+
+use crate::affinity::NodeId;
+use crate::context::{Context, EMPTY};
+use crate::log::Log;
+use crate::replica::{Replica, ReplicaId};
+use crate::rwlock::{ReaderSlot, RwLock};
+use crate::sync::{CachePadded, Ordering, UnsafeCell};
+
+/// A model checker with the given preemption bound and a branch limit large enough for
+/// the log's garbage collection, which scans all `MAX_REPLICAS` position slots.
+fn builder(preemptions: usize) -> Builder {
+    let mut b = Builder::new();
+    b.preemption_bound = Some(preemptions);
+    b.max_branches = 100_000;
+    b
+}
+
+// ---------------------------------------------------------------------------------------
+// a. The log: append, apply and GC with wrap-around.
+// ---------------------------------------------------------------------------------------
+
+/// Log capacity of the log models: the smallest the crate allows.
+const LOG_CAP: usize = 4;
+
+/// What one "replica" thread of a log model did.
+#[derive(Debug)]
+struct ReplicaRun<T> {
+    /// Everything it read, in log order (index `i` of the log is `seen[i]`).
+    seen: Vec<T>,
+    /// The indices it reserved, with what it wrote there.
+    wrote: Vec<(usize, T)>,
+}
+
+/// Reads the log for replica `slot` from `*pos` up to (not including) `to`, publishing
+/// after every entry so that garbage collection never waits for more than it must.
+fn read_up_to<T: Clone>(log: &Log<T>, slot: usize, pos: &mut usize, to: usize, seen: &mut Vec<T>) {
+    while *pos < to {
+        seen.push(log.read(*pos));
+        *pos += 1;
+        log.publish(slot, *pos);
+    }
+}
+
+/// One replica thread of the log models: for each batch size in `batches`, reserve that
+/// many entries (applying the log while the log is full), write `make(k)` for the k-th
+/// operation of this thread, apply up to the batch end; finally apply up to `total`.
+fn log_replica<T: Clone>(
+    log: &Log<T>,
+    slot: usize,
+    batches: &[usize],
+    total: usize,
+    make: impl Fn(usize) -> T,
+) -> ReplicaRun<T> {
+    let mut pos = 0;
+    let mut seen = Vec::new();
+    let mut wrote = Vec::new();
+    let mut k = 0;
+    for &n in batches {
+        assert!(n <= log.max_batch());
+        let start = loop {
+            if let Some(start) = log.try_reserve(n) {
+                break start;
+            }
+            // The log is full: this replica may be the laggard. Apply what is reserved
+            // (the writers of reserved entries write them without waiting on anything).
+            let tail = log.tail();
+            read_up_to(log, slot, &mut pos, tail, &mut seen);
+            thread::yield_now();
+        };
+        for idx in start..start + n {
+            let op = make(k);
+            k += 1;
+            wrote.push((idx, op.clone()));
+            log.write(idx, op);
+        }
+        read_up_to(log, slot, &mut pos, start + n, &mut seen);
+    }
+    read_up_to(log, slot, &mut pos, total, &mut seen);
+    assert_eq!(log.position(slot), total);
+    ReplicaRun { seen, wrote }
+}
+
+/// Two replicas on a log of capacity 4 append 3 operations each (a batch of 2 and a
+/// batch of 1 for the first thread, three batches of 1 for the second), so the ring wraps
+/// and reservations must wait for garbage collection behind the other replica.
+///
+/// Asserts: both replicas read the same 6 values in the same order; every value appears
+/// exactly once; each thread finds its own values at the indices it reserved; `ctail`
+/// and `tail` end at 6. Loom's `UnsafeCell` tracking checks that no entry is read while
+/// it is written (L1, L2) and the state words check L3.
+#[test]
+fn log_append_apply_gc_wraps() {
+    const TOTAL: usize = 6;
+    builder(2).check(|| {
+        let log: Arc<Log<u64>> = Arc::new(Log::new(LOG_CAP));
+        log.activate(0, 0);
+        log.activate(1, 0);
+
+        let l = log.clone();
+        let t1 = thread::spawn(move || log_replica(&l, 1, &[1, 1, 1], TOTAL, |k| 100 + k as u64));
+        let r0 = log_replica(&log, 0, &[2, 1], TOTAL, |k| k as u64);
+        let r1 = t1.join().unwrap();
+
+        assert_eq!(r0.seen, r1.seen, "replicas applied different sequences");
+        let mut all = r0.seen.clone();
+        all.sort_unstable();
+        assert_eq!(
+            all,
+            vec![0, 1, 2, 100, 101, 102],
+            "a value lost or duplicated"
+        );
+        for r in [&r0, &r1] {
+            for &(idx, v) in &r.wrote {
+                assert_eq!(
+                    r.seen[idx], v,
+                    "index {idx} does not hold its writer's value"
+                );
+            }
+        }
+        assert_eq!(log.tail(), TOTAL);
+        assert_eq!(log.ctail(), TOTAL);
+    });
+}
+
+/// An operation that counts its live instances in a shared counter.
+#[derive(Debug)]
+struct Counted {
+    live: Arc<StdAtomicUsize>,
+    value: u64,
+}
+
+impl Counted {
+    fn new(live: &Arc<StdAtomicUsize>, value: u64) -> Self {
+        live.fetch_add(1, Ordering::SeqCst);
+        Self {
+            live: live.clone(),
+            value,
+        }
+    }
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        Self::new(&self.live, self.value)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl PartialEq for Counted {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+
+/// The log model of `log_append_apply_gc_wraps` with an operation type that counts its
+/// live instances (a plain counter: loom runs the model's threads one at a time).
+///
+/// Asserts: once both replicas dropped what they read, exactly `LOG_CAP` operations
+/// are alive (the log overwrote and dropped each older occupant exactly once, L5), and
+/// after the log is dropped none is.
+#[test]
+fn log_drops_every_operation_exactly_once() {
+    const TOTAL: usize = 6;
+    builder(2).check(|| {
+        let live = Arc::new(StdAtomicUsize::new(0));
+        let log: Arc<Log<Counted>> = Arc::new(Log::new(LOG_CAP));
+        log.activate(0, 0);
+        log.activate(1, 0);
+
+        let l = log.clone();
+        let c = live.clone();
+        let t1 = thread::spawn(move || {
+            let r = log_replica(&l, 1, &[1, 1, 1], TOTAL, |k| {
+                Counted::new(&c, 100 + k as u64)
+            });
+            r.seen.iter().map(|c| c.value).collect::<Vec<_>>()
+        });
+        let r0 = log_replica(&log, 0, &[2, 1], TOTAL, |k| Counted::new(&live, k as u64));
+        let seen0: Vec<u64> = r0.seen.iter().map(|c| c.value).collect();
+        drop(r0);
+        let seen1 = t1.join().unwrap();
+        assert_eq!(seen0, seen1);
+
+        assert_eq!(
+            live.load(Ordering::SeqCst),
+            LOG_CAP,
+            "the log must hold exactly one live operation per slot"
+        );
+        drop(log);
+        assert_eq!(
+            live.load(Ordering::SeqCst),
+            0,
+            "operations leaked or double-dropped"
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// b. The reader-writer lock.
+// ---------------------------------------------------------------------------------------
+
+/// A replica's lock, the reader slots of every thread, and data with the invariant
+/// `a == b` that a writer breaks temporarily.
+struct Guarded {
+    lock: RwLock,
+    readers: Vec<ReaderSlot>,
+    a: UnsafeCell<u64>,
+    b: UnsafeCell<u64>,
+}
+
+impl Guarded {
+    fn new(readers: usize) -> Self {
+        Self {
+            lock: RwLock::new(),
+            readers: (0..readers).map(|_| ReaderSlot::new()).collect(),
+            a: UnsafeCell::new(0),
+            b: UnsafeCell::new(0),
+        }
+    }
+
+    /// Takes the write lock of replica slot 0 and increments both cells, one at a time.
+    fn write(&self) {
+        let _w = self.lock.write(0, || self.readers.iter());
+        // SAFETY: the write lock (the model's claim, checked by loom's cell tracking)
+        // excludes every reader of slot 0, and there is one writer.
+        self.a.with_mut(|p| unsafe { *p += 1 });
+        // SAFETY: as above.
+        self.b.with_mut(|p| unsafe { *p += 1 });
+    }
+
+    /// Takes the read lock of slot 0 with reader slot `me`, and returns the cells.
+    fn read(&self, me: usize) -> u64 {
+        let _r = self.lock.read(&self.readers[me], 0);
+        // SAFETY: the read lock excludes the writer (checked by loom).
+        let a = self.a.with(|p| unsafe { *p });
+        // SAFETY: as above.
+        let b = self.b.with(|p| unsafe { *p });
+        assert_eq!(a, b, "a reader saw a half-applied write");
+        a
+    }
+}
+
+/// One writer (two write sections) and one reader (two read sections).
+///
+/// Asserts: no read section overlaps a write section (loom panics on the concurrent
+/// cell access, and the reader checks `a == b`); the reader's values never go back.
+#[test]
+fn rwlock_one_writer_one_reader() {
+    builder(3).check(|| {
+        let g = Arc::new(Guarded::new(1));
+        let w = g.clone();
+        let writer = thread::spawn(move || {
+            w.write();
+            w.write();
+        });
+        let first = g.read(0);
+        let second = g.read(0);
+        assert!(first <= second && second <= 2);
+        writer.join().unwrap();
+        assert_eq!(g.read(0), 2);
+    });
+}
+
+/// One writer and two readers with their own reader slots.
+///
+/// Asserts: as `rwlock_one_writer_one_reader`, with two readers inside at once allowed.
+#[test]
+fn rwlock_one_writer_two_readers() {
+    builder(2).check(|| {
+        let g = Arc::new(Guarded::new(2));
+        let w = g.clone();
+        let writer = thread::spawn(move || w.write());
+        let r = g.clone();
+        let reader = thread::spawn(move || r.read(1));
+        let v0 = g.read(0);
+        let v1 = reader.join().unwrap();
+        writer.join().unwrap();
+        assert!(v0 <= 1 && v1 <= 1);
+        assert_eq!(g.read(0), 1);
+    });
+}
+
+/// A writer of replica slot 0 does not wait for a reader of slot 1 (the lock is per
+/// replica, the reader slots are shared): with the reader parked inside its read section
+/// until the writer is done, the model would deadlock (loom reports it) if it waited.
+#[test]
+fn rwlock_writer_ignores_readers_of_other_replicas() {
+    builder(3).check(|| {
+        struct Two {
+            locks: [RwLock; 2],
+            readers: [ReaderSlot; 1],
+            written: crate::sync::AtomicBool,
+        }
+        let s = Arc::new(Two {
+            locks: [RwLock::new(), RwLock::new()],
+            readers: [ReaderSlot::new()],
+            written: crate::sync::AtomicBool::new(false),
+        });
+        let w = s.clone();
+        let writer = thread::spawn(move || {
+            drop(w.locks[0].write(0, || w.readers.iter()));
+            w.written.store(true, Ordering::Release);
+        });
+        {
+            let _r = s.locks[1].read(&s.readers[0], 1);
+            while !s.written.load(Ordering::Acquire) {
+                thread::yield_now();
+            }
+        }
+        writer.join().unwrap();
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// c. Combiner hand-off and response delivery.
+// ---------------------------------------------------------------------------------------
+
+/// A replica (its combiner lock, reader-writer lock, pending stack and data: a `u64`
+/// total), the contexts of its threads, and how many responses each context got.
+struct Combining {
+    replica: Replica<u64>,
+    contexts: Vec<CachePadded<Context<u64, u64>>>,
+    delivered: Vec<StdAtomicUsize>,
+}
+
+impl Combining {
+    fn new(threads: usize) -> Self {
+        Self {
+            replica: Replica::new(ReplicaId(0), NodeId(0), 0),
+            contexts: (0..threads).map(|_| CachePadded(Context::new())).collect(),
+            delivered: (0..threads).map(|_| StdAtomicUsize::new(0)).collect(),
+        }
+    }
+
+    /// One round of combining, as `NodeReplicated::combine` does it: pop the pending
+    /// stack, claim, apply each claimed operation under the write lock (response: the
+    /// total before the operation, like `fetch_add`), then complete them all.
+    fn combine(&self) -> bool {
+        let Some(combiner) = self.replica.try_combine() else {
+            return false;
+        };
+        let mut batch = Vec::new();
+        self.replica.pending.take(&self.contexts, |tid| {
+            if self.contexts[tid].claim() {
+                batch.push(tid);
+            }
+        });
+        {
+            let _w = self
+                .replica
+                .rw
+                .write(0, || self.contexts.iter().map(|c| &c.reader));
+            for &tid in &batch {
+                let ctx = &self.contexts[tid];
+                // SAFETY: we claimed `tid` above (C1), so its operation is ours to take,
+                // once.
+                let op = unsafe { ctx.take_op() };
+                // SAFETY: the write lock is held (P1).
+                let before = unsafe {
+                    combiner.mutate(|d| {
+                        let before = *d;
+                        *d += op;
+                        before
+                    })
+                };
+                // SAFETY: we took this context's operation and store its one response;
+                // the owner reads it only after `DONE`.
+                unsafe { ctx.put_response(before) };
+                self.delivered[tid].fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        for &tid in &batch {
+            self.contexts[tid].complete();
+        }
+        true
+    }
+
+    /// Thread `me` executes `op` through its context: publish, then wait for `DONE`,
+    /// combining whenever the combiner lock is free. Returns the response.
+    fn execute(&self, me: usize, op: u64) -> u64 {
+        let ctx = &self.contexts[me];
+        assert_eq!(ctx.state(), EMPTY);
+        // SAFETY: thread `me` owns context `me`, which is `EMPTY` (C1).
+        unsafe { ctx.put_op(op) };
+        ctx.publish(me, &self.replica.pending);
+        loop {
+            if ctx.is_done() {
+                // SAFETY: `DONE`: the claiming combiner stored the response (C1).
+                let r = unsafe { ctx.take_response() };
+                ctx.reset();
+                return r;
+            }
+            if !self.combine() {
+                thread::yield_now();
+            }
+        }
+    }
+
+    /// The replica's data, read under a read lock with reader slot `me`.
+    fn total(&self, me: usize) -> u64 {
+        let _r = self.replica.rw.read(&self.contexts[me].reader, 0);
+        // SAFETY: the read lock is held (P2).
+        unsafe { self.replica.read(|d| *d) }
+    }
+}
+
+/// Checks that `(op, response)` pairs, responses being `fetch_add` results, come from
+/// one serial order: sorted by response, each response is the sum of the earlier ops.
+fn assert_serial(mut pairs: Vec<(u64, u64)>) {
+    pairs.sort_unstable_by_key(|&(_, r)| r);
+    let mut sum = 0;
+    for (op, r) in pairs {
+        assert_eq!(r, sum, "responses match no serial order");
+        sum += op;
+    }
+}
+
+/// Runs `threads` threads (the main thread is thread 0) executing `ops[t]` in order.
+fn combining_model(ops: &'static [&'static [u64]]) {
+    let threads = ops.len();
+    let c = Arc::new(Combining::new(threads));
+    let handles: Vec<_> = (1..threads)
+        .map(|t| {
+            let c = c.clone();
+            thread::spawn(move || {
+                ops[t]
+                    .iter()
+                    .map(|&op| (op, c.execute(t, op)))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut pairs: Vec<(u64, u64)> = ops[0].iter().map(|&op| (op, c.execute(0, op))).collect();
+    for h in handles {
+        pairs.extend(h.join().unwrap());
+    }
+    let expect_total: u64 = ops.iter().flat_map(|o| o.iter()).sum();
+    assert_serial(pairs);
+    for (t, o) in ops.iter().enumerate() {
+        assert_eq!(
+            c.delivered[t].load(Ordering::SeqCst),
+            o.len(),
+            "thread {t} got a response other than once per operation"
+        );
+        assert_eq!(c.contexts[t].state(), EMPTY);
+    }
+    assert_eq!(c.total(0), expect_total);
+}
+
+/// Two threads, two operations each: a context is reused (pushed again after `DONE`,
+/// C2) while the other thread may be combining.
+///
+/// Asserts: each thread gets exactly one response per operation, its own (the
+/// responses fit one serial order of the four distinct-power-of-two ops), every context
+/// ends `EMPTY`, and the data ends at the sum of all operations.
+#[test]
+fn combining_two_threads_two_ops() {
+    builder(2).check(|| combining_model(&[&[1, 2], &[4, 8]]));
+}
+
+/// Three threads, one operation each: whoever gets the combiner lock serves the others.
+///
+/// Asserts: as `combining_two_threads_two_ops`.
+#[test]
+fn combining_three_threads() {
+    builder(2).check(|| combining_model(&[&[1], &[2], &[4]]));
+}
