@@ -117,8 +117,11 @@ pub fn run(settings: Settings, replicas: usize) -> Outcome {
 }
 
 fn parse_args() -> Settings {
+    parse_args_from(std::env::args().skip(1))
+}
+
+fn parse_args_from(mut args: impl Iterator<Item = String>) -> Settings {
     let mut s = Settings::default();
-    let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| -> u64 {
             args.next()
@@ -146,8 +149,35 @@ fn parse_args() -> Settings {
     s
 }
 
+/// `add-under-load [--keys N] [--writes PCT]`: see [`crate::experiments::add_under_load`].
+fn add_under_load_main(s: Settings) {
+    let r = crate::experiments::add_under_load(s.keys, 2, s.write_pct, s.duration);
+    println!(
+        "add_replica of a {}-key map: {:.1} ms; bare clone(): {:.1} ms; ratio {:.2}",
+        s.keys,
+        r.add_time.as_secs_f64() * 1e3,
+        r.clone_time.as_secs_f64() * 1e3,
+        r.add_time.as_secs_f64() / r.clone_time.as_secs_f64()
+    );
+    for (t, (steady, during)) in r.per_thread.iter().enumerate() {
+        println!(
+            "worker {t}: steady {:.2} Mops/s, during add {:.2} Mops/s ({:.0}%)",
+            steady / 1e6,
+            during / 1e6,
+            100.0 * during / steady
+        );
+    }
+}
+
 /// The demo's entry point.
 pub fn main() {
+    if std::env::args().nth(1).as_deref() == Some("add-under-load") {
+        let mut s = parse_args_from(std::env::args().skip(2));
+        if !std::env::args().any(|a| a == "--keys") {
+            s.keys = 1 << 20;
+        }
+        return add_under_load_main(s);
+    }
     let s = parse_args();
     println!(
         "LD-NR demo: {} threads, {} keys, {}% writes, {:.1} s per configuration",

@@ -18,6 +18,7 @@
 //! ```
 
 pub mod demo;
+pub mod experiments;
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;

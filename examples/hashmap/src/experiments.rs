@@ -1,0 +1,98 @@
+//! Experiments that need the dynamic replica set.
+//!
+//! `add_under_load`: worker threads run a closed-loop workload against a map with two
+//! replicas; after a steady phase, a controller thread adds a third replica (a clone of
+//! the most advanced one). Throughput is sampled per thread every 10 ms, so the report
+//! shows each thread's rate during the clone as a fraction of its steady rate, next to
+//! the time `add_replica` took and the time a bare `clone()` of the same map takes.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ldnr::{NodeId, NodeReplicated};
+
+use crate::demo::XorShift;
+use crate::{MapRead, MapWrite, U64Map};
+
+/// What `add_under_load` measured.
+#[derive(Debug, Clone)]
+pub struct AddUnderLoad {
+    /// Time of a bare `clone()` of the map.
+    pub clone_time: Duration,
+    /// Time `add_replica` took.
+    pub add_time: Duration,
+    /// Per worker: (steady ops/s before the add, ops/s while the add ran).
+    pub per_thread: Vec<(f64, f64)>,
+}
+
+/// Runs the experiment: `keys` pre-filled keys, `workers` threads spread over two
+/// replicas, `write_pct` percent writes, `steady` of warm-up measurement before the add.
+pub fn add_under_load(keys: u64, workers: usize, write_pct: u32, steady: Duration) -> AddUnderLoad {
+    let initial = U64Map::with_keys(keys);
+    let t0 = Instant::now();
+    let copy = initial.clone();
+    let clone_time = t0.elapsed();
+    drop(copy);
+
+    let map = NodeReplicated::builder(initial)
+        .replicas(&[NodeId(0), NodeId(0)])
+        .log_capacity(1 << 20)
+        .build()
+        .expect("a valid configuration");
+    let counters: Vec<AtomicU64> = (0..workers).map(|_| AtomicU64::new(0)).collect();
+    let stop = AtomicBool::new(false);
+    let window = std::sync::Mutex::new((Duration::ZERO, Vec::new(), Vec::new(), Duration::ZERO));
+    std::thread::scope(|s| {
+        for (t, counter) in counters.iter().enumerate() {
+            let (map, stop) = (&map, &stop);
+            s.spawn(move || {
+                let tkn = map.register().expect("below the thread limit");
+                let mut rng = XorShift::new(t as u64 + 1);
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..32 {
+                        let r = rng.next_u64();
+                        let key = r % keys;
+                        if (r >> 40) % 100 < u64::from(write_pct) {
+                            map.execute_mut(MapWrite::Insert(key, r), tkn);
+                        } else {
+                            map.execute(MapRead::Get(key), tkn);
+                        }
+                    }
+                    counter.fetch_add(32, Ordering::Relaxed);
+                }
+            });
+        }
+        let snapshot = || -> Vec<u64> { counters.iter().map(|c| c.load(Ordering::Relaxed)).collect() };
+        std::thread::sleep(steady / 4);
+        let before0 = snapshot();
+        let b0 = Instant::now();
+        std::thread::sleep(steady);
+        let before1 = snapshot();
+        let steady_time = b0.elapsed();
+        let a0 = Instant::now();
+        let id = map.add_replica(NodeId(0)).expect("room for a replica");
+        let add_time = a0.elapsed();
+        let after = snapshot();
+        stop.store(true, Ordering::Relaxed);
+        let steady_rates: Vec<u64> = before1.iter().zip(&before0).map(|(b, a)| b - a).collect();
+        let during: Vec<u64> = after.iter().zip(&before1).map(|(b, a)| b - a).collect();
+        *window.lock().expect("not poisoned") = (steady_time, steady_rates, during, add_time);
+        let _ = id;
+    });
+    let (steady_time, steady_ops, during_ops, add_time) = window.into_inner().expect("not poisoned");
+    let per_thread = steady_ops
+        .iter()
+        .zip(&during_ops)
+        .map(|(&s, &d)| {
+            (
+                s as f64 / steady_time.as_secs_f64(),
+                d as f64 / add_time.as_secs_f64().max(1e-9),
+            )
+        })
+        .collect();
+    AddUnderLoad {
+        clone_time,
+        add_time,
+        per_thread,
+    }
+}
