@@ -55,7 +55,8 @@ pub struct Event<O, R> {
     pub ret: R,
     /// Clock tick taken before the call.
     pub invoke: u64,
-    /// Clock tick taken after the call returned (`invoke < response`).
+    /// Clock tick taken after the call returned (`invoke < response`; equal
+    /// timestamps of different events count as overlapping).
     pub response: u64,
 }
 
@@ -134,7 +135,11 @@ impl fmt::Display for Violation {
         for e in &self.unplaceable {
             writeln!(f, "    {e}")?;
         }
-        write!(f, "  but {} had already responded", self.blocking)
+        write!(
+            f,
+            "  yet one must precede the response of {}",
+            self.blocking
+        )
     }
 }
 
@@ -276,10 +281,11 @@ fn check_labelled<S: Spec>(
             entry = list.next[entry];
         } else {
             // A response of a pending event: nothing left to try here.
-            if deepest
-                .as_ref()
-                .map_or(true, |d| stack.len() > d.prefix.len())
-            {
+            let deeper = match &deepest {
+                Some(d) => stack.len() > d.prefix.len(),
+                None => true,
+            };
+            if deeper {
                 let prefix = stack.iter().map(|(n, _)| list.event[*n]).collect();
                 let mut candidates = Vec::new();
                 let mut n = list.next[HEAD];
