@@ -32,44 +32,32 @@ impl fmt::Display for NodeId {
     }
 }
 
-/// The memory policy a thread had before [`AffinityManager::set_memory_node`] changed it.
+/// What an [`AffinityManager`] needs to restore a thread's previous memory policy.
 ///
-/// A manager records whatever it needs to restore the policy exactly in these fields; LD-NR
-/// only hands the value back to [`AffinityManager::restore_memory_policy`]. The layout fits
-/// Linux (`mode` and a node mask of up to 1024 nodes) and hwloc (binding policy and nodeset).
+/// An opaque word: LD-NR only hands it back to
+/// [`AffinityManager::restore_memory_policy`]. A manager may pack the previous policy
+/// into it (for Linux, the mode and a node mask of up to 58 nodes fit), or keep the
+/// previous policy in a thread-local stack and store a depth here. It is a word so that
+/// setting and restoring a policy around every batch costs no copying.
 ///
 /// # Examples
 ///
 /// ```
 /// use ldnr::SavedPolicy;
-/// let p = SavedPolicy { mode: 2, nodes: [0b10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] };
-/// assert_ne!(p, SavedPolicy::UNCHANGED);
+/// let p = SavedPolicy(2 << 58 | 0b10);
+/// assert!(!p.is_unchanged());
+/// assert!(SavedPolicy::UNCHANGED.is_unchanged());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SavedPolicy {
-    /// Manager-defined policy mode (for Linux, the `MPOL_*` mode).
-    pub mode: u32,
-    /// Manager-defined node mask (bit `n` of word `n / 64` = node `n`).
-    pub nodes: [u64; 16],
-}
+pub struct SavedPolicy(pub u64);
 
 impl SavedPolicy {
     /// The value a manager returns when it changed nothing and has nothing to restore.
-    /// Any value whose `mode` is `u32::MAX` means the same.
-    pub const UNCHANGED: SavedPolicy = SavedPolicy {
-        mode: u32::MAX,
-        nodes: [0; 16],
-    };
+    pub const UNCHANGED: SavedPolicy = SavedPolicy(u64::MAX);
 
-    /// Whether this says "nothing changed" (`mode == u32::MAX`).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert!(ldnr::SavedPolicy::UNCHANGED.is_unchanged());
-    /// ```
+    /// Whether this is [`SavedPolicy::UNCHANGED`].
     pub fn is_unchanged(&self) -> bool {
-        self.mode == u32::MAX
+        *self == Self::UNCHANGED
     }
 }
 

@@ -27,6 +27,11 @@
 //!   so `WriteOperation` needs to be `Send` only, not `Sync`.
 //! - **L5** Each operation is dropped exactly once: when its slot is overwritten a lap
 //!   later (after every replica cloned it, by L2) or when the log is dropped.
+//! - **L6** A combiner whose replica is the only live one (it read a live-replica count
+//!   of one under its combiner lock) is the only thread that clones entries and writes
+//!   `ctail` until it releases the lock: adding a replica needs that lock (the only
+//!   replica is the clone source), and helping needs a second live replica. Such a
+//!   combiner skips the clone lock and updates `ctail` with a plain store.
 //!
 //! `head` is a cache of `min(position(r))` over the active replicas; it is recomputed
 //! only when a reservation does not fit (garbage collection). `ctail` is the largest
@@ -260,9 +265,32 @@ impl<W: Clone> Log<W> {
 
     /// Returns a clone of the operation of index `idx`, waiting until its writer wrote it.
     pub(crate) fn read(&self, idx: usize) -> W {
+        self.read_as(idx, false)
+    }
+
+    /// `read` for a replica that is the only live one: no other replica can clone the
+    /// entry at the same time, so the clone lock (L4) is skipped (L6).
+    pub(crate) fn read_sole(&self, idx: usize) -> W {
+        self.read_as(idx, true)
+    }
+
+    #[inline(always)]
+    fn read_as(&self, idx: usize, sole: bool) -> W {
         let entry = &self.entries[idx & self.mask];
         let ready = (idx + 1) << 1;
         let mut backoff = Backoff::new();
+        if sole {
+            // Acquire: pairs with the Release store in `write`.
+            while entry.state.load(Ordering::Acquire) != ready {
+                backoff.snooze();
+            }
+            return entry.op.with(|p| {
+                // SAFETY: the state says the slot holds index `idx`, written and
+                // initialized (L3); no other replica accesses it (L6), and the slot cannot
+                // be overwritten while this replica's position is below `idx + 1` (L2).
+                unsafe { (*p).assume_init_ref().clone() }
+            });
+        }
         // Acquire: pairs with the Release store in `write`, and with the Release unlock
         // below of the replica that cloned the operation before us.
         while entry
@@ -293,13 +321,29 @@ impl<W: Clone> Log<W> {
     /// Records that the replica in `slot` has applied every index below `position`, and
     /// raises `ctail` to it.
     pub(crate) fn publish(&self, slot: usize, position: usize) {
+        self.publish_as(slot, position, false);
+    }
+
+    /// `publish` for the only live replica: no one else writes `ctail` now (L6), so a
+    /// plain store replaces the read-modify-write.
+    pub(crate) fn publish_sole(&self, slot: usize, position: usize) {
+        self.publish_as(slot, position, true);
+    }
+
+    #[inline(always)]
+    fn publish_as(&self, slot: usize, position: usize, sole: bool) {
         // Release: pairs with the Acquire loads in `position` and `collect`.
         self.positions[slot]
             .applied
             .store(position, Ordering::Release);
         if self.ctail.load(Ordering::Relaxed) < position {
-            // AcqRel: pairs with the Acquire load in `ctail`.
-            self.ctail.fetch_max(position, Ordering::AcqRel);
+            if sole {
+                // Release: pairs with the Acquire load in `ctail`.
+                self.ctail.store(position, Ordering::Release);
+            } else {
+                // AcqRel: pairs with the Acquire load in `ctail`.
+                self.ctail.fetch_max(position, Ordering::AcqRel);
+            }
         }
     }
 }

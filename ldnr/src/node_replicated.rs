@@ -209,8 +209,10 @@ where
             log,
             replicas: replicas.into_boxed_slice(),
             dispatcher: Dispatcher::new(self.max_threads),
+            steer_memory: known.len() > 1,
             affinity,
             next_id: AtomicUsize::new(nodes.len()),
+            live: AtomicUsize::new(nodes.len()),
         })
     }
 }
@@ -258,6 +260,13 @@ pub struct NodeReplicated<D: Dispatch> {
     pub(crate) affinity: Arc<dyn AffinityManager>,
     /// The next replica id to hand out (ids are never reused).
     pub(crate) next_id: AtomicUsize,
+    /// How many replicas are live. Changed only by reconfigurations, while they hold the
+    /// combiner lock of a replica that keeps it from dropping to or rising from one
+    /// unseen (log L6).
+    pub(crate) live: AtomicUsize,
+    /// Whether the affinity manager knows more than one node; with one node, all memory
+    /// comes from it anyway, and the combiner skips the policy calls around each batch.
+    steer_memory: bool,
 }
 
 // SAFETY: `NodeReplicated` owns the replicas (`D`), the log (`WriteOperation`) and the
@@ -620,7 +629,13 @@ where
         // Act early: once the log is more than half full, help the slowest replica before
         // it can fill the log, rather than after failing to reserve.
         if self.log.used() > self.log.capacity() / 2 {
-            self.help_laggard(slot, self.log.tail());
+            // `used` is measured against the cached head; refresh it first (a scan of
+            // the replica positions, so only when the cache says the log is half full).
+            let head = self.log.collect();
+            let tail = self.log.tail();
+            if tail - head > self.log.capacity() / 2 {
+                self.help_laggard(slot, tail);
+            }
         }
         let mut backoff = Backoff::new();
         loop {
@@ -668,11 +683,22 @@ where
         let contexts: &[CachePadded<Ctx<D>>] = self.dispatcher.contexts();
         // Best effort: the node was valid when the replica was made, and failing to set a
         // policy must not fail an operation; the memory then comes from the default policy.
-        let _policy = AffinityGuard::new(&*self.affinity, replica.node()).ok();
+        let _policy = if self.steer_memory {
+            AffinityGuard::new(&*self.affinity, replica.node()).ok()
+        } else {
+            None
+        };
         let _write = replica.rw.write(slot, || self.dispatcher.readers());
+        // L6: the count only drops to one or rises from one while this replica's combiner
+        // lock (held by us) is held by the reconfiguration, so it is stable for this batch.
+        let sole = self.live.load(Ordering::Acquire) == 1;
         let apply_all = |d: &mut D| {
             for idx in from..target {
-                let op = self.log.read(idx);
+                let op = if sole {
+                    self.log.read_sole(idx)
+                } else {
+                    self.log.read(idx)
+                };
                 let r = d.dispatch_mut(op);
                 if let Some(&tid) = idx.checked_sub(start).and_then(|k| batch.get(k)) {
                     // SAFETY: `tid` is in this combiner's batch, whose operation sits at
@@ -684,7 +710,11 @@ where
         };
         // SAFETY: the write lock is held until the end of this function (P1).
         unsafe { combiner.mutate(apply_all) };
-        self.log.publish(slot, target);
+        if sole {
+            self.log.publish_sole(slot, target);
+        } else {
+            self.log.publish(slot, target);
+        }
     }
 }
 

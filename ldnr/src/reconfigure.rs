@@ -117,6 +117,9 @@ where
             shell.threads.store(0, Ordering::Relaxed);
             shell.set_identity(Some((id, node)));
         }
+        // Counted while the source is frozen (log L6): the source may have been the only
+        // live replica, and its combiner must see two from its next batch on.
+        self.live.fetch_add(1, Ordering::Release);
         drop(frozen);
 
         // Locality first: threads on `node` served by a replica elsewhere move here.
@@ -194,7 +197,11 @@ where
                 let _write = shell.rw.write(slot, || self.dispatcher.readers());
                 self.log.deactivate(slot);
                 // SAFETY: the write lock is held.
-                unsafe { combiner.replace(None) }
+                let data = unsafe { combiner.replace(None) };
+                // Uncounted while this replica's combiner lock is held (log L6): no
+                // helper is applying it, and it will never apply again.
+                self.live.fetch_sub(1, Ordering::Release);
+                data
             };
             // Hand back what waits on the stack; `combine` does exactly that on a shell
             // without data, and releases the lock.

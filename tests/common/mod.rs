@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 pub mod lincheck;
 
@@ -24,7 +24,9 @@ pub fn watchdog<T: Send + 'static>(
         })
         .expect("spawn the watched thread");
     match rx.recv_timeout(limit) {
-        Ok(()) => handle.join().expect("watched thread panicked after finishing"),
+        Ok(()) => handle
+            .join()
+            .expect("watched thread panicked after finishing"),
         Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
             Ok(v) => v,
             Err(p) => std::panic::resume_unwind(p),

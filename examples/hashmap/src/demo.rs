@@ -169,8 +169,58 @@ fn add_under_load_main(s: Settings) {
     }
 }
 
+/// `inactivity [--quick] [--writes PCT]`: see [`crate::inactivity`].
+fn inactivity_main(s: Settings, quick: bool) {
+    let threads = s.threads.max(2);
+    let p = crate::inactivity::Params {
+        phases: vec![threads, 2 * threads],
+        phase: if quick { Duration::from_millis(1500) } else { Duration::from_secs(3) },
+        keys: s.keys,
+        write_pct: s.write_pct,
+    };
+    println!(
+        "inactivity: phases of {:?} threads, {:.1} s each, replica 0's threads idle in the middle third, {}% writes",
+        p.phases,
+        p.phase.as_secs_f64(),
+        p.write_pct
+    );
+    for system in ["ldnr", "nr"] {
+        let run = crate::inactivity::run(system, &p).expect("start the child process");
+        for (threads, before, idle) in crate::inactivity::phase_summary(&run) {
+            let active_before = threads as f64;
+            let active_idle = (threads / 2) as f64;
+            println!(
+                "{system:>5} {threads:>3} threads: {:.2} Mops/s before, {:.2} Mops/s while replica 0 idles; per active thread {:.0}% of before",
+                before / 1e6,
+                idle / 1e6,
+                100.0 * (idle / active_idle) / (before / active_before).max(1e-9)
+            );
+        }
+        let zero = run.samples.iter().filter(|s| s.ops_per_sec == 0.0).count();
+        println!(
+            "{system:>5}: {:.1} s with zero throughput (stalled) out of {:.1} s",
+            zero as f64 * crate::inactivity::SAMPLE.as_secs_f64(),
+            run.samples.len() as f64 * crate::inactivity::SAMPLE.as_secs_f64()
+        );
+        if let Some(t) = run.stalled_at {
+            println!(
+                "{system:>5}: STALLED for good at {t:.2} s (no operation completed for {:.1} s; run abandoned)",
+                crate::inactivity::STALL_AFTER.as_secs_f64()
+            );
+        }
+    }
+}
+
 /// The demo's entry point.
 pub fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__inactivity-child") {
+        crate::inactivity::child_main(&args[2..]);
+    }
+    if args.get(1).map(String::as_str) == Some("inactivity") {
+        let quick = args.iter().any(|a| a == "--quick");
+        return inactivity_main(parse_args_from(args[2..].iter().cloned()), quick);
+    }
     if std::env::args().nth(1).as_deref() == Some("add-under-load") {
         let mut s = parse_args_from(std::env::args().skip(2));
         if !std::env::args().any(|a| a == "--keys") {

@@ -19,38 +19,16 @@
 
 pub mod demo;
 pub mod experiments;
+pub mod inactivity;
 
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 
 use ldnr::Dispatch;
 
-/// A fast, deterministic hasher for `u64` keys (a multiplicative hash; the map's
-/// iteration order is the same on every replica, as [`Dispatch`] requires).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct U64Hasher(u64);
-
-impl std::hash::Hasher for U64Hasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing, folded so the high bits (which hashbrown uses for its tags)
-        // and the low bits (which pick the bucket) both depend on every key bit.
-        let h = (n ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.0 = h ^ (h >> 32);
-    }
-}
-
-/// The `HashMap` the replicas hold.
-pub type Inner = HashMap<u64, u64, BuildHasherDefault<U64Hasher>>;
+/// The `HashMap` the replicas hold: std's, with its default (SipHash) hasher. Replicas
+/// are clones of one map, so they share the hasher's keys; no operation exposes the
+/// iteration order anyway, so `dispatch_mut` is deterministic as [`Dispatch`] requires.
+pub type Inner = HashMap<u64, u64>;
 
 /// A sequential `u64 → u64` map, replicated by wrapping it in [`ldnr::NodeReplicated`].
 #[derive(Debug, Clone, Default)]
@@ -65,7 +43,7 @@ impl U64Map {
     /// assert_eq!(ldnr_hashmap::U64Map::with_keys(10).0.len(), 10);
     /// ```
     pub fn with_keys(keys: u64) -> Self {
-        let mut m = Inner::with_capacity_and_hasher(keys as usize, Default::default());
+        let mut m = Inner::with_capacity(keys as usize);
         m.extend((0..keys).map(|k| (k, k)));
         U64Map(m)
     }
@@ -107,6 +85,35 @@ impl Dispatch for U64Map {
         match op {
             MapWrite::Insert(k, v) => self.0.insert(k, v),
             MapWrite::Remove(k) => self.0.remove(&k),
+        }
+    }
+}
+
+/// The same map for node-replication 0.1.1, the static-replica baseline.
+pub mod nr_baseline {
+    use super::{Inner, MapRead, MapWrite};
+
+    /// [`Inner`] behind node-replication 0.1.1's `Dispatch`.
+    #[derive(Debug, Clone, Default)]
+    pub struct NrMap(pub Inner);
+
+    impl node_replication::Dispatch for NrMap {
+        type ReadOperation = MapRead;
+        type WriteOperation = MapWrite;
+        type Response = Option<u64>;
+
+        fn dispatch(&self, op: MapRead) -> Option<u64> {
+            match op {
+                MapRead::Get(k) => self.0.get(&k).copied(),
+                MapRead::Len => Some(self.0.len() as u64),
+            }
+        }
+
+        fn dispatch_mut(&mut self, op: MapWrite) -> Option<u64> {
+            match op {
+                MapWrite::Insert(k, v) => self.0.insert(k, v),
+                MapWrite::Remove(k) => self.0.remove(&k),
+            }
         }
     }
 }

@@ -1,0 +1,317 @@
+//! The inactivity experiment (the thesis' Figures 6.3f and 6.9): the threads of one
+//! replica go idle in the middle of each phase.
+//!
+//! Each system runs in a child process (`ldnr-demo __inactivity-child ...`) so that a
+//! system that stalls can be reported and left behind: a stalled node-replication 0.1.1
+//! spins forever in every thread, which no thread can be asked to stop. The child samples
+//! throughput every `SAMPLE`; if no operation completes for `STALL_AFTER` while threads
+//! should be running, it prints a `stall` line and exits, which ends its spinning threads.
+//!
+//! Phases: `threads` grows per phase (one entry per phase); threads are split over two
+//! replicas (thread `t` uses replica `t % 2`); in the middle third of each phase the
+//! threads of replica 0 stop calling the structure (they spin on a flag instead).
+
+use std::cell::Cell;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ldnr::{AffinityError, AffinityManager, NodeId, NodeReplicated, SavedPolicy};
+
+use crate::demo::XorShift;
+use crate::{MapRead, MapWrite, U64Map};
+
+/// node-replication's log size: 1 MiB, which it rounds to 32,768 entries of 40 bytes.
+pub const NR_LOG_BYTES: usize = 1 << 20;
+/// LD-NR's log: the same number of entries (32 bytes each here, so 1 MiB too).
+pub const LOG_ENTRIES: usize = 1 << 15;
+
+/// How often throughput is sampled.
+pub const SAMPLE: Duration = Duration::from_millis(100);
+/// How long without any completed operation counts as a stall.
+pub const STALL_AFTER: Duration = Duration::from_millis(1500);
+
+thread_local! {
+    static NODE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Two pretend nodes; a thread's node is what it set in a thread-local before
+/// registering, so the experiment decides which replica serves which thread.
+#[derive(Debug)]
+struct TwoNodes;
+
+impl AffinityManager for TwoNodes {
+    fn current_node(&self) -> NodeId {
+        NodeId(NODE.with(Cell::get))
+    }
+    fn nodes(&self) -> Vec<NodeId> {
+        vec![NodeId(0), NodeId(1)]
+    }
+    fn set_memory_node(&self, node: NodeId) -> Result<SavedPolicy, AffinityError> {
+        if node.0 < 2 {
+            Ok(SavedPolicy::UNCHANGED)
+        } else {
+            Err(AffinityError::UnknownNode(node))
+        }
+    }
+    fn restore_memory_policy(&self, _: SavedPolicy) {}
+}
+
+/// The experiment's parameters.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// Threads in each phase.
+    pub phases: Vec<usize>,
+    /// Length of one phase.
+    pub phase: Duration,
+    /// Pre-filled keys.
+    pub keys: u64,
+    /// Percentage of writes.
+    pub write_pct: u32,
+}
+
+/// One throughput sample.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Seconds since the start.
+    pub t: f64,
+    /// Threads in the phase.
+    pub threads: usize,
+    /// Whether replica 0's threads were idle during the sample.
+    pub idle: bool,
+    /// Operations per second in the sample.
+    pub ops_per_sec: f64,
+}
+
+/// One system's run: samples, and the time of the stall if there was one.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// `ldnr` or `nr`.
+    pub system: String,
+    /// The samples, in time order.
+    pub samples: Vec<Sample>,
+    /// Seconds from the start when the system stopped completing operations.
+    pub stalled_at: Option<f64>,
+}
+
+trait Map: Sync {
+    fn worker(&self, t: usize, stop: &AtomicBool, idle: &AtomicBool, count: &AtomicU64, p: &Params);
+}
+
+struct Ldnr(NodeReplicated<U64Map>);
+
+impl Map for Ldnr {
+    fn worker(&self, t: usize, stop: &AtomicBool, idle: &AtomicBool, count: &AtomicU64, p: &Params) {
+        NODE.with(|n| n.set(t % 2));
+        let tkn = self.0.register().expect("below the thread limit");
+        closed_loop(t, stop, idle, count, p, |w, k, v| {
+            if w {
+                self.0.execute_mut(MapWrite::Insert(k, v), tkn);
+            } else {
+                self.0.execute(MapRead::Get(k), tkn);
+            }
+        });
+    }
+}
+
+struct Nr(Vec<Arc<node_replication::Replica<'static, crate::nr_baseline::NrMap>>>);
+
+impl Map for Nr {
+    fn worker(&self, t: usize, stop: &AtomicBool, idle: &AtomicBool, count: &AtomicU64, p: &Params) {
+        let replica = &self.0[t % 2];
+        let tkn = replica.register().expect("below NR's thread limit");
+        closed_loop(t, stop, idle, count, p, |w, k, v| {
+            if w {
+                replica.execute_mut(MapWrite::Insert(k, v), tkn);
+            } else {
+                replica.execute(MapRead::Get(k), tkn);
+            }
+        });
+    }
+}
+
+fn closed_loop(
+    t: usize,
+    stop: &AtomicBool,
+    idle: &AtomicBool,
+    count: &AtomicU64,
+    p: &Params,
+    mut op: impl FnMut(bool, u64, u64),
+) {
+    let mut rng = XorShift::new(t as u64 + 7);
+    while !stop.load(Ordering::Relaxed) {
+        if t % 2 == 0 && idle.load(Ordering::Relaxed) {
+            std::thread::yield_now();
+            continue;
+        }
+        for _ in 0..16 {
+            let r = rng.next_u64();
+            op((r >> 40) % 100 < u64::from(p.write_pct), r % p.keys, r);
+        }
+        count.fetch_add(16, Ordering::Relaxed);
+    }
+}
+
+/// Runs one system in this process and prints samples to stdout as
+/// `sample,t,threads,idle,ops_per_sec` lines, or `stall,t` and exits.
+pub fn child(system: &str, p: &Params) -> ! {
+    let map: Box<dyn Map> = match system {
+        "ldnr" => Box::new(Ldnr(
+            NodeReplicated::builder(U64Map::with_keys(p.keys))
+                .replicas(&[NodeId(0), NodeId(1)])
+                .log_capacity(LOG_ENTRIES)
+                .affinity(Arc::new(TwoNodes))
+                .build()
+                .expect("a valid configuration"),
+        )),
+        "nr" => {
+            let log = Arc::new(node_replication::Log::<MapWrite>::new(NR_LOG_BYTES));
+            let map = crate::nr_baseline::NrMap(U64Map::with_keys(p.keys).0);
+            Box::new(Nr((0..2)
+                .map(|_| node_replication::Replica::with_data(&log, map.clone()))
+                .collect()))
+        }
+        other => panic!("unknown system {other}"),
+    };
+    let max_threads = p.phases.iter().copied().max().unwrap_or(1);
+    let counts: Vec<AtomicU64> = (0..max_threads).map(|_| AtomicU64::new(0)).collect();
+    let stops: Vec<AtomicBool> = (0..max_threads).map(|_| AtomicBool::new(true)).collect();
+    let idle = AtomicBool::new(false);
+    let started = AtomicUsize::new(0);
+    let out = std::io::stdout();
+    std::thread::scope(|s| {
+        let start = Instant::now();
+        let mut last_total = 0u64;
+        let mut last_progress = Instant::now();
+        for (phase, &threads) in p.phases.iter().enumerate() {
+            for t in started.load(Ordering::Relaxed)..threads {
+                stops[t].store(false, Ordering::Relaxed);
+                let (map, stop, idle, count) = (&*map, &stops[t], &idle, &counts[t]);
+                s.spawn(move || map.worker(t, stop, idle, count, p));
+            }
+            started.store(threads.max(started.load(Ordering::Relaxed)), Ordering::Relaxed);
+            let phase_start = Instant::now();
+            while phase_start.elapsed() < p.phase {
+                let third = p.phase / 3;
+                let in_middle = phase_start.elapsed() >= third && phase_start.elapsed() < 2 * third;
+                idle.store(in_middle, Ordering::Relaxed);
+                let t0 = Instant::now();
+                std::thread::sleep(SAMPLE);
+                let total: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+                let rate = (total - last_total) as f64 / t0.elapsed().as_secs_f64();
+                let now = start.elapsed().as_secs_f64();
+                let mut o = out.lock();
+                let _ = writeln!(o, "sample,{now:.3},{threads},{},{rate:.0}", u8::from(in_middle));
+                let _ = o.flush();
+                if total > last_total {
+                    last_progress = Instant::now();
+                } else if last_progress.elapsed() >= STALL_AFTER {
+                    let _ = writeln!(o, "stall,{:.3},{phase}", now - STALL_AFTER.as_secs_f64());
+                    let _ = o.flush();
+                    // The stalled threads spin forever; ending the process ends them.
+                    std::process::exit(0);
+                }
+                last_total = total;
+            }
+        }
+        for s in &stops {
+            s.store(true, Ordering::Relaxed);
+        }
+    });
+    std::process::exit(0)
+}
+
+/// Runs `system` in a child process and collects its samples.
+pub fn run(system: &str, p: &Params) -> std::io::Result<Run> {
+    let phases: Vec<String> = p.phases.iter().map(ToString::to_string).collect();
+    let mut child = Command::new(std::env::current_exe()?)
+        .args([
+            "__inactivity-child",
+            system,
+            &phases.join(","),
+            &p.phase.as_millis().to_string(),
+            &p.keys.to_string(),
+            &p.write_pct.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut run = Run {
+        system: system.to_string(),
+        samples: Vec::new(),
+        stalled_at: None,
+    };
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        let f: Vec<&str> = line.split(',').collect();
+        match f.as_slice() {
+            ["sample", t, threads, idle, rate] => run.samples.push(Sample {
+                t: t.parse().unwrap_or(0.0),
+                threads: threads.parse().unwrap_or(0),
+                idle: *idle == "1",
+                ops_per_sec: rate.parse().unwrap_or(0.0),
+            }),
+            ["stall", t, _] => run.stalled_at = t.parse().ok(),
+            _ => {}
+        }
+    }
+    child.wait()?;
+    Ok(run)
+}
+
+/// Parses the child's command line (after `__inactivity-child`).
+pub fn child_main(args: &[String]) -> ! {
+    let [system, phases, phase_ms, keys, writes] = args else {
+        panic!("usage: __inactivity-child SYSTEM PHASES PHASE_MS KEYS WRITE_PCT");
+    };
+    let p = Params {
+        phases: phases.split(',').filter_map(|x| x.parse().ok()).collect(),
+        phase: Duration::from_millis(phase_ms.parse().expect("phase ms")),
+        keys: keys.parse().expect("keys"),
+        write_pct: writes.parse().expect("write pct"),
+    };
+    child(system, &p)
+}
+
+/// Per phase: mean throughput of the samples before the idle window and during it
+/// (skipping the first sample of each window, which straddles the switch).
+pub fn phase_summary(run: &Run) -> Vec<(usize, f64, f64)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < run.samples.len() {
+        let threads = run.samples[i].threads;
+        let phase: Vec<&Sample> = run.samples[i..]
+            .iter()
+            .take_while(|s| s.threads == threads)
+            .collect();
+        i += phase.len();
+        let mean = |idle: bool| {
+            let xs: Vec<f64> = phase
+                .iter()
+                .filter(|s| s.idle == idle)
+                .skip(1)
+                .map(|s| s.ops_per_sec)
+                .collect();
+            if xs.is_empty() {
+                0.0
+            } else {
+                xs.iter().sum::<f64>() / xs.len() as f64
+            }
+        };
+        let before: Vec<f64> = phase
+            .iter()
+            .take_while(|s| !s.idle)
+            .skip(1)
+            .map(|s| s.ops_per_sec)
+            .collect();
+        let before = if before.is_empty() {
+            mean(false)
+        } else {
+            before.iter().sum::<f64>() / before.len() as f64
+        };
+        out.push((threads, before, mean(true)));
+    }
+    out
+}
