@@ -224,3 +224,69 @@ impl PendingStack {
         }
     }
 }
+
+#[cfg(all(test, not(ldnr_loom)))]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    type Ctx = crate::sync::CachePadded<Context<u64, u64>>;
+
+    fn contexts(n: usize) -> Vec<Ctx> {
+        (0..n).map(|_| crate::sync::CachePadded(Context::new())).collect()
+    }
+
+    #[test]
+    fn published_operations_are_claimed_once_and_delivered() {
+        let cs = contexts(3);
+        let stack = PendingStack::new();
+        for (tid, c) in cs.iter().enumerate() {
+            // SAFETY: single-threaded test; each context is EMPTY.
+            unsafe { c.put_op(tid as u64 * 10) };
+            c.publish(tid, &stack);
+        }
+        let mut seen = Vec::new();
+        stack.take(&cs, |tid| {
+            assert!(cs[tid].claim(), "first claim wins");
+            assert!(!cs[tid].claim(), "second claim loses");
+            seen.push(tid);
+        });
+        seen.sort_unstable();
+        assert_eq!(seen, [0, 1, 2], "every pushed context popped once");
+        stack.take(&cs, |_| panic!("the stack is empty after a take"));
+        for &tid in &seen {
+            // SAFETY: claimed above; each op taken once, response stored once.
+            unsafe {
+                let op = cs[tid].take_op();
+                cs[tid].put_response(op + 1);
+            }
+            assert_ne!(cs[tid].owner_state(), DONE);
+            cs[tid].complete();
+            assert_eq!(cs[tid].owner_state(), DONE);
+            // SAFETY: DONE, owner takes the response once.
+            assert_eq!(unsafe { cs[tid].take_response() }, tid as u64 * 10 + 1);
+            cs[tid].reset();
+        }
+    }
+
+    #[test]
+    fn reroute_hands_back_only_pending_operations() {
+        let cs = contexts(2);
+        let stack = PendingStack::new();
+        for (tid, c) in cs.iter().enumerate() {
+            // SAFETY: single-threaded test; each context is EMPTY.
+            unsafe { c.put_op(7) };
+            c.publish(tid, &stack);
+        }
+        assert!(cs[0].claim());
+        stack.take(&cs, |tid| {
+            let handed_back = cs[tid].reroute();
+            assert_eq!(handed_back, tid == 1, "a claimed op is not handed back");
+        });
+        assert_eq!(cs[1].owner_state(), REROUTE);
+        // SAFETY: REROUTE leaves the operation in the owner's context, untaken.
+        assert_eq!(unsafe { cs[1].take_op() }, 7);
+        // SAFETY: claimed by us above.
+        assert_eq!(unsafe { cs[0].take_op() }, 7);
+    }
+}

@@ -125,3 +125,40 @@ impl Drop for WriteGuard<'_> {
         self.lock.writer.store(false, Ordering::Release);
     }
 }
+
+#[cfg(all(test, not(ldnr_loom)))]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::sync::atomic::AtomicBool as StdBool;
+    use std::sync::Arc;
+    use std::vec::Vec;
+
+    #[test]
+    fn a_writer_waits_for_a_reader_of_its_replica_only() {
+        let lock = Arc::new(RwLock::new());
+        let readers: Arc<Vec<ReaderSlot>> = Arc::new((0..2).map(|_| ReaderSlot::new()).collect());
+        let reading_other = RwLock::new();
+        let _other = reading_other.read(&readers[1], 1);
+        let guard = lock.read(&readers[0], 0);
+        assert!(readers[0].reads(0) && !readers[0].reads(1));
+        let wrote = Arc::new(StdBool::new(false));
+        let writer = {
+            let (lock, readers, wrote) = (lock.clone(), readers.clone(), wrote.clone());
+            std::thread::spawn(move || {
+                let _w = lock.write(0, || readers.iter());
+                wrote.store(true, Ordering::SeqCst);
+            })
+        };
+        // The writer cannot finish while we hold the read lock; it is not blocked by the
+        // reader of replica 1, which we keep holding throughout.
+        for _ in 0..1000 {
+            assert!(!wrote.load(Ordering::SeqCst), "writer entered during a read");
+            std::thread::yield_now();
+        }
+        drop(guard);
+        writer.join().expect("writer finished once the reader left");
+        assert!(wrote.load(Ordering::SeqCst));
+        assert!(!readers[0].reads(0));
+    }
+}
