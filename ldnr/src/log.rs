@@ -31,7 +31,11 @@
 //!   of one under its combiner lock) is the only thread that clones entries and writes
 //!   `ctail` until it releases the lock: adding a replica needs that lock (the only
 //!   replica is the clone source), and helping needs a second live replica. Such a
-//!   combiner skips the clone lock and updates `ctail` with a plain store.
+//!   combiner is also the only appender; it reserves, skips the clone lock and updates
+//!   `ctail` with plain loads and stores.
+//! - **L7** A replica joins at the position of an active replica (its clone source),
+//!   frozen while the new slot is activated; a garbage collection whose scan overlapped
+//!   an activation is redone, so `head` never passes a joining replica (I3).
 //!
 //! `head` is a cache of `min(position(r))` over the active replicas; it is recomputed
 //! only when a reservation does not fit (garbage collection). `ctail` is the largest
@@ -81,6 +85,9 @@ pub(crate) struct Log<W> {
     /// The largest position any replica has completed.
     ctail: CachePadded<AtomicUsize>,
     positions: Box<[CachePadded<Position>]>,
+    /// How many times a slot was activated; lets `collect` detect a scan that overlapped
+    /// an activation (L7).
+    activations: CachePadded<AtomicUsize>,
 }
 
 // SAFETY: the log hands operations between threads (so `W: Send`), and never gives two
@@ -127,6 +134,7 @@ impl<W: Clone> Log<W> {
             head: CachePadded(AtomicUsize::new(0)),
             ctail: CachePadded(AtomicUsize::new(0)),
             positions: positions.into_boxed_slice(),
+            activations: CachePadded(AtomicUsize::new(0)),
         }
     }
 
@@ -174,9 +182,11 @@ impl<W: Clone> Log<W> {
         self.positions[slot]
             .applied
             .store(position, Ordering::Relaxed);
-        // SeqCst: a garbage collector that does not yet see `active` still sees the frozen
-        // source, whose position equals ours, so `head` stays at or below `position`.
         self.positions[slot].active.store(true, Ordering::SeqCst);
+        // Release: pairs with the Acquire loads in `collect`. A collector whose scan
+        // overlapped this activation may have missed the new slot yet seen the source
+        // advance past `position` after it unfroze; the changed count makes it scan again.
+        self.activations.fetch_add(1, Ordering::Release);
     }
 
     /// Takes `slot` out of garbage collection (its replica is being removed).
@@ -186,14 +196,23 @@ impl<W: Clone> Log<W> {
 
     /// Recomputes `head` as the smallest position of the active replicas and returns it.
     pub(crate) fn collect(&self) -> usize {
-        let mut min = self.tail.load(Ordering::Acquire);
-        for p in self.positions.iter() {
-            if p.active.load(Ordering::SeqCst) {
-                // Acquire: pairs with `publish`; the replica's clones of every entry below
-                // this position happen before a slot of it is overwritten (L2, L4).
-                min = min.min(p.applied.load(Ordering::Acquire));
+        let min = loop {
+            // Acquire: pairs with the Release in `activate`.
+            let before = self.activations.load(Ordering::Acquire);
+            let mut min = self.tail.load(Ordering::Acquire);
+            for p in self.positions.iter() {
+                if p.active.load(Ordering::SeqCst) {
+                    // Acquire: pairs with `publish`; the replica's clones of every entry
+                    // below this position happen before a slot of it is overwritten (L2).
+                    min = min.min(p.applied.load(Ordering::Acquire));
+                }
             }
-        }
+            // No activation overlapped the scan (L7): every replica activated later
+            // starts at or above a position this scan saw, so at or above `min`.
+            if self.activations.load(Ordering::Acquire) == before {
+                break min;
+            }
+        };
         // AcqRel: `head` only grows; the reservation that reads it acquires the replicas'
         // progress through this RMW's release sequence.
         let prev = self.head.fetch_max(min, Ordering::AcqRel);
@@ -217,6 +236,17 @@ impl<W: Clone> Log<W> {
     /// Reserves `n` consecutive indices and returns the first, or `None` if the log has no
     /// room until the slowest active replica advances.
     pub(crate) fn try_reserve(&self, n: usize) -> Option<usize> {
+        self.try_reserve_as(n, false)
+    }
+
+    /// `try_reserve` for the combiner of the only live replica, the only appender (L6):
+    /// a plain store replaces the CAS.
+    pub(crate) fn try_reserve_sole(&self, n: usize) -> Option<usize> {
+        self.try_reserve_as(n, true)
+    }
+
+    #[inline(always)]
+    fn try_reserve_as(&self, n: usize, sole: bool) -> Option<usize> {
         debug_assert!(n <= self.max_batch());
         loop {
             let tail = self.tail.load(Ordering::Relaxed);
@@ -227,6 +257,11 @@ impl<W: Clone> Log<W> {
                 if tail + n > head + self.capacity() {
                     return None;
                 }
+            }
+            if sole {
+                // Release: as the CAS below.
+                self.tail.store(tail + n, Ordering::Release);
+                return Some(tail);
             }
             // Release on success: a thread that sees the new tail (`Log::tail`) knows these
             // indices are owned by a writer that is about to write them.

@@ -637,9 +637,16 @@ where
                 self.help_laggard(slot, tail);
             }
         }
+        // L6: read under our combiner lock, stable until we release it.
+        let sole = self.live.load(Ordering::Acquire) == 1;
         let mut backoff = Backoff::new();
         loop {
-            if let Some(start) = self.log.try_reserve(n) {
+            let reserved = if sole {
+                self.log.try_reserve_sole(n)
+            } else {
+                self.log.try_reserve(n)
+            };
+            if let Some(start) = reserved {
                 return start;
             }
             let tail = self.log.tail();
