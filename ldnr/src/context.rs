@@ -183,7 +183,7 @@ impl<W, R> Context<W, R> {
     }
 
     /// Whether the combiner has delivered the response.
-    #[cfg(ldnr_loom)]
+    #[cfg(all(test, ldnr_loom))]
     pub(crate) fn is_done(&self) -> bool {
         self.owner_state() == DONE
     }

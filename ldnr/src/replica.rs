@@ -132,7 +132,7 @@ impl<D> Replica<D> {
     }
 
     /// A shell holding a live replica, for models.
-    #[cfg(ldnr_loom)]
+    #[cfg(all(test, ldnr_loom))]
     pub(crate) fn new(id: ReplicaId, node: NodeId, data: D) -> Self {
         let r = Self::shell();
         r.data.with_mut(|d| {

@@ -50,10 +50,12 @@ impl<T> UnsafeCell<T> {
 /// cores (tests, 2-core CI machines), and a spinning waiter would otherwise burn the
 /// time slice of the thread it waits for.
 #[derive(Debug, Default)]
+#[cfg_attr(ldnr_loom, allow(dead_code))]
 pub(crate) struct Backoff {
     step: u32,
 }
 
+#[cfg_attr(ldnr_loom, allow(dead_code))]
 impl Backoff {
     const SPIN_LIMIT: u32 = 6;
 
