@@ -1670,10 +1670,9 @@ fn matching_follows_nodes_when_replicas_change() {
 /// threads are counted on the replicas they move to, so the thread counts sum to less
 /// than the registered threads for a moment (and during `add_replica`'s moves, one
 /// less). The matching test above samples between changes, where the sums are exact.
-/// Ignored: this documents that `replicas()` is not an atomic snapshot; whether it
-/// should be is for the library to decide. Run with `--ignored` to see it.
+/// `replicas()` is a consistent snapshot: sampled concurrently with add/remove, the
+/// thread counts always add up to the registered threads.
 #[test]
-#[ignore = "replicas() is not an atomic snapshot while remove_replica moves threads"]
 fn replicas_snapshot_sums_during_changes() {
     watchdog("replicas() during changes", LIMIT, || {
         let nr = NodeReplicated::builder(Counters(vec![0]))

@@ -19,8 +19,11 @@
 //!
 //! - **D1** Thread indices are handed out once, in order, below the thread limit;
 //!   `registered` counts them and only grows.
-//! - **D2** Reconfigurations (registration, later adding and removing replicas) are
+//! - **D2** Reconfigurations (registration, adding and removing replicas) are
 //!   serialized by the admin lock; the operation paths never take it.
+//! - **D3** Changes to the matching (thread counts, replica identities) happen inside an
+//!   odd `epoch` (a sequence lock), so a snapshot (`replicas()`) can be consistent
+//!   without taking the admin lock — which an `add_replica` holds while it clones.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -28,7 +31,7 @@ use alloc::vec::Vec;
 use crate::affinity::NodeId;
 use crate::context::Context;
 use crate::rwlock::ReaderSlot;
-use crate::sync::{AtomicBool, AtomicUsize, Backoff, CachePadded, Ordering};
+use crate::sync::{fence, AtomicBool, AtomicUsize, Backoff, CachePadded, Ordering};
 
 /// The largest thread limit an instance accepts.
 pub const MAX_THREADS: usize = 1 << 16;
@@ -59,6 +62,8 @@ pub(crate) struct Dispatcher<W, R> {
     contexts: Box<[CachePadded<Context<W, R>>]>,
     registered: CachePadded<AtomicUsize>,
     admin: AtomicBool,
+    /// Odd while the admin lock holder changes the matching (D3).
+    epoch: AtomicUsize,
 }
 
 impl<W, R> core::fmt::Debug for Dispatcher<W, R> {
@@ -67,6 +72,17 @@ impl<W, R> core::fmt::Debug for Dispatcher<W, R> {
             .field("limit", &self.contexts.len())
             .field("registered", &self.registered())
             .finish_non_exhaustive()
+    }
+}
+
+/// An ongoing change to the matching; ends on drop.
+#[derive(Debug)]
+pub(crate) struct ChangeGuard<'a>(&'a AtomicUsize);
+
+impl Drop for ChangeGuard<'_> {
+    fn drop(&mut self) {
+        // Release: pairs with the Acquire in `Dispatcher::consistent`.
+        self.0.store(self.0.load(Ordering::Relaxed) + 1, Ordering::Release);
     }
 }
 
@@ -88,6 +104,7 @@ impl<W, R> Dispatcher<W, R> {
             contexts: contexts.into_boxed_slice(),
             registered: CachePadded(AtomicUsize::new(0)),
             admin: AtomicBool::new(false),
+            epoch: AtomicUsize::new(0),
         }
     }
 
@@ -126,6 +143,34 @@ impl<W, R> Dispatcher<W, R> {
             backoff.snooze();
         }
         AdminGuard(&self.admin)
+    }
+
+    /// Marks the start of a change to the matching (thread counts, replica identities);
+    /// the change ends when the returned guard drops (D3).
+    pub(crate) fn changing<'a>(&'a self, _admin: &AdminGuard<'a>) -> ChangeGuard<'a> {
+        self.epoch.store(self.epoch.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        // Release: the odd epoch is visible before any of the change's stores.
+        fence(Ordering::Release);
+        ChangeGuard(&self.epoch)
+    }
+
+    /// Reads a consistent view of the matching with `f`: retries while a change is in
+    /// progress or if one happened during the read (D3).
+    pub(crate) fn consistent<T>(&self, mut f: impl FnMut() -> T) -> T {
+        let mut backoff = Backoff::new();
+        loop {
+            // Acquire: pairs with the Release in `ChangeGuard::drop`.
+            let before = self.epoch.load(Ordering::Acquire);
+            if before % 2 == 0 {
+                let view = f();
+                // Acquire: the reads in `f` happen before the second epoch load.
+                fence(Ordering::Acquire);
+                if self.epoch.load(Ordering::Relaxed) == before {
+                    return view;
+                }
+            }
+            backoff.snooze();
+        }
     }
 
     /// Hands out the next thread index matched to replica `slot`, or `None` at the limit.

@@ -344,6 +344,7 @@ where
     pub fn register(&self) -> Result<ThreadToken, Error> {
         let node = self.affinity.current_node();
         let admin = self.dispatcher.admin();
+        let _change = self.dispatcher.changing(&admin);
         let slot = self
             .match_thread(node, None)
             .expect("an instance always has a live replica");
@@ -502,6 +503,10 @@ where
 
     /// A snapshot of the replicas: id, node, threads served and log position.
     ///
+    /// The ids, nodes and thread counts are consistent with each other (taken between
+    /// reconfigurations: the thread counts add up to the registered threads); the log
+    /// positions are read as they are at that moment.
+    ///
     /// # Examples
     ///
     /// ```
@@ -520,18 +525,20 @@ where
     /// assert!(infos.iter().any(|r| r.applied == 1));
     /// ```
     pub fn replicas(&self) -> Vec<ReplicaInfo> {
-        self.replicas
-            .iter()
-            .enumerate()
-            .filter_map(|(slot, r)| {
-                r.id().map(|id| ReplicaInfo {
-                    id,
-                    node: r.node(),
-                    threads: r.threads.load(Ordering::Relaxed),
-                    applied: self.log.position(slot),
+        self.dispatcher.consistent(|| {
+            self.replicas
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, r)| {
+                    r.id().map(|id| ReplicaInfo {
+                        id,
+                        node: r.node(),
+                        threads: r.threads.load(Ordering::Relaxed),
+                        applied: self.log.position(slot),
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// The log capacity in entries.

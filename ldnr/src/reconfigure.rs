@@ -114,9 +114,10 @@ where
             // SAFETY: the write lock is held.
             let old = unsafe { combiner.replace(Some(data)) };
             debug_assert!(old.is_none(), "a free shell holds no data");
-            shell.threads.store(0, Ordering::Relaxed);
-            shell.set_identity(Some((id, node)));
         }
+        let change = self.dispatcher.changing(&admin);
+        shell.threads.store(0, Ordering::Relaxed);
+        shell.set_identity(Some((id, node)));
         // Counted while the source is frozen (log L6): the source may have been the only
         // live replica, and its combiner must see two from its next batch on.
         self.live.fetch_add(1, Ordering::Release);
@@ -132,6 +133,7 @@ where
                 shell.threads.fetch_add(1, Ordering::Relaxed);
             }
         }
+        drop(change);
         drop(admin);
         Ok(id)
     }
@@ -175,6 +177,7 @@ where
             return Err(Error::LastReplica);
         }
         let shell = &self.replicas[slot];
+        let change = self.dispatcher.changing(&admin);
         shell.set_identity(None);
 
         // Re-match first, so the threads' next operations go elsewhere.
@@ -190,6 +193,7 @@ where
             }
         }
         shell.threads.store(0, Ordering::Relaxed);
+        drop(change);
 
         let data = {
             let combiner = shell.combine_blocking();

@@ -15,6 +15,9 @@
 //!   installed and taken out only by a holder of the combiner lock *and* the write lock,
 //!   so no combiner and no reader can be inside it then; anyone who reaches a shell
 //!   whose data is gone (a replica removed under it) sees `None` and goes elsewhere.
+//! - **P5** A reconfiguration that must freeze a replica announces it (`wanted`); from
+//!   then on no other thread takes the combiner lock, so the reconfiguration gets it as
+//!   soon as the current combiner finishes its batch.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -89,7 +92,7 @@ pub(crate) struct Replica<D> {
     id: AtomicUsize,
     /// The node of the live replica.
     node: AtomicUsize,
-    combiner: CachePadded<AtomicBool>,
+    combiner: CachePadded<CombinerLock>,
     pub(crate) rw: RwLock,
     pub(crate) pending: CachePadded<PendingStack>,
     /// Threads matched to this replica. Changed only under the admin lock.
@@ -110,6 +113,13 @@ impl<D> fmt::Debug for Replica<D> {
     }
 }
 
+/// A replica's combiner lock, with the flag a waiting reconfiguration raises.
+#[derive(Debug)]
+struct CombinerLock {
+    locked: AtomicBool,
+    wanted: AtomicBool,
+}
+
 /// Proof that the calling thread holds a replica's combiner lock; releases it on drop.
 #[derive(Debug)]
 pub(crate) struct CombinerGuard<'a, D> {
@@ -122,7 +132,10 @@ impl<D> Replica<D> {
         Self {
             id: AtomicUsize::new(0),
             node: AtomicUsize::new(0),
-            combiner: CachePadded(AtomicBool::new(false)),
+            combiner: CachePadded(CombinerLock {
+                locked: AtomicBool::new(false),
+                wanted: AtomicBool::new(false),
+            }),
             rw: RwLock::new(),
             pending: CachePadded(PendingStack::new()),
             threads: AtomicUsize::new(0),
@@ -172,24 +185,37 @@ impl<D> Replica<D> {
     /// Takes the combiner lock if it is free; never waits.
     #[inline]
     pub(crate) fn try_combine(&self) -> Option<CombinerGuard<'_, D>> {
-        // Test first, so waiters do not bounce the line while a combiner works.
-        if self.combiner.load(Ordering::Relaxed) {
+        let lock = &self.combiner;
+        // Test first, so waiters do not bounce the line while a combiner works; and step
+        // aside while a reconfiguration waits for the lock (P5).
+        if lock.locked.load(Ordering::Relaxed) || lock.wanted.load(Ordering::Relaxed) {
             return None;
         }
         // Acquire: pairs with the Release in `CombinerGuard::drop`; the previous
         // combiner's writes to the data and batch buffer happen before ours.
-        self.combiner
+        lock.locked
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .ok()
             .map(|_| CombinerGuard { replica: self })
     }
 
-    /// Takes the combiner lock, waiting for the current holder (admin paths only).
+    /// Takes the combiner lock, waiting for the current holder (reconfigurations only;
+    /// they are serialized, so there is at most one such waiter per replica). While it
+    /// waits, `try_combine` fails for everyone else, so a busy replica cannot starve it
+    /// (P5).
     pub(crate) fn combine_blocking(&self) -> CombinerGuard<'_, D> {
+        let lock = &self.combiner;
+        lock.wanted.store(true, Ordering::Relaxed);
         let mut backoff = Backoff::new();
         loop {
-            if let Some(g) = self.try_combine() {
-                return g;
+            // Acquire: as in `try_combine`.
+            if lock
+                .locked
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                lock.wanted.store(false, Ordering::Relaxed);
+                return CombinerGuard { replica: self };
             }
             backoff.snooze();
         }
@@ -275,6 +301,6 @@ impl<'a, D> CombinerGuard<'a, D> {
 impl<D> Drop for CombinerGuard<'_, D> {
     fn drop(&mut self) {
         // Release: pairs with the Acquire CAS in `try_combine`.
-        self.replica.combiner.store(false, Ordering::Release);
+        self.replica.combiner.locked.store(false, Ordering::Release);
     }
 }
