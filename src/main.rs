@@ -1,4 +1,11 @@
-//! `cargo run --release` at the workspace root: the LD-NR demo (see `ldnr-hashmap`).
+//! `cargo run --release` at the workspace root: the LD-NR benchmark driver (see
+//! `ldnr_hashmap::demo`; `--help` lists the experiments).
+
+use ldnr_hashmap::bench::heap::CountingAlloc;
+
+/// Counts live heap bytes for the driver's memory figures.
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
 
 fn main() {
     ldnr_hashmap::demo::main();

@@ -1,160 +1,173 @@
-//! A short demo: closed-loop threads run a mixed workload against a replicated map,
-//! with one and then two replicas, and report throughput.
+//! `ldnr-demo`, the benchmark driver: what `cargo run --release` runs.
 //!
-//! Options (all optional): `--threads N` (default: the machine's cores), `--keys N`
-//! (default 65,536), `--writes PCT` (default 10), `--seconds S` per configuration
-//! (default 2), `--quick` (0.3 s per configuration).
+//! Without a subcommand it runs a short version of every experiment (about a minute on
+//! a two-core machine), prints the summary tables and the targets, and writes CSV files
+//! and charts to `--out` (default `target/ldnr-results`). Subcommands run one experiment
+//! at full length:
+//!
+//! - `scale`: growing thread counts; LD-NR adds a replica when a pretend node gets its
+//!   first thread; NR with 1 and N static replicas; the concurrent maps;
+//! - `writes`: write ratios 0, 1, 10, 50 and 100% at fixed thread counts;
+//! - `replicas`: fixed threads, replicas removed then added; throughput and heap bytes;
+//! - `inactivity`: one replica's threads go idle; NR stalls, LD-NR goes on;
+//! - `add-under-load`: the cost of `add_replica` while threads run.
+//!
+//! `--quick` shrinks everything to a smoke run of a few seconds (what CI runs). See
+//! [`crate::bench`] for how the experiments are built.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ldnr::{NodeId, NodeReplicated};
+use clap::{Args, Parser, Subcommand};
 
-use crate::{MapRead, MapWrite, U64Map};
+use crate::bench::nodes::{cores, real_nodes};
+use crate::bench::report::{Inactivity, Report};
+use crate::bench::runner::Progress;
+use crate::bench::suite::{self, Settings};
+use crate::bench::{charts, heap};
+use crate::inactivity;
 
-/// The demo's settings.
-#[derive(Debug, Clone, Copy)]
-pub struct Settings {
-    /// Worker threads.
-    pub threads: usize,
-    /// Pre-filled keys; operations pick keys uniformly below this.
-    pub keys: u64,
-    /// Percentage of writes (0–100).
-    pub write_pct: u32,
-    /// Measured time per configuration.
-    pub duration: Duration,
+/// The workload's random generator (kept here for the benches that name it so).
+pub use crate::bench::runner::XorShift;
+
+/// The command line.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "ldnr-demo",
+    about = "LD-NR benchmark driver: LD-NR vs node-replication 0.1.1 vs concurrent maps",
+    long_about = "LD-NR benchmark driver: the thesis' hashmap experiments (scale, write \
+                  ratio, replica count, inactivity), LD-NR against node-replication 0.1.1 and \
+                  concurrent maps in one run. Without a subcommand: a short run of every \
+                  experiment, then the summary and the targets."
+)]
+pub struct Cli {
+    /// The experiment (default: all of them, shortened).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options for every experiment.
+    #[command(flatten)]
+    pub options: Options,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            keys: 1 << 16,
-            write_pct: 10,
-            duration: Duration::from_secs(2),
-        }
-    }
+/// The experiments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// A short run of scale, writes, replicas and inactivity, then the summary (the default).
+    All,
+    /// Throughput over growing thread counts (1..=threads, then 2 x threads).
+    Scale,
+    /// Throughput over write ratios 0, 1, 10, 50, 100%.
+    Writes,
+    /// Replicas removed then added under load: throughput and heap bytes.
+    Replicas,
+    /// One replica's threads go idle: NR stalls, LD-NR goes on (child processes).
+    Inactivity,
+    /// The cost of add_replica while threads run.
+    AddUnderLoad,
 }
 
-/// One measured configuration.
-#[derive(Debug, Clone, Copy)]
-pub struct Outcome {
-    /// Replicas used.
-    pub replicas: usize,
-    /// Operations completed.
-    pub ops: u64,
-    /// Operations per second.
-    pub ops_per_sec: f64,
+/// Options shared by all experiments.
+#[derive(Debug, Clone, Args)]
+pub struct Options {
+    /// Worker threads: the most for scale, the fixed count for the others
+    /// [default: the machine's cores; writes: 1, 2 and the cores].
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// Pre-filled keys [default: 1048576; --quick: 65536].
+    #[arg(long, global = true)]
+    pub keys: Option<u64>,
+    /// Percentage of writes for scale, replicas and inactivity [default: 10].
+    #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub writes: Option<u32>,
+    /// Seconds per phase [default: depends on the experiment and on --quick].
+    #[arg(long, global = true)]
+    pub duration: Option<f64>,
+    /// Pretend NUMA nodes [default: max(2, the machine's nodes)].
+    #[arg(long, global = true)]
+    pub nodes: Option<usize>,
+    /// Where CSV files and charts go.
+    #[arg(long, global = true, default_value = "target/ldnr-results")]
+    pub out: PathBuf,
+    /// A smoke run: small map, short phases, seconds in total.
+    #[arg(long, global = true)]
+    pub quick: bool,
+    /// Do not pin worker threads to CPUs.
+    #[arg(long, global = true)]
+    pub no_pin: bool,
 }
 
-/// A small xorshift generator: cheap and good enough for uniform keys.
-#[derive(Debug, Clone, Copy)]
-pub struct XorShift(u64);
-
-impl XorShift {
-    /// A generator; `seed` 0 is replaced by a fixed non-zero value.
-    pub fn new(seed: u64) -> Self {
-        Self(if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed })
-    }
-
-    /// The next value.
-    #[inline]
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-}
-
-/// Runs `settings` against a map with `replicas` replicas (all on node 0).
-pub fn run(settings: Settings, replicas: usize) -> Outcome {
-    let nodes = vec![NodeId(0); replicas];
-    let map = NodeReplicated::builder(U64Map::with_keys(settings.keys))
-        .replicas(&nodes)
-        .build()
-        .expect("a valid configuration");
-    let stop = AtomicBool::new(false);
-    let total = AtomicU64::new(0);
-    let started = std::sync::Barrier::new(settings.threads + 1);
-    let elapsed = std::thread::scope(|s| {
-        for t in 0..settings.threads {
-            let (map, stop, total, started) = (&map, &stop, &total, &started);
-            s.spawn(move || {
-                let tkn = map.register().expect("thread limit is above the demo's threads");
-                let mut rng = XorShift::new(t as u64 + 1);
-                let mut ops = 0u64;
-                started.wait();
-                while !stop.load(Ordering::Relaxed) {
-                    for _ in 0..64 {
-                        let r = rng.next_u64();
-                        let key = r % settings.keys;
-                        if (r >> 40) % 100 < u64::from(settings.write_pct) {
-                            map.execute_mut(MapWrite::Insert(key, r), tkn);
-                        } else {
-                            map.execute(MapRead::Get(key), tkn);
-                        }
-                    }
-                    ops += 64;
-                }
-                total.fetch_add(ops, Ordering::Relaxed);
-            });
-        }
-        started.wait();
-        let t0 = Instant::now();
-        std::thread::sleep(settings.duration);
-        stop.store(true, Ordering::Relaxed);
-        t0.elapsed()
-    });
-    let ops = total.load(Ordering::Relaxed);
-    Outcome {
-        replicas,
-        ops,
-        ops_per_sec: ops as f64 / elapsed.as_secs_f64(),
-    }
-}
-
-fn parse_args() -> Settings {
-    parse_args_from(std::env::args().skip(1))
-}
-
-fn parse_args_from(mut args: impl Iterator<Item = String>) -> Settings {
-    let mut s = Settings::default();
-    while let Some(a) = args.next() {
-        let mut value = |name: &str| -> u64 {
-            args.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{name} needs a number"))
+impl Options {
+    /// The experiments' settings for `command`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use clap::Parser;
+    /// use ldnr_hashmap::demo::{Cli, Command};
+    ///
+    /// let cli = Cli::parse_from(["ldnr-demo", "--quick", "writes", "--threads", "3"]);
+    /// assert_eq!(cli.command, Some(Command::Writes));
+    /// let s = cli.options.settings(Command::Writes);
+    /// assert_eq!(s.writes_threads, vec![3]);
+    /// assert_eq!(s.keys, 1 << 16);
+    /// ```
+    pub fn settings(&self, command: Command) -> Settings {
+        let cores = cores();
+        let threads = self.threads.unwrap_or(cores).max(1);
+        let secs = Duration::from_secs_f64;
+        // Phase lengths of scale, writes, replicas, inactivity.
+        let (mut sc, mut wr, mut re, mut ia) = match (self.quick, command) {
+            (true, _) => (secs(0.15), secs(0.1), secs(0.3), secs(1.5)),
+            (false, Command::All) => (secs(0.6), secs(0.3), secs(1.0), secs(2.0)),
+            (false, _) => (secs(2.0), secs(1.0), secs(2.0), secs(3.0)),
         };
-        match a.as_str() {
-            "--threads" => s.threads = value("--threads").max(1) as usize,
-            "--keys" => s.keys = value("--keys").max(1),
-            "--writes" => s.write_pct = value("--writes").min(100) as u32,
-            "--seconds" => s.duration = Duration::from_secs(value("--seconds").max(1)),
-            "--quick" => s.duration = Duration::from_millis(300),
-            "-h" | "--help" => {
-                println!(
-                    "usage: ldnr-demo [--threads N] [--keys N] [--writes PCT] [--seconds S] [--quick]"
-                );
-                std::process::exit(0);
+        if let Some(d) = self.duration.filter(|d| d.is_finite() && *d > 0.0) {
+            (sc, wr, re) = (secs(d), secs(d), secs(d));
+            // The stall detector needs 1.5 s without progress to call a stall.
+            ia = secs(d.max(1.5));
+        }
+        let writes_threads = match (self.threads, self.quick) {
+            (Some(t), _) => vec![t.max(1)],
+            (None, true) => vec![2],
+            (None, false) => {
+                let mut v = vec![1, 2, cores];
+                v.sort_unstable();
+                v.dedup();
+                v
             }
-            other => {
-                eprintln!("unknown option {other}; try --help");
-                std::process::exit(2);
-            }
+        };
+        Settings {
+            threads,
+            writes_threads,
+            oversubscribe: !self.quick,
+            keys: self
+                .keys
+                .unwrap_or(if self.quick { 1 << 16 } else { 1 << 20 })
+                .max(1),
+            write_pct: self.writes.unwrap_or(10),
+            nodes: self.nodes.unwrap_or(real_nodes().max(2)).max(1),
+            pin: !self.no_pin,
+            scale_phase: sc,
+            writes_phase: wr,
+            replicas_phase: re,
+            inactivity_phase: ia,
+            interval: if self.quick {
+                Duration::from_millis(50)
+            } else {
+                Duration::from_millis(100)
+            },
         }
     }
-    s
 }
 
-/// `add-under-load [--keys N] [--writes PCT]`: see [`crate::experiments::add_under_load`].
-fn add_under_load_main(s: Settings) {
-    let r = crate::experiments::add_under_load(s.keys, 2, s.write_pct, s.duration);
+/// `add-under-load`: see [`crate::experiments::add_under_load`].
+fn add_under_load_main(o: &Options) {
+    let keys = o.keys.unwrap_or(if o.quick { 1 << 16 } else { 1 << 20 });
+    let workers = o.threads.unwrap_or(2).max(1);
+    let steady = Duration::from_secs_f64(o.duration.unwrap_or(if o.quick { 0.3 } else { 2.0 }));
+    let r = crate::experiments::add_under_load(keys, workers, o.writes.unwrap_or(10), steady);
     println!(
-        "add_replica of a {}-key map: {:.1} ms; bare clone(): {:.1} ms; ratio {:.2}",
-        s.keys,
+        "add_replica of a {keys}-key map: {:.1} ms; bare clone(): {:.1} ms; ratio {:.2}",
         r.add_time.as_secs_f64() * 1e3,
         r.clone_time.as_secs_f64() * 1e3,
         r.add_time.as_secs_f64() / r.clone_time.as_secs_f64()
@@ -169,81 +182,119 @@ fn add_under_load_main(s: Settings) {
     }
 }
 
-/// `inactivity [--quick] [--writes PCT]`: see [`crate::inactivity`].
-fn inactivity_main(s: Settings, quick: bool) {
+/// The inactivity experiment's parameters.
+fn inactivity_params(s: &Settings, quick: bool) -> inactivity::Params {
     let threads = s.threads.max(2);
-    let p = crate::inactivity::Params {
-        phases: vec![threads, 2 * threads],
-        phase: if quick { Duration::from_millis(1500) } else { Duration::from_secs(3) },
+    inactivity::Params {
+        phases: if quick {
+            vec![threads]
+        } else {
+            vec![threads, 2 * threads]
+        },
+        phase: s.inactivity_phase,
         keys: s.keys,
         write_pct: s.write_pct,
-    };
-    println!(
-        "inactivity: phases of {:?} threads, {:.1} s each, replica 0's threads idle in the middle third, {}% writes",
-        p.phases,
-        p.phase.as_secs_f64(),
-        p.write_pct
-    );
-    for system in ["ldnr", "nr"] {
-        let run = crate::inactivity::run(system, &p).expect("start the child process");
-        for (threads, before, idle) in crate::inactivity::phase_summary(&run) {
-            let active_before = threads as f64;
-            let active_idle = (threads / 2) as f64;
-            println!(
-                "{system:>5} {threads:>3} threads: {:.2} Mops/s before, {:.2} Mops/s while replica 0 idles; per active thread {:.0}% of before",
-                before / 1e6,
-                idle / 1e6,
-                100.0 * (idle / active_idle) / (before / active_before).max(1e-9)
-            );
-        }
-        let zero = run.samples.iter().filter(|s| s.ops_per_sec == 0.0).count();
-        println!(
-            "{system:>5}: {:.1} s with zero throughput (stalled) out of {:.1} s",
-            zero as f64 * crate::inactivity::SAMPLE.as_secs_f64(),
-            run.samples.len() as f64 * crate::inactivity::SAMPLE.as_secs_f64()
-        );
-        if let Some(t) = run.stalled_at {
-            println!(
-                "{system:>5}: STALLED for good at {t:.2} s (no operation completed for {:.1} s; run abandoned)",
-                crate::inactivity::STALL_AFTER.as_secs_f64()
-            );
-        }
+        pin: s.pin,
     }
 }
 
-/// The demo's entry point.
+/// Runs both systems of the inactivity experiment in child processes.
+fn run_inactivity(p: &inactivity::Params, progress: &Progress) -> Inactivity {
+    progress.say("running inactivity (each system in a child process) ...");
+    let mut runs = Vec::new();
+    for system in ["ldnr", "nr"] {
+        progress.message(format!("inactivity: {system}"));
+        match inactivity::run(system, p) {
+            Ok(run) => runs.push(run),
+            Err(e) => progress.say(format!(
+                "inactivity: could not start the {system} child: {e}"
+            )),
+        }
+        progress.advance(p.phase * p.phases.len() as u32);
+    }
+    Inactivity {
+        params: p.clone(),
+        runs,
+    }
+}
+
+/// The driver's entry point.
 pub fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("__inactivity-child") {
-        crate::inactivity::child_main(&args[2..]);
+        inactivity::child_main(&args[2..]);
     }
-    if args.get(1).map(String::as_str) == Some("inactivity") {
-        let quick = args.iter().any(|a| a == "--quick");
-        return inactivity_main(parse_args_from(args[2..].iter().cloned()), quick);
+    // Probe the heap counter while the process is single-threaded.
+    let counting = heap::installed();
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::All);
+    if command == Command::AddUnderLoad {
+        return add_under_load_main(&cli.options);
     }
-    if std::env::args().nth(1).as_deref() == Some("add-under-load") {
-        let mut s = parse_args_from(std::env::args().skip(2));
-        if !std::env::args().any(|a| a == "--keys") {
-            s.keys = 1 << 20;
-        }
-        return add_under_load_main(s);
-    }
-    let s = parse_args();
+    let s = cli.options.settings(command);
+    let wants = |c: Command| command == Command::All || command == c;
     println!(
-        "LD-NR demo: {} threads, {} keys, {}% writes, {:.1} s per configuration",
-        s.threads,
+        "ldnr-demo{}: {} cores, {} NUMA node(s) (simulating {}), {} keys, threads <= {}, {}% writes, pinning {}, heap counter {}",
+        if cli.options.quick { " --quick" } else { "" },
+        cores(),
+        real_nodes(),
+        s.nodes,
         s.keys,
+        s.threads,
         s.write_pct,
-        s.duration.as_secs_f64()
+        if s.pin { "on" } else { "off" },
+        if counting { "on" } else { "off" },
     );
-    println!("{:>9} {:>14} {:>12}", "replicas", "ops", "Mops/s");
-    for replicas in [1, 2] {
-        let o = run(s, replicas);
-        println!(
-            "{:>9} {:>14} {:>12.2}",
-            o.replicas,
-            o.ops,
-            o.ops_per_sec / 1e6
-        );
+    let started = Instant::now();
+    let mut jobs = Vec::new();
+    if wants(Command::Scale) {
+        jobs.extend(suite::scale_jobs(&s));
     }
+    if wants(Command::Writes) {
+        jobs.extend(suite::writes_jobs(&s));
+    }
+    if wants(Command::Replicas) {
+        jobs.extend(suite::replicas_jobs(&s));
+    }
+    let ia_params = wants(Command::Inactivity).then(|| inactivity_params(&s, cli.options.quick));
+    let planned = suite::planned(&jobs)
+        + ia_params
+            .as_ref()
+            .map_or(Duration::ZERO, |p| 2 * p.phase * p.phases.len() as u32);
+    let progress = Progress::new(planned);
+    let mut report = Report {
+        measured: suite::run_jobs(&jobs, &s, &progress),
+        ..Report::default()
+    };
+    if wants(Command::Replicas) {
+        report.clone_bytes = suite::clone_bytes(s.keys);
+    }
+    if let Some(p) = &ia_params {
+        report.inactivity = Some(run_inactivity(p, &progress));
+    }
+    progress.finish();
+
+    println!();
+    print!("{}", report.summary());
+    println!();
+    println!("targets (ratios measured in this run):");
+    for t in report.targets() {
+        println!("  {t}");
+    }
+    println!();
+    match report.write_csv(&cli.options.out) {
+        Ok(files) => files.iter().for_each(|f| println!("wrote {}", f.display())),
+        Err(e) => eprintln!(
+            "could not write CSV files to {}: {e}",
+            cli.options.out.display()
+        ),
+    }
+    match charts::render(&cli.options.out, &report) {
+        Ok(files) => files.iter().for_each(|f| println!("wrote {}", f.display())),
+        Err(e) => eprintln!(
+            "could not draw charts in {}: {e}",
+            cli.options.out.display()
+        ),
+    }
+    println!("total time {:.1} s", started.elapsed().as_secs_f64());
 }

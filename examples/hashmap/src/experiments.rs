@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ldnr::{NodeId, NodeReplicated};
 
-use crate::demo::XorShift;
+use crate::bench::runner::XorShift;
 use crate::{MapRead, MapWrite, U64Map};
 
 /// What `add_under_load` measured.
@@ -62,7 +62,8 @@ pub fn add_under_load(keys: u64, workers: usize, write_pct: u32, steady: Duratio
                 }
             });
         }
-        let snapshot = || -> Vec<u64> { counters.iter().map(|c| c.load(Ordering::Relaxed)).collect() };
+        let snapshot =
+            || -> Vec<u64> { counters.iter().map(|c| c.load(Ordering::Relaxed)).collect() };
         std::thread::sleep(steady / 4);
         let before0 = snapshot();
         let b0 = Instant::now();
@@ -79,7 +80,8 @@ pub fn add_under_load(keys: u64, workers: usize, write_pct: u32, steady: Duratio
         *window.lock().expect("not poisoned") = (steady_time, steady_rates, during, add_time);
         let _ = id;
     });
-    let (steady_time, steady_ops, during_ops, add_time) = window.into_inner().expect("not poisoned");
+    let (steady_time, steady_ops, during_ops, add_time) =
+        window.into_inner().expect("not poisoned");
     let per_thread = steady_ops
         .iter()
         .zip(&during_ops)

@@ -9,55 +9,28 @@
 //!
 //! Phases: `threads` grows per phase (one entry per phase); threads are split over two
 //! replicas (thread `t` uses replica `t % 2`); in the middle third of each phase the
-//! threads of replica 0 stop calling the structure (they spin on a flag instead).
+//! threads of replica 0 stop calling the structure (they sleep, checking a flag every
+//! millisecond). Threads are spread over two pretend nodes
+//! ([`SimulatedNodes`]) and pinned like the other
+//! experiments' workers.
 
-use std::cell::Cell;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ldnr::{AffinityError, AffinityManager, NodeId, NodeReplicated, SavedPolicy};
+use ldnr::{NodeId, NodeReplicated};
 
-use crate::demo::XorShift;
+use crate::bench::nodes::{Placement, SimulatedNodes};
+use crate::bench::runner::XorShift;
+pub use crate::bench::systems::{LOG_ENTRIES, NR_LOG_BYTES};
 use crate::{MapRead, MapWrite, U64Map};
-
-/// node-replication's log size: 1 MiB, which it rounds to 32,768 entries of 40 bytes.
-pub const NR_LOG_BYTES: usize = 1 << 20;
-/// LD-NR's log: the same number of entries (32 bytes each here, so 1 MiB too).
-pub const LOG_ENTRIES: usize = 1 << 15;
 
 /// How often throughput is sampled.
 pub const SAMPLE: Duration = Duration::from_millis(100);
 /// How long without any completed operation counts as a stall.
 pub const STALL_AFTER: Duration = Duration::from_millis(1500);
-
-thread_local! {
-    static NODE: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Two pretend nodes; a thread's node is what it set in a thread-local before
-/// registering, so the experiment decides which replica serves which thread.
-#[derive(Debug)]
-struct TwoNodes;
-
-impl AffinityManager for TwoNodes {
-    fn current_node(&self) -> NodeId {
-        NodeId(NODE.with(Cell::get))
-    }
-    fn nodes(&self) -> Vec<NodeId> {
-        vec![NodeId(0), NodeId(1)]
-    }
-    fn set_memory_node(&self, node: NodeId) -> Result<SavedPolicy, AffinityError> {
-        if node.0 < 2 {
-            Ok(SavedPolicy::UNCHANGED)
-        } else {
-            Err(AffinityError::UnknownNode(node))
-        }
-    }
-    fn restore_memory_policy(&self, _: SavedPolicy) {}
-}
 
 /// The experiment's parameters.
 #[derive(Debug, Clone)]
@@ -70,6 +43,8 @@ pub struct Params {
     pub keys: u64,
     /// Percentage of writes.
     pub write_pct: u32,
+    /// Whether worker threads are pinned to CPUs.
+    pub pin: bool,
 }
 
 /// One throughput sample.
@@ -103,8 +78,14 @@ trait Map: Sync {
 struct Ldnr(NodeReplicated<U64Map>);
 
 impl Map for Ldnr {
-    fn worker(&self, t: usize, stop: &AtomicBool, idle: &AtomicBool, count: &AtomicU64, p: &Params) {
-        NODE.with(|n| n.set(t % 2));
+    fn worker(
+        &self,
+        t: usize,
+        stop: &AtomicBool,
+        idle: &AtomicBool,
+        count: &AtomicU64,
+        p: &Params,
+    ) {
         let tkn = self.0.register().expect("below the thread limit");
         closed_loop(t, stop, idle, count, p, |w, k, v| {
             if w {
@@ -119,7 +100,14 @@ impl Map for Ldnr {
 struct Nr(Vec<Arc<node_replication::Replica<'static, crate::nr_baseline::NrMap>>>);
 
 impl Map for Nr {
-    fn worker(&self, t: usize, stop: &AtomicBool, idle: &AtomicBool, count: &AtomicU64, p: &Params) {
+    fn worker(
+        &self,
+        t: usize,
+        stop: &AtomicBool,
+        idle: &AtomicBool,
+        count: &AtomicU64,
+        p: &Params,
+    ) {
         let replica = &self.0[t % 2];
         let tkn = replica.register().expect("below NR's thread limit");
         closed_loop(t, stop, idle, count, p, |w, k, v| {
@@ -143,7 +131,8 @@ fn closed_loop(
     let mut rng = XorShift::new(t as u64 + 7);
     while !stop.load(Ordering::Relaxed) {
         if t % 2 == 0 && idle.load(Ordering::Relaxed) {
-            std::thread::yield_now();
+            // Idle means idle: leave the CPU to the active threads.
+            std::thread::sleep(Duration::from_millis(1));
             continue;
         }
         for _ in 0..16 {
@@ -162,7 +151,7 @@ pub fn child(system: &str, p: &Params) -> ! {
             NodeReplicated::builder(U64Map::with_keys(p.keys))
                 .replicas(&[NodeId(0), NodeId(1)])
                 .log_capacity(LOG_ENTRIES)
-                .affinity(Arc::new(TwoNodes))
+                .affinity(Arc::new(SimulatedNodes::new(2)))
                 .build()
                 .expect("a valid configuration"),
         )),
@@ -181,6 +170,7 @@ pub fn child(system: &str, p: &Params) -> ! {
     let idle = AtomicBool::new(false);
     let started = AtomicUsize::new(0);
     let out = std::io::stdout();
+    let placement = Placement::new(2, p.pin);
     std::thread::scope(|s| {
         let start = Instant::now();
         let mut last_total = 0u64;
@@ -189,9 +179,16 @@ pub fn child(system: &str, p: &Params) -> ! {
             for t in started.load(Ordering::Relaxed)..threads {
                 stops[t].store(false, Ordering::Relaxed);
                 let (map, stop, idle, count) = (&*map, &stops[t], &idle, &counts[t]);
-                s.spawn(move || map.worker(t, stop, idle, count, p));
+                let placement = &placement;
+                s.spawn(move || {
+                    placement.enter(t);
+                    map.worker(t, stop, idle, count, p);
+                });
             }
-            started.store(threads.max(started.load(Ordering::Relaxed)), Ordering::Relaxed);
+            started.store(
+                threads.max(started.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
             let phase_start = Instant::now();
             while phase_start.elapsed() < p.phase {
                 let third = p.phase / 3;
@@ -203,7 +200,11 @@ pub fn child(system: &str, p: &Params) -> ! {
                 let rate = (total - last_total) as f64 / t0.elapsed().as_secs_f64();
                 let now = start.elapsed().as_secs_f64();
                 let mut o = out.lock();
-                let _ = writeln!(o, "sample,{now:.3},{threads},{},{rate:.0}", u8::from(in_middle));
+                let _ = writeln!(
+                    o,
+                    "sample,{now:.3},{threads},{},{rate:.0}",
+                    u8::from(in_middle)
+                );
                 let _ = o.flush();
                 if total > last_total {
                     last_progress = Instant::now();
@@ -223,10 +224,22 @@ pub fn child(system: &str, p: &Params) -> ! {
     std::process::exit(0)
 }
 
+/// The running binary, for starting children. On Linux `/proc/self/exe` names it even
+/// after the file was replaced (a concurrent `cargo build` unlinks the old binary, and
+/// `current_exe()` then returns a path with " (deleted)" appended).
+fn own_executable() -> std::io::Result<std::path::PathBuf> {
+    let proc_exe = std::path::Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        Ok(proc_exe.to_path_buf())
+    } else {
+        std::env::current_exe()
+    }
+}
+
 /// Runs `system` in a child process and collects its samples.
 pub fn run(system: &str, p: &Params) -> std::io::Result<Run> {
     let phases: Vec<String> = p.phases.iter().map(ToString::to_string).collect();
-    let mut child = Command::new(std::env::current_exe()?)
+    let mut child = Command::new(own_executable()?)
         .args([
             "__inactivity-child",
             system,
@@ -234,6 +247,7 @@ pub fn run(system: &str, p: &Params) -> std::io::Result<Run> {
             &p.phase.as_millis().to_string(),
             &p.keys.to_string(),
             &p.write_pct.to_string(),
+            if p.pin { "pin" } else { "nopin" },
         ])
         .stdout(Stdio::piped())
         .spawn()?;
@@ -263,14 +277,15 @@ pub fn run(system: &str, p: &Params) -> std::io::Result<Run> {
 
 /// Parses the child's command line (after `__inactivity-child`).
 pub fn child_main(args: &[String]) -> ! {
-    let [system, phases, phase_ms, keys, writes] = args else {
-        panic!("usage: __inactivity-child SYSTEM PHASES PHASE_MS KEYS WRITE_PCT");
+    let [system, phases, phase_ms, keys, writes, pin] = args else {
+        panic!("usage: __inactivity-child SYSTEM PHASES PHASE_MS KEYS WRITE_PCT pin|nopin");
     };
     let p = Params {
         phases: phases.split(',').filter_map(|x| x.parse().ok()).collect(),
         phase: Duration::from_millis(phase_ms.parse().expect("phase ms")),
         keys: keys.parse().expect("keys"),
         write_pct: writes.parse().expect("write pct"),
+        pin: pin == "pin",
     };
     child(system, &p)
 }
@@ -314,4 +329,20 @@ pub fn phase_summary(run: &Run) -> Vec<(usize, f64, f64)> {
         out.push((threads, before, mean(true)));
     }
     out
+}
+
+/// The idle-window samples of `run` (after the first of each window, which straddles the
+/// switch) and how many of them completed no operation at all.
+pub fn idle_zeros(run: &Run) -> (usize, usize) {
+    let mut total = 0;
+    let mut zeros = 0;
+    let mut prev_idle = false;
+    for s in &run.samples {
+        if s.idle && prev_idle {
+            total += 1;
+            zeros += usize::from(s.ops_per_sec == 0.0);
+        }
+        prev_idle = s.idle;
+    }
+    (total, zeros)
 }

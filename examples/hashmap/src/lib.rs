@@ -17,6 +17,7 @@
 //! # Ok::<(), ldnr::Error>(())
 //! ```
 
+pub mod bench;
 pub mod demo;
 pub mod experiments;
 pub mod inactivity;

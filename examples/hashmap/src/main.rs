@@ -1,4 +1,10 @@
-//! The LD-NR demo: threads against a replicated map with 1 and 2 replicas.
+//! `ldnr-demo`, the LD-NR benchmark driver (see `ldnr_hashmap::demo`).
+
+use ldnr_hashmap::bench::heap::CountingAlloc;
+
+/// Counts live heap bytes for the driver's memory figures.
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
 
 fn main() {
     ldnr_hashmap::demo::main();
