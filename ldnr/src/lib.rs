@@ -45,13 +45,34 @@
 //! - replica **P1–P3**: who may touch the data and the batch buffer;
 //! - reader-writer lock **R1**: the Dekker pair of SeqCst fences;
 //! - contexts **C1–C2**: the operation slot state machine and the pending stack;
-//! - dispatcher **D1–D2**: registration order and serialized reconfiguration.
+//! - dispatcher **D1–D3**: registration order, serialized reconfiguration, the
+//!   matching epoch behind consistent snapshots;
+//! - replica shells **P4–P5** (in `replica`): data installed and taken only under both
+//!   locks; reconfigurations cannot be starved of a combiner lock.
+//!
+//! The log's invariants **L6** (the only live replica skips the atomic read-modify-writes
+//! of the append path) and **L7** (a garbage collection that overlapped a replica joining
+//! is redone) are what make dynamic replicas cheap and safe.
 //!
 //! # The dispatcher
 //!
 //! [`NodeReplicated::register`] asks the [`AffinityManager`] for the calling thread's node
 //! and matches the thread to a replica on that node (the one serving the fewest threads);
 //! with no replica there, to the nearest one by NUMA distance, again the fewest threads.
+//!
+//! # Changing the replica set
+//!
+//! [`NodeReplicated::add_replica`] clones the most advanced replica onto a node while
+//! operations go on (only the clone source pauses its writes) and moves the threads of that
+//! node to it; [`NodeReplicated::remove_replica`] moves a replica's threads to the nearest
+//! remaining one, runs every operation they were waiting on exactly once, and frees the
+//! replica's data. Both take `&self` and may be called from any thread; they serialize
+//! among themselves. See the `reconfigure` module docs for the protocol.
+//!
+//! Replica *slots* (a few hundred bytes of locks and queues each, up to [`MAX_REPLICAS`])
+//! live as long as the instance and are reused, so that a thread still holding a reference
+//! from before a removal never touches freed memory; the data, the big part, is freed at
+//! once.
 //!
 //! # Example
 //!
