@@ -455,12 +455,19 @@ where
     /// assert_eq!(nr.execute_mut(9, tkn), 7);
     /// assert_eq!(nr.execute((), tkn), 9);
     /// ```
+    #[inline]
     pub fn execute_mut(&self, op: D::WriteOperation, tkn: ThreadToken) -> D::Response {
         let tid = self.check(tkn);
-        let ctx = self.dispatcher.context(tid);
         // SAFETY: the token is `!Send` and proves this thread owns context `tid`; a context
-        // is `EMPTY` between operations (C1).
-        unsafe { ctx.put_op(op) };
+        // is `EMPTY` between operations (C1). Inlined, so the caller builds the operation
+        // right in the context instead of copying it through the stack.
+        unsafe { self.dispatcher.context(tid).put_op(op) };
+        self.execute_stored(tid)
+    }
+
+    /// `execute_mut` once the operation is in the caller's context.
+    fn execute_stored(&self, tid: usize) -> D::Response {
+        let ctx = self.dispatcher.context(tid);
         loop {
             let slot = ctx.replica.load(Ordering::Relaxed);
             let replica = &self.replicas[slot];
