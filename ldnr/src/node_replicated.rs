@@ -407,8 +407,8 @@ where
         let tid = self.check(tkn);
         let ctx = self.dispatcher.context(tid);
         let ctail = self.log.ctail();
+        let mut slot = ctx.replica.load(Ordering::Relaxed);
         loop {
-            let slot = ctx.replica.load(Ordering::Relaxed);
             let replica = &self.replicas[slot];
             {
                 let _read = replica.rw.read(&ctx.reader, slot);
@@ -423,10 +423,20 @@ where
                             .expect("checked live under the same read lock");
                     }
                     // Removed under us: the dispatcher has matched us elsewhere.
+                    slot = ctx.replica.load(Ordering::Relaxed);
+                    continue;
+                }
+            }
+            if replica.is_frozen() {
+                // Behind, and frozen as a clone source: read from another replica rather
+                // than wait for the clone (any replica at `ctail` gives a linearizable read).
+                if let Some(stand_in) = self.stand_in(slot) {
+                    slot = stand_in;
                     continue;
                 }
             }
             self.catch_up(slot, ctail);
+            slot = ctx.replica.load(Ordering::Relaxed);
         }
     }
 
@@ -469,7 +479,13 @@ where
     fn execute_stored(&self, tid: usize) -> D::Response {
         let ctx = self.dispatcher.context(tid);
         loop {
-            let slot = ctx.replica.load(Ordering::Relaxed);
+            let mut slot = ctx.replica.load(Ordering::Relaxed);
+            if self.replicas[slot].is_frozen() {
+                // Our replica is a clone source: combine on another one meanwhile. Any
+                // replica's combiner may append our operation; the response comes from
+                // that replica's state at the operation's place in the log.
+                slot = self.stand_in(slot).unwrap_or(slot);
+            }
             let replica = &self.replicas[slot];
             if let Some(combiner) = replica.try_combine() {
                 // Fast path: combine our own operation without publishing it.
@@ -562,12 +578,33 @@ where
         tkn.tid
     }
 
+    /// The replica that serves, for one operation, a thread whose replica `slot` is
+    /// frozen as a clone source: the nearest live, unfrozen one (fewest threads on ties).
+    fn stand_in(&self, slot: usize) -> Option<usize> {
+        let node = self.replicas[slot].node();
+        let candidates = self
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|&(s, r)| s != slot && r.id().is_some() && !r.is_frozen())
+            .map(|(s, r)| Candidate {
+                slot: s,
+                node: r.node(),
+                threads: r.threads.load(Ordering::Relaxed),
+            });
+        dispatcher::choose(node, candidates, |a, b| self.affinity.distance(a, b))
+    }
+
     /// Brings replica `slot` up to `target` for a reader: combine if the lock is free,
     /// otherwise wait for the current combiner. Returns early if the replica is removed.
     fn catch_up(&self, slot: usize, target: usize) {
         let replica = &self.replicas[slot];
         let mut backoff = Backoff::new();
         while self.log.position(slot) < target {
+            if replica.is_frozen() {
+                // A clone holds the lock; the caller reads elsewhere meanwhile.
+                return;
+            }
             if let Some(combiner) = replica.try_combine() {
                 // A combiner applies at least up to the tail it saw, which is at least
                 // `target`; on a removed replica it returns `false` and we go elsewhere.

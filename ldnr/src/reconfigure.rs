@@ -90,7 +90,8 @@ where
             .expect("an instance always has a live replica");
 
         // Freeze the source: its data and position stay put while we hold its lock.
-        let frozen = self.replicas[source].combine_blocking();
+        // Its threads are served by stand-ins meanwhile (replica P6).
+        let frozen = self.replicas[source].freeze();
         let position = self.log.position(source);
         let data = {
             let _policy = AffinityGuard::new(&*self.affinity, node)?;

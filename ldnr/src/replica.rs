@@ -18,6 +18,10 @@
 //! - **P5** A reconfiguration that must freeze a replica announces it (`wanted`); from
 //!   then on no other thread takes the combiner lock, so the reconfiguration gets it as
 //!   soon as the current combiner finishes its batch.
+//! - **P6** While a replica is frozen as a clone source, its threads are served by
+//!   another replica (a *stand-in*) instead of waiting: any replica may combine any
+//!   thread's operation, and any replica at `ctail` may serve a read. The `frozen` flag
+//!   is only a hint for choosing; correctness rests on the locks as always.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -118,6 +122,8 @@ impl<D> fmt::Debug for Replica<D> {
 struct CombinerLock {
     locked: AtomicBool,
     wanted: AtomicBool,
+    /// Set while a reconfiguration holds the lock to clone this replica (P6).
+    frozen: AtomicBool,
 }
 
 /// Proof that the calling thread holds a replica's combiner lock; releases it on drop.
@@ -135,6 +141,7 @@ impl<D> Replica<D> {
             combiner: CachePadded(CombinerLock {
                 locked: AtomicBool::new(false),
                 wanted: AtomicBool::new(false),
+                frozen: AtomicBool::new(false),
             }),
             rw: RwLock::new(),
             pending: CachePadded(PendingStack::new()),
@@ -221,6 +228,20 @@ impl<D> Replica<D> {
         }
     }
 
+    /// Whether a reconfiguration holds this replica frozen as a clone source (P6).
+    #[inline]
+    pub(crate) fn is_frozen(&self) -> bool {
+        self.combiner.frozen.load(Ordering::Relaxed)
+    }
+
+    /// Takes the combiner lock for a clone and marks the replica frozen until the
+    /// returned guard drops (P6).
+    pub(crate) fn freeze(&self) -> FreezeGuard<'_, D> {
+        let combiner = self.combine_blocking();
+        self.combiner.frozen.store(true, Ordering::Relaxed);
+        FreezeGuard { combiner }
+    }
+
     /// Runs `f` on the data under the read lock the caller holds; `None` if the shell
     /// holds no replica.
     ///
@@ -295,6 +316,28 @@ impl<'a, D> CombinerGuard<'a, D> {
         // SAFETY: mutation needs the combiner lock (P1), which this guard holds; readers
         // only take `&D` too.
         self.replica.data.with(|d| unsafe { (*d).as_ref() }.map(f))
+    }
+}
+
+/// A replica frozen as a clone source: its combiner lock, held by a reconfiguration.
+/// Unfreezes, then unlocks, on drop.
+#[derive(Debug)]
+pub(crate) struct FreezeGuard<'a, D> {
+    combiner: CombinerGuard<'a, D>,
+}
+
+impl<'a, D> core::ops::Deref for FreezeGuard<'a, D> {
+    type Target = CombinerGuard<'a, D>;
+    fn deref(&self) -> &Self::Target {
+        &self.combiner
+    }
+}
+
+impl<D> Drop for FreezeGuard<'_, D> {
+    fn drop(&mut self) {
+        // Relaxed: a hint only; correctness rests on the combiner lock, which the field
+        // drop releases right after.
+        self.combiner.replica.combiner.frozen.store(false, Ordering::Relaxed);
     }
 }
 
