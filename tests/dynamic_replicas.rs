@@ -22,7 +22,11 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Barrier};
 
-use common::lincheck::{check_map_by_key, record, Clock, MapEvent, MapOp};
+use common::counters::{Counters, Get, Inc};
+use common::lincheck::{check_map_by_key, Clock, MapEvent};
+use common::map::{negative_control, recorded_map_ops, write_count};
+use common::replicas::{ids, thread_sum, tokens_on_every_replica};
+use common::rng::Rng;
 use common::{watchdog, LIMIT};
 use ldnr::{
     AffinityError, AffinityManager, Dispatch, Error, NodeId, NodeReplicated, ReplicaId,
@@ -37,99 +41,6 @@ const DEBUG: bool = cfg!(debug_assertions);
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// A tiny xorshift64* generator (deterministic per seed, no extra dependency).
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// One counter per worker thread.
-#[derive(Debug, Clone)]
-struct Counters(Vec<u64>);
-
-/// Increment counter `t`; returns its new value.
-#[derive(Debug, Clone, Copy)]
-struct Inc(usize);
-
-/// Read counter `t`.
-#[derive(Debug, Clone, Copy)]
-struct Get(usize);
-
-impl Dispatch for Counters {
-    type ReadOperation = Get;
-    type WriteOperation = Inc;
-    type Response = u64;
-
-    fn dispatch(&self, Get(t): Get) -> u64 {
-        self.0[t]
-    }
-
-    fn dispatch_mut(&mut self, Inc(t): Inc) -> u64 {
-        self.0[t] += 1;
-        self.0[t]
-    }
-}
-
-fn ids(infos: &[ReplicaInfo]) -> Vec<ReplicaId> {
-    infos.iter().map(|r| r.id).collect()
-}
-
-fn thread_sum(infos: &[ReplicaInfo]) -> usize {
-    infos.iter().map(|r| r.threads).sum()
-}
-
-/// Registers tokens (on the calling thread) until one is matched to each live replica,
-/// and returns one token per replica. Which replica a token got is read from the change
-/// in the replicas' thread counts, so no registration or reconfiguration may run
-/// meanwhile. Each registration goes to the replica with the fewest threads on the
-/// node, so a bounded number of them reaches every replica.
-fn tokens_on_every_replica<D>(nr: &NodeReplicated<D>) -> Vec<(ReplicaId, ThreadToken)>
-where
-    D: Dispatch + Clone + Send + Sync,
-{
-    let replicas = nr.replicas().len();
-    let mut out: Vec<(ReplicaId, ThreadToken)> = Vec::new();
-    while out.len() < replicas {
-        let before = nr.replicas();
-        let tkn = nr
-            .register()
-            .expect("the thread limit leaves room for readers");
-        let after = nr.replicas();
-        assert_eq!(ids(&before), ids(&after), "no reconfiguration runs now");
-        let gained: Vec<ReplicaId> = before
-            .iter()
-            .zip(&after)
-            .filter(|(b, a)| a.threads == b.threads + 1)
-            .map(|(_, a)| a.id)
-            .collect();
-        assert_eq!(
-            gained.len(),
-            1,
-            "one registration adds one thread to one replica: {before:?} -> {after:?}"
-        );
-        assert_eq!(thread_sum(&after), thread_sum(&before) + 1);
-        if !out.iter().any(|(id, _)| *id == gained[0]) {
-            out.push((gained[0], tkn));
-        }
-    }
-    out
-}
 
 /// How the controller picks the replica to remove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -444,30 +355,21 @@ fn churn_round(
                 let (nr, clock, barrier, pace) = (&nr, &clock, &barrier, &pace);
                 s.spawn(move || {
                     let tkn = nr.register().expect("below the thread limit");
-                    let mut rng = Rng::new(round * 1_000 + t as u64 + 1);
-                    let mut events = Vec::with_capacity(ops);
                     barrier.wait();
-                    let mut i = 0usize;
-                    while pace.go_on(i, ops, min_changes) {
-                        if i % 16 == 15 {
-                            // Not synchronization: interleave on few cores.
-                            std::thread::yield_now();
-                        }
-                        let key = rng.below(KEYS);
-                        let op = match rng.below(10) {
-                            0..=3 => MapOp::Get(key),
-                            // Unique, non-zero values: (thread + 1) in the high half.
-                            4..=7 => MapOp::Insert(key, ((t as u64 + 1) << 32) | i as u64),
-                            _ => MapOp::Remove(key),
-                        };
-                        events.push(record(clock, t, op, |op| match *op {
-                            MapOp::Get(k) => nr.execute(MapRead::Get(k), tkn),
-                            MapOp::Insert(k, v) => nr.execute_mut(MapWrite::Insert(k, v), tkn),
-                            MapOp::Remove(k) => nr.execute_mut(MapWrite::Remove(k), tkn),
-                        }));
-                        pace.op();
-                        i += 1;
-                    }
+                    let events = recorded_map_ops(
+                        nr,
+                        tkn,
+                        clock,
+                        t,
+                        round * 1_000 + t as u64 + 1,
+                        KEYS,
+                        |i| {
+                            if i > 0 {
+                                pace.op();
+                            }
+                            pace.go_on(i, ops, min_changes)
+                        },
+                    );
                     pace.finish();
                     events
                 })
@@ -494,10 +396,7 @@ fn churn_round(
     });
 
     // All replicas agree on every key, and each applied exactly the writes.
-    let writes = history
-        .iter()
-        .filter(|e| !matches!(e.op, MapOp::Get(_)))
-        .count();
+    let writes = write_count(&history);
     let readers = tokens_on_every_replica(&nr);
     let first: Vec<_> = (0..KEYS)
         .map(|k| nr.execute(MapRead::Get(k), readers[0].1))
@@ -533,13 +432,7 @@ fn churn_keeps_map_linearizable() {
                 }
                 if round == 0 {
                     // Negative control: a corrupted read must be rejected.
-                    let mut bad = history.clone();
-                    let read = bad
-                        .iter_mut()
-                        .find(|e| matches!(e.op, MapOp::Get(_)))
-                        .expect("the history has reads");
-                    read.ret = Some(7);
-                    assert!(check_map_by_key(&bad).is_err(), "checker accepted garbage");
+                    negative_control(&history);
                 }
                 changes += churn.changes();
                 events += history.len();

@@ -10,68 +10,10 @@ mod common;
 
 use std::sync::Barrier;
 
+use common::counters::{Counters, Get, Inc};
+use common::replicas::tokens_on_every_replica;
 use common::{watchdog, LIMIT};
-use ldnr::{Dispatch, NodeId, NodeReplicated, ReplicaId, ThreadToken};
-
-/// One counter per worker thread.
-#[derive(Debug, Clone)]
-struct Counters(Vec<u64>);
-
-/// Increment counter `t`; returns its new value.
-#[derive(Debug, Clone, Copy)]
-struct Inc(usize);
-
-/// Read counter `t`.
-#[derive(Debug, Clone, Copy)]
-struct Get(usize);
-
-impl Dispatch for Counters {
-    type ReadOperation = Get;
-    type WriteOperation = Inc;
-    type Response = u64;
-
-    fn dispatch(&self, Get(t): Get) -> u64 {
-        self.0[t]
-    }
-
-    fn dispatch_mut(&mut self, Inc(t): Inc) -> u64 {
-        self.0[t] += 1;
-        self.0[t]
-    }
-}
-
-/// Registers tokens (on the calling thread) until one is matched to each replica, and
-/// returns one token per replica. Which replica a token got is read from the change in
-/// the replicas' thread counts, so no other thread may register meanwhile.
-fn tokens_on_every_replica<D>(nr: &NodeReplicated<D>) -> Vec<(ReplicaId, ThreadToken)>
-where
-    D: Dispatch + Clone + Send + Sync,
-{
-    let replicas = nr.replicas().len();
-    let mut out: Vec<(ReplicaId, ThreadToken)> = Vec::new();
-    while out.len() < replicas {
-        let before = nr.replicas();
-        let tkn = nr
-            .register()
-            .expect("the thread limit leaves room for one reader per replica");
-        let after = nr.replicas();
-        let gained: Vec<ReplicaId> = before
-            .iter()
-            .zip(&after)
-            .filter(|(b, a)| a.threads == b.threads + 1)
-            .map(|(_, a)| a.id)
-            .collect();
-        assert_eq!(
-            gained.len(),
-            1,
-            "one registration adds one thread to one replica: {before:?} -> {after:?}"
-        );
-        if !out.iter().any(|(id, _)| *id == gained[0]) {
-            out.push((gained[0], tkn));
-        }
-    }
-    out
-}
+use ldnr::{NodeId, NodeReplicated};
 
 fn run(replicas: usize, log: usize, threads: usize, n: u64) {
     let what = format!("exactly once: {replicas} replicas, log {log}, {threads} threads");

@@ -1,9 +1,11 @@
 //! Self-tests of the WGL linearizability checker in `tests/common/lincheck.rs`.
 
-#[path = "common/lincheck.rs"]
-mod lincheck;
+mod common;
 
-use lincheck::{check, check_map_by_key, record, Clock, Event, MapOp, MapRet, RegisterSpec, Spec};
+use common::lincheck::{
+    check, check_map_by_key, record, Clock, Event, MapOp, MapRet, RegisterSpec, Spec,
+};
+use common::rng::Rng;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Mutex;
@@ -21,24 +23,6 @@ fn ev(thread: usize, op: MapOp, ret: MapRet, invoke: u64, response: u64) -> Even
         ret,
         invoke,
         response,
-    }
-}
-
-/// A tiny xorshift64* generator, so the tests need no extra dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 

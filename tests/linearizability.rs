@@ -11,30 +11,11 @@ mod common;
 
 use std::sync::Barrier;
 
-use common::lincheck::{check_map_by_key, record, Clock, MapEvent, MapOp};
+use common::lincheck::{check_map_by_key, Clock, MapEvent};
+use common::map::{negative_control, recorded_map_ops, write_count};
 use common::{watchdog, LIMIT};
 use ldnr::{NodeId, NodeReplicated};
-use ldnr_hashmap::{MapRead, MapWrite, U64Map};
-
-/// A tiny xorshift64* generator (deterministic per seed, no extra dependency).
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use ldnr_hashmap::U64Map;
 
 /// One workload shape.
 #[derive(Debug, Clone, Copy)]
@@ -63,29 +44,16 @@ fn run_round(w: Workload, round: u64) -> Vec<MapEvent> {
                 let (nr, clock, barrier) = (&nr, &clock, &barrier);
                 s.spawn(move || {
                     let tkn = nr.register().expect("below the thread limit");
-                    let mut rng = Rng::new(round * 1_000 + t as u64 + 1);
-                    let mut events = Vec::with_capacity(w.ops);
                     barrier.wait();
-                    for i in 0..w.ops {
-                        if i % 16 == 15 {
-                            // Not synchronization: on a machine with few cores, giving up
-                            // the time slice now and then makes the threads interleave.
-                            std::thread::yield_now();
-                        }
-                        let key = rng.below(w.keys);
-                        let op = match rng.below(10) {
-                            0..=3 => MapOp::Get(key),
-                            // Unique, non-zero values: (thread + 1) in the high half.
-                            4..=7 => MapOp::Insert(key, ((t as u64 + 1) << 32) | i as u64),
-                            _ => MapOp::Remove(key),
-                        };
-                        events.push(record(clock, t, op, |op| match *op {
-                            MapOp::Get(k) => nr.execute(MapRead::Get(k), tkn),
-                            MapOp::Insert(k, v) => nr.execute_mut(MapWrite::Insert(k, v), tkn),
-                            MapOp::Remove(k) => nr.execute_mut(MapWrite::Remove(k), tkn),
-                        }));
-                    }
-                    events
+                    recorded_map_ops(
+                        nr,
+                        tkn,
+                        clock,
+                        t,
+                        round * 1_000 + t as u64 + 1,
+                        w.keys,
+                        |i| i < w.ops,
+                    )
                 })
             })
             .collect();
@@ -101,10 +69,7 @@ fn run_round(w: Workload, round: u64) -> Vec<MapEvent> {
         infos.iter().all(|r| r.threads > 0),
         "every replica serves a thread: {infos:?}"
     );
-    let writes = history
-        .iter()
-        .filter(|e| !matches!(e.op, MapOp::Get(_)))
-        .count();
+    let writes = write_count(&history);
     let applied = infos.iter().map(|r| r.applied).max().unwrap_or(0);
     assert_eq!(
         applied, writes,
@@ -130,22 +95,6 @@ fn check_workload(name: &str, w: Workload) {
             }
         }
     });
-}
-
-/// The checker must reject the same history with one read corrupted: proves that the
-/// histories checked above are strong enough to catch a wrong answer.
-fn negative_control(history: &[MapEvent]) {
-    let mut bad = history.to_vec();
-    let read = bad
-        .iter_mut()
-        .find(|e| matches!(e.op, MapOp::Get(_)))
-        .expect("the history has reads");
-    // No insert ever writes a value with a zero high half.
-    read.ret = Some(7);
-    assert!(
-        check_map_by_key(&bad).is_err(),
-        "the checker accepted a read of a value that was never written"
-    );
 }
 
 #[test]

@@ -12,8 +12,9 @@ mod common;
 
 use std::sync::{mpsc, Barrier};
 
+use common::replicas::tokens_on_every_replica;
 use common::{watchdog, LIMIT};
-use ldnr::{Dispatch, NodeId, NodeReplicated, ReplicaId, ThreadToken};
+use ldnr::{Dispatch, NodeId, NodeReplicated};
 
 /// What a replica has applied: how many writes, the last one, and a digest of all of
 /// them in order.
@@ -58,39 +59,6 @@ fn expected(values: impl IntoIterator<Item = u64>) -> Trace {
         last: v,
         digest: fold(t.digest, v),
     })
-}
-
-/// Registers tokens (on the calling thread) until one is matched to each replica, and
-/// returns one token per replica. Which replica a token got is read from the change in
-/// the replicas' thread counts, so no other thread may register meanwhile.
-fn tokens_on_every_replica<D>(nr: &NodeReplicated<D>) -> Vec<(ReplicaId, ThreadToken)>
-where
-    D: Dispatch + Clone + Send + Sync,
-{
-    let replicas = nr.replicas().len();
-    let mut out: Vec<(ReplicaId, ThreadToken)> = Vec::new();
-    while out.len() < replicas {
-        let before = nr.replicas();
-        let tkn = nr
-            .register()
-            .expect("the thread limit leaves room for one reader per replica");
-        let after = nr.replicas();
-        let gained: Vec<ReplicaId> = before
-            .iter()
-            .zip(&after)
-            .filter(|(b, a)| a.threads == b.threads + 1)
-            .map(|(_, a)| a.id)
-            .collect();
-        assert_eq!(
-            gained.len(),
-            1,
-            "one registration adds one thread to one replica: {before:?} -> {after:?}"
-        );
-        if !out.iter().any(|(id, _)| *id == gained[0]) {
-            out.push((gained[0], tkn));
-        }
-    }
-    out
 }
 
 /// `threads` threads each do `writes` writes; then every replica must hold the trace of

@@ -1,7 +1,11 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod counters;
 pub mod lincheck;
+pub mod map;
+pub mod replicas;
+pub mod rng;
 
 use std::sync::mpsc;
 use std::time::Duration;
