@@ -1,5 +1,6 @@
 //! While `add_replica` clones a replica, only that replica is frozen, and even its own
-//! threads keep completing operations (served by another replica meanwhile).
+//! threads keep completing operations (served by another replica meanwhile), and new
+//! threads can register.
 //!
 //! The clone is held open by a gate in the structure's `Clone`, so the test does not
 //! depend on timing: if any thread blocked on the frozen replica, the test would never
@@ -7,7 +8,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::{watchdog, LIMIT};
@@ -72,25 +73,48 @@ fn threads_of_the_clone_source_keep_working_during_the_clone() {
         );
         // Two threads, one per replica; both write, so both replicas are equally advanced
         // and either may be the clone source.
-        let done: Arc<[AtomicUsize; 2]> = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        // Each worker counts the operations it completes after it saw the clone start;
+        // after 1,000 of them it only reads, so the writes made during the clone stay far
+        // below the log capacity (a frozen source holds the log's garbage collection).
+        let reached: Arc<[AtomicBool; 2]> =
+            Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
+        let started: Arc<[AtomicBool; 2]> =
+            Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
         let stop = Arc::new(AtomicBool::new(false));
         let workers: Vec<_> = (0..2)
             .map(|w| {
-                let (nr, done, stop) = (nr.clone(), done.clone(), stop.clone());
+                let (nr, gate, reached, started, stop) = (
+                    nr.clone(),
+                    gate.clone(),
+                    reached.clone(),
+                    started.clone(),
+                    stop.clone(),
+                );
                 std::thread::spawn(move || {
                     let tkn = nr.register().expect("below the limit");
-                    let mut last = 0;
+                    let mut during_clone = 0;
                     let mut i = 0u64;
                     while !stop.load(Ordering::SeqCst) {
                         i += 1;
-                        nr.execute_mut(w * 1_000_000 + i, tkn);
-                        last = nr.execute((), tkn);
-                        done[w as usize].fetch_add(1, Ordering::SeqCst);
+                        if during_clone < 1_000 {
+                            nr.execute_mut(w * 1_000_000 + i, tkn);
+                        }
+                        nr.execute((), tkn);
+                        started[w as usize].store(true, Ordering::SeqCst);
+                        if gate.cloning.load(Ordering::SeqCst) {
+                            during_clone += 1;
+                            if during_clone == 1_000 {
+                                reached[w as usize].store(true, Ordering::SeqCst);
+                            }
+                        }
                     }
-                    last
                 })
             })
             .collect();
+        // Both workers registered and running before the clone starts.
+        while !started.iter().all(|s| s.load(Ordering::SeqCst)) {
+            std::thread::yield_now();
+        }
         gate.armed.store(true, Ordering::SeqCst);
         let adder = {
             let nr = nr.clone();
@@ -101,14 +125,18 @@ fn threads_of_the_clone_source_keep_working_during_the_clone() {
         }
         // The clone is open now and stays open until we say so. Both workers, including
         // the one whose replica is the frozen source, must keep completing operations.
-        let at_freeze: Vec<usize> = done.iter().map(|d| d.load(Ordering::SeqCst)).collect();
-        for (d, start) in done.iter().zip(at_freeze) {
-            while d.load(Ordering::SeqCst) < start + 1_000 {
-                std::thread::yield_now();
-            }
+        while !reached.iter().all(|r| r.load(Ordering::SeqCst)) {
+            std::thread::yield_now();
         }
+        // Registration does not wait for the clone either.
+        let late = nr.register().expect("below the limit");
+        nr.execute((), late);
         let before_open = nr.replicas();
-        assert_eq!(before_open.len(), 2, "the new replica is not visible before it is ready");
+        assert_eq!(
+            before_open.len(),
+            2,
+            "the new replica is not visible before it is ready"
+        );
         gate.open.store(true, Ordering::SeqCst);
         let id = adder.join().expect("add_replica finished");
         stop.store(true, Ordering::SeqCst);
@@ -118,8 +146,13 @@ fn threads_of_the_clone_source_keep_working_during_the_clone() {
         // Every replica, the new one included, holds the last write.
         let infos = nr.replicas();
         assert!(infos.iter().any(|r| r.id == id));
-        let tokens: Vec<_> = (0..3).map(|_| nr.register().expect("below the limit")).collect();
+        let tokens: Vec<_> = (0..3)
+            .map(|_| nr.register().expect("below the limit"))
+            .collect();
         let values: Vec<u64> = tokens.iter().map(|&t| nr.execute((), t)).collect();
-        assert!(values.windows(2).all(|v| v[0] == v[1]), "replicas agree: {values:?}");
+        assert!(
+            values.windows(2).all(|v| v[0] == v[1]),
+            "replicas agree: {values:?}"
+        );
     });
 }

@@ -48,7 +48,9 @@ fn build(replicas: usize, log: usize) -> Arc<NodeReplicated<Reg>> {
 /// Registers `n` tokens on the calling thread; with replicas on one node, registration
 /// spreads threads by load, so `n == replicas` gives one token per replica.
 fn tokens(nr: &NodeReplicated<Reg>, n: usize) -> Vec<ThreadToken> {
-    (0..n).map(|_| nr.register().expect("below the limit")).collect()
+    (0..n)
+        .map(|_| nr.register().expect("below the limit"))
+        .collect()
 }
 
 #[test]
@@ -62,7 +64,11 @@ fn idle_replica_does_not_stall_a_writer_and_then_sees_the_last_write() {
             assert_eq!(nr.execute_mut(i, a), (i, i));
             assert_eq!(nr.execute((), a), (i, i), "A reads its own write");
         }
-        assert_eq!(nr.execute((), b), (writes, writes), "idle B sees A's last write");
+        assert_eq!(
+            nr.execute((), b),
+            (writes, writes),
+            "idle B sees A's last write"
+        );
     });
 }
 
@@ -76,7 +82,11 @@ fn several_idle_replicas_at_once() {
             nr.execute_mut(i, t[0]);
         }
         for (k, &tkn) in t.iter().enumerate() {
-            assert_eq!(nr.execute((), tkn), (writes, writes), "replica of token {k}");
+            assert_eq!(
+                nr.execute((), tkn),
+                (writes, writes),
+                "replica of token {k}"
+            );
         }
         let positions: Vec<usize> = nr.replicas().iter().map(|r| r.applied).collect();
         assert!(
@@ -189,7 +199,8 @@ fn idle_replica_removed_while_others_help_it() {
         while nr.replicas()[0].applied < 1000 && nr.replicas()[1].applied < 1000 {
             nr.execute_mut(0, t[0]);
         }
-        nr.remove_replica(idle_slot_id).expect("not the last replica");
+        nr.remove_replica(idle_slot_id)
+            .expect("not the last replica");
         stop.store(true, Ordering::Release);
         let last = writer.join().expect("writer panicked");
         // Thread 2 was matched elsewhere; it reads the final state.
@@ -201,24 +212,28 @@ fn idle_replica_removed_while_others_help_it() {
 
 #[test]
 fn idle_replica_used_as_clone_source() {
-    watchdog("clone an idle replica while a writer helps it", LIMIT, || {
-        let nr = build(2, 4);
-        let t = tokens(&nr, 2);
-        // B idle; A writes a lot, so B advances only by cross-combining.
-        for i in 1..=1000 {
-            nr.execute_mut(i, t[0]);
-        }
-        // Make the idle replica the most advanced: A's thread stops, B's reads once.
-        assert_eq!(nr.execute((), t[1]), (1000, 1000));
-        let id = nr.add_replica(NodeId(0)).expect("room");
-        let new_reader = nr.register().expect("below the limit");
-        assert!(nr.replicas().iter().any(|r| r.id == id && r.threads == 1));
-        assert_eq!(nr.execute((), new_reader), (1000, 1000));
-        for i in 1001..=2000 {
-            nr.execute_mut(i, t[1]);
-        }
-        for tkn in [t[0], t[1], new_reader] {
-            assert_eq!(nr.execute((), tkn), (2000, 2000));
-        }
-    });
+    watchdog(
+        "clone an idle replica while a writer helps it",
+        LIMIT,
+        || {
+            let nr = build(2, 4);
+            let t = tokens(&nr, 2);
+            // B idle; A writes a lot, so B advances only by cross-combining.
+            for i in 1..=1000 {
+                nr.execute_mut(i, t[0]);
+            }
+            // Make the idle replica the most advanced: A's thread stops, B's reads once.
+            assert_eq!(nr.execute((), t[1]), (1000, 1000));
+            let id = nr.add_replica(NodeId(0)).expect("room");
+            let new_reader = nr.register().expect("below the limit");
+            assert!(nr.replicas().iter().any(|r| r.id == id && r.threads == 1));
+            assert_eq!(nr.execute((), new_reader), (1000, 1000));
+            for i in 1001..=2000 {
+                nr.execute_mut(i, t[1]);
+            }
+            for tkn in [t[0], t[1], new_reader] {
+                assert_eq!(nr.execute((), tkn), (2000, 2000));
+            }
+        },
+    );
 }

@@ -139,12 +139,10 @@ impl<W, R> Context<W, R> {
             self.next.store(head, Ordering::Relaxed);
             // Release: pairs with the Acquire `swap` in `PendingStack::take`, which then
             // sees `next`.
-            match stack.head.compare_exchange_weak(
-                head,
-                me,
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
+            match stack
+                .head
+                .compare_exchange_weak(head, me, Ordering::Release, Ordering::Relaxed)
+            {
                 Ok(_) => return,
                 Err(h) => head = h,
             }
@@ -192,7 +190,6 @@ impl<W, R> Context<W, R> {
     pub(crate) fn reset(&self) {
         self.state.store(EMPTY, Ordering::Relaxed);
     }
-
 }
 
 /// A replica's stack of contexts with pending operations.
@@ -210,7 +207,11 @@ impl PendingStack {
     }
 
     /// Pops the whole stack and calls `f` with each thread index on it.
-    pub(crate) fn take<W, R>(&self, contexts: &[impl core::ops::Deref<Target = Context<W, R>>], mut f: impl FnMut(usize)) {
+    pub(crate) fn take<W, R>(
+        &self,
+        contexts: &[impl core::ops::Deref<Target = Context<W, R>>],
+        mut f: impl FnMut(usize),
+    ) {
         if self.head.load(Ordering::Relaxed) == NIL {
             return;
         }
@@ -233,7 +234,9 @@ mod tests {
     type Ctx = crate::sync::CachePadded<Context<u64, u64>>;
 
     fn contexts(n: usize) -> Vec<Ctx> {
-        (0..n).map(|_| crate::sync::CachePadded(Context::new())).collect()
+        (0..n)
+            .map(|_| crate::sync::CachePadded(Context::new()))
+            .collect()
     }
 
     #[test]

@@ -19,8 +19,10 @@
 //!
 //! - **D1** Thread indices are handed out once, in order, below the thread limit;
 //!   `registered` counts them and only grows.
-//! - **D2** Reconfigurations (registration, adding and removing replicas) are
-//!   serialized by the admin lock; the operation paths never take it.
+//! - **D2** Changes to the matching (registration, and the matching phases of adding
+//!   and removing replicas) are serialized by the admin lock; whole reconfigurations
+//!   are serialized with each other by the reconfiguration lock, which registration
+//!   does not take. The operation paths take neither.
 //! - **D3** Changes to the matching (thread counts, replica identities) happen inside an
 //!   odd `epoch` (a sequence lock), so a snapshot (`replicas()`) can be consistent
 //!   without taking the admin lock — which an `add_replica` holds while it clones.
@@ -62,6 +64,7 @@ pub(crate) struct Dispatcher<W, R> {
     contexts: Box<[CachePadded<Context<W, R>>]>,
     registered: CachePadded<AtomicUsize>,
     admin: AtomicBool,
+    reconfig: AtomicBool,
     /// Odd while the admin lock holder changes the matching (D3).
     epoch: AtomicUsize,
 }
@@ -82,11 +85,12 @@ pub(crate) struct ChangeGuard<'a>(&'a AtomicUsize);
 impl Drop for ChangeGuard<'_> {
     fn drop(&mut self) {
         // Release: pairs with the Acquire in `Dispatcher::consistent`.
-        self.0.store(self.0.load(Ordering::Relaxed) + 1, Ordering::Release);
+        self.0
+            .store(self.0.load(Ordering::Relaxed) + 1, Ordering::Release);
     }
 }
 
-/// The admin lock; released on drop.
+/// An admin-path lock (the admin or the reconfiguration lock); released on drop.
 #[derive(Debug)]
 pub(crate) struct AdminGuard<'a>(&'a AtomicBool);
 
@@ -97,6 +101,19 @@ impl Drop for AdminGuard<'_> {
     }
 }
 
+/// Takes a spin lock for an admin path (never on the operation paths).
+fn lock(flag: &AtomicBool) -> AdminGuard<'_> {
+    let mut backoff = Backoff::new();
+    // Acquire: pairs with the Release in `AdminGuard::drop`.
+    while flag
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        backoff.snooze();
+    }
+    AdminGuard(flag)
+}
+
 impl<W, R> Dispatcher<W, R> {
     pub(crate) fn new(limit: usize) -> Self {
         let contexts: Vec<_> = (0..limit).map(|_| CachePadded(Context::new())).collect();
@@ -104,6 +121,7 @@ impl<W, R> Dispatcher<W, R> {
             contexts: contexts.into_boxed_slice(),
             registered: CachePadded(AtomicUsize::new(0)),
             admin: AtomicBool::new(false),
+            reconfig: AtomicBool::new(false),
             epoch: AtomicUsize::new(0),
         }
     }
@@ -131,24 +149,24 @@ impl<W, R> Dispatcher<W, R> {
         self.contexts[..self.registered()].iter().map(|c| &c.reader)
     }
 
-    /// Serializes reconfigurations (D2).
+    /// The admin lock: serializes changes to the matching (registration, and the short
+    /// matching phases of reconfigurations) (D2).
     pub(crate) fn admin(&self) -> AdminGuard<'_> {
-        let mut backoff = Backoff::new();
-        // Acquire: pairs with the Release in `AdminGuard::drop`.
-        while self
-            .admin
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            backoff.snooze();
-        }
-        AdminGuard(&self.admin)
+        lock(&self.admin)
+    }
+
+    /// Serializes reconfigurations with each other for their whole length, clones
+    /// included; registration does not take it, so a thread can register during a long
+    /// `add_replica` (D2).
+    pub(crate) fn reconfig(&self) -> AdminGuard<'_> {
+        lock(&self.reconfig)
     }
 
     /// Marks the start of a change to the matching (thread counts, replica identities);
     /// the change ends when the returned guard drops (D3).
     pub(crate) fn changing<'a>(&'a self, _admin: &AdminGuard<'a>) -> ChangeGuard<'a> {
-        self.epoch.store(self.epoch.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.epoch
+            .store(self.epoch.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         // Release: the odd epoch is visible before any of the change's stores.
         fence(Ordering::Release);
         ChangeGuard(&self.epoch)

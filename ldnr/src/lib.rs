@@ -148,7 +148,9 @@ mod sync;
 #[cfg(all(test, ldnr_loom))]
 mod loom_models;
 
-pub use affinity::{AffinityError, AffinityGuard, AffinityManager, NoAffinity, NodeId, SavedPolicy};
+pub use affinity::{
+    AffinityError, AffinityGuard, AffinityManager, NoAffinity, NodeId, SavedPolicy,
+};
 pub use dispatch::Dispatch;
 pub use dispatcher::{DEFAULT_MAX_THREADS, MAX_THREADS};
 pub use error::Error;

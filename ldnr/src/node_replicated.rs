@@ -514,7 +514,15 @@ where
                     }
                     _ => {}
                 }
-                if let Some(combiner) = replica.try_combine() {
+                if replica.is_frozen() {
+                    // Frozen as a clone source: hand every waiting operation back to its
+                    // owner (ours included), who then uses a stand-in (replica P6). Any
+                    // thread may pop the whole stack; each popped context is decided once.
+                    let contexts = self.dispatcher.contexts();
+                    replica.pending.take(contexts, |t| {
+                        contexts[t].reroute();
+                    });
+                } else if let Some(combiner) = replica.try_combine() {
                     self.combine(slot, combiner, None);
                     backoff = Backoff::new();
                 } else {
@@ -663,7 +671,11 @@ where
                 }
                 self.apply(&combiner, slot, start + chunk.len(), start, chunk);
             }
-            let claimed = if own.is_some() { &batch[1..] } else { &batch[..] };
+            let claimed = if own.is_some() {
+                &batch[1..]
+            } else {
+                &batch[..]
+            };
             for &tid in claimed {
                 contexts[tid].complete();
             }
@@ -775,4 +787,3 @@ where
         }
     }
 }
-

@@ -21,7 +21,8 @@
 //! may still hold a reference to it (replica P4), so nothing is freed that anyone can
 //! still reach (I7).
 //!
-//! Reconfigurations and registrations are serialized by the admin lock (dispatcher D2).
+//! Reconfigurations are serialized by the reconfiguration lock; their changes to the
+//! matching also take the admin lock, which registration takes too (dispatcher D2).
 
 use crate::affinity::{AffinityGuard, NodeId};
 use crate::dispatch::Dispatch;
@@ -39,7 +40,13 @@ where
     ///
     /// The new replica is a clone of the replica that has applied the most of the log,
     /// made with the calling thread's memory coming from `node`. Only that source replica
-    /// pauses its writes during the clone; its readers and every other replica go on.
+    /// is frozen during the clone; its threads are served by the nearest other replica
+    /// meanwhile, every other replica goes on, and threads may still register.
+    ///
+    /// While the clone is made, the log's garbage collection cannot pass the source's
+    /// position (the new replica replays everything after it), so the other replicas can
+    /// append up to about one log capacity of writes before they wait for the clone to
+    /// finish. Size the log for the write rate times the clone time.
     /// Threads registered on `node` that were served by a replica on another node move to
     /// the new replica; other threads stay where they are.
     ///
@@ -72,14 +79,14 @@ where
         if !self.affinity.nodes().contains(&node) {
             return Err(Error::UnknownNode(node));
         }
-        let admin = self.dispatcher.admin();
-        let slot = self
-            .replicas
-            .iter()
-            .position(|r| r.id().is_none())
-            .ok_or(Error::TooManyReplicas {
-                limit: MAX_REPLICAS,
-            })?;
+        let _reconfig = self.dispatcher.reconfig();
+        let slot =
+            self.replicas
+                .iter()
+                .position(|r| r.id().is_none())
+                .ok_or(Error::TooManyReplicas {
+                    limit: MAX_REPLICAS,
+                })?;
         let source = self
             .replicas
             .iter()
@@ -97,7 +104,7 @@ where
             let _policy = AffinityGuard::new(&*self.affinity, node)?;
             frozen
                 .frozen(D::clone)
-                .expect("the admin lock keeps the source live")
+                .expect("the reconfiguration lock keeps the source live")
         };
 
         let shell = &self.replicas[slot];
@@ -116,6 +123,7 @@ where
             let old = unsafe { combiner.replace(Some(data)) };
             debug_assert!(old.is_none(), "a free shell holds no data");
         }
+        let admin = self.dispatcher.admin();
         let change = self.dispatcher.changing(&admin);
         shell.threads.store(0, Ordering::Relaxed);
         shell.set_identity(Some((id, node)));
@@ -129,7 +137,9 @@ where
         for ctx in &contexts[..self.dispatcher.registered()] {
             let current = ctx.replica.load(Ordering::Relaxed);
             if ctx.node.load(Ordering::Relaxed) == node.0 && self.replicas[current].node() != node {
-                self.replicas[current].threads.fetch_sub(1, Ordering::Relaxed);
+                self.replicas[current]
+                    .threads
+                    .fetch_sub(1, Ordering::Relaxed);
                 ctx.replica.store(slot, Ordering::Relaxed);
                 shell.threads.fetch_add(1, Ordering::Relaxed);
             }
@@ -168,7 +178,7 @@ where
     /// # Ok::<(), Error>(())
     /// ```
     pub fn remove_replica(&self, id: ReplicaId) -> Result<(), Error> {
-        let admin = self.dispatcher.admin();
+        let _reconfig = self.dispatcher.reconfig();
         let slot = self
             .replicas
             .iter()
@@ -178,6 +188,7 @@ where
             return Err(Error::LastReplica);
         }
         let shell = &self.replicas[slot];
+        let admin = self.dispatcher.admin();
         let change = self.dispatcher.changing(&admin);
         shell.set_identity(None);
 
@@ -195,6 +206,7 @@ where
         }
         shell.threads.store(0, Ordering::Relaxed);
         drop(change);
+        drop(admin);
 
         let data = {
             let combiner = shell.combine_blocking();
@@ -214,7 +226,6 @@ where
             debug_assert!(!live);
             data
         };
-        drop(admin);
         // Dropped outside the locks: freeing a large structure can take a while.
         drop(data);
         Ok(())

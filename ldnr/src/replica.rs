@@ -337,7 +337,11 @@ impl<D> Drop for FreezeGuard<'_, D> {
     fn drop(&mut self) {
         // Relaxed: a hint only; correctness rests on the combiner lock, which the field
         // drop releases right after.
-        self.combiner.replica.combiner.frozen.store(false, Ordering::Relaxed);
+        self.combiner
+            .replica
+            .combiner
+            .frozen
+            .store(false, Ordering::Relaxed);
     }
 }
 

@@ -94,7 +94,11 @@ impl RwLock {
     ///
     /// `readers` is called after the writer flag is raised, so a thread that registers
     /// concurrently is either in the list or sees the flag (R1).
-    pub(crate) fn write<'a, 'r, I>(&'a self, slot: usize, readers: impl FnOnce() -> I) -> WriteGuard<'a>
+    pub(crate) fn write<'a, 'r, I>(
+        &'a self,
+        slot: usize,
+        readers: impl FnOnce() -> I,
+    ) -> WriteGuard<'a>
     where
         I: Iterator<Item = &'r ReaderSlot>,
     {
@@ -153,7 +157,10 @@ mod tests {
         // The writer cannot finish while we hold the read lock; it is not blocked by the
         // reader of replica 1, which we keep holding throughout.
         for _ in 0..1000 {
-            assert!(!wrote.load(Ordering::SeqCst), "writer entered during a read");
+            assert!(
+                !wrote.load(Ordering::SeqCst),
+                "writer entered during a read"
+            );
             std::thread::yield_now();
         }
         drop(guard);

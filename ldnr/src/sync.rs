@@ -8,10 +8,10 @@
 //! The `cfg` is `ldnr_loom` rather than `loom` so that a global `RUSTFLAGS` cannot flip
 //! a dependency's own `cfg(loom)`.
 
-#[cfg(ldnr_loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize};
 #[cfg(not(ldnr_loom))]
 pub(crate) use core::sync::atomic::{fence, AtomicBool, AtomicUsize};
+#[cfg(ldnr_loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize};
 
 pub(crate) use core::sync::atomic::Ordering;
 
