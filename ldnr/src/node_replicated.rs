@@ -514,10 +514,11 @@ where
                     }
                     _ => {}
                 }
-                if replica.is_frozen() {
+                if replica.is_frozen() && self.stand_in(slot).is_some() {
                     // Frozen as a clone source: hand every waiting operation back to its
                     // owner (ours included), who then uses a stand-in (replica P6). Any
                     // thread may pop the whole stack; each popped context is decided once.
+                    // With no other replica to stand in, we wait for the clone instead.
                     let contexts = self.dispatcher.contexts();
                     replica.pending.take(contexts, |t| {
                         contexts[t].reroute();
@@ -609,7 +610,7 @@ where
         let replica = &self.replicas[slot];
         let mut backoff = Backoff::new();
         while self.log.position(slot) < target {
-            if replica.is_frozen() {
+            if replica.is_frozen() && self.stand_in(slot).is_some() {
                 // A clone holds the lock; the caller reads elsewhere meanwhile.
                 return;
             }
