@@ -523,6 +523,7 @@ where
                     replica.pending.take(contexts, |t| {
                         contexts[t].reroute();
                     });
+                    backoff.snooze();
                 } else if let Some(combiner) = replica.try_combine() {
                     self.combine(slot, combiner, None);
                     backoff = Backoff::new();

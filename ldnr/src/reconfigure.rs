@@ -123,13 +123,14 @@ where
             let old = unsafe { combiner.replace(Some(data)) };
             debug_assert!(old.is_none(), "a free shell holds no data");
         }
+        // Counted while the source is frozen and before the new replica can be seen (log
+        // L6): the source may have been the only live replica, and both its combiner and
+        // any thread that finds the new replica (a stand-in) must see two.
+        self.live.fetch_add(1, Ordering::Release);
         let admin = self.dispatcher.admin();
         let change = self.dispatcher.changing(&admin);
         shell.threads.store(0, Ordering::Relaxed);
         shell.set_identity(Some((id, node)));
-        // Counted while the source is frozen (log L6): the source may have been the only
-        // live replica, and its combiner must see two from its next batch on.
-        self.live.fetch_add(1, Ordering::Release);
         drop(frozen);
 
         // Locality first: threads on `node` served by a replica elsewhere move here.
