@@ -13,90 +13,13 @@
 //! so every thread registers itself, inside its own closure.
 #![cfg(ldnr_loom)]
 
-use std::sync::atomic::AtomicUsize as StdAtomicUsize;
+mod loom_common;
 
-use ldnr::{Dispatch, NodeId, NodeReplicated};
-use loom::model::Builder;
+use ldnr::NodeReplicated;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-
-/// A register: writes set or add and return the previous value, reads return the value.
-#[derive(Debug, Clone, Default)]
-struct Reg(u64);
-
-#[derive(Debug, Clone)]
-enum Write {
-    Set(u64),
-    Add(u64),
-}
-
-impl Dispatch for Reg {
-    type ReadOperation = ();
-    type WriteOperation = Write;
-    type Response = u64;
-
-    fn dispatch(&self, _: ()) -> u64 {
-        self.0
-    }
-
-    fn dispatch_mut(&mut self, op: Write) -> u64 {
-        let prev = self.0;
-        match op {
-            Write::Set(v) => self.0 = v,
-            Write::Add(v) => self.0 += v,
-        }
-        prev
-    }
-}
-
-/// Model-checks `f` with the given preemption bound (`None`: unbounded, an exhaustive
-/// search) and a branch limit that fits an
-/// execution of the library (a garbage collection or laggard scan alone loads the
-/// position words of all `MAX_REPLICAS` slots), and prints how many executions loom
-/// explored (visible with `--nocapture`).
-fn check(preemptions: Option<usize>, f: impl Fn() + Sync + Send + 'static) {
-    let mut b = Builder::new();
-    if b.preemption_bound.is_none() {
-        b.preemption_bound = preemptions;
-    }
-    b.max_branches = b.max_branches.max(10_000);
-    let runs = std::sync::Arc::new(StdAtomicUsize::new(0));
-    let counter = runs.clone();
-    b.check(move || {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        f();
-    });
-    eprintln!(
-        "loom: {} executions, preemption bound {:?}",
-        runs.load(std::sync::atomic::Ordering::Relaxed),
-        b.preemption_bound
-    );
-}
-
-fn build(replicas: usize, max_threads: usize) -> Arc<NodeReplicated<Reg>> {
-    let nodes = vec![NodeId(0); replicas];
-    Arc::new(
-        NodeReplicated::builder(Reg(0))
-            .replicas(&nodes)
-            .log_capacity(4)
-            .max_threads(max_threads)
-            .build()
-            .expect("a valid configuration"),
-    )
-}
-
-/// Checks that `(added, response)` pairs of `Add` operations, whose responses are the
-/// previous values, come from one serial order: sorted by response, each response is
-/// the sum of the earlier operations.
-fn assert_serial(mut pairs: Vec<(u64, u64)>) {
-    pairs.sort_unstable_by_key(|&(_, r)| r);
-    let mut sum = 0;
-    for &(add, r) in &pairs {
-        assert_eq!(r, sum, "responses match no serial order: {pairs:?}");
-        sum += add;
-    }
-}
+use loom_common::{assert_serial, build, check, Reg, Write};
 
 /// (i) Two writers on one replica, two operations each: one combines, the other
 /// publishes its operation and is served by the combiner or takes over the combiner
@@ -108,7 +31,7 @@ fn assert_serial(mut pairs: Vec<(u64, u64)>) {
 /// sum. Loom checks every access to the replica, the contexts and the log.
 #[test]
 fn two_writers_one_replica() {
-    check(Some(4), || {
+    check("two_writers_one_replica", Some(4), || {
         let nr = build(1, 2);
         let other = nr.clone();
         let t = thread::spawn(move || {
@@ -132,7 +55,7 @@ fn two_writers_one_replica() {
 /// replica once both writes completed.
 #[test]
 fn two_writers_two_replicas() {
-    check(Some(4), || {
+    check("two_writers_two_replicas", Some(4), || {
         let nr = build(2, 2);
         let flags = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
         let run = |nr: &NodeReplicated<Reg>, flags: &[AtomicBool; 2], me: usize| {
@@ -170,7 +93,7 @@ fn two_writers_two_replicas() {
 #[test]
 fn reader_on_other_replica_sees_completed_write() {
     // Exhaustive: about 700 executions.
-    check(None, || {
+    check("reader_on_other_replica_sees_completed_write", None, || {
         let nr = build(2, 2);
         let done = Arc::new(AtomicBool::new(false));
         let (w, d) = (nr.clone(), done.clone());
@@ -207,7 +130,7 @@ fn writer_helps_idle_replica_across_wrap() {
     const WRITES: u64 = 6;
     // Exhaustive: about 80 executions (the writer runs alone but for the other thread's
     // registration and flag polling).
-    check(None, || {
+    check("writer_helps_idle_replica_across_wrap", None, || {
         let nr = build(2, 2);
         let done = Arc::new(AtomicBool::new(false));
         let (w, d) = (nr.clone(), done.clone());
@@ -246,24 +169,28 @@ fn writer_helps_idle_replica_across_wrap() {
 #[test]
 fn writer_and_reader_of_lagging_replica_across_wrap() {
     const WRITES: u64 = 5;
-    check(Some(3), || {
-        let nr = build(2, 2);
-        let done = Arc::new(AtomicBool::new(false));
-        let (w, d) = (nr.clone(), done.clone());
-        let writer = thread::spawn(move || {
-            let tkn = w.register().unwrap();
-            for v in 1..=WRITES {
-                assert_eq!(w.execute_mut(Write::Set(v), tkn), v - 1);
+    check(
+        "writer_and_reader_of_lagging_replica_across_wrap",
+        Some(3),
+        || {
+            let nr = build(2, 2);
+            let done = Arc::new(AtomicBool::new(false));
+            let (w, d) = (nr.clone(), done.clone());
+            let writer = thread::spawn(move || {
+                let tkn = w.register().unwrap();
+                for v in 1..=WRITES {
+                    assert_eq!(w.execute_mut(Write::Set(v), tkn), v - 1);
+                }
+                d.store(true, Ordering::Release);
+            });
+            let tkn = nr.register().unwrap();
+            let during = nr.execute((), tkn);
+            assert!(during <= WRITES);
+            while !done.load(Ordering::Acquire) {
+                thread::yield_now();
             }
-            d.store(true, Ordering::Release);
-        });
-        let tkn = nr.register().unwrap();
-        let during = nr.execute((), tkn);
-        assert!(during <= WRITES);
-        while !done.load(Ordering::Acquire) {
-            thread::yield_now();
-        }
-        assert_eq!(nr.execute((), tkn), WRITES);
-        writer.join().unwrap();
-    });
+            assert_eq!(nr.execute((), tkn), WRITES);
+            writer.join().unwrap();
+        },
+    );
 }

@@ -30,97 +30,18 @@
 //! with that one change made.
 #![cfg(ldnr_loom)]
 
-use std::sync::atomic::AtomicUsize as StdAtomicUsize;
+mod loom_common;
 
-use ldnr::{Dispatch, NodeId, NodeReplicated, ReplicaInfo};
-use loom::model::Builder;
+use ldnr::{NodeId, NodeReplicated, ReplicaInfo};
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-
-/// A register: writes set or add and return the previous value, reads return the value.
-#[derive(Debug, Clone, Default)]
-struct Reg(u64);
-
-#[derive(Debug, Clone)]
-enum Write {
-    Set(u64),
-    Add(u64),
-}
-
-impl Dispatch for Reg {
-    type ReadOperation = ();
-    type WriteOperation = Write;
-    type Response = u64;
-
-    fn dispatch(&self, _: ()) -> u64 {
-        self.0
-    }
-
-    fn dispatch_mut(&mut self, op: Write) -> u64 {
-        let prev = self.0;
-        match op {
-            Write::Set(v) => self.0 = v,
-            Write::Add(v) => self.0 += v,
-        }
-        prev
-    }
-}
-
-/// Model-checks `f` with the given preemption bound (`None`: unbounded, an exhaustive
-/// search) and a branch limit that fits an execution of the library (a garbage
-/// collection or laggard scan alone loads the position words of all `MAX_REPLICAS`
-/// slots, and `add_replica` walks every shell three times), and prints how many
-/// executions loom explored and how long it took (visible with `--nocapture`).
-fn check(name: &str, preemptions: Option<usize>, f: impl Fn() + Sync + Send + 'static) {
-    let mut b = Builder::new();
-    if b.preemption_bound.is_none() {
-        b.preemption_bound = preemptions;
-    }
-    b.max_branches = b.max_branches.max(10_000);
-    let runs = std::sync::Arc::new(StdAtomicUsize::new(0));
-    let counter = runs.clone();
-    let start = std::time::Instant::now();
-    b.check(move || {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        f();
-    });
-    eprintln!(
-        "loom {name}: {} executions, preemption bound {:?}, {:.1?}",
-        runs.load(std::sync::atomic::Ordering::Relaxed),
-        b.preemption_bound,
-        start.elapsed()
-    );
-}
-
-fn build(replicas: usize, max_threads: usize) -> Arc<NodeReplicated<Reg>> {
-    let nodes = vec![NodeId(0); replicas];
-    Arc::new(
-        NodeReplicated::builder(Reg(0))
-            .replicas(&nodes)
-            .log_capacity(4)
-            .max_threads(max_threads)
-            .build()
-            .expect("a valid configuration"),
-    )
-}
+use loom_common::{assert_serial, build, check, Reg, Write};
 
 /// Spins (yielding to loom) until `flag` is raised.
 fn wait_for(flag: &AtomicBool) {
     while !flag.load(Ordering::Acquire) {
         thread::yield_now();
-    }
-}
-
-/// Checks that `(added, response)` pairs of `Add` operations, whose responses are the
-/// previous values, come from one serial order: sorted by response, each response is
-/// the sum of the earlier operations.
-fn assert_serial(mut pairs: Vec<(u64, u64)>) {
-    pairs.sort_unstable_by_key(|&(_, r)| r);
-    let mut sum = 0;
-    for &(add, r) in &pairs {
-        assert_eq!(r, sum, "responses match no serial order: {pairs:?}");
-        sum += add;
     }
 }
 
