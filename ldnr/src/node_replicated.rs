@@ -574,6 +574,34 @@ where
         })
     }
 
+    /// The replica the thread of `tkn` is matched to now (its operations run there unless
+    /// that replica is being cloned or removed at this moment). `None` only while the
+    /// thread's replica is being removed and the thread not yet re-matched.
+    ///
+    /// # Panics
+    ///
+    /// If `tkn` belongs to another instance.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ldnr::NodeId;
+    /// # #[derive(Clone, Default)] struct Nop;
+    /// # impl ldnr::Dispatch for Nop {
+    /// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
+    /// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
+    /// # }
+    /// let nr = ldnr::NodeReplicated::builder(Nop).build().unwrap();
+    /// let tkn = nr.register().unwrap();
+    /// let only = nr.replicas()[0].id;
+    /// assert_eq!(nr.replica_of(tkn), Some(only));
+    /// ```
+    pub fn replica_of(&self, tkn: ThreadToken) -> Option<ReplicaId> {
+        let tid = self.check(tkn);
+        let slot = self.dispatcher.context(tid).replica.load(Ordering::Acquire);
+        self.replicas[slot].id()
+    }
+
     /// The log capacity in entries.
     pub fn log_capacity(&self) -> usize {
         self.log.capacity()
