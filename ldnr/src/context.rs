@@ -34,14 +34,69 @@
 
 use core::mem::MaybeUninit;
 
+#[cfg(feature = "std")]
+use alloc::boxed::Box;
+
 use crate::rwlock::ReaderSlot;
-use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
+use crate::sync::{AtomicBool, AtomicUsize, Ordering, UnsafeCell};
 
 pub(crate) const EMPTY: usize = 0;
 pub(crate) const PENDING: usize = 1;
 pub(crate) const CLAIMED: usize = 2;
 pub(crate) const DONE: usize = 3;
 pub(crate) const REROUTE: usize = 4;
+
+/// A caught panic's payload, on its way to the thread whose operation panicked.
+#[cfg(feature = "std")]
+pub(crate) type Payload = Box<dyn core::any::Any + Send + 'static>;
+
+/// What a combiner hands back for an operation: its response, or (with `std`) the panic
+/// that `dispatch_mut` raised for it, to be resumed in the owner's thread.
+#[cfg(feature = "std")]
+pub(crate) type Outcome<R> = Result<R, Payload>;
+/// What a combiner hands back for an operation. Without `std` panics are not caught,
+/// so it is always the response.
+#[cfg(not(feature = "std"))]
+pub(crate) type Outcome<R> = R;
+
+/// Runs `f` (user code that applies one operation), catching a panic with `std`.
+#[inline(always)]
+pub(crate) fn outcome<R>(f: impl FnOnce() -> R) -> Outcome<R> {
+    #[cfg(feature = "std")]
+    {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        f()
+    }
+}
+
+/// The outcome of an operation that returned.
+#[inline(always)]
+pub(crate) fn ok<R>(r: R) -> Outcome<R> {
+    #[cfg(feature = "std")]
+    {
+        Ok(r)
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        r
+    }
+}
+
+/// The response of an outcome, or the resumed panic (in the calling thread, the owner's).
+#[inline(always)]
+pub(crate) fn into_response<R>(o: Outcome<R>) -> R {
+    #[cfg(feature = "std")]
+    {
+        o.unwrap_or_else(|payload| std::panic::resume_unwind(payload))
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        o
+    }
+}
 
 /// The "no thread" link of the pending stack.
 const NIL: usize = usize::MAX;
@@ -57,8 +112,11 @@ pub(crate) struct Context<W, R> {
     pub(crate) node: AtomicUsize,
     /// This thread's slot of every replica's reader-writer lock.
     pub(crate) reader: ReaderSlot,
+    /// Whether the owner is combining (it may be inside `dispatch_mut` of any thread's
+    /// operation). Owner-only; with `reader`, what detects a re-entrant call.
+    applying: AtomicBool,
     op: UnsafeCell<MaybeUninit<W>>,
-    response: UnsafeCell<MaybeUninit<R>>,
+    response: UnsafeCell<MaybeUninit<Outcome<R>>>,
 }
 
 impl<W, R> core::fmt::Debug for Context<W, R> {
@@ -78,9 +136,25 @@ impl<W, R> Context<W, R> {
             replica: AtomicUsize::new(0),
             node: AtomicUsize::new(0),
             reader: ReaderSlot::new(),
+            applying: AtomicBool::new(false),
             op: UnsafeCell::new(MaybeUninit::uninit()),
             response: UnsafeCell::new(MaybeUninit::uninit()),
         }
+    }
+
+    /// Whether the owner is inside an operation of this instance: holding a read lock
+    /// (so inside `dispatch`) or combining (so maybe inside `dispatch_mut`). Owner only.
+    #[inline]
+    pub(crate) fn busy(&self) -> bool {
+        self.reader.held() || self.applying.load(Ordering::Relaxed)
+    }
+
+    /// Marks the owner as combining until the guard drops (also when unwinding). Owner
+    /// only.
+    #[inline]
+    pub(crate) fn applying(&self) -> ApplyingGuard<'_> {
+        self.applying.store(true, Ordering::Relaxed);
+        ApplyingGuard(&self.applying)
     }
 
     /// Stores the owner's next operation.
@@ -113,7 +187,7 @@ impl<W, R> Context<W, R> {
     /// The caller took the operation of this context with `take_op` and has not stored
     /// a response for it yet; the owner does not read the response before `DONE` (or,
     /// when the owner combines itself, before this returns).
-    pub(crate) unsafe fn put_response(&self, r: R) {
+    pub(crate) unsafe fn put_response(&self, r: Outcome<R>) {
         // SAFETY: by the caller's contract nobody else accesses the response slot.
         self.response.with_mut(|p| unsafe { (*p).write(r) });
     }
@@ -123,7 +197,7 @@ impl<W, R> Context<W, R> {
     /// # Safety
     ///
     /// Only the owner, once per stored response, after `put_response` happened before.
-    pub(crate) unsafe fn take_response(&self) -> R {
+    pub(crate) unsafe fn take_response(&self) -> Outcome<R> {
         // SAFETY: by the caller's contract the slot is initialized and exclusively ours.
         self.response.with(|p| unsafe { (*p).assume_init_read() })
     }
@@ -189,6 +263,16 @@ impl<W, R> Context<W, R> {
     /// Returns a context to `EMPTY` (owner only, after `DONE` or `REROUTE`).
     pub(crate) fn reset(&self) {
         self.state.store(EMPTY, Ordering::Relaxed);
+    }
+}
+
+/// Clears a context's combining mark on drop.
+pub(crate) struct ApplyingGuard<'a>(&'a AtomicBool);
+
+impl Drop for ApplyingGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
     }
 }
 
@@ -261,13 +345,14 @@ mod tests {
             // SAFETY: claimed above; each op taken once, response stored once.
             unsafe {
                 let op = cs[tid].take_op();
-                cs[tid].put_response(op + 1);
+                cs[tid].put_response(ok(op + 1));
             }
             assert_ne!(cs[tid].owner_state(), DONE);
             cs[tid].complete();
             assert_eq!(cs[tid].owner_state(), DONE);
             // SAFETY: DONE, owner takes the response once.
-            assert_eq!(unsafe { cs[tid].take_response() }, tid as u64 * 10 + 1);
+            let r = unsafe { cs[tid].take_response() };
+            assert_eq!(into_response(r), tid as u64 * 10 + 1);
             cs[tid].reset();
         }
     }

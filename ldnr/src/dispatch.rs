@@ -14,6 +14,10 @@
 /// seeded hasher where that order is observable. Replicas that diverge break
 /// linearizability, and LD-NR cannot detect it.
 ///
+/// A `dispatch_mut` that panics must do so deterministically too (the same operation on
+/// the same state panics at the same point): every replica keeps the partial effect it
+/// had, and the submitting thread gets the panic (crate docs, "Panics").
+///
 /// `dispatch` must not mutate observable state (interior mutability such as statistics
 /// counters is fine if it is thread-safe: readers run concurrently on one replica).
 ///

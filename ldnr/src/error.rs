@@ -57,6 +57,10 @@ pub enum Error {
     },
     /// The affinity manager failed.
     Affinity(AffinityError),
+    /// A panic escaped while a replica was being brought up to date (see "Panics" in the
+    /// crate docs: without `std`, or from an [`AffinityManager`](crate::AffinityManager)
+    /// method), so replicas may have diverged; the instance refuses further work.
+    Poisoned,
 }
 
 impl fmt::Display for Error {
@@ -82,6 +86,7 @@ impl fmt::Display for Error {
                 crate::MAX_THREADS
             ),
             Error::Affinity(e) => write!(f, "affinity manager failed: {e}"),
+            Error::Poisoned => write!(f, "{}", crate::node_replicated::POISONED),
         }
     }
 }

@@ -121,11 +121,92 @@
 //! # Ok::<(), ldnr::Error>(())
 //! ```
 //!
+//! # Panics
+//!
+//! With the default `std` feature, a panic in user code is isolated to the operation that
+//! raised it:
+//!
+//! - **`dispatch_mut`** (or the `Clone` of a `WriteOperation`) panics: the combiner that
+//!   applies the entry catches the panic and goes on with the rest of its batch. The
+//!   thread that *submitted* the operation gets the panic, resumed in its own thread by
+//!   its `execute_mut` (with the original payload). Every other replica applies the same
+//!   entry later, panics the same way (operations are deterministic) and goes on, so all
+//!   replicas keep the same partial effect — whatever `dispatch_mut` did before it
+//!   panicked; there is no rollback and no poisoning. No lock stays held, no other thread
+//!   waits for it, and later operations work on every replica. NR 0.1.1, by contrast,
+//!   leaves the other threads waiting forever.
+//! - **`dispatch`** panics: the panic unwinds out of that thread's `execute`; its read
+//!   lock is released on the way. Nothing else is affected.
+//! - **`Clone` of `D`** panics in [`NodeReplicated::add_replica`]: the panic unwinds out
+//!   of `add_replica`; the clone source is unfrozen and the replica set is unchanged.
+//!
+//! A panic that escapes the combining path anyway — always without `std` (nothing can
+//! catch it there), or from an [`AffinityManager`] method — leaves a replica part-way
+//! through a batch. The instance is then **poisoned**: the panic unwinds out of the thread
+//! that was combining, and every later `execute`/`execute_mut` on any thread (including
+//! threads waiting for that batch) panics with a message saying so, while
+//! `add_replica`/`remove_replica` return [`Error::Poisoned`]. Nothing hangs, and no replica
+//! applies anything again. With `panic = "abort"` none of this matters.
+//!
+//! # Misuse and what happens
+//!
+//! | Misuse | Outcome |
+//! |---|---|
+//! | [`Builder::replicas`] with an empty list | `build` returns [`Error::NoReplicas`] |
+//! | a node the affinity manager does not list (`replicas`, `add_replica`) | [`Error::UnknownNode`] |
+//! | more than [`MAX_REPLICAS`] replicas (`replicas`, `add_replica`) | [`Error::TooManyReplicas`] |
+//! | [`Builder::log_capacity`] not a power of two in `MIN_LOG_CAPACITY..=MAX_LOG_CAPACITY` | [`Error::InvalidLogCapacity`] |
+//! | [`Builder::max_threads`] of 0 or above [`MAX_THREADS`] | [`Error::InvalidThreadLimit`] |
+//! | the affinity manager fails to set a memory policy in `build` or `add_replica` | [`Error::Affinity`]; nothing changes |
+//! | [`NodeReplicated::register`] beyond the thread limit | [`Error::TooManyThreads`]; existing tokens keep working |
+//! | registering once per short-lived thread | thread slots are never freed: the limit is reached, then [`Error::TooManyThreads`] — register once per long-lived thread |
+//! | a [`ThreadToken`] of another instance (also of a dropped one) | panics: "a ThreadToken of another NodeReplicated instance" |
+//! | sending a `ThreadToken` to another thread | does not compile (`ThreadToken: !Send + !Sync`) |
+//! | `execute`/`execute_mut` from inside `dispatch`/`dispatch_mut` of the same instance, with the token of the thread running that callback | panics: "re-entrant call" (inside `dispatch_mut` that is the operation's panic, see above) |
+//! | the same from inside a callback, with a *second* token registered by the same thread | not detected: may deadlock. Calling back into the instance from `dispatch_mut` is a side effect that breaks the determinism contract anyway |
+//! | [`NodeReplicated::remove_replica`] of an id that is not live (removed, never existed) | [`Error::UnknownReplica`]; nothing changes |
+//! | `remove_replica` of the last replica | [`Error::LastReplica`] |
+//! | a `ReplicaId` of another instance | ids are per instance: it names this instance's replica with that number if one is live, else [`Error::UnknownReplica`] |
+//! | a `dispatch_mut` that is not deterministic | replicas diverge, undetected (see [`Dispatch`]) |
+//! | a panicking `dispatch`, `dispatch_mut`, `Clone`, or affinity manager | see [Panics](#panics) |
+//! | any operation on a poisoned instance | panics ("poisoned"); reconfiguration returns [`Error::Poisoned`] |
+//!
+//! Each row has a test: `tests/errors.rs`, `tests/dynamic_replicas.rs`
+//! (`add_and_remove_errors_change_nothing`), `tests/misuse.rs`, `tests/panics.rs`,
+//! `ldnr/tests/panic_no_std.rs`, and the `compile_fail` example on [`ThreadToken`].
+//!
+//! # Unsafe code
+//!
+//! `unsafe` is confined to four places, each resting on invariants stated in its module
+//! docs and cited by a `// SAFETY:` comment at every block (`clippy::undocumented_unsafe_blocks`
+//! and `missing_safety_doc` are denied; every `unsafe fn` has a `# Safety` section):
+//!
+//! - `context`: the operation and response slots of a thread's context — **C1** (one
+//!   owner at a time, handed over by the state machine `EMPTY → PENDING → CLAIMED → DONE`
+//!   with Release/Acquire) and **C2** (a context is on at most one pending stack, once);
+//! - `log`: entry slots — **L1** (a reserved range belongs to one combiner), **L2** (GC
+//!   never passes an active replica's position, so a slot is not overwritten while a
+//!   replica still needs it), **L3** (an entry is live iff its state holds its logical
+//!   index), **L4** (replicas clone an entry one at a time under its clone-lock bit),
+//!   **L5** (each operation is dropped exactly once), **L6** (the only live replica may
+//!   skip the clone lock), **L7** (a GC that overlapped a replica joining is redone);
+//! - `replica`: the replica's data — **P1** (mutation needs the combiner lock and the
+//!   write lock), **P2** (readers hold the read lock), **P4** (data is installed and taken
+//!   out only under both locks, in shells that are never freed);
+//! - `Send`/`Sync` for `NodeReplicated` and the log: why `D: Send + Sync`,
+//!   `WriteOperation: Send` and `Response: Send` suffice.
+//!
+//! The reader-writer lock (**R1**, a Dekker pair of SeqCst fences) and the dispatcher
+//! (**D1–D3**) contain no `unsafe` but are what P2 and P4 rely on. The atomics of all of
+//! these are model-checked with loom (`--cfg ldnr_loom`) and explored under shuttle
+//! (`--cfg ldnr_shuttle`); user callbacks never run while a slot is half-written, and a
+//! panic in one unwinds with every lock released by RAII guards.
+//!
 //! # `no_std`
 //!
 //! The crate is `#![no_std]` with `alloc`. The default `std` feature adds
-//! `std::error::Error` impls and lets waiting threads yield their CPU after a short spin;
-//! without it they only spin.
+//! `std::error::Error` impls, panic isolation (see [Panics](#panics)), and lets waiting
+//! threads yield their CPU after a short spin; without it they only spin.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

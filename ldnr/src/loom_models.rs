@@ -38,7 +38,7 @@ use loom::sync::Arc;
 use loom::thread;
 
 use crate::affinity::NodeId;
-use crate::context::{Context, EMPTY};
+use crate::context::{into_response, ok, Context, EMPTY};
 use crate::log::Log;
 use crate::replica::{Replica, ReplicaId};
 use crate::rwlock::{ReaderSlot, RwLock};
@@ -420,7 +420,7 @@ impl Combining {
                 .expect("the replica is live");
                 // SAFETY: we took this context's operation and store its one response;
                 // the owner reads it only after `DONE`.
-                unsafe { ctx.put_response(before) };
+                unsafe { ctx.put_response(ok(before)) };
                 self.delivered[tid].fetch_add(1, Ordering::SeqCst);
             }
         }
@@ -443,7 +443,7 @@ impl Combining {
                 // SAFETY: `DONE`: the claiming combiner stored the response (C1).
                 let r = unsafe { ctx.take_response() };
                 ctx.reset();
-                return r;
+                return into_response(r);
             }
             if !self.combine() {
                 thread::yield_now();

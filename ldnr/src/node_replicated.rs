@@ -11,13 +11,13 @@ use core::fmt;
 use core::marker::PhantomData;
 
 use crate::affinity::{AffinityGuard, AffinityManager, NoAffinity, NodeId};
-use crate::context::{Context, DONE, REROUTE};
+use crate::context::{into_response, ok, outcome, Context, Outcome, DONE, REROUTE};
 use crate::dispatch::Dispatch;
 use crate::dispatcher::{self, Candidate, Dispatcher, DEFAULT_MAX_THREADS, MAX_THREADS};
 use crate::error::Error;
 use crate::log::{Log, DEFAULT_LOG_CAPACITY, MAX_LOG_CAPACITY, MAX_REPLICAS, MIN_LOG_CAPACITY};
 use crate::replica::{CombinerGuard, Replica, ReplicaId, ReplicaInfo};
-use crate::sync::{next_instance_id, AtomicUsize, Backoff, CachePadded, Ordering};
+use crate::sync::{next_instance_id, AtomicBool, AtomicUsize, Backoff, CachePadded, Ordering};
 
 type Ctx<D> = Context<<D as Dispatch>::WriteOperation, <D as Dispatch>::Response>;
 
@@ -213,6 +213,7 @@ where
             affinity,
             next_id: AtomicUsize::new(nodes.len()),
             live: AtomicUsize::new(nodes.len()),
+            poisoned: AtomicBool::new(false),
         })
     }
 }
@@ -267,6 +268,46 @@ pub struct NodeReplicated<D: Dispatch> {
     /// Whether the affinity manager knows more than one node; with one node, all memory
     /// comes from it anyway, and the combiner skips the policy calls around each batch.
     steer_memory: bool,
+    /// Set when a panic unwound out of `apply` (possible only without `std`, or from the
+    /// affinity manager): a replica may be half-way through a batch, so no replica may
+    /// apply the log again. Every later operation panics with [`POISONED`].
+    pub(crate) poisoned: AtomicBool,
+}
+
+/// The message of the panic (and of [`Error::Poisoned`]) on a poisoned instance.
+pub(crate) const POISONED: &str = "ldnr: this instance is poisoned: a panic escaped while a \
+    replica applied the log (without the `std` feature, or from the affinity manager), so \
+    replicas may have diverged";
+
+#[cold]
+#[inline(never)]
+fn reentered() -> ! {
+    panic!(
+        "ldnr: re-entrant call: `execute` or `execute_mut` was called from inside \
+         `dispatch`/`dispatch_mut` of the same instance with the calling thread's token"
+    )
+}
+
+#[cold]
+#[inline(never)]
+fn poisoned() -> ! {
+    panic!("{}", POISONED)
+}
+
+/// Marks the instance poisoned when dropped without [`disarm`](Self::disarm), that is
+/// when a panic unwinds through the code it guards.
+struct PoisonOnUnwind<'a>(&'a AtomicBool);
+
+impl PoisonOnUnwind<'_> {
+    fn disarm(self) {
+        core::mem::forget(self);
+    }
+}
+
+impl Drop for PoisonOnUnwind<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 // SAFETY: `NodeReplicated` owns the replicas (`D`), the log (`WriteOperation`) and the
@@ -387,7 +428,10 @@ where
     /// # Panics
     ///
     /// If `tkn` was issued by another instance (a programmer error: a token is checked
-    /// against the instance that issued it, by a number unique in the process).
+    /// against the instance that issued it, by a number unique in the process); if
+    /// `dispatch` panics (the panic unwinds from here, the read lock released); on a
+    /// re-entrant call from inside `dispatch`/`dispatch_mut` with this thread's token; on
+    /// a poisoned instance. See the crate docs' "Panics" and "Misuse" sections.
     ///
     /// # Examples
     ///
@@ -405,7 +449,9 @@ where
     #[inline]
     pub fn execute(&self, op: D::ReadOperation, tkn: ThreadToken) -> D::Response {
         let tid = self.check(tkn);
+        self.check_poison();
         let ctx = self.dispatcher.context(tid);
+        self.check_reentry(ctx);
         let ctail = self.log.ctail();
         let mut slot = ctx.replica.load(Ordering::Relaxed);
         loop {
@@ -435,7 +481,7 @@ where
                     continue;
                 }
             }
-            self.catch_up(slot, ctail);
+            self.catch_up(ctx, slot, ctail);
             slot = ctx.replica.load(Ordering::Relaxed);
         }
     }
@@ -449,7 +495,11 @@ where
     ///
     /// # Panics
     ///
-    /// If `tkn` was issued by another instance.
+    /// If `dispatch_mut` panicked for *this* operation: its panic is resumed here, in the
+    /// submitting thread, with the original payload (whichever thread applied it), and
+    /// the instance goes on working (crate docs, "Panics"). Also if `tkn` was issued by
+    /// another instance, on a re-entrant call from inside `dispatch`/`dispatch_mut` with
+    /// this thread's token, and on a poisoned instance.
     ///
     /// # Examples
     ///
@@ -468,6 +518,8 @@ where
     #[inline]
     pub fn execute_mut(&self, op: D::WriteOperation, tkn: ThreadToken) -> D::Response {
         let tid = self.check(tkn);
+        self.check_poison();
+        self.check_reentry(self.dispatcher.context(tid));
         // SAFETY: the token is `!Send` and proves this thread owns context `tid`; a context
         // is `EMPTY` between operations (C1). Inlined, so the caller builds the operation
         // right in the context instead of copying it through the stack.
@@ -489,9 +541,14 @@ where
             let replica = &self.replicas[slot];
             if let Some(combiner) = replica.try_combine() {
                 // Fast path: combine our own operation without publishing it.
-                if self.combine(slot, combiner, Some(tid)) {
+                let applying = ctx.applying();
+                let live = self.combine(slot, combiner, Some(tid));
+                drop(applying);
+                if live {
                     // SAFETY: `combine` stored the response of our own operation.
-                    return unsafe { ctx.take_response() };
+                    // Resumes the operation's panic, if it raised one, here, after the
+                    // combiner lock is released.
+                    return into_response(unsafe { ctx.take_response() });
                 }
                 // The replica was removed: our operation is still ours; go again.
                 continue;
@@ -504,7 +561,8 @@ where
                         // SAFETY: `DONE` means the claiming combiner stored the response (C1).
                         let r = unsafe { ctx.take_response() };
                         ctx.reset();
-                        return r;
+                        // The operation's own panic, if any, resumes in its owner's thread.
+                        return into_response(r);
                     }
                     // The replica was removed before anyone took the operation; it is
                     // still in our context, unexecuted.
@@ -514,6 +572,7 @@ where
                     }
                     _ => {}
                 }
+                self.check_poison();
                 if replica.is_frozen() && self.stand_in(slot).is_some() {
                     // Frozen as a clone source: hand every waiting operation back to its
                     // owner (ours included), who then uses a stand-in (replica P6). Any
@@ -525,6 +584,7 @@ where
                     });
                     backoff.snooze();
                 } else if let Some(combiner) = replica.try_combine() {
+                    let _applying = ctx.applying();
                     self.combine(slot, combiner, None);
                     backoff = Backoff::new();
                 } else {
@@ -607,6 +667,24 @@ where
         self.log.capacity()
     }
 
+    /// Panics with [`POISONED`] if a panic escaped `apply` earlier.
+    #[inline]
+    pub(crate) fn check_poison(&self) {
+        if self.poisoned.load(Ordering::Relaxed) {
+            poisoned();
+        }
+    }
+
+    /// Panics on a call made from inside `dispatch` or `dispatch_mut` with a token whose
+    /// thread is running that callback (it would deadlock, or for a nested read, drop the
+    /// outer read's lock early).
+    #[inline]
+    fn check_reentry(&self, ctx: &Ctx<D>) {
+        if ctx.busy() {
+            reentered();
+        }
+    }
+
     #[inline]
     fn check(&self, tkn: ThreadToken) -> usize {
         assert!(
@@ -635,10 +713,11 @@ where
 
     /// Brings replica `slot` up to `target` for a reader: combine if the lock is free,
     /// otherwise wait for the current combiner. Returns early if the replica is removed.
-    fn catch_up(&self, slot: usize, target: usize) {
+    fn catch_up(&self, ctx: &Ctx<D>, slot: usize, target: usize) {
         let replica = &self.replicas[slot];
         let mut backoff = Backoff::new();
         while self.log.position(slot) < target {
+            self.check_poison();
             if replica.is_frozen() && self.stand_in(slot).is_some() {
                 // A clone holds the lock; the caller reads elsewhere meanwhile.
                 return;
@@ -646,6 +725,7 @@ where
             if let Some(combiner) = replica.try_combine() {
                 // A combiner applies at least up to the tail it saw, which is at least
                 // `target`; on a removed replica it returns `false` and we go elsewhere.
+                let _applying = ctx.applying();
                 if !self.combine(slot, combiner, None) {
                     return;
                 }
@@ -742,6 +822,7 @@ where
             if let Some(start) = reserved {
                 return start;
             }
+            self.check_poison();
             let tail = self.log.tail();
             self.apply(combiner, slot, tail, 0, &[]);
             self.help_laggard(slot, tail);
@@ -779,41 +860,76 @@ where
         if from >= target || !combiner.is_live() {
             return;
         }
+        self.check_poison();
+        // Covers every call into user code below (affinity manager, `clone`,
+        // `dispatch_mut`): a panic that escapes it leaves this replica part-way through
+        // the batch, and the claimed operations' owners waiting.
+        let poison = PoisonOnUnwind(&self.poisoned);
         let replica = combiner.replica();
         let contexts: &[CachePadded<Ctx<D>>] = self.dispatcher.contexts();
         // Best effort: the node was valid when the replica was made, and failing to set a
         // policy must not fail an operation; the memory then comes from the default policy.
-        let _policy = if self.steer_memory {
+        let policy = if self.steer_memory {
             AffinityGuard::new(&*self.affinity, replica.node()).ok()
         } else {
             None
         };
-        let _write = replica.rw.write(slot, || self.dispatcher.readers());
+        let write = replica.rw.write(slot, || self.dispatcher.readers());
         // L6: the count only drops to one or rises from one while this replica's combiner
         // lock (held by us) is held by the reconfiguration, so it is stable for this batch.
         let sole = self.live.load(Ordering::Acquire) == 1;
-        let apply_all = |d: &mut D| {
-            for idx in from..target {
-                let op = if sole {
-                    self.log.read_sole(idx)
-                } else {
-                    self.log.read(idx)
-                };
-                let r = d.dispatch_mut(op);
-                if let Some(&tid) = idx.checked_sub(start).and_then(|k| batch.get(k)) {
-                    // SAFETY: `tid` is in this combiner's batch, whose operation sits at
-                    // `idx`; it gets exactly one response, read by its owner only after
-                    // `DONE` or after `combine` returns (C1).
-                    unsafe { contexts[tid].put_response(r) };
-                }
+        // Where an entry's outcome goes: to its owner if this combiner appended it (`batch`
+        // is the owners of `start..`), else nowhere (another replica's combiner answers it).
+        let deliver = |idx: usize, o: Outcome<D::Response>| {
+            if let Some(&tid) = idx.checked_sub(start).and_then(|k| batch.get(k)) {
+                // SAFETY: `tid` is in this combiner's batch, whose operation sits at
+                // `idx`; it gets exactly one outcome (`idx` advances past it right after),
+                // read by its owner only after `DONE` or after `combine` returns (C1).
+                unsafe { contexts[tid].put_response(o) };
             }
         };
-        // SAFETY: the write lock is held until the end of this function (P1).
-        unsafe { combiner.mutate(apply_all) };
+        // Panic isolation (crate docs, "Panics"): an entry whose clone or `dispatch_mut`
+        // panics keeps whatever partial effect it had — the same on every replica, by
+        // determinism — and its owner gets the panic; the entries after it are applied
+        // as usual. One `catch_unwind` per run of entries that do not panic, so the
+        // common path pays nothing per entry.
+        let mut idx = from;
+        while idx < target {
+            // SAFETY: the write lock is held until it is dropped below (P1).
+            let run = unsafe {
+                combiner.mutate(|d| {
+                    outcome(|| {
+                        while idx < target {
+                            let op = if sole {
+                                self.log.read_sole(idx)
+                            } else {
+                                self.log.read(idx)
+                            };
+                            deliver(idx, ok(d.dispatch_mut(op)));
+                            idx += 1;
+                        }
+                    })
+                })
+            };
+            match run {
+                // Cannot happen: `is_live` was checked under our combiner lock, and data
+                // is only taken out under it (P4). Never loop on it regardless.
+                None => break,
+                #[cfg(feature = "std")]
+                Some(Err(payload)) => {
+                    deliver(idx, Err(payload));
+                    idx += 1;
+                }
+                Some(_) => {}
+            }
+        }
         if sole {
             self.log.publish_sole(slot, target);
         } else {
             self.log.publish(slot, target);
         }
+        drop(write);
+        drop(policy);
+        poison.disarm();
     }
 }

@@ -80,6 +80,9 @@ where
             return Err(Error::UnknownNode(node));
         }
         let _reconfig = self.dispatcher.reconfig();
+        if self.poisoned.load(Ordering::Relaxed) {
+            return Err(Error::Poisoned);
+        }
         let slot =
             self.replicas
                 .iter()
@@ -180,6 +183,9 @@ where
     /// ```
     pub fn remove_replica(&self, id: ReplicaId) -> Result<(), Error> {
         let _reconfig = self.dispatcher.reconfig();
+        if self.poisoned.load(Ordering::Relaxed) {
+            return Err(Error::Poisoned);
+        }
         let slot = self
             .replicas
             .iter()

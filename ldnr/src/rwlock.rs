@@ -37,6 +37,13 @@ impl ReaderSlot {
         Self(AtomicUsize::new(0))
     }
 
+    /// Whether the owner holds a read lock now. Owner only: a nonzero slot is its own
+    /// doing, so a `Relaxed` load sees it.
+    #[inline]
+    pub(crate) fn held(&self) -> bool {
+        self.0.load(Ordering::Relaxed) != 0
+    }
+
     /// Whether this thread is reading replica `slot` right now.
     pub(crate) fn reads(&self, slot: usize) -> bool {
         // Acquire: pairs with the Release store in `ReadGuard::drop`, so the reader's

@@ -1,0 +1,131 @@
+//! Without the `std` feature panics are not caught: a panic in `dispatch_mut` unwinds out
+//! of the thread that was applying the log, and the instance is poisoned — every later
+//! operation panics with a message saying so, reconfiguration returns `Error::Poisoned`,
+//! and no thread hangs. Run with `cargo test -p ldnr --no-default-features --test
+//! panic_no_std` (with `std`, panics are isolated instead: the root package's
+//! `tests/panics.rs`).
+#![cfg(not(feature = "std"))]
+
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldnr::{Dispatch, Error, NodeId, NodeReplicated};
+
+#[derive(Clone, Default)]
+struct Cell(u64);
+
+impl Dispatch for Cell {
+    type ReadOperation = ();
+    type WriteOperation = Option<u64>;
+    type Response = u64;
+
+    fn dispatch(&self, _: ()) -> u64 {
+        self.0
+    }
+
+    /// `None` panics.
+    fn dispatch_mut(&mut self, v: Option<u64>) -> u64 {
+        let v = v.expect("ldnr-test: a panicking operation");
+        core::mem::replace(&mut self.0, v)
+    }
+}
+
+fn message(f: impl FnOnce()) -> String {
+    let p = panic::catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}
+
+/// Runs `f` on a thread; fails with a message if it does not finish in time.
+fn bounded(what: &str, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = mpsc::channel();
+    let h = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(p) = h.join() {
+                panic::resume_unwind(p)
+            }
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("watchdog: {what} hung"),
+    }
+}
+
+#[test]
+fn a_panic_poisons_the_instance() {
+    bounded("single thread", || {
+        let nr = NodeReplicated::builder(Cell(0))
+            .replicas(&[NodeId(0), NodeId(0)])
+            .build()
+            .unwrap();
+        let tkn = nr.register().unwrap();
+        assert_eq!(nr.execute_mut(Some(1), tkn), 0);
+        let first = message(|| {
+            nr.execute_mut(None, tkn);
+        });
+        assert!(first.contains("a panicking operation"), "{first}");
+        for _ in 0..3 {
+            let m = message(|| {
+                nr.execute_mut(Some(2), tkn);
+            });
+            assert!(m.contains("poisoned"), "{m}");
+            let m = message(|| {
+                nr.execute((), tkn);
+            });
+            assert!(m.contains("poisoned"), "{m}");
+        }
+        assert_eq!(nr.add_replica(NodeId(0)), Err(Error::Poisoned));
+    });
+}
+
+/// A thread whose operation may sit in the batch of a combiner that panics does not
+/// wait forever: it completes, or panics because the instance is poisoned.
+#[test]
+fn waiting_threads_do_not_hang() {
+    bounded("two threads", || {
+        let nr = Arc::new(NodeReplicated::builder(Cell(0)).build().unwrap());
+        let other = Arc::clone(&nr);
+        let waiter = std::thread::spawn(move || {
+            let tkn = other.register().unwrap();
+            // Ends only by a panic: the instance is poisoned sooner or later.
+            panic::catch_unwind(AssertUnwindSafe(|| {
+                let mut i = 0;
+                loop {
+                    other.execute_mut(Some(i), tkn);
+                    i += 1;
+                }
+            }))
+        });
+        let tkn = nr.register().unwrap();
+        for i in 0..1_000 {
+            nr.execute_mut(Some(i), tkn);
+        }
+        let m = message(|| {
+            nr.execute_mut(None, tkn);
+        });
+        assert!(
+            m.contains("a panicking operation") || m.contains("poisoned"),
+            "{m}"
+        );
+        match waiter.join().unwrap() {
+            Ok(()) => unreachable!("the loop ends only by a panic"),
+            Err(p) => {
+                let m = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_default();
+                assert!(
+                    m.contains("poisoned") || m.contains("a panicking operation"),
+                    "{m}"
+                );
+            }
+        }
+    });
+}
