@@ -1,17 +1,40 @@
 //! The one place that picks the synchronization primitives.
 //!
 //! Normal builds use `core`'s atomics and a thin `UnsafeCell` wrapper with loom's
-//! closure API; builds with `RUSTFLAGS="--cfg ldnr_loom"` use loom's types so that the
-//! model checker sees every access. No other file names atomics, `UnsafeCell` or
-//! threads, so the algorithm that loom checks is the algorithm that ships.
+//! closure API. Two testing builds swap them out:
 //!
-//! The `cfg` is `ldnr_loom` rather than `loom` so that a global `RUSTFLAGS` cannot flip
-//! a dependency's own `cfg(loom)`.
+//! - `RUSTFLAGS="--cfg ldnr_loom"` uses loom's atomics and `UnsafeCell`, so that the
+//!   model checker sees every access (exhaustive search of small models, weak memory
+//!   orderings, data races on cells).
+//! - `RUSTFLAGS="--cfg ldnr_shuttle"` uses shuttle's atomics, so that every atomic
+//!   access is a point where shuttle's randomized and PCT schedulers may switch threads
+//!   (`tests/shuttle.rs`: larger configurations than loom can explore). Shuttle runs one
+//!   thread at a time and models sequentially consistent memory only, and it does not
+//!   check data races, so `UnsafeCell` stays the plain wrapper there: shuttle finds
+//!   interleaving bugs (lost or doubled operations, divergent replicas, deadlocks), loom
+//!   finds ordering and race bugs. Shuttle's atomics work only inside a shuttle
+//!   execution, so under this `cfg` only `tests/shuttle.rs` runs.
+//!
+//! No other file names atomics, `UnsafeCell` or threads, so the algorithm that loom and
+//! shuttle check is the algorithm that ships. Every wait loop goes through
+//! [`Backoff::snooze`], which yields to the model's scheduler under both checkers: a
+//! waiter that spun without yielding would never let the thread it waits for run. And
+//! nothing in the crate blocks on an operating-system primitive (the admin locks are
+//! spin locks on these atomics), which under shuttle would block the only running
+//! thread for ever.
+//!
+//! The `cfg`s are `ldnr_loom` and `ldnr_shuttle` rather than `loom` so that a global
+//! `RUSTFLAGS` cannot flip a dependency's own `cfg(loom)`.
 
-#[cfg(not(ldnr_loom))]
+#[cfg(all(ldnr_loom, ldnr_shuttle))]
+compile_error!("`--cfg ldnr_loom` and `--cfg ldnr_shuttle` exclude each other");
+
+#[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
 pub(crate) use core::sync::atomic::{fence, AtomicBool, AtomicUsize};
 #[cfg(ldnr_loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize};
+#[cfg(ldnr_shuttle)]
+pub(crate) use shuttle::sync::atomic::{fence, AtomicBool, AtomicUsize};
 
 pub(crate) use core::sync::atomic::Ordering;
 
@@ -19,7 +42,8 @@ pub(crate) use core::sync::atomic::Ordering;
 #[cfg(ldnr_loom)]
 pub(crate) use loom::cell::UnsafeCell;
 
-/// Interior mutability with loom's closure API, compiled to a plain `core::cell::UnsafeCell`.
+/// Interior mutability with loom's closure API, compiled to a plain `core::cell::UnsafeCell`
+/// (also under shuttle, which does not check data races).
 #[cfg(not(ldnr_loom))]
 #[derive(Debug)]
 pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
@@ -43,19 +67,21 @@ impl<T> UnsafeCell<T> {
     }
 }
 
-/// Tells the scheduler (or loom) that this thread is waiting for another one.
+/// Tells the scheduler (or loom, or shuttle) that this thread is waiting for another one.
 ///
-/// Under loom every wait loop must yield, or the model never terminates. With `std`
-/// a waiter spins briefly and then yields its CPU: LD-NR often runs more threads than
-/// cores (tests, 2-core CI machines), and a spinning waiter would otherwise burn the
-/// time slice of the thread it waits for.
+/// Under loom and shuttle every wait loop must yield, or the model never terminates:
+/// each `snooze` is a yield to the checker's scheduler (shuttle's PCT scheduler also
+/// lowers the yielding thread's priority, so a spinning waiter lets the thread it waits
+/// for run). With `std` a waiter spins briefly and then yields its CPU: LD-NR often runs
+/// more threads than cores (tests, 2-core CI machines), and a spinning waiter would
+/// otherwise burn the time slice of the thread it waits for.
 #[derive(Debug, Default)]
-#[cfg_attr(ldnr_loom, allow(dead_code))]
+#[cfg_attr(any(ldnr_loom, ldnr_shuttle), allow(dead_code))]
 pub(crate) struct Backoff {
     step: u32,
 }
 
-#[cfg_attr(ldnr_loom, allow(dead_code))]
+#[cfg_attr(any(ldnr_loom, ldnr_shuttle), allow(dead_code))]
 impl Backoff {
     const SPIN_LIMIT: u32 = 6;
 
@@ -70,7 +96,11 @@ impl Backoff {
         {
             loom::thread::yield_now();
         }
-        #[cfg(not(ldnr_loom))]
+        #[cfg(ldnr_shuttle)]
+        {
+            shuttle::thread::yield_now();
+        }
+        #[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
         {
             if self.step <= Self::SPIN_LIMIT {
                 for _ in 0..(1u32 << self.step) {

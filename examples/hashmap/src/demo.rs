@@ -11,6 +11,7 @@
 //! - `replicas`: fixed threads, replicas removed then added; throughput and heap bytes;
 //! - `inactivity`: one replica's threads go idle; NR stalls, LD-NR goes on;
 //! - `add-under-load`: the cost of `add_replica` while threads run.
+//! - `soak`: a long checked run under continuous replica changes ([`crate::soak`]).
 //!
 //! `--quick` shrinks everything to a smoke run of a few seconds (what CI runs). See
 //! [`crate::bench`] for how the experiments are built.
@@ -64,6 +65,17 @@ pub enum Command {
     Inactivity,
     /// The cost of add_replica while threads run.
     AddUnderLoad,
+    /// Many threads, mixed checked operations and continuous replica changes for
+    /// --duration seconds (whole run; default 600): see `ldnr_hashmap::soak`. Exits with 1 on
+    /// any violation, stall or memory growth. Defaults: 8 threads, 65536 keys, 4 nodes.
+    Soak {
+        /// The most live replicas (the run keeps 1..=N).
+        #[arg(long, default_value_t = 4)]
+        replicas_max: usize,
+        /// The seed of the random choices.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 /// Options shared by all experiments.
@@ -182,6 +194,26 @@ fn add_under_load_main(o: &Options) {
     }
 }
 
+/// `soak`: see [`crate::soak`]; exits with status 1 unless it passed.
+fn soak_main(o: &Options, replicas_max: usize, seed: u64) {
+    let config = crate::soak::Config {
+        duration: Duration::from_secs_f64(o.duration.unwrap_or(600.0).max(0.0)),
+        threads: o.threads.unwrap_or(8),
+        replicas_max,
+        keys: o.keys.unwrap_or(1 << 16),
+        nodes: o.nodes.unwrap_or(4),
+        seed,
+        progress_every: Some(Duration::from_secs(10)),
+        ..crate::soak::Config::default()
+    };
+    println!("{config:?}");
+    let summary = crate::soak::run(&config);
+    print!("{summary}");
+    if !summary.passed() {
+        std::process::exit(1);
+    }
+}
+
 /// The inactivity experiment's parameters.
 fn inactivity_params(s: &Settings, quick: bool) -> inactivity::Params {
     let threads = s.threads.max(2);
@@ -230,6 +262,9 @@ pub fn main() {
     let command = cli.command.unwrap_or(Command::All);
     if command == Command::AddUnderLoad {
         return add_under_load_main(&cli.options);
+    }
+    if let Command::Soak { replicas_max, seed } = command {
+        return soak_main(&cli.options, replicas_max, seed);
     }
     let s = cli.options.settings(command);
     let wants = |c: Command| command == Command::All || command == c;

@@ -21,10 +21,15 @@ pub mod bench;
 pub mod demo;
 pub mod experiments;
 pub mod inactivity;
+pub mod lincheck;
+pub mod soak;
+pub mod typed;
 
 use std::collections::HashMap;
 
 use ldnr::Dispatch;
+
+pub use typed::{MapBuilder, MapHandle, ReplicatedHashMap};
 
 /// The `HashMap` the replicas hold: std's, with its default (SipHash) hasher. Replicas
 /// are clones of one map, so they share the hasher's keys; no operation exposes the

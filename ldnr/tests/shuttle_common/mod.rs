@@ -1,0 +1,559 @@
+//! The scenario runner and history checker behind `tests/shuttle.rs`.
+//!
+//! A scenario is a replicated [`Seq`] (the data records the order in which a replica
+//! applied the writes), some worker threads with fixed scripts of reads and writes, and
+//! optionally a churner thread that adds and removes replicas between operations of its
+//! own. Every operation is recorded with the logical times of its invocation and its
+//! return (a shuttle atomic counter, so each is also a scheduling point). After all
+//! threads joined, the main thread registers fresh threads until it has read every live
+//! replica, and checks:
+//!
+//! 1. **Replica agreement**: every replica holds the same sequence `F`, and has applied
+//!    exactly `|F|` log entries.
+//! 2. **Exactly once**: `F` holds every written id exactly once (no write lost or
+//!    applied twice); all write responses are distinct.
+//! 3. **Linearizability**: each write's response is its index in `F`; each read returns
+//!    a prefix of `F` (its length, or the whole prefix); and whenever an operation
+//!    returned before another was invoked, its place in `F` comes first. Placing a write
+//!    of index `i` at `2i + 1` and a read of length `l` at `2l`, these conditions are
+//!    exactly "sorting the operations by place is a legal serial order that respects
+//!    real time", so the check is complete for this object.
+//! 4. **Consistent snapshots**: a `replicas()` taken by the churner while the others run
+//!    lists exactly the replicas it has not removed; the final one has the expected
+//!    replica count and its thread counts add up to the registered threads.
+//!
+//! Deadlocks (every thread blocked) and livelocks (a run past the step bound, e.g.
+//! threads spinning on a full log that nobody drains) fail the run too.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ldnr::{
+    AffinityError, AffinityManager, Dispatch, NodeId, NodeReplicated, ReplicaId, SavedPolicy,
+};
+use shuttle::scheduler::{
+    PctScheduler, RandomScheduler, ReplayScheduler, Schedule, Scheduler, Task, TaskId,
+};
+use shuttle::sync::atomic::{AtomicUsize, Ordering};
+use shuttle::{Config, MaxSteps, Runner};
+
+/// A sequence of write ids: each replica records the order in which it applied writes.
+#[derive(Debug, Clone, Default)]
+pub struct Seq(Vec<u32>);
+
+/// Read operations of [`Seq`].
+#[derive(Debug, Clone, Copy)]
+pub enum Read {
+    /// How many writes the replica has applied.
+    Len,
+    /// The whole sequence.
+    All,
+}
+
+/// A response of [`Seq`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resp {
+    /// A write's index: the number of writes applied before it (a counter's
+    /// pre-increment value).
+    Index(usize),
+    /// The answer to [`Read::Len`].
+    Len(usize),
+    /// The answer to [`Read::All`].
+    All(Vec<u32>),
+}
+
+impl Dispatch for Seq {
+    type ReadOperation = Read;
+    /// Appends the id.
+    type WriteOperation = u32;
+    type Response = Resp;
+
+    fn dispatch(&self, op: Read) -> Resp {
+        match op {
+            Read::Len => Resp::Len(self.0.len()),
+            Read::All => Resp::All(self.0.clone()),
+        }
+    }
+
+    fn dispatch_mut(&mut self, id: u32) -> Resp {
+        self.0.push(id);
+        Resp::Index(self.0.len() - 1)
+    }
+}
+
+/// A simulated machine with `nodes` NUMA nodes: successive registrations are placed on
+/// nodes 0, 1, .., so which thread lands on which node depends on the schedule (a
+/// plain std counter: shuttle runs one thread at a time, and the order of calls is
+/// fixed by the schedule, so replays are deterministic).
+#[derive(Debug)]
+pub struct SimNodes {
+    nodes: usize,
+    next: StdAtomicUsize,
+}
+
+impl AffinityManager for SimNodes {
+    fn current_node(&self) -> NodeId {
+        NodeId(self.next.fetch_add(1, StdOrdering::Relaxed) % self.nodes)
+    }
+
+    fn nodes(&self) -> Vec<NodeId> {
+        (0..self.nodes).map(NodeId).collect()
+    }
+
+    fn set_memory_node(&self, node: NodeId) -> Result<SavedPolicy, AffinityError> {
+        if node.0 < self.nodes {
+            Ok(SavedPolicy::UNCHANGED)
+        } else {
+            Err(AffinityError::UnknownNode(node))
+        }
+    }
+
+    fn restore_memory_policy(&self, _saved: SavedPolicy) {}
+}
+
+/// One operation of a thread's script.
+#[derive(Debug, Clone, Copy)]
+pub enum Step {
+    /// Write a fresh id.
+    Write,
+    /// `Read::Len`.
+    Len,
+    /// `Read::All`.
+    All,
+    /// `add_replica` on this node (churner only).
+    Add(usize),
+    /// `remove_replica` of the k-th initial replica (churner only).
+    RemoveInitial(usize),
+    /// `remove_replica` of the k-th replica this churner added (churner only).
+    RemoveAdded(usize),
+    /// Take a `replicas()` snapshot and check it (churner only).
+    Snapshot,
+}
+
+/// A configuration to explore.
+#[derive(Debug)]
+pub struct Scenario {
+    /// Simulated NUMA nodes.
+    pub nodes: usize,
+    /// The nodes of the initial replicas.
+    pub replicas: &'static [usize],
+    /// Log capacity in entries.
+    pub log: usize,
+    /// One script per worker thread (reads and writes).
+    pub workers: &'static [&'static [Step]],
+    /// The churner's script; empty for no churner thread.
+    pub churn: &'static [Step],
+}
+
+/// A recorded operation.
+#[derive(Debug, Clone)]
+enum Done {
+    Write { id: u32, index: usize },
+    Len(usize),
+    All(Vec<u32>),
+}
+
+#[derive(Debug, Clone)]
+struct Event {
+    thread: usize,
+    op: Done,
+    invoke: usize,
+    ret: usize,
+}
+
+impl Event {
+    /// The operation's place in the sequence of writes: a write of index `i` at
+    /// `2i + 1`, a read that saw `l` writes at `2l`.
+    fn place(&self) -> usize {
+        match &self.op {
+            Done::Write { index, .. } => 2 * index + 1,
+            Done::Len(l) => 2 * l,
+            Done::All(s) => 2 * s.len(),
+        }
+    }
+}
+
+fn write_id(thread: usize, k: usize) -> u32 {
+    (thread * 1000 + k) as u32
+}
+
+/// Runs one thread's script (registering first); returns its recorded operations.
+/// Reconfigurations are not recorded: they have no place in the sequence.
+fn run_thread(
+    nr: &NodeReplicated<Seq>,
+    clock: &AtomicUsize,
+    thread: usize,
+    script: &[Step],
+    initial: &[ReplicaId],
+) -> Vec<Event> {
+    let tkn = nr.register().expect("below the thread limit");
+    let mut added = Vec::new();
+    // The replicas that must be live: only this thread reconfigures, and
+    // reconfigurations are complete when they return.
+    let mut live = initial.to_vec();
+    let mut events = Vec::new();
+    let mut writes = 0;
+    for &step in script {
+        let invoke = clock.fetch_add(1, Ordering::SeqCst);
+        let op = match step {
+            Step::Write => {
+                let id = write_id(thread, writes);
+                writes += 1;
+                match nr.execute_mut(id, tkn) {
+                    Resp::Index(index) => Done::Write { id, index },
+                    other => panic!("thread {thread}: a write answered {other:?}"),
+                }
+            }
+            Step::Len => match nr.execute(Read::Len, tkn) {
+                Resp::Len(l) => Done::Len(l),
+                other => panic!("thread {thread}: Len answered {other:?}"),
+            },
+            Step::All => match nr.execute(Read::All, tkn) {
+                Resp::All(s) => Done::All(s),
+                other => panic!("thread {thread}: All answered {other:?}"),
+            },
+            Step::Add(node) => {
+                let id = nr.add_replica(NodeId(node)).expect("add_replica");
+                added.push(id);
+                live.push(id);
+                continue;
+            }
+            Step::RemoveInitial(_) | Step::RemoveAdded(_) => {
+                let id = match step {
+                    Step::RemoveInitial(k) => initial[k],
+                    Step::RemoveAdded(k) => added[k],
+                    _ => unreachable!(),
+                };
+                nr.remove_replica(id).expect("remove_replica");
+                live.retain(|&r| r != id);
+                continue;
+            }
+            Step::Snapshot => {
+                check_snapshot(nr, &live);
+                continue;
+            }
+        };
+        let ret = clock.fetch_add(1, Ordering::SeqCst);
+        events.push(Event {
+            thread,
+            op,
+            invoke,
+            ret,
+        });
+    }
+    events
+}
+
+/// A `replicas()` snapshot taken while other threads operate and register lists exactly
+/// the `live` replicas, each once, and counts at least the calling thread.
+fn check_snapshot(nr: &NodeReplicated<Seq>, live: &[ReplicaId]) {
+    let infos = nr.replicas();
+    assert_eq!(infos.len(), live.len(), "{infos:?}, expected {live:?}");
+    assert!(
+        live.iter().all(|id| infos.iter().any(|r| r.id == *id)),
+        "{infos:?}, expected {live:?}"
+    );
+    let threads: usize = infos.iter().map(|r| r.threads).sum();
+    assert!(
+        (1..=MAX_THREADS).contains(&threads),
+        "thread counts {infos:?}"
+    );
+}
+
+/// One execution of `scenario`, with all checks.
+pub fn execute(scenario: &'static Scenario) {
+    let manager = Arc::new(SimNodes {
+        nodes: scenario.nodes,
+        next: StdAtomicUsize::new(0),
+    });
+    let nodes: Vec<NodeId> = scenario.replicas.iter().map(|&n| NodeId(n)).collect();
+    let nr = Arc::new(
+        NodeReplicated::builder(Seq::default())
+            .replicas(&nodes)
+            .log_capacity(scenario.log)
+            .max_threads(MAX_THREADS)
+            .affinity(manager)
+            .build()
+            .expect("a valid configuration"),
+    );
+    // Read before any thread runs, so the churner's script does not depend on the schedule.
+    let initial: Arc<[ReplicaId]> = nr.replicas().into_iter().map(|r| r.id).collect();
+    assert_eq!(initial.len(), scenario.replicas.len());
+    let clock = Arc::new(AtomicUsize::new(0));
+
+    let churner = (!scenario.churn.is_empty()).then_some(scenario.churn);
+    let handles: Vec<_> = scenario
+        .workers
+        .iter()
+        .copied()
+        .chain(churner)
+        .enumerate()
+        .map(|(t, script)| {
+            let (nr, clock, initial) = (nr.clone(), clock.clone(), initial.clone());
+            shuttle::thread::spawn(move || run_thread(&nr, &clock, t, script, &initial))
+        })
+        .collect();
+    let threads = handles.len();
+    let events: Vec<Event> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("a thread panicked"))
+        .collect();
+
+    let expected: Vec<u32> = scenario
+        .workers
+        .iter()
+        .copied()
+        .chain(churner)
+        .enumerate()
+        .flat_map(|(t, script)| {
+            let writes = script.iter().filter(|s| matches!(s, Step::Write)).count();
+            (0..writes).map(move |k| write_id(t, k))
+        })
+        .collect();
+    let count = |f: fn(&Step) -> bool| scenario.churn.iter().filter(|s| f(s)).count();
+    let adds = count(|s| matches!(s, Step::Add(_)));
+    let removes = count(|s| matches!(s, Step::RemoveInitial(_) | Step::RemoveAdded(_)));
+    let live = scenario.replicas.len() + adds - removes;
+    let seq = check_replicas(&nr, live, threads, expected.len());
+    check_history(&events, &seq, expected);
+}
+
+/// The thread limit of every scenario: the workers, the churner and the readers of the
+/// final check.
+const MAX_THREADS: usize = 64;
+
+/// Reads every live replica through a freshly registered thread (registration matches
+/// a thread to the nearest replica with the fewest threads, so registering until each
+/// replica served a read reaches them all, idle ones included); checks that they all
+/// hold the same sequence of `writes` writes and have applied exactly those entries,
+/// and that the final snapshot has `live` replicas serving every registered thread.
+/// Returns the sequence.
+fn check_replicas(
+    nr: &NodeReplicated<Seq>,
+    live: usize,
+    threads: usize,
+    writes: usize,
+) -> Vec<u32> {
+    let ids: Vec<ReplicaId> = nr.replicas().into_iter().map(|r| r.id).collect();
+    assert_eq!(ids.len(), live, "replica count after the churn");
+    let mut states: HashMap<ReplicaId, Vec<u32>> = HashMap::new();
+    let mut registered = threads;
+    while states.len() < ids.len() {
+        let tkn = nr
+            .register()
+            .expect("the thread limit is enough to reach every replica");
+        registered += 1;
+        let id = nr.replica_of(tkn).expect("matched to a live replica");
+        let Resp::All(state) = nr.execute(Read::All, tkn) else {
+            panic!("All answered something else");
+        };
+        states.insert(id, state);
+    }
+    let mut all = states.iter();
+    let (first_id, first) = all.next().expect("at least one replica");
+    for (id, state) in all {
+        assert_eq!(
+            state, first,
+            "replicas {id:?} and {first_id:?} applied different sequences"
+        );
+    }
+    assert_eq!(first.len(), writes, "applied writes: {first:?}");
+    let infos = nr.replicas();
+    assert_eq!(infos.len(), live, "{infos:?}");
+    assert_eq!(
+        infos.iter().map(|r| r.threads).sum::<usize>(),
+        registered,
+        "thread counts do not add up to the registered threads: {infos:?}"
+    );
+    assert!(
+        infos.iter().all(|r| r.applied == writes),
+        "a replica's log position differs from the writes it applied: {infos:?}"
+    );
+    first.clone()
+}
+
+/// Checks exactly-once and linearizability of the recorded operations against the final
+/// sequence `seq` (see the module docs). `expected` lists every id written.
+fn check_history(events: &[Event], seq: &[u32], mut expected: Vec<u32>) {
+    let mut applied = seq.to_vec();
+    applied.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(
+        applied, expected,
+        "a write was lost or applied twice: final sequence {seq:?}"
+    );
+    let mut indices = Vec::new();
+    for e in events {
+        match &e.op {
+            Done::Write { id, index } => {
+                assert_eq!(
+                    seq.get(*index),
+                    Some(id),
+                    "thread {}: write {id} answered index {index}, final sequence {seq:?}",
+                    e.thread
+                );
+                indices.push(*index);
+            }
+            Done::Len(l) => assert!(
+                *l <= seq.len(),
+                "thread {}: read length {l} of {seq:?}",
+                e.thread
+            ),
+            Done::All(s) => assert!(
+                seq.starts_with(s),
+                "thread {}: read {s:?}, not a prefix of the final sequence {seq:?}",
+                e.thread
+            ),
+        }
+    }
+    indices.sort_unstable();
+    indices.dedup();
+    assert_eq!(
+        indices.len(),
+        seq.len(),
+        "two writes answered the same index"
+    );
+    for a in events {
+        for b in events {
+            if a.ret < b.invoke {
+                assert!(
+                    a.place() <= b.place(),
+                    "real-time order violated: {a:?} returned before {b:?} was invoked, \
+                     but comes after it in the sequence {seq:?}"
+                );
+            }
+        }
+    }
+}
+
+/// The scheduler of one exploration.
+#[derive(Debug, Clone, Copy)]
+pub enum Sched {
+    /// Shuttle's random scheduler.
+    Random,
+    /// Probabilistic concurrency testing with this many priority change points plus one.
+    Pct(usize),
+}
+
+/// Schedules explored by the tests of this process so far.
+static TOTAL: StdAtomicUsize = StdAtomicUsize::new(0);
+
+/// Explores `iterations` schedules of `scenario` (`LDNR_SHUTTLE_ITERS` overrides the
+/// count) with `sched`, seeded with `seed` (`LDNR_SHUTTLE_SEED` overrides it; shuttle's
+/// own `SHUTTLE_RANDOM_SEED` overrides both). With `LDNR_SHUTTLE_REPLAY` set to a
+/// schedule that a failure printed, replays that schedule instead (run the one test
+/// that failed). Prints and asserts the number of schedules run.
+pub fn explore(
+    name: &str,
+    scenario: &'static Scenario,
+    sched: Sched,
+    iterations: usize,
+    seed: u64,
+) {
+    let iterations = env_number("LDNR_SHUTTLE_ITERS").map_or(iterations, |n| n as usize);
+    let seed = env_number("LDNR_SHUTTLE_SEED").unwrap_or(seed);
+    let mut config = Config::new();
+    // Shuttle warns that it treats every ordering as `SeqCst`; loom covers orderings.
+    config.silence_warnings = true;
+    // Room for the library's frames plus the checks in the main thread.
+    config.stack_size = 1 << 18;
+    // A run is a few thousand steps; far more means threads spin without progress.
+    config.max_steps = MaxSteps::FailAfter(MAX_STEPS);
+    let test = move || execute(scenario);
+    let start = Instant::now();
+    if let Ok(schedule) = std::env::var("LDNR_SHUTTLE_REPLAY") {
+        // A schedule can be too long for an environment variable: take a file too.
+        let schedule = std::fs::read_to_string(&schedule).unwrap_or(schedule);
+        // Shuttle prints the schedule wrapped over lines and quoted; take it as printed.
+        let schedule: String = schedule.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+        Runner::new(ReplayScheduler::new_from_encoded(&schedule), config).run(test);
+        eprintln!("shuttle {name}: replayed the given schedule without failure");
+        return;
+    }
+    let stats = Arc::new(Stats::default());
+    let inner: Box<dyn Scheduler + Send> = match sched {
+        Sched::Random => Box::new(RandomScheduler::new_from_seed(seed, iterations)),
+        Sched::Pct(depth) => Box::new(PctScheduler::new_from_seed(seed, depth, iterations)),
+    };
+    let counting = Counting {
+        inner,
+        stats: stats.clone(),
+    };
+    let runs = Runner::new(counting, config).run(test);
+    report(name, sched, seed, runs, &stats, start.elapsed());
+    assert_eq!(runs, iterations, "shuttle ran fewer schedules than asked");
+}
+
+/// Scheduling decisions and thread switches over all schedules of one exploration.
+#[derive(Debug, Default)]
+struct Stats {
+    steps: StdAtomicUsize,
+    switches: StdAtomicUsize,
+    max_steps: StdAtomicUsize,
+    current: StdAtomicUsize,
+}
+
+/// A scheduler that counts the decisions of another, to show how much each schedule
+/// interleaves.
+struct Counting {
+    inner: Box<dyn Scheduler + Send>,
+    stats: Arc<Stats>,
+}
+
+impl Scheduler for Counting {
+    fn new_execution(&mut self) -> Option<Schedule> {
+        self.stats.current.store(0, StdOrdering::Relaxed);
+        self.inner.new_execution()
+    }
+
+    fn next_task(
+        &mut self,
+        runnable: &[&Task],
+        current: Option<TaskId>,
+        is_yielding: bool,
+    ) -> Option<TaskId> {
+        let next = self.inner.next_task(runnable, current, is_yielding);
+        let s = &self.stats;
+        s.steps.fetch_add(1, StdOrdering::Relaxed);
+        if current.is_some() && next != current {
+            s.switches.fetch_add(1, StdOrdering::Relaxed);
+        }
+        let now = s.current.fetch_add(1, StdOrdering::Relaxed) + 1;
+        s.max_steps.fetch_max(now, StdOrdering::Relaxed);
+        next
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.inner.next_u64()
+    }
+}
+
+/// A run past this many scheduling steps fails as a livelock (the longest runs of the
+/// scenarios take about 6,000).
+const MAX_STEPS: usize = 50_000;
+
+fn report(name: &str, sched: Sched, seed: u64, runs: usize, stats: &Stats, time: Duration) {
+    let total = TOTAL.fetch_add(runs, StdOrdering::Relaxed) + runs;
+    let per_run = |n: &StdAtomicUsize| n.load(StdOrdering::Relaxed) / runs.max(1);
+    eprintln!(
+        "shuttle {name}: {runs} schedules ({sched:?}, seed {seed}) in {time:.1?}, \
+         {} steps and {} thread switches per schedule (at most {} steps); \
+         {total} schedules in this process so far",
+        per_run(&stats.steps),
+        per_run(&stats.switches),
+        stats.max_steps.load(StdOrdering::Relaxed),
+    );
+}
+
+fn env_number(var: &str) -> Option<u64> {
+    let value = std::env::var(var).ok()?;
+    Some(
+        value
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{var}={value:?} is not a number: {e}")),
+    )
+}
