@@ -15,13 +15,26 @@
 //!
 //! `--quick` shrinks everything to a smoke run of a few seconds (what CI runs). See
 //! [`crate::bench`] for how the experiments are built.
+//!
+//! `--affinity` chooses the affinity manager LD-NR runs under ([`Affinity`], see
+//! [`crate::bench::nodes`]):
+//!
+//! - `simulated`: `--nodes` pretend nodes; each worker declares its node on the manager
+//!   LD-NR was built with. The default when `--nodes` asks for more nodes than the
+//!   machine has (and so on a one-node machine, where `--nodes` defaults to 2).
+//! - `linux`: the machine's nodes (at most `--nodes` of them); each worker is pinned to
+//!   its node's CPUs and replica memory is placed on the replica's node. The default
+//!   otherwise.
+//!
+//! node-replication and the concurrent maps are unaffected but for pinning: their
+//! workers are placed and pinned exactly as LD-NR's.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::bench::nodes::{cores, real_nodes};
+use crate::bench::nodes::{cores, real_nodes, Affinity};
 use crate::bench::report::{Inactivity, Report};
 use crate::bench::runner::Progress;
 use crate::bench::suite::{self, Settings};
@@ -94,21 +107,55 @@ pub struct Options {
     /// Seconds per phase [default: depends on the experiment and on --quick].
     #[arg(long, global = true)]
     pub duration: Option<f64>,
-    /// Pretend NUMA nodes [default: max(2, the machine's nodes)].
+    /// NUMA nodes: pretend ones, or at most this many of the machine's with
+    /// --affinity linux [default: max(2, the machine's nodes); soak: 4].
     #[arg(long, global = true)]
     pub nodes: Option<usize>,
+    /// The affinity manager LD-NR runs under: simulated (pretend nodes; each worker
+    /// declares its node) or linux (the machine's nodes; each worker is pinned to its
+    /// node's CPUs, replica memory goes to the replica's node) [default: simulated when
+    /// --nodes asks for more nodes than the machine has, else linux].
+    #[arg(long, global = true, value_enum)]
+    pub affinity: Option<Affinity>,
     /// Where CSV files and charts go.
     #[arg(long, global = true, default_value = "target/ldnr-results")]
     pub out: PathBuf,
     /// A smoke run: small map, short phases, seconds in total.
     #[arg(long, global = true)]
     pub quick: bool,
-    /// Do not pin worker threads to CPUs.
+    /// Do not pin worker threads to single CPUs (with --affinity linux they stay
+    /// pinned to their node's CPUs).
     #[arg(long, global = true)]
     pub no_pin: bool,
 }
 
 impl Options {
+    /// The affinity manager and the node count for `nodes` nodes asked for: `--affinity`
+    /// or its default, and under [`Affinity::Linux`] no more nodes than the machine has.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use clap::Parser;
+    /// use ldnr_hashmap::bench::nodes::{real_nodes, Affinity};
+    /// use ldnr_hashmap::demo::Cli;
+    ///
+    /// let cli = Cli::parse_from(["ldnr-demo", "--affinity", "linux"]);
+    /// assert_eq!(cli.options.affinity_and_nodes(64), (Affinity::Linux, real_nodes().min(64)));
+    /// let cli = Cli::parse_from(["ldnr-demo"]);
+    /// assert_eq!(cli.options.affinity_and_nodes(usize::MAX).0, Affinity::Simulated);
+    /// ```
+    pub fn affinity_and_nodes(&self, nodes: usize) -> (Affinity, usize) {
+        let nodes = nodes.max(1);
+        match self
+            .affinity
+            .unwrap_or_else(|| Affinity::default_for(nodes))
+        {
+            Affinity::Simulated => (Affinity::Simulated, nodes),
+            Affinity::Linux => (Affinity::Linux, nodes.min(real_nodes())),
+        }
+    }
+
     /// The experiments' settings for `command`.
     ///
     /// # Examples
@@ -125,6 +172,7 @@ impl Options {
     /// ```
     pub fn settings(&self, command: Command) -> Settings {
         let cores = cores();
+        let (affinity, nodes) = self.affinity_and_nodes(self.nodes.unwrap_or(real_nodes().max(2)));
         let threads = self.threads.unwrap_or(cores).max(1);
         let secs = Duration::from_secs_f64;
         // Phase lengths of scale, writes, replicas, inactivity.
@@ -157,7 +205,8 @@ impl Options {
                 .unwrap_or(if self.quick { 1 << 16 } else { 1 << 20 })
                 .max(1),
             write_pct: self.writes.unwrap_or(10),
-            nodes: self.nodes.unwrap_or(real_nodes().max(2)).max(1),
+            affinity,
+            nodes,
             pin: !self.no_pin,
             scale_phase: sc,
             writes_phase: wr,
@@ -196,12 +245,14 @@ fn add_under_load_main(o: &Options) {
 
 /// `soak`: see [`crate::soak`]; exits with status 1 unless it passed.
 fn soak_main(o: &Options, replicas_max: usize, seed: u64) {
+    let (affinity, nodes) = o.affinity_and_nodes(o.nodes.unwrap_or(4));
     let config = crate::soak::Config {
         duration: Duration::from_secs_f64(o.duration.unwrap_or(600.0).max(0.0)),
         threads: o.threads.unwrap_or(8),
         replicas_max,
         keys: o.keys.unwrap_or(1 << 16),
-        nodes: o.nodes.unwrap_or(4),
+        nodes,
+        affinity,
         seed,
         progress_every: Some(Duration::from_secs(10)),
         ..crate::soak::Config::default()
@@ -227,6 +278,7 @@ fn inactivity_params(s: &Settings, quick: bool) -> inactivity::Params {
         keys: s.keys,
         write_pct: s.write_pct,
         pin: s.pin,
+        affinity: s.affinity,
     }
 }
 
@@ -268,12 +320,22 @@ pub fn main() {
     }
     let s = cli.options.settings(command);
     let wants = |c: Command| command == Command::All || command == c;
+    if let Some(asked) = cli.options.nodes.filter(|&n| n.max(1) != s.nodes) {
+        eprintln!(
+            "--affinity linux: the machine has {} node(s): running on {} instead of {asked}",
+            real_nodes(),
+            s.nodes
+        );
+    }
+    let nodes = match s.affinity {
+        Affinity::Simulated => format!("simulating {}", s.nodes),
+        Affinity::Linux => format!("using {} with --affinity linux", s.nodes),
+    };
     println!(
-        "ldnr-demo{}: {} cores, {} NUMA node(s) (simulating {}), {} keys, threads <= {}, {}% writes, pinning {}, heap counter {}",
+        "ldnr-demo{}: {} cores, {} NUMA node(s) ({nodes}), {} keys, threads <= {}, {}% writes, pinning {}, heap counter {}",
         if cli.options.quick { " --quick" } else { "" },
         cores(),
         real_nodes(),
-        s.nodes,
         s.keys,
         s.threads,
         s.write_pct,

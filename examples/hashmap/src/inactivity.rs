@@ -10,9 +10,10 @@
 //! Phases: `threads` grows per phase (one entry per phase); threads are split over two
 //! replicas (thread `t` uses replica `t % 2`); in the middle third of each phase the
 //! threads of replica 0 stop calling the structure (they sleep, checking a flag every
-//! millisecond). Threads are spread over two pretend nodes
-//! ([`SimulatedNodes`]) and pinned like the other
-//! experiments' workers.
+//! millisecond). Threads are spread over two nodes and pinned like the other
+//! experiments' workers ([`Placement`]); LD-NR has one replica on each node, under the
+//! placement's manager. With `--affinity linux` on a machine with one node, both
+//! replicas are on that node and the dispatcher splits the threads between them.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -20,9 +21,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ldnr::{NodeId, NodeReplicated};
+use clap::ValueEnum;
+use ldnr::NodeReplicated;
 
-use crate::bench::nodes::{Placement, SimulatedNodes};
+use crate::bench::nodes::{Affinity, Placement};
 use crate::bench::runner::XorShift;
 pub use crate::bench::systems::{LOG_ENTRIES, NR_LOG_BYTES};
 use crate::{MapRead, MapWrite, U64Map};
@@ -45,6 +47,8 @@ pub struct Params {
     pub write_pct: u32,
     /// Whether worker threads are pinned to CPUs.
     pub pin: bool,
+    /// The affinity manager LD-NR runs under.
+    pub affinity: Affinity,
 }
 
 /// One throughput sample.
@@ -146,12 +150,13 @@ fn closed_loop(
 /// Runs one system in this process and prints samples to stdout as
 /// `sample,t,threads,idle,ops_per_sec` lines, or `stall,t` and exits.
 pub fn child(system: &str, p: &Params) -> ! {
+    let placement = Placement::new(p.affinity, 2, p.pin);
     let map: Box<dyn Map> = match system {
         "ldnr" => Box::new(Ldnr(
             NodeReplicated::builder(U64Map::with_keys(p.keys))
-                .replicas(&[NodeId(0), NodeId(1)])
+                .replicas(&[placement.node_of(0), placement.node_of(1)])
                 .log_capacity(LOG_ENTRIES)
-                .affinity(Arc::new(SimulatedNodes::new(2)))
+                .affinity(placement.manager())
                 .build()
                 .expect("a valid configuration"),
         )),
@@ -170,7 +175,6 @@ pub fn child(system: &str, p: &Params) -> ! {
     let idle = AtomicBool::new(false);
     let started = AtomicUsize::new(0);
     let out = std::io::stdout();
-    let placement = Placement::new(2, p.pin);
     std::thread::scope(|s| {
         let start = Instant::now();
         let mut last_total = 0u64;
@@ -248,6 +252,10 @@ pub fn run(system: &str, p: &Params) -> std::io::Result<Run> {
             &p.keys.to_string(),
             &p.write_pct.to_string(),
             if p.pin { "pin" } else { "nopin" },
+            match p.affinity {
+                Affinity::Simulated => "simulated",
+                Affinity::Linux => "linux",
+            },
         ])
         .stdout(Stdio::piped())
         .spawn()?;
@@ -277,8 +285,11 @@ pub fn run(system: &str, p: &Params) -> std::io::Result<Run> {
 
 /// Parses the child's command line (after `__inactivity-child`).
 pub fn child_main(args: &[String]) -> ! {
-    let [system, phases, phase_ms, keys, writes, pin] = args else {
-        panic!("usage: __inactivity-child SYSTEM PHASES PHASE_MS KEYS WRITE_PCT pin|nopin");
+    let [system, phases, phase_ms, keys, writes, pin, affinity] = args else {
+        panic!(
+            "usage: __inactivity-child SYSTEM PHASES PHASE_MS KEYS WRITE_PCT pin|nopin \
+             simulated|linux"
+        );
     };
     let p = Params {
         phases: phases.split(',').filter_map(|x| x.parse().ok()).collect(),
@@ -286,6 +297,7 @@ pub fn child_main(args: &[String]) -> ! {
         keys: keys.parse().expect("keys"),
         write_pct: writes.parse().expect("write pct"),
         pin: pin == "pin",
+        affinity: Affinity::from_str(affinity, false).expect("simulated or linux"),
     };
     child(system, &p)
 }

@@ -7,11 +7,12 @@
 //!
 //! # What runs
 //!
-//! One [`NodeReplicated`] [`SoakMap`] (a [`U64Map`] with a counter operation) on pretend
-//! NUMA nodes ([`SimulatedNodes`]), and these threads:
+//! One [`NodeReplicated`] [`SoakMap`] (a [`U64Map`] with a counter operation) on
+//! [`Config::nodes`] NUMA nodes, pretend ones or the machine's ([`Config::affinity`],
+//! through a [`Placement`] whose manager the map is built with), and these threads:
 //!
 //! - **workers** (more than the cores: oversubscription is the point), worker `t` on
-//!   pretend node `t % nodes`, each running rounds of [`Config::ops_per_round`] random
+//!   the `t % nodes`-th node (declared, or pinned to the node's CPUs), each running rounds of [`Config::ops_per_round`] random
 //!   operations on four kinds of keys:
 //!
 //!   | keys | operations | checked |
@@ -26,7 +27,7 @@
 //!   checks the hot counters, empties the register keys (so that the next round's history
 //!   starts from empty registers) and hands the round's history to the checker;
 //! - a **checker**, which checks the histories while the next rounds run;
-//! - a **churner**, which keeps adding (on random pretend nodes) and removing (random,
+//! - a **churner**, which keeps adding (on random nodes) and removing (random,
 //!   least advanced or busiest) replicas, `1..=replicas_max` live, one change per
 //!   [`Config::ops_per_change`] operations, and samples the live heap with the replica
 //!   count at most once per [`Config::sample_every`];
@@ -60,10 +61,10 @@ use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ldnr::{Dispatch, NodeId, NodeReplicated};
+use ldnr::{Dispatch, NodeReplicated};
 
 use crate::bench::heap;
-use crate::bench::nodes::SimulatedNodes;
+use crate::bench::nodes::{Affinity, Placement};
 use crate::lincheck::{Clock, MapEvent};
 use crate::{Inner, MapRead, MapWrite, U64Map};
 
@@ -159,8 +160,12 @@ pub struct Config {
     pub replicas_max: usize,
     /// Cold counters, pre-filled: the map's size, so one replica's size.
     pub keys: u64,
-    /// Pretend NUMA nodes.
+    /// NUMA nodes: pretend ones, or at most this many of the machine's under
+    /// [`Affinity::Linux`].
     pub nodes: usize,
+    /// The affinity manager: [`Affinity::Simulated`] (workers declare their node) or
+    /// [`Affinity::Linux`] (workers are pinned to their node's CPUs).
+    pub affinity: Affinity,
     /// The seed of every random choice (the schedule is the machine's).
     pub seed: u64,
     /// Log capacity in entries (small: the log wraps and lagging replicas are
@@ -194,6 +199,7 @@ impl Default for Config {
             replicas_max: 4,
             keys: 1 << 16,
             nodes: 4,
+            affinity: Affinity::Simulated,
             seed: 1,
             log_capacity: 1024,
             hot_keys: 8,
@@ -267,16 +273,18 @@ pub fn run(config: &Config) -> Summary {
         drop(copy);
         bytes
     });
-    let nodes = Arc::new(SimulatedNodes::new(config.nodes));
+    // Workers are not pinned to single CPUs: the soak oversubscribes on purpose.
+    let placement = Placement::new(config.affinity, config.nodes, false);
+    config.nodes = placement.nodes().len();
     // Registrations: the participants, then at the final check up to `participants +
     // replicas + 1` per replica (see `tokens_on_every_replica`).
     let (p, r) = (config.participants(), config.replicas_max);
     let max_threads = p + r * (p + r + 1);
     let nr = NodeReplicated::builder(config.initial_map())
-        .replicas(&[NodeId(0)])
+        .replicas(&[placement.node_of(0)])
         .log_capacity(config.log_capacity)
         .max_threads(max_threads)
-        .affinity(nodes)
+        .affinity(placement.manager())
         .build();
     let nr = match nr {
         Ok(nr) => nr,
@@ -289,7 +297,7 @@ pub fn run(config: &Config) -> Summary {
             }
         }
     };
-    let sh = Arc::new(Shared::new(nr, config));
+    let sh = Arc::new(Shared::new(nr, placement, config));
     let mut summary = monitor(&sh);
     summary.memory = replica_bytes.map(|b| memory(&sh, b, summary.elapsed));
     if let Some(m) = &summary.memory {
@@ -316,6 +324,8 @@ pub fn run(config: &Config) -> Summary {
 /// State every thread of a soak shares.
 struct Shared {
     nr: NodeReplicated<SoakMap>,
+    /// The nodes, and the manager `nr` was built with.
+    placement: Placement,
     config: Config,
     start: Instant,
     /// The round barrier: the workers and the coordinator.
@@ -346,10 +356,11 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(nr: NodeReplicated<SoakMap>, config: Config) -> Self {
+    fn new(nr: NodeReplicated<SoakMap>, placement: Placement, config: Config) -> Self {
         let samples = (config.duration.as_secs() as usize + 64).min(1 << 16);
         Shared {
             nr,
+            placement,
             start: Instant::now(),
             barrier: Barrier::new(config.threads + 1),
             stop: AtomicBool::new(false),
@@ -643,7 +654,12 @@ fn monitor(sh: &Arc<Shared>) -> Summary {
     let mut summary = totals(sh, &workers, coordinator.as_ref());
     if let Some(coordinator) = &coordinator {
         if workers.len() == c.threads {
-            final_check(sh, &workers, coordinator);
+            // On a thread of its own: it enters each replica's node, which under
+            // `Affinity::Linux` pins the thread, and the caller's thread should not stay
+            // pinned.
+            std::thread::scope(|s| {
+                s.spawn(|| final_check(sh, &workers, coordinator));
+            });
         }
     }
     summary.elapsed = sh.start.elapsed();

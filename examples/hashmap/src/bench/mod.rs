@@ -5,7 +5,8 @@
 //! - [`systems`]: the structures under test;
 //! - [`suite`]: the `scale`, `writes` and `replicas` experiments as lists of runs
 //!   (`inactivity` runs in child processes: [`crate::inactivity`]);
-//! - [`nodes`]: pretend NUMA nodes ([`nodes::SimulatedNodes`]) and thread placement;
+//! - [`nodes`]: the affinity manager of a run (pretend or real NUMA nodes, `--affinity`)
+//!   and thread placement ([`nodes::Placement`]);
 //! - [`heap`]: the counting allocator the binary installs, for heap bytes;
 //! - [`report`], [`charts`]: CSV, tables, targets and PNG/SVG charts.
 //!

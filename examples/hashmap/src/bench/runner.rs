@@ -105,8 +105,10 @@ impl Iterator for Ops<'_> {
 pub struct Worker<'a> {
     /// The worker's index (0-based, in start order).
     pub index: usize,
-    /// The pretend node it runs on.
+    /// The node it runs on.
     pub node: NodeId,
+    /// The position of `node` among the placement's nodes.
+    pub node_index: usize,
     keys: u64,
     write_pct: &'a AtomicU32,
     stop: &'a AtomicBool,
@@ -332,6 +334,7 @@ pub fn run(system: &dyn System, phases: &[Phase], env: Env<'_>) -> RunResult {
                 let worker = Worker {
                     index: t,
                     node: env.placement.node_of(t),
+                    node_index: t % env.placement.nodes().len(),
                     keys: env.keys,
                     write_pct: &write_pct,
                     stop: &stop,
@@ -397,6 +400,7 @@ pub fn run(system: &dyn System, phases: &[Phase], env: Env<'_>) -> RunResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::nodes::Affinity;
     use crate::bench::systems::{Kind, Policy};
 
     #[test]
@@ -433,7 +437,7 @@ mod tests {
 
     #[test]
     fn a_run_samples_every_phase_and_ldnr_adds_replicas() {
-        let placement = Placement::new(2, false);
+        let placement = Placement::new(Affinity::Simulated, 2, false);
         let progress = Progress::new(Duration::ZERO);
         let phases: Vec<Phase> = [1, 2]
             .iter()
@@ -450,7 +454,7 @@ mod tests {
             heap_base: 0,
             progress: &progress,
         };
-        let system = Kind::Ldnr(Policy::Dynamic).build(1000, 2, 2);
+        let system = Kind::Ldnr(Policy::Dynamic).build(1000, &placement, 2);
         let r = run(&*system, &phases, env);
         assert_eq!(r.system, "ldnr");
         let p: Vec<PhaseResult> = r.phases.iter().map(|p| p.expect("ran")).collect();
@@ -460,7 +464,7 @@ mod tests {
         assert!(r.samples.iter().any(|s| s.phase == 1));
 
         // NR with two replicas cannot run the one-thread phase.
-        let system = Kind::Nr(2).build(1000, 2, 2);
+        let system = Kind::Nr(2).build(1000, &placement, 2);
         let r = run(&*system, &phases, env);
         assert!(r.phases[0].is_none());
         assert!(r.phases[1].is_some());

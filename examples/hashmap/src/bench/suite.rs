@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use super::heap;
-use super::nodes::Placement;
+use super::nodes::{Affinity, Placement};
 use super::runner::{self, Env, Phase, Progress, RunResult};
 use super::systems::{Kind, Policy};
 use crate::U64Map;
@@ -37,7 +37,9 @@ pub struct Settings {
     pub keys: u64,
     /// Percentage of writes in `scale`, `replicas` and `inactivity`.
     pub write_pct: u32,
-    /// Pretend nodes.
+    /// The affinity manager LD-NR runs under.
+    pub affinity: Affinity,
+    /// Nodes (pretend ones, or the machine's under [`Affinity::Linux`]).
     pub nodes: usize,
     /// Whether worker threads are pinned to CPUs.
     pub pin: bool,
@@ -197,7 +199,7 @@ pub fn planned(jobs: &[Job]) -> Duration {
 
 /// Builds, runs and drops each job's structure in turn.
 pub fn run_jobs(jobs: &[Job], s: &Settings, progress: &Progress) -> Vec<Measured> {
-    let placement = Placement::new(s.nodes, s.pin);
+    let placement = Placement::new(s.affinity, s.nodes, s.pin);
     let mut out = Vec::new();
     let mut current = "";
     for job in jobs {
@@ -208,7 +210,7 @@ pub fn run_jobs(jobs: &[Job], s: &Settings, progress: &Progress) -> Vec<Measured
         progress.message(format!("{}: building {}", job.experiment, job.kind.label()));
         let max_threads = job.phases.iter().map(|p| p.threads).max().unwrap_or(1);
         let heap_base = heap::live_bytes();
-        let system = job.kind.build(s.keys, s.nodes, max_threads);
+        let system = job.kind.build(s.keys, &placement, max_threads);
         let env = Env {
             placement: &placement,
             keys: s.keys,

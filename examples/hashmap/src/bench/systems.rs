@@ -1,8 +1,9 @@
 //! The structures under test, all holding the same pre-filled `u64 → u64` map.
 //!
-//! - **ldnr**: LD-NR over [`U64Map`], with one of three replica policies ([`Policy`]);
+//! - **ldnr**: LD-NR over [`U64Map`], with one of three replica policies ([`Policy`]),
+//!   under the run's affinity manager ([`Placement::manager`]);
 //! - **nrN**: node-replication 0.1.1 over the same map with `N` static replicas; thread
-//!   `t` uses the replica of its node (modulo `N`), as NR expects threads to register
+//!   `t` uses the replica of its node's index (modulo `N`), as NR expects threads to register
 //!   with a local replica; it needs a running thread on every replica (otherwise its log
 //!   fills and it stalls), so it starts at `N` threads;
 //! - **std**: `std::sync::RwLock<HashMap>`; **dashmap**, **papaya**, **scc**, **flurry**:
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use ldnr::{NodeId, NodeReplicated, ReplicaId};
 
-use super::nodes::SimulatedNodes;
+use super::nodes::Placement;
 use super::runner::{System, Worker};
 use crate::nr_baseline::NrMap;
 use crate::{MapRead, MapWrite, U64Map};
@@ -33,7 +34,8 @@ pub enum Policy {
     /// One replica per node that has workers: starts with one on node 0 and adds one
     /// (with `add_replica`, under load) when a node gets its first worker.
     Dynamic,
-    /// A fixed number of replicas, on nodes `0, 1, …` (modulo the node count).
+    /// A fixed number of replicas, on the placement's nodes in turn (the first, the
+    /// second, …, wrapping around).
     Static(usize),
     /// Replica count per phase: at each phase start, replicas are removed (the newest
     /// first) or added (on the lowest node without one) until the count matches.
@@ -93,10 +95,10 @@ impl Kind {
     }
 
     /// Builds it, pre-filled with `k → k` for every `k < keys`, for up to `max_threads`
-    /// workers spread over `nodes` pretend nodes.
-    pub fn build(&self, keys: u64, nodes: usize, max_threads: usize) -> Box<dyn System> {
+    /// workers spread over the nodes of `placement` (LD-NR runs under its manager).
+    pub fn build(&self, keys: u64, placement: &Placement, max_threads: usize) -> Box<dyn System> {
         match self {
-            Kind::Ldnr(policy) => Box::new(Ldnr::new(keys, nodes, max_threads, policy.clone())),
+            Kind::Ldnr(policy) => Box::new(Ldnr::new(keys, placement, max_threads, policy.clone())),
             Kind::Nr(n) => Box::new(Nr::new(keys, *n)),
             Kind::Std => Box::new(StdMap(RwLock::new(U64Map::with_keys(keys).0))),
             Kind::DashMap => {
@@ -141,24 +143,28 @@ impl Kind {
 struct Ldnr {
     map: NodeReplicated<U64Map>,
     policy: Policy,
-    nodes: usize,
+    /// The placement's nodes, ascending.
+    nodes: Vec<NodeId>,
     /// The live replicas, oldest first.
     live: Mutex<Vec<(ReplicaId, NodeId)>>,
 }
 
 impl Ldnr {
-    fn new(keys: u64, nodes: usize, max_threads: usize, policy: Policy) -> Self {
+    fn new(keys: u64, placement: &Placement, max_threads: usize, policy: Policy) -> Self {
+        let nodes = placement.nodes().to_vec();
         let initial = match &policy {
             Policy::Dynamic => 1,
             Policy::Static(r) => *r,
             Policy::Schedule(counts) => counts.first().copied().unwrap_or(1),
         };
-        let at: Vec<NodeId> = (0..initial.max(1)).map(|i| NodeId(i % nodes)).collect();
+        let at: Vec<NodeId> = (0..initial.max(1))
+            .map(|i| nodes[i % nodes.len()])
+            .collect();
         let map = NodeReplicated::builder(U64Map::with_keys(keys))
             .replicas(&at)
             .log_capacity(LOG_ENTRIES)
             .max_threads(max_threads.max(1))
-            .affinity(Arc::new(SimulatedNodes::new(nodes)))
+            .affinity(placement.manager())
             .build()
             .expect("a valid LD-NR configuration");
         let live = map.replicas().iter().map(|r| (r.id, r.node)).collect();
@@ -205,10 +211,12 @@ impl System for Ldnr {
                         .expect("a live replica, not the last");
                 }
                 while live.len() < target {
-                    let node = (0..self.nodes)
-                        .map(NodeId)
+                    let node = self
+                        .nodes
+                        .iter()
+                        .copied()
                         .find(|n| !live.iter().any(|&(_, m)| m == *n))
-                        .unwrap_or(NodeId(live.len() % self.nodes));
+                        .unwrap_or(self.nodes[live.len() % self.nodes.len()]);
                     self.add(&mut live, node);
                 }
             }
@@ -263,7 +271,7 @@ impl System for Nr {
     }
 
     fn work(&self, w: &Worker<'_>) {
-        let replica = &self.replicas[w.node.0 % self.replicas.len()];
+        let replica = &self.replicas[w.node_index % self.replicas.len()];
         let tkn = replica.register().expect("below NR's thread limit");
         w.ready();
         w.run(|ops| {

@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::{Config, Shared};
+use crate::bench::nodes::Affinity;
 
 /// Live heap bytes at one replica count, over the run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -110,9 +111,13 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         if let Some(c) = &self.config {
+            let nodes = match c.affinity {
+                Affinity::Simulated => "pretend node(s)",
+                Affinity::Linux => "node(s) (linux affinity)",
+            };
             writeln!(
                 f,
-                "soak: {:.1} s; {} workers on {} pretend node(s), 1..={} replicas, {} keys, \
+                "soak: {:.1} s; {} workers on {} {nodes}, 1..={} replicas, {} keys, \
                  log {}, seed {}",
                 secs, c.threads, c.nodes, c.replicas_max, c.keys, c.log_capacity, c.seed
             )?;

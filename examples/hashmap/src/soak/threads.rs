@@ -4,12 +4,11 @@ use std::sync::atomic::{Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use ldnr::{NodeId, ReplicaId, ReplicaInfo, ThreadToken};
+use ldnr::{ReplicaId, ReplicaInfo, ThreadToken};
 
 use super::{Kind, RoundOut, Sample, Shared, SoakWrite};
 use super::{HOT, OWN, REGISTER, SCRATCH, SCRATCH_PER_WORKER};
 use crate::bench::heap;
-use crate::bench::nodes::SimulatedNodes;
 use crate::bench::runner::XorShift;
 use crate::lincheck::{check_map_by_key, record, MapEvent, MapOp};
 use crate::{MapRead, MapWrite};
@@ -211,9 +210,9 @@ impl Worker<'_> {
     }
 }
 
-/// A worker thread: registers on its pretend node, then runs rounds until told to leave.
+/// A worker thread: registers on its node, then runs rounds until told to leave.
 pub(super) fn worker_main(sh: &Shared, t: usize) -> WorkerEnd {
-    SimulatedNodes::enter(NodeId(t % sh.config.nodes));
+    sh.placement.enter(t);
     let tkn = sh
         .nr
         .register()
@@ -279,6 +278,8 @@ pub(super) fn coordinator_main(
 ) -> CoordinatorEnd {
     let c = &sh.config;
     let phase = |p: u64| sh.coordinator.store(p, Relaxed);
+    // It registers on the first node, as worker 0 does.
+    sh.placement.enter_node(sh.placement.node_of(0));
     let tkn = sh
         .nr
         .register()
@@ -407,7 +408,8 @@ pub(super) fn churner_main(sh: &Shared) {
         let live = before.len();
         let doing = |what: String| *sh.churning() = Some((what, sh.start.elapsed()));
         let result = if live == 1 || (live < c.replicas_max && rng.next_u64() % 2 == 0) {
-            let node = NodeId((rng.next_u64() % c.nodes as u64) as usize);
+            let nodes = sh.placement.nodes();
+            let node = nodes[(rng.next_u64() % nodes.len() as u64) as usize];
             doing(format!("add_replica({node:?})"));
             sh.nr.add_replica(node).map(|_| &sh.adds)
         } else {
@@ -511,7 +513,7 @@ fn tokens_on_every_replica(sh: &Shared) -> Result<Vec<(ReplicaId, ThreadToken)>,
     let mut out: Vec<(ReplicaId, ThreadToken)> = Vec::new();
     let has = |out: &[(ReplicaId, ThreadToken)], id| out.iter().any(|(i, _)| *i == id);
     for info in &infos {
-        SimulatedNodes::enter(info.node);
+        sh.placement.enter_node(info.node);
         for _ in 0..=sh.config.participants() + infos.len() {
             if has(&out, info.id) {
                 break;
@@ -529,6 +531,5 @@ fn tokens_on_every_replica(sh: &Shared) -> Result<Vec<(ReplicaId, ThreadToken)>,
             ));
         }
     }
-    SimulatedNodes::enter(NodeId(0));
     Ok(out)
 }
