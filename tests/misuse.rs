@@ -6,10 +6,9 @@
 mod common;
 
 use std::cell::Cell;
-use std::panic::{self, AssertUnwindSafe};
 
 use common::replicas::tokens_on_every_replica;
-use common::{watchdog, LIMIT};
+use common::{panic_message, watchdog, LIMIT};
 use ldnr::{Dispatch, NodeId, NodeReplicated, ThreadToken};
 
 /// What `dispatch`/`dispatch_mut` do when asked to call back into the instance.
@@ -63,14 +62,6 @@ impl Dispatch for Reentrant {
     }
 }
 
-fn message(f: impl FnOnce()) -> String {
-    let p = panic::catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_default()
-}
-
 #[test]
 fn reentrant_calls_panic_and_leave_the_instance_working() {
     watchdog("re-entrant calls", LIMIT, || {
@@ -85,13 +76,13 @@ fn reentrant_calls_panic_and_leave_the_instance_working() {
         let mut writes = 0;
         for nested in [Nested::Read, Nested::Write] {
             // From inside a read: the panic unwinds out of `execute`, lock released.
-            let m = message(|| {
+            let m = panic_message(|| {
                 nr.execute(Some(nested), tkn);
             });
             assert!(m.contains("re-entrant call"), "{m}");
             // From inside a write: the panic is the operation's panic (its effect so far,
             // the increment, stays on every replica) and reaches its owner, this thread.
-            let m = message(|| {
+            let m = panic_message(|| {
                 nr.execute_mut(Some(nested), tkn);
             });
             assert!(m.contains("re-entrant call"), "{m}");

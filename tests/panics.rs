@@ -6,15 +6,14 @@
 
 mod common;
 
-use std::any::Any;
 use std::cell::Cell;
-use std::panic::{self, AssertUnwindSafe};
+use std::panic;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Barrier, Once};
 
 use common::replicas::tokens_on_every_replica;
 use common::rng::Rng;
-use common::{watchdog, LIMIT};
+use common::{message, panic_message, watchdog, LIMIT};
 use ldnr::{
     AffinityError, AffinityManager, Dispatch, Error, NodeId, NodeReplicated, ReplicaId, SavedPolicy,
 };
@@ -33,24 +32,6 @@ fn quiet_deliberate_panics() {
             }
         }));
     });
-}
-
-fn message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string payload>".to_owned()
-    }
-}
-
-/// Runs `f`, expecting a panic; returns its message.
-fn panic_message<R>(f: impl FnOnce() -> R) -> String {
-    match panic::catch_unwind(AssertUnwindSafe(f)) {
-        Ok(_) => panic!("expected a panic"),
-        Err(p) => message(&*p),
-    }
 }
 
 /// Every operation applied, in log order. `PushThenPanic` leaves its id behind before it

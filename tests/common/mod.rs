@@ -41,5 +41,24 @@ pub fn watchdog<T: Send + 'static>(
     }
 }
 
+/// The message of a panic payload (`&str` or `String`; a placeholder otherwise).
+pub fn message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string payload>".to_owned()
+    }
+}
+
+/// Runs `f`, expecting a panic; returns its message.
+pub fn panic_message<R>(f: impl FnOnce() -> R) -> String {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(_) => panic!("expected a panic"),
+        Err(p) => message(&*p),
+    }
+}
+
 /// The default limit for a watched test body; generous, since CI machines have 2 cores.
 pub const LIMIT: Duration = Duration::from_secs(120);
