@@ -412,7 +412,7 @@ fn census(
                     .collect();
                 println!(
                     "PLACEMENT map={name} phase={phase} replica={} node={} pages={} on_node={} absent={} other={} share={:.2}%",
-                    number(id),
+                    id.get(),
                     node.0,
                     c.pages(),
                     c.on(node),
@@ -430,14 +430,6 @@ fn census(
         "TIME {name} census {phase} {:.1} s",
         t.elapsed().as_secs_f64()
     );
-}
-
-/// The number in a replica id (`ReplicaId(3)` prints as `3`).
-fn number(id: ReplicaId) -> String {
-    format!("{id:?}")
-        .trim_start_matches("ReplicaId(")
-        .trim_end_matches(')')
-        .to_owned()
 }
 
 /// Registers `trials` threads pinned to each node's CPUs and checks each is matched to

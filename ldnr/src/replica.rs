@@ -50,6 +50,28 @@ use crate::sync::{AtomicBool, AtomicUsize, Backoff, CachePadded, Ordering, Unsaf
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ReplicaId(pub(crate) usize);
 
+impl ReplicaId {
+    /// The id's number: unique within its instance and never reused (for logs and
+    /// reports; ids of different instances may have equal numbers).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[derive(Clone, Default)] struct Nop;
+    /// # impl ldnr::Dispatch for Nop {
+    /// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
+    /// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
+    /// # }
+    /// let nr = ldnr::NodeReplicated::builder(Nop).build().unwrap();
+    /// let first = nr.replicas()[0].id;
+    /// let added = nr.add_replica(ldnr::NodeId(0)).unwrap();
+    /// assert_ne!(first.get(), added.get());
+    /// ```
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
 impl fmt::Debug for ReplicaId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ReplicaId({})", self.0)
