@@ -376,7 +376,7 @@ fn census(
                         (
                             id,
                             len,
-                            PageCensus::of_pages(&pages).map_err(|e| e.to_string()),
+                            PageCensus::of_touched_pages(&pages).map_err(|e| e.to_string()),
                         )
                     })
                     .collect::<Vec<_>>()
