@@ -60,8 +60,10 @@ pub struct Sample {
     pub threads: usize,
     /// Whether replica 0's threads were idle during the sample.
     pub idle: bool,
-    /// Operations per second in the sample.
+    /// Operations per second in the sample, all threads.
     pub ops_per_sec: f64,
+    /// Operations per second of the threads that never idle (replica 1's).
+    pub active_ops_per_sec: f64,
 }
 
 /// One system's run: samples, and the time of the stall if there was one.
@@ -148,7 +150,7 @@ fn closed_loop(
 }
 
 /// Runs one system in this process and prints samples to stdout as
-/// `sample,t,threads,idle,ops_per_sec` lines, or `stall,t` and exits.
+/// `sample,t,threads,idle,ops_per_sec,active_ops_per_sec` lines, or `stall,t` and exits.
 pub fn child(system: &str, p: &Params) -> ! {
     let placement = Placement::new(p.affinity, 2, p.pin);
     let map: Box<dyn Map> = match system {
@@ -178,6 +180,7 @@ pub fn child(system: &str, p: &Params) -> ! {
     std::thread::scope(|s| {
         let start = Instant::now();
         let mut last_total = 0u64;
+        let mut last_active = 0u64;
         let mut last_progress = Instant::now();
         for (phase, &threads) in p.phases.iter().enumerate() {
             for t in started.load(Ordering::Relaxed)..threads {
@@ -201,12 +204,21 @@ pub fn child(system: &str, p: &Params) -> ! {
                 let t0 = Instant::now();
                 std::thread::sleep(SAMPLE);
                 let total: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-                let rate = (total - last_total) as f64 / t0.elapsed().as_secs_f64();
+                // The threads that never idle: odd `t` (replica 1's; see `closed_loop`).
+                let active: u64 = counts
+                    .iter()
+                    .skip(1)
+                    .step_by(2)
+                    .map(|c| c.load(Ordering::Relaxed))
+                    .sum();
+                let secs = t0.elapsed().as_secs_f64();
+                let rate = (total - last_total) as f64 / secs;
+                let active_rate = (active - last_active) as f64 / secs;
                 let now = start.elapsed().as_secs_f64();
                 let mut o = out.lock();
                 let _ = writeln!(
                     o,
-                    "sample,{now:.3},{threads},{},{rate:.0}",
+                    "sample,{now:.3},{threads},{},{rate:.0},{active_rate:.0}",
                     u8::from(in_middle)
                 );
                 let _ = o.flush();
@@ -219,6 +231,7 @@ pub fn child(system: &str, p: &Params) -> ! {
                     std::process::exit(0);
                 }
                 last_total = total;
+                last_active = active;
             }
         }
         for s in &stops {
@@ -269,11 +282,12 @@ pub fn run(system: &str, p: &Params) -> std::io::Result<Run> {
         let line = line?;
         let f: Vec<&str> = line.split(',').collect();
         match f.as_slice() {
-            ["sample", t, threads, idle, rate] => run.samples.push(Sample {
+            ["sample", t, threads, idle, rate, active] => run.samples.push(Sample {
                 t: t.parse().unwrap_or(0.0),
                 threads: threads.parse().unwrap_or(0),
                 idle: *idle == "1",
                 ops_per_sec: rate.parse().unwrap_or(0.0),
+                active_ops_per_sec: active.parse().unwrap_or(0.0),
             }),
             ["stall", t, _] => run.stalled_at = t.parse().ok(),
             _ => {}
@@ -302,9 +316,34 @@ pub fn child_main(args: &[String]) -> ! {
     child(system, &p)
 }
 
-/// Per phase: mean throughput of the samples before the idle window and during it
-/// (skipping the first sample of each window, which straddles the switch).
-pub fn phase_summary(run: &Run) -> Vec<(usize, f64, f64)> {
+/// One phase of a run, summarized: mean throughput before the idle window and during
+/// it (skipping the first sample of each window, which straddles the switch), of all
+/// threads and of the threads that never idle.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PhaseSummary {
+    /// Threads in the phase.
+    pub threads: usize,
+    /// All threads, before the idle window (ops/s).
+    pub before: f64,
+    /// All threads, during the idle window (ops/s).
+    pub idle: f64,
+    /// The threads that never idle, before the idle window (ops/s).
+    pub active_before: f64,
+    /// The same threads during the idle window (ops/s).
+    pub active_idle: f64,
+}
+
+impl PhaseSummary {
+    /// The throughput the threads that keep running keep while replica 0's threads idle,
+    /// as a fraction of theirs before: what an idle replica costs the others (1.0: nothing;
+    /// 0.0: a stall). The idle threads' own share is not counted, since they issue nothing.
+    pub fn kept(&self) -> f64 {
+        self.active_idle / self.active_before.max(1e-9)
+    }
+}
+
+/// Per phase: see [`PhaseSummary`].
+pub fn phase_summary(run: &Run) -> Vec<PhaseSummary> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < run.samples.len() {
@@ -314,31 +353,28 @@ pub fn phase_summary(run: &Run) -> Vec<(usize, f64, f64)> {
             .take_while(|s| s.threads == threads)
             .collect();
         i += phase.len();
-        let mean = |idle: bool| {
-            let xs: Vec<f64> = phase
-                .iter()
-                .filter(|s| s.idle == idle)
-                .skip(1)
-                .map(|s| s.ops_per_sec)
-                .collect();
+        let mean = |xs: Vec<f64>| {
             if xs.is_empty() {
                 0.0
             } else {
                 xs.iter().sum::<f64>() / xs.len() as f64
             }
         };
-        let before: Vec<f64> = phase
-            .iter()
-            .take_while(|s| !s.idle)
-            .skip(1)
-            .map(|s| s.ops_per_sec)
-            .collect();
-        let before = if before.is_empty() {
-            mean(false)
+        // Before: the samples up to the idle window (all non-idle ones if none idled).
+        let before_window: Vec<&&Sample> = if phase.iter().any(|s| s.idle) {
+            phase.iter().take_while(|s| !s.idle).skip(1).collect()
         } else {
-            before.iter().sum::<f64>() / before.len() as f64
+            phase.iter().skip(1).collect()
         };
-        out.push((threads, before, mean(true)));
+        let idle_window: Vec<&&Sample> = phase.iter().filter(|s| s.idle).skip(1).collect();
+        let of = |w: &[&&Sample], f: fn(&Sample) -> f64| mean(w.iter().map(|s| f(s)).collect());
+        out.push(PhaseSummary {
+            threads,
+            before: of(&before_window, |s| s.ops_per_sec),
+            idle: of(&idle_window, |s| s.ops_per_sec),
+            active_before: of(&before_window, |s| s.active_ops_per_sec),
+            active_idle: of(&idle_window, |s| s.active_ops_per_sec),
+        });
     }
     out
 }
@@ -357,4 +393,67 @@ pub fn idle_zeros(run: &Run) -> (usize, usize) {
         prev_idle = s.idle;
     }
     (total, zeros)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(t: f64, threads: usize, idle: bool, all: f64, active: f64) -> Sample {
+        Sample {
+            t,
+            threads,
+            idle,
+            ops_per_sec: all,
+            active_ops_per_sec: active,
+        }
+    }
+
+    #[test]
+    fn phase_summary_skips_the_straddling_samples_and_measures_the_running_threads() {
+        let run = Run {
+            system: "ldnr".into(),
+            // Phase of 2 threads: two samples before (the first straddles the start), three
+            // idle (the first straddles the switch), one after; then a phase of 4 threads
+            // whose running threads lose half their rate.
+            samples: vec![
+                sample(0.1, 2, false, 1.0, 0.5),
+                sample(0.2, 2, false, 10.0, 5.0),
+                sample(0.3, 2, true, 99.0, 99.0),
+                sample(0.4, 2, true, 6.0, 6.0),
+                sample(0.5, 2, true, 6.0, 6.0),
+                sample(0.6, 2, false, 10.0, 5.0),
+                sample(0.7, 4, false, 0.0, 0.0),
+                sample(0.8, 4, false, 12.0, 6.0),
+                sample(0.9, 4, true, 0.0, 0.0),
+                sample(1.0, 4, true, 3.0, 3.0),
+            ],
+            stalled_at: None,
+        };
+        let phases = phase_summary(&run);
+        assert_eq!(phases.len(), 2);
+        assert_eq!(phases[0].threads, 2);
+        assert_eq!(phases[0].before, 10.0);
+        assert_eq!(phases[0].idle, 6.0);
+        assert!((phases[0].kept() - 1.2).abs() < 1e-9);
+        assert_eq!(phases[1].threads, 4);
+        assert!((phases[1].kept() - 0.5).abs() < 1e-9);
+        assert!((phases[1].idle / phases[1].before - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_stall_keeps_nothing() {
+        let run = Run {
+            system: "nr".into(),
+            samples: vec![
+                sample(0.1, 2, false, 5.0, 2.5),
+                sample(0.2, 2, false, 5.0, 2.5),
+                sample(0.3, 2, true, 0.0, 0.0),
+                sample(0.4, 2, true, 0.0, 0.0),
+            ],
+            stalled_at: None,
+        };
+        assert_eq!(phase_summary(&run)[0].kept(), 0.0);
+        assert_eq!(idle_zeros(&run), (1, 1));
+    }
 }

@@ -334,22 +334,18 @@ fn inactivity_table(ia: &Inactivity) -> String {
         "before",
         "idle",
         "idle/before",
-        "per active thread",
+        "running threads kept",
         "stall",
     ]);
     for run in &ia.runs {
-        for (threads, before, idle) in inactivity::phase_summary(run) {
-            let active = threads - threads.div_ceil(2);
+        for ph in inactivity::phase_summary(run) {
             t.row(vec![
                 run.system.clone(),
-                threads.to_string(),
-                format!("{:.2}", before / 1e6),
-                format!("{:.2}", idle / 1e6),
-                format!("{:.0}%", 100.0 * idle / before.max(1e-9)),
-                format!(
-                    "{:.0}%",
-                    100.0 * (idle / active.max(1) as f64) / (before / threads as f64).max(1e-9)
-                ),
+                ph.threads.to_string(),
+                format!("{:.2}", ph.before / 1e6),
+                format!("{:.2}", ph.idle / 1e6),
+                format!("{:.0}%", 100.0 * ph.idle / ph.before.max(1e-9)),
+                format!("{:.0}%", 100.0 * ph.kept()),
                 stall(run),
             ]);
         }
