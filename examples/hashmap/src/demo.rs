@@ -10,6 +10,9 @@
 //! - `writes`: write ratios 0, 1, 10, 50 and 100% at fixed thread counts;
 //! - `replicas`: fixed threads, replicas removed then added; throughput and heap bytes;
 //! - `inactivity`: one replica's threads go idle; NR stalls, LD-NR goes on;
+//! - `versus-nr`: LD-NR and NR in alternating rounds at 1–2 threads and replicas and 0,
+//!   10, 100% writes, the median ratio per configuration (what targets (a) and (b) are
+//!   judged on; see [`crate::bench::pairs`]);
 //! - `add-under-load`: the cost of `add_replica` while threads run.
 //! - `soak`: a long checked run under continuous replica changes ([`crate::soak`]).
 //!
@@ -34,7 +37,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::bench::nodes::{cores, real_nodes, Affinity};
+use crate::bench::nodes::{cores, real_nodes, Affinity, Placement};
+use crate::bench::pairs;
 use crate::bench::report::{Inactivity, Report};
 use crate::bench::runner::Progress;
 use crate::bench::suite::{self, Settings};
@@ -66,7 +70,8 @@ pub struct Cli {
 /// The experiments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 pub enum Command {
-    /// A short run of scale, writes, replicas and inactivity, then the summary (the default).
+    /// A short run of scale, writes, replicas, inactivity and versus-nr, then the summary
+    /// (the default).
     All,
     /// Throughput over growing thread counts (1..=threads, then 2 x threads).
     Scale,
@@ -76,6 +81,12 @@ pub enum Command {
     Replicas,
     /// One replica's threads go idle: NR stalls, LD-NR goes on (child processes).
     Inactivity,
+    /// LD-NR and NR in alternating rounds (ABBA) per configuration; median ratios.
+    VersusNr {
+        /// Rounds per system and configuration.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+    },
     /// The cost of add_replica while threads run.
     AddUnderLoad,
     /// Many threads, mixed checked operations and continuous replica changes for
@@ -196,6 +207,17 @@ impl Options {
                 v
             }
         };
+        let pairs_rounds = match command {
+            Command::VersusNr { rounds } => rounds.max(1),
+            _ if self.quick => 2,
+            _ => 4,
+        };
+        let pairs_phase = match (self.duration, self.quick, command) {
+            (Some(d), _, _) if d.is_finite() && d > 0.0 => secs(d),
+            (_, true, _) => secs(0.1),
+            (_, false, Command::All) => secs(0.3),
+            _ => secs(0.5),
+        };
         Settings {
             threads,
             writes_threads,
@@ -212,6 +234,8 @@ impl Options {
             writes_phase: wr,
             replicas_phase: re,
             inactivity_phase: ia,
+            pairs_rounds,
+            pairs_phase,
             interval: if self.quick {
                 Duration::from_millis(50)
             } else {
@@ -319,7 +343,9 @@ pub fn main() {
         return soak_main(&cli.options, replicas_max, seed);
     }
     let s = cli.options.settings(command);
-    let wants = |c: Command| command == Command::All || command == c;
+    let wants = |c: Command| {
+        command == Command::All || std::mem::discriminant(&command) == std::mem::discriminant(&c)
+    };
     if let Some(asked) = cli.options.nodes.filter(|&n| n.max(1) != s.nodes) {
         eprintln!(
             "--affinity linux: the machine has {} node(s): running on {} instead of {asked}",
@@ -354,10 +380,31 @@ pub fn main() {
         jobs.extend(suite::replicas_jobs(&s));
     }
     let ia_params = wants(Command::Inactivity).then(|| inactivity_params(&s, cli.options.quick));
+    let pair_configs = if wants(Command::VersusNr { rounds: 0 }) {
+        // The default run measures what the targets name: 1–2 threads.
+        let threads: Vec<usize> = if command == Command::All {
+            s.writes_threads
+                .iter()
+                .copied()
+                .filter(|&t| t <= 2)
+                .collect()
+        } else {
+            s.writes_threads.clone()
+        };
+        let writes: &[u32] = if cli.options.quick {
+            &[10]
+        } else {
+            &[0, 10, 100]
+        };
+        pairs::configs(&threads, s.nodes, writes)
+    } else {
+        Vec::new()
+    };
     let planned = suite::planned(&jobs)
         + ia_params
             .as_ref()
-            .map_or(Duration::ZERO, |p| 2 * p.phase * p.phases.len() as u32);
+            .map_or(Duration::ZERO, |p| 2 * p.phase * p.phases.len() as u32)
+        + pairs::planned(&pair_configs, s.pairs_rounds, s.pairs_phase);
     let progress = Progress::new(planned);
     let mut report = Report {
         measured: suite::run_jobs(&jobs, &s, &progress),
@@ -368,6 +415,19 @@ pub fn main() {
     }
     if let Some(p) = &ia_params {
         report.inactivity = Some(run_inactivity(p, &progress));
+    }
+    if !pair_configs.is_empty() {
+        progress.say("running versus-nr (LD-NR and NR in alternating rounds) ...");
+        let placement = Placement::new(s.affinity, s.nodes, s.pin);
+        report.pairs = pairs::run(
+            &pair_configs,
+            s.pairs_rounds,
+            s.pairs_phase,
+            s.keys,
+            &placement,
+            s.interval,
+            &progress,
+        );
     }
     progress.finish();
 

@@ -5,6 +5,7 @@
 //! - [`systems`]: the structures under test;
 //! - [`suite`]: the `scale`, `writes` and `replicas` experiments as lists of runs
 //!   (`inactivity` runs in child processes: [`crate::inactivity`]);
+//! - [`pairs`]: LD-NR and NR in alternating rounds, for the targets' ratios;
 //! - [`nodes`]: the affinity manager of a run (pretend or real NUMA nodes, `--affinity`)
 //!   and thread placement ([`nodes::Placement`]);
 //! - [`heap`]: the counting allocator the binary installs, for heap bytes;
@@ -15,6 +16,7 @@
 pub mod charts;
 pub mod heap;
 pub mod nodes;
+pub mod pairs;
 pub mod report;
 pub mod runner;
 pub mod suite;

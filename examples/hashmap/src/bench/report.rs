@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use super::pairs::Pair;
 use super::suite::Measured;
 use crate::inactivity;
 
@@ -30,6 +31,8 @@ pub struct Report {
     pub inactivity: Option<Inactivity>,
     /// Heap bytes of one more copy of the map (one replica's worth), if known.
     pub clone_bytes: Option<i64>,
+    /// The paired LD-NR / NR rounds, if they ran.
+    pub pairs: Vec<Pair>,
 }
 
 /// One measured phase, flattened.
@@ -144,7 +147,27 @@ impl Report {
             }
         }
         f.flush()?;
-        Ok(vec![samples, phases])
+        let mut files = vec![samples, phases];
+        if !self.pairs.is_empty() {
+            let path = dir.join("pairs.csv");
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+            writeln!(
+                f,
+                "threads,replicas,write_pct,round,ldnr_ops_per_sec,nr_ops_per_sec"
+            )?;
+            for p in &self.pairs {
+                for (round, (l, n)) in p.ldnr.iter().zip(&p.nr).enumerate() {
+                    writeln!(
+                        f,
+                        "{},{},{},{round},{l:.0},{n:.0}",
+                        p.config.threads, p.config.replicas, p.config.write_pct
+                    )?;
+                }
+            }
+            f.flush()?;
+            files.push(path);
+        }
+        Ok(files)
     }
 
     /// The summary tables, one per experiment (and per thread count of `writes`).
@@ -169,6 +192,10 @@ impl Report {
         }
         if let Some(ia) = &self.inactivity {
             out += &inactivity_table(ia);
+        }
+        if !self.pairs.is_empty() {
+            out.push('\n');
+            out += &pairs_table(&self.pairs);
         }
         out
     }
@@ -320,6 +347,36 @@ pub fn stall(run: &inactivity::Run) -> String {
         None if zeros > 0 => format!("zero in {zeros}/{samples} idle samples"),
         None => "no".into(),
     }
+}
+
+fn pairs_table(pairs: &[Pair]) -> String {
+    let rounds = pairs.iter().map(|p| p.ldnr.len()).max().unwrap_or(0);
+    let out = format!(
+        "LD-NR vs NR, paired: {rounds} alternating rounds per configuration (ABBA order), median\n"
+    );
+    let mut t = Table::new(&[
+        "threads",
+        "replicas",
+        "writes",
+        "ldnr Mops/s",
+        "nr Mops/s",
+        "ldnr/nr median",
+        "range",
+    ]);
+    for p in pairs {
+        let (l, n) = p.medians();
+        t.row(vec![
+            p.config.threads.to_string(),
+            p.config.replicas.to_string(),
+            format!("{}%", p.config.write_pct),
+            format!("{:.2}", l / 1e6),
+            format!("{:.2}", n / 1e6),
+            p.median_ratio().map_or("-".into(), |r| format!("{r:.2}x")),
+            p.range()
+                .map_or("-".into(), |(lo, hi)| format!("{lo:.2}-{hi:.2}x")),
+        ]);
+    }
+    out + &t.render()
 }
 
 fn inactivity_table(ia: &Inactivity) -> String {

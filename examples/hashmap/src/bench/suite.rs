@@ -51,6 +51,10 @@ pub struct Settings {
     pub replicas_phase: Duration,
     /// Phase length of `inactivity`.
     pub inactivity_phase: Duration,
+    /// Rounds per system and configuration of the paired LD-NR/NR comparison.
+    pub pairs_rounds: usize,
+    /// Phase length of one paired round.
+    pub pairs_phase: Duration,
     /// The sampling interval.
     pub interval: Duration,
 }

@@ -1,0 +1,247 @@
+//! Paired, interleaved LD-NR / node-replication measurements: what the targets' ratios
+//! are judged on.
+//!
+//! On a shared or virtual machine throughput drifts by tens of percent over seconds (a
+//! neighbour's load, frequency changes), so a ratio of two phases run a minute apart
+//! measures the drift as much as the systems. Here each configuration (threads,
+//! replicas, write ratio) builds LD-NR and NR once and runs them in alternating rounds of
+//! one short phase each, in ABBA order (LD-NR, NR, NR, LD-NR, …) so that a linear drift
+//! affects both alike. Each round pair gives one ratio; the summary is the median ratio
+//! with its range.
+//!
+//! Both systems get fresh worker threads every round (the runner's), which register
+//! again: with `rounds` rounds each system ends with `threads × rounds` registered
+//! threads, of which `threads` run. Both pay for that alike (LD-NR's writer checks every
+//! registered thread's reader slot; NR's combiner scans every registered context).
+
+use std::time::Duration;
+
+use super::heap;
+use super::nodes::Placement;
+use super::runner::{self, Env, Phase, Progress};
+use super::systems::{Kind, Policy};
+
+/// One configuration compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Worker threads.
+    pub threads: usize,
+    /// Replicas of both systems.
+    pub replicas: usize,
+    /// Percentage of writes.
+    pub write_pct: u32,
+}
+
+/// What one configuration measured, per round (ops/s).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pair {
+    /// The configuration.
+    pub config: Config,
+    /// LD-NR's throughput in each round.
+    pub ldnr: Vec<f64>,
+    /// NR's throughput in each round.
+    pub nr: Vec<f64>,
+}
+
+impl Pair {
+    /// LD-NR / NR of each round.
+    pub fn ratios(&self) -> Vec<f64> {
+        self.ldnr
+            .iter()
+            .zip(&self.nr)
+            .map(|(l, n)| l / n.max(1e-9))
+            .collect()
+    }
+
+    /// The median round's ratio (the mean of the middle two for an even count); `None`
+    /// if no round ran.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ldnr_hashmap::bench::pairs::{Config, Pair};
+    /// let config = Config { threads: 1, replicas: 1, write_pct: 10 };
+    /// let pair = Pair { config, ldnr: vec![3.0, 9.0, 4.0], nr: vec![2.0, 3.0, 4.0] };
+    /// assert_eq!(pair.median_ratio(), Some(1.5));
+    /// ```
+    pub fn median_ratio(&self) -> Option<f64> {
+        median(self.ratios())
+    }
+
+    /// The lowest and highest round ratio.
+    pub fn range(&self) -> Option<(f64, f64)> {
+        let r = self.ratios();
+        let lo = r.iter().copied().reduce(f64::min)?;
+        let hi = r.iter().copied().reduce(f64::max)?;
+        Some((lo, hi))
+    }
+
+    /// The median throughput of each system (ops/s).
+    pub fn medians(&self) -> (f64, f64) {
+        (
+            median(self.ldnr.clone()).unwrap_or(0.0),
+            median(self.nr.clone()).unwrap_or(0.0),
+        )
+    }
+}
+
+/// The median of `xs`: the middle value, or the mean of the middle two.
+fn median(mut xs: Vec<f64>) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    Some(if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    })
+}
+
+/// For each of `thread_counts`, 1 to `min(threads, nodes)` replicas, each of `writes`.
+/// (The targets name 1–2 threads and 1–2 replicas.)
+///
+/// # Examples
+///
+/// ```
+/// use ldnr_hashmap::bench::pairs::configs;
+/// let c = configs(&[1, 2], 2, &[0, 10]);
+/// let named: Vec<(usize, usize, u32)> =
+///     c.iter().map(|c| (c.threads, c.replicas, c.write_pct)).collect();
+/// assert_eq!(
+///     named,
+///     [(1, 1, 0), (1, 1, 10), (2, 1, 0), (2, 1, 10), (2, 2, 0), (2, 2, 10)]
+/// );
+/// ```
+pub fn configs(thread_counts: &[usize], nodes: usize, writes: &[u32]) -> Vec<Config> {
+    let mut out = Vec::new();
+    for &threads in thread_counts.iter().filter(|&&t| t > 0) {
+        for replicas in 1..=threads.min(nodes.max(1)) {
+            for &write_pct in writes {
+                out.push(Config {
+                    threads,
+                    replicas,
+                    write_pct,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The measured time `configs` take with `rounds` rounds of `phase` per system.
+pub fn planned(configs: &[Config], rounds: usize, phase: Duration) -> Duration {
+    phase * (2 * rounds * configs.len()) as u32
+}
+
+/// Runs every configuration: LD-NR (static replicas) and NR, built once, then `rounds`
+/// alternating rounds of one `phase` each.
+pub fn run(
+    configs: &[Config],
+    rounds: usize,
+    phase: Duration,
+    keys: u64,
+    placement: &Placement,
+    interval: Duration,
+    progress: &Progress,
+) -> Vec<Pair> {
+    let mut out = Vec::new();
+    for &config in configs {
+        progress.message(format!(
+            "paired: {} threads, {} replicas, {}% writes",
+            config.threads, config.replicas, config.write_pct
+        ));
+        let registered = config.threads * rounds.max(1);
+        let heap_base = heap::live_bytes();
+        let ldnr = Kind::Ldnr(Policy::Static(config.replicas)).build(keys, placement, registered);
+        let nr = Kind::Nr(config.replicas).build(keys, placement, registered);
+        let env = Env {
+            placement,
+            keys,
+            interval,
+            heap_base,
+            progress,
+        };
+        let phases = [Phase {
+            threads: config.threads,
+            write_pct: config.write_pct,
+            duration: phase,
+        }];
+        let mut pair = Pair {
+            config,
+            ldnr: Vec::new(),
+            nr: Vec::new(),
+        };
+        let once = |system: &dyn runner::System| -> Option<f64> {
+            let r = runner::run(system, &phases, env);
+            r.phases.first().copied().flatten().map(|p| p.ops_per_sec)
+        };
+        for round in 0..rounds {
+            // ABBA: LD-NR first in even rounds, NR first in odd ones.
+            let (l, n) = if round % 2 == 0 {
+                let l = once(&*ldnr);
+                (l, once(&*nr))
+            } else {
+                let n = once(&*nr);
+                (once(&*ldnr), n)
+            };
+            if let (Some(l), Some(n)) = (l, n) {
+                pair.ldnr.push(l);
+                pair.nr.push(n);
+            }
+        }
+        out.push(pair);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_even_and_odd_counts() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(vec![5.0, 1.0, 3.0]), Some(3.0));
+    }
+
+    #[test]
+    fn replicas_stop_at_the_threads_and_the_nodes() {
+        assert_eq!(configs(&[4], 2, &[10]).len(), 2);
+        assert!(configs(&[0], 2, &[10]).is_empty());
+        // One node: two threads share one replica only.
+        let c = configs(&[2], 1, &[100]);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].replicas, 1);
+    }
+
+    #[test]
+    fn a_quick_pair_runs_every_round_on_both_systems() {
+        let placement = Placement::new(super::super::nodes::Affinity::Simulated, 2, false);
+        let progress = Progress::new(Duration::ZERO);
+        let c = Config {
+            threads: 2,
+            replicas: 2,
+            write_pct: 50,
+        };
+        let pairs = run(
+            &[c],
+            3,
+            Duration::from_millis(40),
+            1 << 10,
+            &placement,
+            Duration::from_millis(10),
+            &progress,
+        );
+        assert_eq!(pairs.len(), 1);
+        assert_eq!(pairs[0].ldnr.len(), 3);
+        assert_eq!(pairs[0].nr.len(), 3);
+        assert!(pairs[0].ldnr.iter().chain(&pairs[0].nr).all(|&x| x > 0.0));
+        let (lo, hi) = pairs[0].range().expect("three rounds");
+        let m = pairs[0].median_ratio().expect("three rounds");
+        assert!(lo <= m && m <= hi);
+    }
+}
