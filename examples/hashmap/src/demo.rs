@@ -1,6 +1,6 @@
 //! `ldnr-demo`, the benchmark driver: what `cargo run --release` runs.
 //!
-//! Without a subcommand it runs a short version of every experiment (about a minute on
+//! Without a subcommand it runs a short version of every experiment (about 80 seconds on
 //! a two-core machine), prints the summary tables and the targets, and writes CSV files
 //! and charts to `--out` (default `target/ldnr-results`). Subcommands run one experiment
 //! at full length:
