@@ -9,6 +9,11 @@
 //! affects both alike. Each round pair gives one ratio; the summary is the median ratio
 //! with its range.
 //!
+//! With one thread, a third structure runs in every round as a reference: the same
+//! `HashMap` behind a `std::sync::RwLock`, with no log and no replication. Any replicated
+//! map over this `HashMap` executes at least what it executes, so its ratio to NR is close
+//! to the most LD-NR could reach against NR at that configuration.
+//!
 //! Both systems get fresh worker threads every round (the runner's), which register
 //! again: with `rounds` rounds each system ends with `threads × rounds` registered
 //! threads, of which `threads` run. Both pay for that alike (LD-NR's writer checks every
@@ -41,6 +46,9 @@ pub struct Pair {
     pub ldnr: Vec<f64>,
     /// NR's throughput in each round.
     pub nr: Vec<f64>,
+    /// With one thread: `RwLock<HashMap>`'s throughput in each round (the reference);
+    /// empty otherwise.
+    pub reference: Vec<f64>,
 }
 
 impl Pair {
@@ -61,11 +69,36 @@ impl Pair {
     /// ```
     /// use ldnr_hashmap::bench::pairs::{Config, Pair};
     /// let config = Config { threads: 1, replicas: 1, write_pct: 10 };
-    /// let pair = Pair { config, ldnr: vec![3.0, 9.0, 4.0], nr: vec![2.0, 3.0, 4.0] };
+    /// let pair = Pair {
+    ///     config,
+    ///     ldnr: vec![3.0, 9.0, 4.0],
+    ///     nr: vec![2.0, 3.0, 4.0],
+    ///     reference: vec![],
+    /// };
     /// assert_eq!(pair.median_ratio(), Some(1.5));
     /// ```
     pub fn median_ratio(&self) -> Option<f64> {
         median(self.ratios())
+    }
+
+    /// The median round's reference / NR ratio; `None` without a reference.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ldnr_hashmap::bench::pairs::{Config, Pair};
+    /// let config = Config { threads: 1, replicas: 1, write_pct: 10 };
+    /// let pair = Pair { config, ldnr: vec![1.0], nr: vec![2.0], reference: vec![2.4] };
+    /// assert_eq!(pair.reference_ratio(), Some(1.2));
+    /// ```
+    pub fn reference_ratio(&self) -> Option<f64> {
+        median(
+            self.reference
+                .iter()
+                .zip(&self.nr)
+                .map(|(r, n)| r / n.max(1e-9))
+                .collect(),
+        )
     }
 
     /// The lowest and highest round ratio.
@@ -135,8 +168,9 @@ pub fn planned(configs: &[Config], rounds: usize, phase: Duration) -> Duration {
     phase * (2 * rounds * configs.len()) as u32
 }
 
-/// Runs every configuration: LD-NR (static replicas) and NR, built once, then `rounds`
-/// alternating rounds of one `phase` each.
+/// Runs every configuration: LD-NR (static replicas) and NR (and, with one thread, the
+/// `RwLock<HashMap>` reference), built once, then `rounds` alternating rounds of one
+/// `phase` each.
 pub fn run(
     configs: &[Config],
     rounds: usize,
@@ -156,6 +190,7 @@ pub fn run(
         let heap_base = heap::live_bytes();
         let ldnr = Kind::Ldnr(Policy::Static(config.replicas)).build(keys, placement, registered);
         let nr = Kind::Nr(config.replicas).build(keys, placement, registered);
+        let reference = (config.threads == 1).then(|| Kind::Std.build(keys, placement, registered));
         let env = Env {
             placement,
             keys,
@@ -172,23 +207,31 @@ pub fn run(
             config,
             ldnr: Vec::new(),
             nr: Vec::new(),
+            reference: Vec::new(),
         };
         let once = |system: &dyn runner::System| -> Option<f64> {
             let r = runner::run(system, &phases, env);
             r.phases.first().copied().flatten().map(|p| p.ops_per_sec)
         };
         for round in 0..rounds {
-            // ABBA: LD-NR first in even rounds, NR first in odd ones.
-            let (l, n) = if round % 2 == 0 {
+            // ABBA: LD-NR first in even rounds, NR first in odd ones (the reference, if
+            // any, last and first).
+            let run_ref = || reference.as_deref().map(|r| once(r));
+            let (l, n, r) = if round % 2 == 0 {
                 let l = once(&*ldnr);
-                (l, once(&*nr))
-            } else {
                 let n = once(&*nr);
-                (once(&*ldnr), n)
+                (l, n, run_ref())
+            } else {
+                let r = run_ref();
+                let n = once(&*nr);
+                (once(&*ldnr), n, r)
             };
             if let (Some(l), Some(n)) = (l, n) {
                 pair.ldnr.push(l);
                 pair.nr.push(n);
+                if let Some(Some(r)) = r {
+                    pair.reference.push(r);
+                }
             }
         }
         out.push(pair);
@@ -243,5 +286,31 @@ mod tests {
         let (lo, hi) = pairs[0].range().expect("three rounds");
         let m = pairs[0].median_ratio().expect("three rounds");
         assert!(lo <= m && m <= hi);
+        // Two threads: no reference.
+        assert!(pairs[0].reference.is_empty());
+        assert_eq!(pairs[0].reference_ratio(), None);
+    }
+
+    #[test]
+    fn one_thread_runs_the_reference_in_every_round() {
+        let placement = Placement::new(super::super::nodes::Affinity::Simulated, 2, false);
+        let progress = Progress::new(Duration::ZERO);
+        let c = Config {
+            threads: 1,
+            replicas: 1,
+            write_pct: 10,
+        };
+        let pairs = run(
+            &[c],
+            2,
+            Duration::from_millis(40),
+            1 << 10,
+            &placement,
+            Duration::from_millis(10),
+            &progress,
+        );
+        assert_eq!(pairs[0].reference.len(), 2);
+        assert!(pairs[0].reference.iter().all(|&x| x > 0.0));
+        assert!(pairs[0].reference_ratio().is_some());
     }
 }

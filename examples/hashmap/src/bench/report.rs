@@ -153,14 +153,18 @@ impl Report {
             let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
             writeln!(
                 f,
-                "threads,replicas,write_pct,round,ldnr_ops_per_sec,nr_ops_per_sec"
+                "threads,replicas,write_pct,round,ldnr_ops_per_sec,nr_ops_per_sec,rwlock_hashmap_ops_per_sec"
             )?;
             for p in &self.pairs {
                 for (round, (l, n)) in p.ldnr.iter().zip(&p.nr).enumerate() {
+                    let r = p.reference.get(round).map(|r| format!("{r:.0}"));
                     writeln!(
                         f,
-                        "{},{},{},{round},{l:.0},{n:.0}",
-                        p.config.threads, p.config.replicas, p.config.write_pct
+                        "{},{},{},{round},{l:.0},{n:.0},{}",
+                        p.config.threads,
+                        p.config.replicas,
+                        p.config.write_pct,
+                        r.unwrap_or_default()
                     )?;
                 }
             }
@@ -352,7 +356,9 @@ pub fn stall(run: &inactivity::Run) -> String {
 fn pairs_table(pairs: &[Pair]) -> String {
     let rounds = pairs.iter().map(|p| p.ldnr.len()).max().unwrap_or(0);
     let out = format!(
-        "LD-NR vs NR, paired: {rounds} alternating rounds per configuration (ABBA order), median\n"
+        "LD-NR vs NR, paired: {rounds} alternating rounds per configuration (ABBA order), median\n\
+         (rwlock/nr, one thread: the same HashMap behind a RwLock, no log, no replication,\n\
+         against NR: about the most any replicated map over it could reach)\n"
     );
     let mut t = Table::new(&[
         "threads",
@@ -362,6 +368,7 @@ fn pairs_table(pairs: &[Pair]) -> String {
         "nr Mops/s",
         "ldnr/nr median",
         "range",
+        "rwlock/nr",
     ]);
     for p in pairs {
         let (l, n) = p.medians();
@@ -374,6 +381,8 @@ fn pairs_table(pairs: &[Pair]) -> String {
             p.median_ratio().map_or("-".into(), |r| format!("{r:.2}x")),
             p.range()
                 .map_or("-".into(), |(lo, hi)| format!("{lo:.2}-{hi:.2}x")),
+            p.reference_ratio()
+                .map_or("-".into(), |r| format!("{r:.2}x")),
         ]);
     }
     out + &t.render()

@@ -64,7 +64,7 @@ fn versus_nr_paired(pairs: &[Pair], name: &str, writes: &[u32], bound: f64) -> T
             ))
         })
         .collect();
-    judge(
+    let mut target = judge(
         name,
         ratios
             .iter()
@@ -72,7 +72,27 @@ fn versus_nr_paired(pairs: &[Pair], name: &str, writes: &[u32], bound: f64) -> T
             .collect(),
         bound,
         "median of paired rounds",
-    )
+    );
+    // The reference says how far the bound is from reach at one thread.
+    let ceilings: Vec<String> = pairs
+        .iter()
+        .filter(|p| writes.contains(&p.config.write_pct))
+        .filter_map(|p| {
+            let r = p.reference_ratio()?;
+            let c = p.config;
+            Some(format!(
+                "{}t/{}r/{}%w {r:.2}x",
+                c.threads, c.replicas, c.write_pct
+            ))
+        })
+        .collect();
+    if !ceilings.is_empty() {
+        target.measured += &format!(
+            "; RwLock<HashMap> (no replication) / NR: {}",
+            ceilings.join(", ")
+        );
+    }
+    target
 }
 
 /// `met` if every ratio is at least `bound`; `how` says what the ratios are.
@@ -372,6 +392,11 @@ mod tests {
             },
             ldnr: ldnr.to_vec(),
             nr: nr.to_vec(),
+            reference: if threads == 1 {
+                nr.iter().map(|n| 1.25 * n).collect()
+            } else {
+                Vec::new()
+            },
         };
         let report = Report {
             // The single phases alone would fail (a).
@@ -404,6 +429,12 @@ mod tests {
             t[0]
         );
         assert!(t[0].measured.contains("(0.50-1.40)"), "{}", t[0]);
+        assert!(
+            t[0].measured
+                .contains("RwLock<HashMap> (no replication) / NR: 1t/1r/10%w 1.25x"),
+            "{}",
+            t[0]
+        );
         assert_eq!(t[1].met, Some(false), "{}", t[1]);
         assert!(report.summary().contains("ldnr/nr median"));
     }
