@@ -216,7 +216,7 @@ pub fn run(
         for round in 0..rounds {
             // ABBA: LD-NR first in even rounds, NR first in odd ones (the reference, if
             // any, last and first).
-            let run_ref = || reference.as_deref().map(|r| once(r));
+            let run_ref = || reference.as_deref().map(once);
             let (l, n, r) = if round % 2 == 0 {
                 let l = once(&*ldnr);
                 let n = once(&*nr);
