@@ -163,9 +163,23 @@ pub fn configs(thread_counts: &[usize], nodes: usize, writes: &[u32]) -> Vec<Con
     out
 }
 
-/// The measured time `configs` take with `rounds` rounds of `phase` per system.
+/// The measured time `configs` take with `rounds` rounds of `phase` per structure (two,
+/// or three with the one-thread reference).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ldnr_hashmap::bench::pairs::{configs, planned};
+/// let c = configs(&[1, 2], 2, &[10]); // 1t/1r (+ reference), 2t/1r, 2t/2r
+/// assert_eq!(planned(&c, 4, Duration::from_millis(100)), Duration::from_millis(2800));
+/// ```
 pub fn planned(configs: &[Config], rounds: usize, phase: Duration) -> Duration {
-    phase * (2 * rounds * configs.len()) as u32
+    let structures: usize = configs
+        .iter()
+        .map(|c| if c.threads == 1 { 3 } else { 2 })
+        .sum();
+    phase * (structures * rounds) as u32
 }
 
 /// Runs every configuration: LD-NR (static replicas) and NR (and, with one thread, the
@@ -226,12 +240,19 @@ pub fn run(
                 let n = once(&*nr);
                 (once(&*ldnr), n, r)
             };
-            if let (Some(l), Some(n)) = (l, n) {
-                pair.ldnr.push(l);
-                pair.nr.push(n);
-                if let Some(Some(r)) = r {
+            // A round counts only if every structure of the configuration ran in it, so
+            // that the ratios stay round by round.
+            match (l, n, r) {
+                (Some(l), Some(n), None) => {
+                    pair.ldnr.push(l);
+                    pair.nr.push(n);
+                }
+                (Some(l), Some(n), Some(Some(r))) => {
+                    pair.ldnr.push(l);
+                    pair.nr.push(n);
                     pair.reference.push(r);
                 }
+                _ => {}
             }
         }
         out.push(pair);
