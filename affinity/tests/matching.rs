@@ -42,6 +42,15 @@ fn with_watchdog<R>(what: &str, body: impl FnOnce() -> R) -> R {
     r
 }
 
+/// A counter with replicas on `nodes`, under `manager`.
+fn counter(nodes: &[NodeId], manager: Arc<dyn AffinityManager>) -> NodeReplicated<Counter> {
+    NodeReplicated::builder(Counter::default())
+        .replicas(nodes)
+        .affinity(manager)
+        .build()
+        .unwrap()
+}
+
 fn node_of(nr: &NodeReplicated<Counter>, tkn: ThreadToken) -> NodeId {
     let id = nr.replica_of(tkn).expect("matched");
     nr.replicas()
@@ -61,11 +70,7 @@ fn four_nodes() -> Topology {
 #[test]
 fn threads_are_matched_to_their_own_nodes_replica() {
     let sim = Arc::new(SimulatedAffinity::new(4));
-    let nr = NodeReplicated::builder(Counter::default())
-        .replicas(&sim.nodes())
-        .affinity(sim.clone())
-        .build()
-        .unwrap();
+    let nr = counter(&sim.nodes(), sim.clone());
     with_watchdog("own-node matching", || {
         std::thread::scope(|s| {
             for t in 0..12 {
@@ -90,11 +95,7 @@ fn threads_are_matched_to_their_own_nodes_replica() {
 #[test]
 fn undeclared_threads_spread_round_robin() {
     let sim = Arc::new(SimulatedAffinity::new(4));
-    let nr = NodeReplicated::builder(Counter::default())
-        .replicas(&sim.nodes())
-        .affinity(sim.clone())
-        .build()
-        .unwrap();
+    let nr = counter(&sim.nodes(), sim.clone());
     with_watchdog("round-robin matching", || {
         std::thread::scope(|s| {
             for _ in 0..8 {
@@ -117,11 +118,7 @@ fn undeclared_threads_spread_round_robin() {
 fn a_node_without_a_replica_uses_the_nearest_by_distance() {
     // Nodes 0-1 and 2-3 are 16 apart, the pairs 32; replicas on 1 and 2 only.
     let sim = Arc::new(SimulatedAffinity::from_topology(four_nodes()));
-    let nr = NodeReplicated::builder(Counter::default())
-        .replicas(&[NodeId(1), NodeId(2)])
-        .affinity(sim.clone())
-        .build()
-        .unwrap();
+    let nr = counter(&[NodeId(1), NodeId(2)], sim.clone());
     for (from, to) in [(0, 1), (1, 1), (2, 2), (3, 2)] {
         sim.enter(NodeId(from)).unwrap();
         let tkn = nr.register().unwrap();
@@ -132,11 +129,7 @@ fn a_node_without_a_replica_uses_the_nearest_by_distance() {
 #[test]
 fn add_replica_rematches_the_nodes_threads_and_remove_sends_them_back() {
     let sim = Arc::new(SimulatedAffinity::from_topology(four_nodes()));
-    let nr = NodeReplicated::builder(Counter::default())
-        .replicas(&[NodeId(0), NodeId(2)])
-        .affinity(sim.clone())
-        .build()
-        .unwrap();
+    let nr = counter(&[NodeId(0), NodeId(2)], sim.clone());
     sim.enter(NodeId(3)).unwrap();
     let tkn = nr.register().unwrap();
     assert_eq!(node_of(&nr, tkn), NodeId(2));
@@ -155,11 +148,7 @@ fn add_replica_rematches_the_nodes_threads_and_remove_sends_them_back() {
 #[test]
 fn linux_affinity_on_this_host() {
     let linux = Arc::new(LinuxAffinity::new());
-    let nr = NodeReplicated::builder(Counter::default())
-        .replicas(&linux.nodes())
-        .affinity(linux.clone())
-        .build()
-        .unwrap();
+    let nr = counter(&linux.nodes(), linux.clone());
     let id = nr.add_replica(linux.nodes()[0]).unwrap();
     with_watchdog("linux matching", || {
         std::thread::scope(|s| {
