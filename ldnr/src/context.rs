@@ -24,6 +24,11 @@
 //!   exactly one combiner decides its fate) or `CLAIMED`. The operation slot is written by the owner in `EMPTY` and read (moved
 //!   out) by the claiming combiner; the response slot is written by the claiming combiner
 //!   before `DONE` and read (moved out) by the owner after it.
+//!   One exception, only on a poisoned instance: a combiner that unwinds between
+//!   claiming operations and appending them marks those contexts `PENDING` again
+//!   (`abandon`, off every stack), so that dropping the instance drops their operations.
+//!   Dropping a context drops what its state says it holds: the operation in `PENDING` or
+//!   `REROUTE`, the response in `DONE`.
 //! - **C2** A context is on at most one pending stack, at most once: it is pushed in
 //!   `PENDING`, and the owner does not push again before it has seen `DONE`, which the
 //!   combiner publishes only after it has finished walking the popped stack.
@@ -36,6 +41,7 @@ use core::mem::MaybeUninit;
 
 #[cfg(feature = "std")]
 use alloc::boxed::Box;
+use alloc::vec::Vec;
 
 use crate::rwlock::ReaderSlot;
 use crate::sync::{AtomicBool, AtomicUsize, Ordering, UnsafeCell};
@@ -117,6 +123,18 @@ pub(crate) struct Context<W, R> {
     applying: AtomicBool,
     op: UnsafeCell<MaybeUninit<W>>,
     response: UnsafeCell<MaybeUninit<Outcome<R>>>,
+    /// What the owner keeps while it combines (owner only).
+    scratch: UnsafeCell<Scratch<W>>,
+}
+
+/// What a thread keeps while it combines: the operations its writes displaced from the
+/// log, dropped once its batch is done (log L5), and (with `std`) the panic the first of
+/// those drops raised, resumed when the thread's own operation has finished.
+#[derive(Debug)]
+struct Scratch<W> {
+    displaced: Vec<W>,
+    #[cfg(feature = "std")]
+    deferred: Option<Payload>,
 }
 
 impl<W, R> core::fmt::Debug for Context<W, R> {
@@ -139,6 +157,11 @@ impl<W, R> Context<W, R> {
             applying: AtomicBool::new(false),
             op: UnsafeCell::new(MaybeUninit::uninit()),
             response: UnsafeCell::new(MaybeUninit::uninit()),
+            scratch: UnsafeCell::new(Scratch {
+                displaced: Vec::new(),
+                #[cfg(feature = "std")]
+                deferred: None,
+            }),
         }
     }
 
@@ -162,10 +185,80 @@ impl<W, R> Context<W, R> {
     /// # Safety
     ///
     /// Only the owner thread may call this, with the context in `EMPTY` (C1).
+    ///
+    /// # Panics
+    ///
+    /// If the context is not `EMPTY`: the previous operation did not finish (a panic left
+    /// it behind; the instance is then poisoned, which the caller checks first). Storing
+    /// anyway would overwrite an operation a combiner may still take (C1).
     pub(crate) unsafe fn put_op(&self, op: W) {
-        debug_assert_eq!(self.state.load(Ordering::Relaxed), EMPTY);
+        if self.state.load(Ordering::Relaxed) != EMPTY {
+            unfinished();
+        }
         // SAFETY: by the caller's contract and C1 no other thread accesses the slot.
         self.op.with_mut(|p| unsafe { (*p).write(op) });
+    }
+
+    /// Keeps an operation that the owner's write displaced from the log, to be dropped by
+    /// [`drop_displaced`](Self::drop_displaced) once the owner's batch is done.
+    ///
+    /// # Safety
+    ///
+    /// Only the owner thread may call this.
+    pub(crate) unsafe fn bury(&self, op: W) {
+        // SAFETY: owner only, by the caller's contract; no user code runs while borrowed.
+        self.scratch
+            .with_mut(|s| unsafe { (*s).displaced.push(op) });
+    }
+
+    /// Drops the operations [`bury`](Self::bury) kept. With `std` a panicking `Drop` is
+    /// caught, the rest are still dropped, and the first panic is kept for
+    /// [`take_deferred`](Self::take_deferred); without `std` it unwinds from here (the
+    /// rest are dropped with the context).
+    ///
+    /// # Safety
+    ///
+    /// Only the owner thread may call this.
+    pub(crate) unsafe fn drop_displaced(&self) {
+        // Each operation is popped before its `Drop` runs, so none is dropped twice, and
+        // the scratch space is not borrowed while user code runs.
+        // SAFETY: owner only, by the caller's contract.
+        let next = || self.scratch.with_mut(|s| unsafe { (*s).displaced.pop() });
+        #[cfg(feature = "std")]
+        loop {
+            let drops = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                while let Some(op) = next() {
+                    drop(op);
+                }
+            }));
+            match drops {
+                Ok(()) => return,
+                Err(payload) => self.scratch.with_mut(|s| {
+                    // SAFETY: owner only, by the caller's contract.
+                    let deferred = unsafe { &mut (*s).deferred };
+                    if deferred.is_none() {
+                        *deferred = Some(payload);
+                    }
+                }),
+            }
+        }
+        #[cfg(not(feature = "std"))]
+        while let Some(op) = next() {
+            drop(op);
+        }
+    }
+
+    /// The panic a displaced operation's `Drop` raised, if any, to be resumed by the
+    /// owner once its own operation has finished.
+    ///
+    /// # Safety
+    ///
+    /// Only the owner thread may call this.
+    #[cfg(feature = "std")]
+    #[inline]
+    pub(crate) unsafe fn take_deferred(&self) -> Option<Payload> {
+        // SAFETY: owner only, by the caller's contract.
+        self.scratch.with_mut(|s| unsafe { (*s).deferred.take() })
     }
 
     /// Moves the operation out.
@@ -260,10 +353,49 @@ impl<W, R> Context<W, R> {
         self.owner_state() == DONE
     }
 
+    /// Marks a context whose operation was claimed (or is its combining owner's own) but
+    /// never taken as `PENDING` again, without putting it on a stack: only when a panic
+    /// unwinds out of a poisoned instance's combiner, so that the instance's drop drops
+    /// the operation (see `Drop`).
+    pub(crate) fn abandon(&self) {
+        self.state.store(PENDING, Ordering::Relaxed);
+    }
+
     /// Returns a context to `EMPTY` (owner only, after `DONE` or `REROUTE`).
     pub(crate) fn reset(&self) {
         self.state.store(EMPTY, Ordering::Relaxed);
     }
+}
+
+impl<W, R> Drop for Context<W, R> {
+    /// Drops what an operation left in the context when its owner stopped waiting for it
+    /// (an instance poisoned while operations were pending): the operation of a `PENDING`
+    /// or `REROUTE` context, the response of a `DONE` one. `CLAIMED` operations are in
+    /// the log, which drops them.
+    fn drop(&mut self) {
+        match self.state.load(Ordering::Relaxed) {
+            PENDING | REROUTE => self.op.with_mut(|p| {
+                // SAFETY: `&mut self`: no other access. The operation was stored and not
+                // taken (C1: a combiner takes it only after claiming it).
+                unsafe { (*p).assume_init_drop() }
+            }),
+            DONE => self.response.with_mut(|p| {
+                // SAFETY: `&mut self`: no other access. `DONE` means a response was stored
+                // and its owner has not taken it (C1).
+                unsafe { (*p).assume_init_drop() }
+            }),
+            _ => {}
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn unfinished() -> ! {
+    panic!(
+        "ldnr: this token's previous operation did not finish (a panic escaped it while it \
+         waited); the token cannot be used for another operation"
+    )
 }
 
 /// Clears a context's combining mark on drop.

@@ -41,7 +41,9 @@
 //! algorithm with the numbered invariants that the `SAFETY` comments cite:
 //!
 //! - log **L1–L5**: exclusive reservation, GC never passes an active replica, liveness by
-//!   logical index, the clone lock, drop-exactly-once;
+//!   logical index, the clone lock, drop-exactly-once; **L8**: logical indices wrap
+//!   around `usize` and are compared by their wrapping difference, so they never
+//!   overflow, on 32-bit targets either;
 //! - replica **P1–P3**: who may touch the data and the batch buffer;
 //! - reader-writer lock **R1**: the Dekker pair of SeqCst fences;
 //! - contexts **C1–C2**: the operation slot state machine and the pending stack;
@@ -139,14 +141,37 @@
 //!   lock is released on the way. Nothing else is affected.
 //! - **`Clone` of `D`** panics in [`NodeReplicated::add_replica`]: the panic unwinds out
 //!   of `add_replica`; the clone source is unfrozen and the replica set is unchanged.
+//! - **`Drop` of a `WriteOperation`** panics: the log drops each operation when its slot
+//!   is reused a lap later, in whichever thread is combining then, after that thread's
+//!   batch is complete and its locks are released. The panic is caught and resumed from
+//!   that thread's `execute_mut`/`execute` once its own operation has finished (that
+//!   operation ran, once; its response is dropped). A call that dropped several resumes
+//!   the first panic and drops the others. No operation is lost or run twice, and the
+//!   instance is not poisoned. When the instance is dropped, an operation still in the
+//!   log that panics makes the drop panic; everything else is still dropped.
+//! - **`Drop` of a `Response`** panics where LD-NR drops one (each replica computes a
+//!   response for every operation; only the owner's replica's is returned): caught and
+//!   ignored, the operation was applied in full.
+//! - **`Drop` of `D`** panics: in [`NodeReplicated::remove_replica`] it unwinds from
+//!   there, the replica removed; when the instance is dropped, from the drop, with the
+//!   other replicas still dropped.
+//! - **The [`AffinityManager`]** panics anywhere but around a batch: the panic unwinds
+//!   from the call that asked it, and nothing changes — `current_node` (`register`,
+//!   `build`), `nodes` (`build`, `add_replica`), `distance` (`register`, `add_replica`,
+//!   `remove_replica`: the operation paths never ask for distances), `set_memory_node`
+//!   and `restore_memory_policy` in `build` and `add_replica` (the clone is dropped, the
+//!   source unfrozen).
 //!
 //! A panic that escapes the combining path anyway — always without `std` (nothing can
-//! catch it there), or from an [`AffinityManager`] method — leaves a replica part-way
+//! catch it there, a panicking `Drop` of a displaced operation included), or from
+//! `set_memory_node`/`restore_memory_policy` around a batch — leaves a replica part-way
 //! through a batch. The instance is then **poisoned**: the panic unwinds out of the thread
 //! that was combining, and every later `execute`/`execute_mut` on any thread (including
 //! threads waiting for that batch) panics with a message saying so, while
-//! `add_replica`/`remove_replica` return [`Error::Poisoned`]. Nothing hangs, and no replica
-//! applies anything again. With `panic = "abort"` none of this matters.
+//! `add_replica`/`remove_replica` return [`Error::Poisoned`]. Nothing hangs, no replica
+//! applies anything again, and dropping the instance drops every operation exactly once
+//! (responses computed for waiting threads that never took them are leaked). With
+//! `panic = "abort"` none of this matters.
 //!
 //! # Misuse and what happens
 //!
@@ -162,8 +187,9 @@
 //! | registering once per short-lived thread | thread slots are never freed: the limit is reached, then [`Error::TooManyThreads`] — register once per long-lived thread |
 //! | a [`ThreadToken`] of another instance (also of a dropped one) | panics: "a ThreadToken of another NodeReplicated instance" |
 //! | sending a `ThreadToken` to another thread | does not compile (`ThreadToken: !Send + !Sync`) |
-//! | `execute`/`execute_mut` from inside `dispatch`/`dispatch_mut` of the same instance, with the token of the thread running that callback | panics: "re-entrant call" (inside `dispatch_mut` that is the operation's panic, see above) |
-//! | the same from inside a callback, with a *second* token registered by the same thread | not detected: may deadlock. Calling back into the instance from `dispatch_mut` is a side effect that breaks the determinism contract anyway |
+//! | `execute`, `execute_mut`, `register`, `add_replica` or `remove_replica` from inside user code that the instance runs on the calling thread (`dispatch`, `dispatch_mut`, `Clone` of `D` or of an operation, `Drop` of an operation, the affinity manager), with any token | panics: "re-entrant call" (inside `dispatch_mut` that is the operation's panic; inside a `Drop`, resumed by the combining call; see above). Without `std`, only `execute`/`execute_mut` with the token of the thread running `dispatch`/`dispatch_mut` are detected; the others may deadlock. Calling back into the instance from `dispatch_mut` breaks the determinism contract anyway |
+//! | a `Drop` of an operation, a response or `D` that panics | see [Panics](#panics): resumed in the call that dropped it, nothing lost or run twice |
+//! | an affinity manager method that panics | see [Panics](#panics): nothing changes, except around a batch, which poisons |
 //! | [`NodeReplicated::remove_replica`] of an id that is not live (removed, never existed) | [`Error::UnknownReplica`]; nothing changes |
 //! | `remove_replica` of the last replica | [`Error::LastReplica`] |
 //! | a `ReplicaId` of another instance | ids are per instance: it names this instance's replica with that number if one is live, else [`Error::UnknownReplica`] |
@@ -173,7 +199,8 @@
 //!
 //! Each row has a test: `tests/errors.rs`, `tests/dynamic_replicas.rs`
 //! (`add_and_remove_errors_change_nothing`), `tests/misuse.rs`, `tests/panics.rs`,
-//! `ldnr/tests/panic_no_std.rs`, and the `compile_fail` example on [`ThreadToken`].
+//! `tests/drop_panics.rs`, `tests/affinity_panics.rs`, `ldnr/tests/panic_no_std.rs`, and
+//! the `compile_fail` example on [`ThreadToken`].
 //!
 //! # Unsafe code
 //!
@@ -188,8 +215,10 @@
 //!   never passes an active replica's position, so a slot is not overwritten while a
 //!   replica still needs it), **L3** (an entry is live iff its state holds its logical
 //!   index), **L4** (replicas clone an entry one at a time under its clone-lock bit),
-//!   **L5** (each operation is dropped exactly once), **L6** (the only live replica may
-//!   skip the clone lock), **L7** (a GC that overlapped a replica joining is redone);
+//!   **L5** (each operation is dropped exactly once, never between a reservation and its
+//!   write), **L6** (the only live replica may skip the clone lock), **L7** (a GC that
+//!   overlapped a replica joining is redone), **L8** (indices compared by wrapping
+//!   difference);
 //! - `replica`: the replica's data — **P1** (mutation needs the combiner lock and the
 //!   write lock), **P2** (readers hold the read lock), **P4** (data is installed and taken
 //!   out only under both locks, in shells that are never freed);
@@ -205,7 +234,8 @@
 //! # `no_std`
 //!
 //! The crate is `#![no_std]` with `alloc`. The default `std` feature adds
-//! `std::error::Error` impls, panic isolation (see [Panics](#panics)), and lets waiting
+//! `std::error::Error` impls, panic isolation (see [Panics](#panics)), detection of every
+//! call back into an instance from its user code (a thread-local mark), and lets waiting
 //! threads yield their CPU after a short spin; without it they only spin.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]

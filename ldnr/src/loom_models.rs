@@ -85,10 +85,10 @@ struct ReplicaRun<T> {
 /// Reads the log for replica `slot` from `*pos` up to (not including) `to`, publishing
 /// after every entry so that garbage collection never waits for more than it must.
 fn read_up_to<T: Clone>(log: &Log<T>, slot: usize, pos: &mut usize, to: usize, seen: &mut Vec<T>) {
-    while *pos < to {
-        seen.push(log.read(*pos));
-        *pos += 1;
-        log.publish(slot, *pos);
+    while *pos != to {
+        seen.push(log.read(*pos, false));
+        *pos = pos.wrapping_add(1);
+        log.publish(slot, *pos, false);
     }
 }
 
@@ -102,14 +102,15 @@ fn log_replica<T: Clone>(
     total: usize,
     make: impl Fn(usize) -> T,
 ) -> ReplicaRun<T> {
-    let mut pos = 0;
+    let origin = log.origin();
+    let mut pos = origin;
     let mut seen = Vec::new();
     let mut wrote = Vec::new();
     let mut k = 0;
     for &n in batches {
         assert!(n <= log.max_batch());
         let start = loop {
-            if let Some(start) = log.try_reserve(n) {
+            if let Some(start) = log.try_reserve(n, false) {
                 break start;
             }
             // The log is full: this replica may be the laggard. Apply what is reserved
@@ -118,16 +119,19 @@ fn log_replica<T: Clone>(
             read_up_to(log, slot, &mut pos, tail, &mut seen);
             thread::yield_now();
         };
-        for idx in start..start + n {
+        for i in 0..n {
+            let idx = start.wrapping_add(i);
             let op = make(k);
             k += 1;
-            wrote.push((idx, op.clone()));
-            log.write(idx, op);
+            wrote.push((idx.wrapping_sub(origin), op.clone()));
+            // The displaced previous occupant, if any, is dropped right here (L5).
+            drop(log.write(idx, op));
         }
-        read_up_to(log, slot, &mut pos, start + n, &mut seen);
+        read_up_to(log, slot, &mut pos, start.wrapping_add(n), &mut seen);
     }
-    read_up_to(log, slot, &mut pos, total, &mut seen);
-    assert_eq!(log.position(slot), total);
+    let end = origin.wrapping_add(total);
+    read_up_to(log, slot, &mut pos, end, &mut seen);
+    assert_eq!(log.position(slot), end);
     ReplicaRun { seen, wrote }
 }
 
@@ -141,11 +145,22 @@ fn log_replica<T: Clone>(
 /// it is written (L1, L2) and the state words check L3.
 #[test]
 fn log_append_apply_gc_wraps() {
+    log_append_apply_gc(0);
+}
+
+/// `log_append_apply_gc_wraps` on a log whose indices start two below the point where
+/// they wrap around `usize` (L8): the second batch of each thread crosses it.
+#[test]
+fn log_append_apply_gc_across_the_index_wrap() {
+    log_append_apply_gc(usize::MAX - 1);
+}
+
+fn log_append_apply_gc(origin: usize) {
     const TOTAL: usize = 6;
-    check(Some(2), || {
-        let log: Arc<Log<u64>> = Arc::new(Log::new(LOG_CAP));
-        log.activate(0, 0);
-        log.activate(1, 0);
+    check(Some(2), move || {
+        let log: Arc<Log<u64>> = Arc::new(Log::starting_at(LOG_CAP, origin));
+        log.activate(0, origin);
+        log.activate(1, origin);
 
         let l = log.clone();
         let t1 = thread::spawn(move || log_replica(&l, 1, &[1, 1, 1], TOTAL, |k| 100 + k as u64));
@@ -168,8 +183,8 @@ fn log_append_apply_gc_wraps() {
                 );
             }
         }
-        assert_eq!(log.tail(), TOTAL);
-        assert_eq!(log.ctail(), TOTAL);
+        assert_eq!(log.tail(), origin.wrapping_add(TOTAL));
+        assert_eq!(log.ctail(), origin.wrapping_add(TOTAL));
     });
 }
 

@@ -13,11 +13,13 @@ use core::marker::PhantomData;
 use crate::affinity::{AffinityGuard, AffinityManager, NoAffinity, NodeId};
 use crate::context::{into_response, ok, outcome, Context, Outcome, DONE, REROUTE};
 use crate::dispatch::Dispatch;
-use crate::dispatcher::{self, Candidate, Dispatcher, DEFAULT_MAX_THREADS, MAX_THREADS};
+use crate::dispatcher::{self, Dispatcher, DEFAULT_MAX_THREADS, MAX_THREADS};
 use crate::error::Error;
 use crate::log::{Log, DEFAULT_LOG_CAPACITY, MAX_LOG_CAPACITY, MAX_REPLICAS, MIN_LOG_CAPACITY};
 use crate::replica::{CombinerGuard, Replica, ReplicaId, ReplicaInfo};
-use crate::sync::{next_instance_id, AtomicBool, AtomicUsize, Backoff, CachePadded, Ordering};
+use crate::sync::{
+    next_instance_id, AtomicBool, AtomicUsize, Backoff, CachePadded, Callbacks, Ordering,
+};
 
 type Ctx<D> = Context<<D as Dispatch>::WriteOperation, <D as Dispatch>::Response>;
 
@@ -102,6 +104,8 @@ pub struct Builder<D> {
     log_capacity: usize,
     max_threads: usize,
     affinity: Arc<dyn AffinityManager>,
+    /// The log's first index: 0, or just below the wrap point in tests (log L8).
+    log_start: usize,
 }
 
 impl<D> fmt::Debug for Builder<D> {
@@ -149,6 +153,14 @@ where
         self
     }
 
+    /// Starts the log at index `start` instead of 0 (tests cross the wrap point, log L8).
+    #[cfg(test)]
+    #[cfg_attr(any(not(feature = "std"), ldnr_loom), allow(dead_code))]
+    pub(crate) fn log_start(mut self, start: usize) -> Self {
+        self.log_start = start;
+        self
+    }
+
     /// Builds the replicas: each is a clone of the initial value made while the calling
     /// thread's memory comes from the replica's node.
     ///
@@ -189,32 +201,27 @@ where
             return Err(Error::UnknownNode(bad));
         }
 
-        let log = Log::new(cap);
-        let replicas: Vec<Replica<D>> = (0..MAX_REPLICAS).map(|_| Replica::shell()).collect();
-        for (slot, &node) in nodes.iter().enumerate() {
-            let data = {
-                let _policy = AffinityGuard::new(&*affinity, node)?;
-                self.initial.clone()
-            };
-            let shell = &replicas[slot];
-            let combiner = shell.combine_blocking();
-            let _write = shell.rw.write(slot, core::iter::empty);
-            // SAFETY: the write lock is held (and the shell is not shared yet).
-            unsafe { combiner.replace(Some(data)) };
-            shell.set_identity(Some((ReplicaId(slot), node)));
-            log.activate(slot, 0);
-        }
-        Ok(NodeReplicated {
+        let nr = NodeReplicated {
             instance: next_instance_id(),
-            log,
-            replicas: replicas.into_boxed_slice(),
+            log: Log::starting_at(cap, self.log_start),
+            replicas: (0..MAX_REPLICAS).map(|_| Replica::shell()).collect(),
             dispatcher: Dispatcher::new(self.max_threads),
             steer_memory: known.len() > 1,
             affinity,
             next_id: AtomicUsize::new(nodes.len()),
-            live: AtomicUsize::new(nodes.len()),
+            live: AtomicUsize::new(0),
+            stand_in: AtomicUsize::new(NO_STAND_IN),
             poisoned: AtomicBool::new(false),
-        })
+        };
+        for (slot, &node) in nodes.iter().enumerate() {
+            let data = {
+                let _policy = AffinityGuard::new(&*nr.affinity, node)?;
+                self.initial.clone()
+            };
+            nr.install(slot, node, data, nr.log.origin());
+            nr.replicas[slot].set_identity(Some(ReplicaId(slot)));
+        }
+        Ok(nr)
     }
 }
 
@@ -268,11 +275,20 @@ pub struct NodeReplicated<D: Dispatch> {
     /// Whether the affinity manager knows more than one node; with one node, all memory
     /// comes from it anyway, and the combiner skips the policy calls around each batch.
     steer_memory: bool,
+    /// The slot that serves the threads of the replica frozen as a clone source (replica
+    /// P6), or [`NO_STAND_IN`]. Chosen by `add_replica` before it freezes the source (the
+    /// only place that asks the affinity manager for distances while operations run), and
+    /// read only by threads that saw the source frozen (Acquire/Release on `frozen`). A
+    /// hint: any slot is safe to try, since correctness rests on the locks.
+    pub(crate) stand_in: AtomicUsize,
     /// Set when a panic unwound out of `apply` (possible only without `std`, or from the
     /// affinity manager): a replica may be half-way through a batch, so no replica may
     /// apply the log again. Every later operation panics with [`POISONED`].
     pub(crate) poisoned: AtomicBool,
 }
+
+/// No stand-in: the frozen source is the only live replica, so its threads wait.
+pub(crate) const NO_STAND_IN: usize = usize::MAX;
 
 /// The message of the panic (and of [`Error::Poisoned`]) on a poisoned instance.
 pub(crate) const POISONED: &str = "ldnr: this instance is poisoned: a panic escaped while a \
@@ -292,6 +308,25 @@ fn reentered() -> ! {
 #[inline(never)]
 fn poisoned() -> ! {
     panic!("{}", POISONED)
+}
+
+/// While a combiner appends its batch: if a panic unwinds (the instance is then
+/// poisoned, by `apply` or `check_poison`), the operations of `batch[next..]`, claimed but
+/// not yet in the log, are marked `PENDING` again, so that dropping the instance drops
+/// them (context `Drop`); no combiner takes them any more, and their owners, waiting,
+/// see the poison.
+struct Unappended<'a, W, R> {
+    contexts: &'a [CachePadded<Context<W, R>>],
+    batch: &'a [usize],
+    next: usize,
+}
+
+impl<W, R> Drop for Unappended<'_, W, R> {
+    fn drop(&mut self) {
+        for &tid in &self.batch[self.next..] {
+            self.contexts[tid].abandon();
+        }
+    }
 }
 
 /// Marks the instance poisoned when dropped without [`disarm`](Self::disarm), that is
@@ -357,6 +392,7 @@ where
             log_capacity: DEFAULT_LOG_CAPACITY,
             max_threads: DEFAULT_MAX_THREADS,
             affinity: Arc::new(NoAffinity),
+            log_start: 0,
         }
     }
 
@@ -383,6 +419,10 @@ where
     /// assert!(matches!(nr.register(), Err(ldnr::Error::TooManyThreads { limit: 1 })));
     /// ```
     pub fn register(&self) -> Result<ThreadToken, Error> {
+        self.check_callbacks();
+        // The affinity manager runs under the mark, so that it cannot call back in while
+        // the admin lock is held.
+        let _inside = Callbacks::enter(self.instance);
         let node = self.affinity.current_node();
         let admin = self.dispatcher.admin();
         let _change = self.dispatcher.changing(&admin);
@@ -406,17 +446,9 @@ where
     /// The replica a thread on `node` should use, not counting slot `except`. The caller
     /// holds the admin lock.
     pub(crate) fn match_thread(&self, node: NodeId, except: Option<usize>) -> Option<usize> {
-        let candidates = self
-            .replicas
-            .iter()
-            .enumerate()
-            .filter(|&(slot, r)| Some(slot) != except && r.id().is_some())
-            .map(|(slot, r)| Candidate {
-                slot,
-                node: r.node(),
-                threads: r.threads.load(Ordering::Relaxed),
-            });
-        dispatcher::choose(node, candidates, |a, b| self.affinity.distance(a, b))
+        dispatcher::choose(node, self.live_candidates(except), |a, b| {
+            self.affinity.distance(a, b)
+        })
     }
 
     /// Executes a read-only operation on the calling thread's replica.
@@ -453,23 +485,30 @@ where
         let ctx = self.dispatcher.context(tid);
         self.check_reentry(ctx);
         let ctail = self.log.ctail();
-        let mut slot = ctx.replica.load(Ordering::Relaxed);
+        // Acquire: pairs with the Release stores of the dispatcher and reconfigurations,
+        // so the shell's installation happens before our use of it.
+        let mut slot = ctx.replica.load(Ordering::Acquire);
         loop {
             let replica = &self.replicas[slot];
             {
                 let _read = replica.rw.read(&ctx.reader, slot);
                 // The position is checked under the read lock: it changes only under the
                 // write lock, together with the data it describes.
-                if self.log.position(slot) >= ctail {
+                if self.log.reached(self.log.position(slot), ctail) {
                     // SAFETY: the read lock is held for this block.
                     if unsafe { replica.is_live_read() } {
-                        // SAFETY: as above; the replica is live (checked just now, and it
-                        // cannot be removed while the read lock is held, P4).
-                        return unsafe { replica.read(|d| d.dispatch(op)) }
-                            .expect("checked live under the same read lock");
+                        let response = {
+                            let _inside = Callbacks::enter(self.instance);
+                            // SAFETY: as above; the replica is live (checked just now, and
+                            // it cannot be removed while the read lock is held, P4).
+                            unsafe { replica.read(|d| d.dispatch(op)) }
+                                .expect("checked live under the same read lock")
+                        };
+                        drop(_read);
+                        return self.finish(ctx, response);
                     }
                     // Removed under us: the dispatcher has matched us elsewhere.
-                    slot = ctx.replica.load(Ordering::Relaxed);
+                    slot = ctx.replica.load(Ordering::Acquire);
                     continue;
                 }
             }
@@ -481,8 +520,8 @@ where
                     continue;
                 }
             }
-            self.catch_up(ctx, slot, ctail);
-            slot = ctx.replica.load(Ordering::Relaxed);
+            self.catch_up(tid, slot, ctail);
+            slot = ctx.replica.load(Ordering::Acquire);
         }
     }
 
@@ -519,11 +558,12 @@ where
     pub fn execute_mut(&self, op: D::WriteOperation, tkn: ThreadToken) -> D::Response {
         let tid = self.check(tkn);
         self.check_poison();
-        self.check_reentry(self.dispatcher.context(tid));
+        let ctx = self.dispatcher.context(tid);
+        self.check_reentry(ctx);
         // SAFETY: the token is `!Send` and proves this thread owns context `tid`; a context
-        // is `EMPTY` between operations (C1). Inlined, so the caller builds the operation
-        // right in the context instead of copying it through the stack.
-        unsafe { self.dispatcher.context(tid).put_op(op) };
+        // is `EMPTY` between operations (C1; `put_op` checks it). Inlined, so the caller
+        // builds the operation right in the context instead of copying it through the stack.
+        unsafe { ctx.put_op(op) };
         self.execute_stored(tid)
     }
 
@@ -531,7 +571,8 @@ where
     fn execute_stored(&self, tid: usize) -> D::Response {
         let ctx = self.dispatcher.context(tid);
         loop {
-            let mut slot = ctx.replica.load(Ordering::Relaxed);
+            // Acquire: as in `execute`.
+            let mut slot = ctx.replica.load(Ordering::Acquire);
             if self.replicas[slot].is_frozen() {
                 // Our replica is a clone source: combine on another one meanwhile. Any
                 // replica's combiner may append our operation; the response comes from
@@ -542,31 +583,40 @@ where
             if let Some(combiner) = replica.try_combine() {
                 // Fast path: combine our own operation without publishing it.
                 let applying = ctx.applying();
-                let live = self.combine(slot, combiner, Some(tid));
+                let live = self.combine(slot, combiner, tid, true);
                 drop(applying);
                 if live {
-                    // SAFETY: `combine` stored the response of our own operation.
+                    // SAFETY: `combine` stored the outcome of our own operation.
+                    let outcome = unsafe { ctx.take_response() };
                     // Resumes the operation's panic, if it raised one, here, after the
                     // combiner lock is released.
-                    return into_response(unsafe { ctx.take_response() });
+                    return self.respond(ctx, outcome);
                 }
                 // The replica was removed: our operation is still ours; go again.
                 continue;
             }
             ctx.publish(tid, &replica.pending);
+            // From here until the operation is decided, a combiner may take it: a panic
+            // that escaped now would leave the context `PENDING` (its next operation
+            // would overwrite one a combiner still takes), so any unwind poisons. Only a
+            // poisoned instance or an affinity manager's panic inside `combine` unwinds
+            // here; user panics are caught below it, and drop panics deferred.
+            let waiting = PoisonOnUnwind(&self.poisoned);
             let mut backoff = Backoff::new();
             loop {
                 match ctx.owner_state() {
                     DONE => {
+                        waiting.disarm();
                         // SAFETY: `DONE` means the claiming combiner stored the response (C1).
-                        let r = unsafe { ctx.take_response() };
+                        let outcome = unsafe { ctx.take_response() };
                         ctx.reset();
                         // The operation's own panic, if any, resumes in its owner's thread.
-                        return into_response(r);
+                        return self.respond(ctx, outcome);
                     }
                     // The replica was removed before anyone took the operation; it is
                     // still in our context, unexecuted.
                     REROUTE => {
+                        waiting.disarm();
                         ctx.reset();
                         break;
                     }
@@ -578,20 +628,63 @@ where
                     // owner (ours included), who then uses a stand-in (replica P6). Any
                     // thread may pop the whole stack; each popped context is decided once.
                     // With no other replica to stand in, we wait for the clone instead.
-                    let contexts = self.dispatcher.contexts();
-                    replica.pending.take(contexts, |t| {
-                        contexts[t].reroute();
-                    });
+                    self.hand_back(replica);
                     backoff.snooze();
                 } else if let Some(combiner) = replica.try_combine() {
                     let _applying = ctx.applying();
-                    self.combine(slot, combiner, None);
+                    self.combine(slot, combiner, tid, false);
                     backoff = Backoff::new();
                 } else {
                     backoff.snooze();
                 }
             }
         }
+    }
+
+    /// The response of the caller's write, or its panic resumed; then (with `std`) the
+    /// panic of a displaced operation's `Drop` that the caller's combining caught, if any.
+    #[inline(always)]
+    fn respond(&self, ctx: &Ctx<D>, outcome: Outcome<D::Response>) -> D::Response {
+        #[cfg(feature = "std")]
+        if core::mem::needs_drop::<D::WriteOperation>() {
+            // SAFETY: `ctx` is the calling thread's own context.
+            let deferred = unsafe { ctx.take_deferred() };
+            // The operation's own panic wins; a deferred one is dropped with it.
+            let response = into_response(outcome);
+            if let Some(payload) = deferred {
+                drop(response);
+                std::panic::resume_unwind(payload);
+            }
+            return response;
+        }
+        // Without drop glue an operation is never displaced, so nothing is deferred.
+        let _ = ctx;
+        into_response(outcome)
+    }
+
+    /// Returns `response`, or (with `std`) drops it and resumes the panic of a displaced
+    /// operation's `Drop` that the caller's combining caught.
+    #[inline(always)]
+    fn finish<T>(&self, ctx: &Ctx<D>, response: T) -> T {
+        #[cfg(feature = "std")]
+        if core::mem::needs_drop::<D::WriteOperation>() {
+            // SAFETY: `ctx` is the calling thread's own context.
+            if let Some(payload) = unsafe { ctx.take_deferred() } {
+                drop(response);
+                std::panic::resume_unwind(payload);
+            }
+        }
+        let _ = ctx;
+        response
+    }
+
+    /// Hands every operation waiting on `replica`'s pending stack back to its owner,
+    /// unexecuted (`REROUTE`). Any thread may do this; each popped context is decided once.
+    pub(crate) fn hand_back(&self, replica: &Replica<D>) {
+        let contexts = self.dispatcher.contexts();
+        replica.pending.take(contexts, |tid| {
+            contexts[tid].reroute();
+        });
     }
 
     /// A snapshot of the replicas: id, node, threads served and log position.
@@ -627,7 +720,7 @@ where
                         id,
                         node: r.node(),
                         threads: r.threads.load(Ordering::Relaxed),
-                        applied: self.log.position(slot),
+                        applied: self.log.applied(slot),
                     })
                 })
                 .collect()
@@ -675,12 +768,23 @@ where
         }
     }
 
-    /// Panics on a call made from inside `dispatch` or `dispatch_mut` with a token whose
-    /// thread is running that callback (it would deadlock, or for a nested read, drop the
-    /// outer read's lock early).
+    /// Panics on a call made from inside user code that this instance runs on the calling
+    /// thread (it would wait for itself: deadlock, or for a nested read, drop the outer
+    /// read's lock early). With `std` any such call is seen; without it, only one made
+    /// with the token of the thread running `dispatch`/`dispatch_mut`.
     #[inline]
     fn check_reentry(&self, ctx: &Ctx<D>) {
         if ctx.busy() {
+            reentered();
+        }
+        self.check_callbacks();
+    }
+
+    /// The part of [`check_reentry`](Self::check_reentry) that needs no token (`register`
+    /// and the reconfigurations call it).
+    #[inline]
+    pub(crate) fn check_callbacks(&self) {
+        if Callbacks::running(self.instance) {
             reentered();
         }
     }
@@ -694,29 +798,59 @@ where
         tkn.tid
     }
 
-    /// The replica that serves, for one operation, a thread whose replica `slot` is
-    /// frozen as a clone source: the nearest live, unfrozen one (fewest threads on ties).
-    fn stand_in(&self, slot: usize) -> Option<usize> {
-        let node = self.replicas[slot].node();
-        let candidates = self
-            .replicas
-            .iter()
-            .enumerate()
-            .filter(|&(s, r)| s != slot && r.id().is_some() && !r.is_frozen())
-            .map(|(s, r)| Candidate {
-                slot: s,
-                node: r.node(),
-                threads: r.threads.load(Ordering::Relaxed),
-            });
-        dispatcher::choose(node, candidates, |a, b| self.affinity.distance(a, b))
+    /// Marks the calling thread as running this instance's user code until the returned
+    /// guard drops.
+    pub(crate) fn callbacks(&self) -> Callbacks {
+        Callbacks::enter(self.instance)
     }
 
-    /// Brings replica `slot` up to `target` for a reader: combine if the lock is free,
-    /// otherwise wait for the current combiner. Returns early if the replica is removed.
-    fn catch_up(&self, ctx: &Ctx<D>, slot: usize, target: usize) {
+    /// The replica that serves, for one operation, a thread whose replica `slot` is
+    /// frozen as a clone source (replica P6): the one `add_replica` chose before freezing
+    /// it, if any. The caller saw `slot` frozen (Acquire), which makes the choice visible.
+    #[inline]
+    fn stand_in(&self, slot: usize) -> Option<usize> {
+        let stand_in = self.stand_in.load(Ordering::Relaxed);
+        (stand_in != NO_STAND_IN && stand_in != slot).then_some(stand_in)
+    }
+
+    /// Installs `data` as the replica in shell `slot` on `node`, joining the log at
+    /// `position`, and counts it live; the caller then names it (`set_identity`). The one
+    /// place that makes a replica live (for `build` and `add_replica`). The order matters:
+    ///
+    /// 1. the node, before any thread can apply the replica: a helper that applies it
+    ///    sets its memory policy from it, and must not use the shell's previous life's;
+    /// 2. both locks, so that no combiner and no reader is inside (P4);
+    /// 3. the log position, under the write lock with the data (a reader checks the
+    ///    position under its read lock); the caller keeps `head` at or below `position`
+    ///    while this runs (L7: for a clone, the source is frozen there and active);
+    /// 4. the data;
+    /// 5. the live count, before the locks are released (L6): a combiner that takes this
+    ///    shell's lock afterwards, or the source's once it unfreezes, reads two or more
+    ///    live replicas. (A thread left on this shell by the removal that freed it may
+    ///    take its lock the moment it is released.)
+    pub(crate) fn install(&self, slot: usize, node: NodeId, data: D, position: usize) {
+        let shell = &self.replicas[slot];
+        shell.set_node(node);
+        // A thread that still holds a reference from the shell's previous life may hold
+        // its locks for a moment (to hand back operations); wait for it.
+        let combiner = shell.combine_blocking();
+        let _write = shell.rw.write(slot, || self.dispatcher.readers());
+        self.log.activate(slot, position);
+        // SAFETY: the write lock is held.
+        let old = unsafe { combiner.replace(Some(data)) };
+        debug_assert!(old.is_none(), "a free shell holds no data");
+        // Release: pairs with the Acquire loads under combiner locks (`reserve`, `apply`).
+        self.live.fetch_add(1, Ordering::Release);
+    }
+
+    /// Brings replica `slot` up to `target` for a reader (thread `tid`): combine if the
+    /// lock is free, otherwise wait for the current combiner. Returns early if the replica
+    /// is removed, or frozen with a stand-in to read from.
+    fn catch_up(&self, tid: usize, slot: usize, target: usize) {
+        let ctx = self.dispatcher.context(tid);
         let replica = &self.replicas[slot];
         let mut backoff = Backoff::new();
-        while self.log.position(slot) < target {
+        while !self.log.reached(self.log.position(slot), target) {
             self.check_poison();
             if replica.is_frozen() && self.stand_in(slot).is_some() {
                 // A clone holds the lock; the caller reads elsewhere meanwhile.
@@ -724,9 +858,9 @@ where
             }
             if let Some(combiner) = replica.try_combine() {
                 // A combiner applies at least up to the tail it saw, which is at least
-                // `target`; on a removed replica it returns `false` and we go elsewhere.
+                // `target`; on a removed replica we go elsewhere.
                 let _applying = ctx.applying();
-                if !self.combine(slot, combiner, None) {
+                if !self.combine(slot, combiner, tid, false) {
                     return;
                 }
             } else {
@@ -735,30 +869,34 @@ where
         }
     }
 
-    /// One round of flat combining on replica `slot`: collect pending operations (and
-    /// the caller's own, `own`), append them, apply the log, hand back responses.
+    /// One round of flat combining on replica `slot` by thread `me`: collect pending
+    /// operations (and `me`'s own, if `own`), append them, apply the log, hand back
+    /// responses (`me`'s own stays in its context). Then, with the combiner lock
+    /// released, drop the operations that the batch's writes displaced from the log (log
+    /// L5): a panicking `Drop` can no longer leave anything half-done. With `std` such a
+    /// panic is kept for `me` to resume when its own operation has finished (`respond`,
+    /// `finish`); without `std` it poisons.
     ///
-    /// Returns `false` if the shell holds no replica (it was removed): then every pending
-    /// operation on its stack is handed back to its owner (`REROUTE`), and `own` is left
-    /// untouched.
+    /// Returns `false` if the shell holds no replica (it was removed): then every
+    /// operation waiting on it was handed back to its owner, and `me`'s own operation is
+    /// still in its context.
     pub(crate) fn combine(
         &self,
         slot: usize,
         mut combiner: CombinerGuard<'_, D>,
-        own: Option<usize>,
+        me: usize,
+        own: bool,
     ) -> bool {
         let replica = combiner.replica();
         let contexts = self.dispatcher.contexts();
         if !combiner.is_live() {
-            replica.pending.take(contexts, |tid| {
-                contexts[tid].reroute();
-            });
+            self.hand_back(replica);
             return false;
         }
         let mut batch = core::mem::take(combiner.batch());
         batch.clear();
-        if let Some(tid) = own {
-            batch.push(tid);
+        if own {
+            batch.push(me);
         }
         replica.pending.take(contexts, |tid| {
             if contexts[tid].claim() {
@@ -771,26 +909,51 @@ where
             let tail = self.log.tail();
             self.apply(&combiner, slot, tail, 0, &[]);
         } else {
+            let mut unappended = Unappended {
+                contexts,
+                batch: &batch,
+                next: 0,
+            };
             for chunk in batch.chunks(self.log.max_batch()) {
                 let start = self.reserve(&combiner, slot, chunk.len());
+                // No user code runs from the reservation until every reserved index is
+                // written (L5): the replicas would wait for an unwritten index for ever.
                 for (k, &tid) in chunk.iter().enumerate() {
                     // SAFETY: `tid` is our own context (`own`, stored by us) or one we
                     // claimed above; each is taken exactly once (C1).
                     let op = unsafe { contexts[tid].take_op() };
-                    self.log.write(start + k, op);
+                    if let Some(displaced) = self.log.write(start.wrapping_add(k), op) {
+                        // SAFETY: `me` is the calling thread's own context.
+                        unsafe { contexts[me].bury(displaced) };
+                    }
                 }
-                self.apply(&combiner, slot, start + chunk.len(), start, chunk);
+                unappended.next += chunk.len();
+                self.apply(
+                    &combiner,
+                    slot,
+                    start.wrapping_add(chunk.len()),
+                    start,
+                    chunk,
+                );
             }
-            let claimed = if own.is_some() {
-                &batch[1..]
-            } else {
-                &batch[..]
-            };
+            core::mem::forget(unappended);
+            let claimed = if own { &batch[1..] } else { &batch[..] };
             for &tid in claimed {
                 contexts[tid].complete();
             }
         }
         *combiner.batch() = batch;
+        drop(combiner);
+        // Operations without drop glue are never displaced (`Log::write`).
+        if core::mem::needs_drop::<D::WriteOperation>() {
+            let _inside = self.callbacks();
+            #[cfg(not(feature = "std"))]
+            let poison = PoisonOnUnwind(&self.poisoned);
+            // SAFETY: `me` is the calling thread's own context.
+            unsafe { contexts[me].drop_displaced() };
+            #[cfg(not(feature = "std"))]
+            poison.disarm();
+        }
         true
     }
 
@@ -805,8 +968,9 @@ where
             // `used` is measured against the cached head; refresh it first (a scan of
             // the replica positions, so only when the cache says the log is half full).
             let head = self.log.collect();
+            // Read after `collect`, so at or past the head it returned.
             let tail = self.log.tail();
-            if tail - head > self.log.capacity() / 2 {
+            if tail.wrapping_sub(head) > self.log.capacity() / 2 {
                 self.help_laggard(slot, tail);
             }
         }
@@ -814,12 +978,7 @@ where
         let sole = self.live.load(Ordering::Acquire) == 1;
         let mut backoff = Backoff::new();
         loop {
-            let reserved = if sole {
-                self.log.try_reserve_sole(n)
-            } else {
-                self.log.try_reserve(n)
-            };
-            if let Some(start) = reserved {
+            if let Some(start) = self.log.try_reserve(n, sole) {
                 return start;
             }
             self.check_poison();
@@ -857,14 +1016,15 @@ where
         batch: &[usize],
     ) {
         let from = self.log.position(slot);
-        if from >= target || !combiner.is_live() {
+        if self.log.reached(from, target) || !combiner.is_live() {
             return;
         }
         self.check_poison();
         // Covers every call into user code below (affinity manager, `clone`,
-        // `dispatch_mut`): a panic that escapes it leaves this replica part-way through
-        // the batch, and the claimed operations' owners waiting.
+        // `dispatch_mut`, `Drop` of responses): a panic that escapes it leaves this replica
+        // part-way through the batch, and the claimed operations' owners waiting.
         let poison = PoisonOnUnwind(&self.poisoned);
+        let _inside = self.callbacks();
         let replica = combiner.replica();
         let contexts: &[CachePadded<Ctx<D>>] = self.dispatcher.contexts();
         // Best effort: the node was valid when the replica was made, and failing to set a
@@ -881,7 +1041,7 @@ where
         // Where an entry's outcome goes: to its owner if this combiner appended it (`batch`
         // is the owners of `start..`), else nowhere (another replica's combiner answers it).
         let deliver = |idx: usize, o: Outcome<D::Response>| {
-            if let Some(&tid) = idx.checked_sub(start).and_then(|k| batch.get(k)) {
+            if let Some(&tid) = batch.get(idx.wrapping_sub(start)) {
                 // SAFETY: `tid` is in this combiner's batch, whose operation sits at
                 // `idx`; it gets exactly one outcome (`idx` advances past it right after),
                 // read by its owner only after `DONE` or after `combine` returns (C1).
@@ -892,21 +1052,18 @@ where
         // panics keeps whatever partial effect it had — the same on every replica, by
         // determinism — and its owner gets the panic; the entries after it are applied
         // as usual. One `catch_unwind` per run of entries that do not panic, so the
-        // common path pays nothing per entry.
+        // common path pays nothing per entry. `from` is before `target` (checked above),
+        // so `idx` meets `target` (L8).
         let mut idx = from;
-        while idx < target {
+        while idx != target {
             // SAFETY: the write lock is held until it is dropped below (P1).
             let run = unsafe {
                 combiner.mutate(|d| {
                     outcome(|| {
-                        while idx < target {
-                            let op = if sole {
-                                self.log.read_sole(idx)
-                            } else {
-                                self.log.read(idx)
-                            };
+                        while idx != target {
+                            let op = self.log.read(idx, sole);
                             deliver(idx, ok(d.dispatch_mut(op)));
-                            idx += 1;
+                            idx = idx.wrapping_add(1);
                         }
                     })
                 })
@@ -918,18 +1075,103 @@ where
                 #[cfg(feature = "std")]
                 Some(Err(payload)) => {
                     deliver(idx, Err(payload));
-                    idx += 1;
+                    idx = idx.wrapping_add(1);
                 }
                 Some(_) => {}
             }
         }
-        if sole {
-            self.log.publish_sole(slot, target);
-        } else {
-            self.log.publish(slot, target);
-        }
+        self.log.publish(slot, target, sole);
         drop(write);
         drop(policy);
         poison.disarm();
+    }
+}
+
+#[cfg(all(test, not(ldnr_loom), feature = "std"))]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    /// The order in which a replica applied the writes: `(thread, k)` for the k-th write
+    /// of each thread.
+    #[derive(Clone, Default)]
+    struct Trace(Vec<(u32, u32)>);
+
+    impl Dispatch for Trace {
+        type ReadOperation = ();
+        type WriteOperation = (u32, u32);
+        type Response = (usize, Vec<(u32, u32)>);
+        fn dispatch(&self, _: ()) -> Self::Response {
+            (self.0.len(), self.0.clone())
+        }
+        fn dispatch_mut(&mut self, w: (u32, u32)) -> Self::Response {
+            self.0.push(w);
+            (self.0.len() - 1, Vec::new())
+        }
+    }
+
+    /// A log that starts just below the point where its indices wrap around `usize`
+    /// (2^64 here, 2^32 on 32-bit targets) crosses it without losing, repeating or
+    /// reordering a write, with one replica (the sole-replica path, L6) and with two (a
+    /// thread on each), on logs small enough to wrap the ring many times (L8).
+    #[test]
+    fn the_log_crosses_the_index_wrap_point() {
+        const THREADS: u32 = 3;
+        const WRITES: u32 = 300;
+        for (replicas, capacity) in [(1, 4), (2, 4), (2, 8)] {
+            let start = usize::MAX - 16;
+            let nr = NodeReplicated::builder(Trace::default())
+                .replicas(&alloc::vec![NodeId(0); replicas])
+                .log_capacity(capacity)
+                .log_start(start)
+                .build()
+                .unwrap();
+            let placed: Vec<Vec<usize>> = thread::scope(|s| {
+                let workers: Vec<_> = (0..THREADS)
+                    .map(|t| {
+                        let nr = &nr;
+                        s.spawn(move || {
+                            let tkn = nr.register().unwrap();
+                            (0..WRITES)
+                                .map(|k| nr.execute_mut((t, k), tkn).0)
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                workers.into_iter().map(|w| w.join().unwrap()).collect()
+            });
+            let total = (THREADS * WRITES) as usize;
+            // Every write's place in the order is unique and the places are 0..total.
+            let mut order = alloc::vec![None; total];
+            for (t, places) in placed.iter().enumerate() {
+                for (k, &at) in places.iter().enumerate() {
+                    assert!(order[at].is_none(), "two writes at place {at}");
+                    order[at] = Some((t as u32, k as u32));
+                    if k > 0 {
+                        assert!(places[k - 1] < at, "thread {t}: program order broken");
+                    }
+                }
+            }
+            let expected: Vec<(u32, u32)> = order.into_iter().map(Option::unwrap).collect();
+            // Every replica applied exactly that order (read through a thread on each).
+            let mut read = Vec::new();
+            for _ in 0..8 {
+                let tkn = nr.register().unwrap();
+                let (len, all) = nr.execute((), tkn);
+                assert_eq!(len, total, "{replicas} replicas, log {capacity}");
+                assert_eq!(all, expected, "{replicas} replicas, log {capacity}");
+                read.push(nr.replica_of(tkn).unwrap());
+            }
+            read.sort_by_key(|id| id.get());
+            read.dedup();
+            assert_eq!(read.len(), replicas, "a reader on every replica");
+            let infos = nr.replicas();
+            assert!(infos.iter().all(|r| r.applied == total), "{infos:?}");
+            assert!(
+                nr.log.tail() < start,
+                "the indices wrapped: tail {}",
+                nr.log.tail()
+            );
+        }
     }
 }

@@ -23,12 +23,34 @@
 //!
 //! Reconfigurations are serialized by the reconfiguration lock; their changes to the
 //! matching also take the admin lock, which registration takes too (dispatcher D2).
+//!
+//! Invariants of reconfiguration (cited above and in the code):
+//!
+//! - **I2** Every operation is executed exactly once across a removal: one that a combiner
+//!   claimed before the removal took the combiner lock is applied and answered by that
+//!   combiner; every other one is handed back unexecuted (`REROUTE`) and its owner runs
+//!   it on its new replica.
+//! - **I3** A joining replica is never passed by garbage collection: it is activated at
+//!   its source's position while the source is frozen there and active, and a collection
+//!   that overlapped the activation is redone (log L7).
+//! - **I7** Nothing anyone can still reach is freed: a removed replica's data is taken out
+//!   under both of its locks and dropped after; its shell, which threads may still
+//!   reference, lives as long as the instance (replica P4).
+//! - **I8** A reconfiguration changes nothing until every call into user code that may
+//!   panic and that precedes its first change has returned (the affinity manager's
+//!   `nodes` and `distance`, for `add_replica` also `set_memory_node`, `D::clone` and
+//!   `restore_memory_policy`), and after its first change it calls only `D`'s `Drop` (of
+//!   the removed data, last). So a panic leaves the instance as it was, or as it is after
+//!   the whole reconfiguration.
+
+use alloc::vec::Vec;
 
 use crate::affinity::{AffinityGuard, NodeId};
 use crate::dispatch::Dispatch;
+use crate::dispatcher::{self, Candidate};
 use crate::error::Error;
 use crate::log::MAX_REPLICAS;
-use crate::node_replicated::NodeReplicated;
+use crate::node_replicated::{NodeReplicated, NO_STAND_IN};
 use crate::replica::ReplicaId;
 use crate::sync::Ordering;
 
@@ -76,6 +98,10 @@ where
     /// # Ok::<(), ldnr::Error>(())
     /// ```
     pub fn add_replica(&self, node: NodeId) -> Result<ReplicaId, Error> {
+        self.check_callbacks();
+        // User code runs below (the affinity manager, `D::clone`): under this mark a call
+        // from it back into this instance panics instead of waiting for us.
+        let _inside = self.callbacks();
         if !self.affinity.nodes().contains(&node) {
             return Err(Error::UnknownNode(node));
         }
@@ -95,12 +121,25 @@ where
             .iter()
             .enumerate()
             .filter(|(_, r)| r.id().is_some())
-            .max_by_key(|&(s, _)| self.log.position(s))
+            .min_by_key(|&(s, _)| self.log.lag(s))
             .map(|(s, _)| s)
             .expect("an instance always has a live replica");
 
+        // The stand-in for the source's threads while it is frozen (replica P6), chosen
+        // before anything changes: the affinity manager's `distance` is user code, and
+        // the operation paths never call it, so a panic in it leaves the instance as it
+        // was.
+        let stand_in = dispatcher::choose(
+            self.replicas[source].node(),
+            self.live_candidates(Some(source)),
+            |a, b| self.affinity.distance(a, b),
+        );
+        self.stand_in
+            .store(stand_in.unwrap_or(NO_STAND_IN), Ordering::Relaxed);
+
         // Freeze the source: its data and position stay put while we hold its lock.
-        // Its threads are served by stand-ins meanwhile (replica P6).
+        // Its threads are served by the stand-in meanwhile (replica P6). A panic in the
+        // memory policy or in `clone` unfreezes it and changes nothing.
         let frozen = self.replicas[source].freeze();
         let position = self.log.position(source);
         let data = {
@@ -110,30 +149,15 @@ where
                 .expect("the reconfiguration lock keeps the source live")
         };
 
+        // Installed while the source is frozen at `position` and active, so GC stays at
+        // or below it (L7), and counted live before the source unfreezes (L6).
+        self.install(slot, node, data, position);
         let shell = &self.replicas[slot];
         let id = ReplicaId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        {
-            // A thread that still holds a reference from the shell's previous life may
-            // hold its locks for a moment (to hand back operations); wait for it.
-            let combiner = shell.combine_blocking();
-            let _write = shell.rw.write(slot, || self.dispatcher.readers());
-            // The position first, then the data, both under the write lock: a reader
-            // checks the position under its read lock (see `execute`). Activation happens
-            // while the source is frozen at `position` and active, so GC stays at or
-            // below it (I3).
-            self.log.activate(slot, position);
-            // SAFETY: the write lock is held.
-            let old = unsafe { combiner.replace(Some(data)) };
-            debug_assert!(old.is_none(), "a free shell holds no data");
-        }
-        // Counted while the source is frozen and before the new replica can be seen (log
-        // L6): the source may have been the only live replica, and both its combiner and
-        // any thread that finds the new replica (a stand-in) must see two.
-        self.live.fetch_add(1, Ordering::Release);
         let admin = self.dispatcher.admin();
         let change = self.dispatcher.changing(&admin);
         shell.threads.store(0, Ordering::Relaxed);
-        shell.set_identity(Some((id, node)));
+        shell.set_identity(Some(id));
         drop(frozen);
 
         // Locality first: threads on `node` served by a replica elsewhere move here.
@@ -144,7 +168,9 @@ where
                 self.replicas[current]
                     .threads
                     .fetch_sub(1, Ordering::Relaxed);
-                ctx.replica.store(slot, Ordering::Relaxed);
+                // Release: pairs with the Acquire loads on the operation paths; the
+                // installation above happens before the thread's use of the shell.
+                ctx.replica.store(slot, Ordering::Release);
                 shell.threads.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -182,6 +208,9 @@ where
     /// # Ok::<(), Error>(())
     /// ```
     pub fn remove_replica(&self, id: ReplicaId) -> Result<(), Error> {
+        self.check_callbacks();
+        // User code runs below (the affinity manager, `D`'s `Drop`): see `add_replica`.
+        let _inside = self.callbacks();
         let _reconfig = self.dispatcher.reconfig();
         if self.poisoned.load(Ordering::Relaxed) {
             return Err(Error::Poisoned);
@@ -196,20 +225,18 @@ where
         }
         let shell = &self.replicas[slot];
         let admin = self.dispatcher.admin();
+        // Where each of the replica's threads goes, decided before anything changes: the
+        // affinity manager is asked for distances here, and a panic in it leaves the
+        // instance as it was.
+        let moves = self.plan_moves(slot);
         let change = self.dispatcher.changing(&admin);
         shell.set_identity(None);
-
         // Re-match first, so the threads' next operations go elsewhere.
         let contexts = self.dispatcher.contexts();
-        for ctx in &contexts[..self.dispatcher.registered()] {
-            if ctx.replica.load(Ordering::Relaxed) == slot {
-                let node = NodeId(ctx.node.load(Ordering::Relaxed));
-                let to = self
-                    .match_thread(node, Some(slot))
-                    .expect("another live replica exists");
-                self.replicas[to].threads.fetch_add(1, Ordering::Relaxed);
-                ctx.replica.store(to, Ordering::Relaxed);
-            }
+        for (tid, to) in moves {
+            self.replicas[to].threads.fetch_add(1, Ordering::Relaxed);
+            // Release: as in `add_replica`.
+            contexts[tid].replica.store(to, Ordering::Release);
         }
         shell.threads.store(0, Ordering::Relaxed);
         drop(change);
@@ -227,14 +254,54 @@ where
                 self.live.fetch_sub(1, Ordering::Release);
                 data
             };
-            // Hand back what waits on the stack; `combine` does exactly that on a shell
-            // without data, and releases the lock.
-            let live = self.combine(slot, combiner, None);
-            debug_assert!(!live);
+            // Hand back what waits on the stack; a thread that pushes later finds the
+            // shell empty when it takes the lock, and hands back itself (I2).
+            self.hand_back(shell);
+            drop(combiner);
             data
         };
-        // Dropped outside the locks: freeing a large structure can take a while.
+        // Dropped outside the locks: freeing a large structure can take a while. A panic
+        // in `D`'s `Drop` unwinds from here, the replica removed.
         drop(data);
         Ok(())
+    }
+
+    /// The live replicas other than `except`, as matching candidates.
+    pub(crate) fn live_candidates(
+        &self,
+        except: Option<usize>,
+    ) -> impl Iterator<Item = Candidate> + '_ {
+        self.replicas
+            .iter()
+            .enumerate()
+            .filter(move |&(slot, r)| Some(slot) != except && r.id().is_some())
+            .map(|(slot, r)| Candidate {
+                slot,
+                node: r.node(),
+                threads: r.threads.load(Ordering::Relaxed),
+            })
+    }
+
+    /// Where each thread of replica `slot` goes when it is removed: the nearest other
+    /// live replica, the fewest threads on ties, counting the threads placed so far. The
+    /// caller holds the admin lock; nothing is changed here.
+    fn plan_moves(&self, slot: usize) -> Vec<(usize, usize)> {
+        let mut candidates: Vec<Candidate> = self.live_candidates(Some(slot)).collect();
+        let mut moves = Vec::new();
+        let contexts = self.dispatcher.contexts();
+        for (tid, ctx) in contexts[..self.dispatcher.registered()].iter().enumerate() {
+            if ctx.replica.load(Ordering::Relaxed) == slot {
+                let node = NodeId(ctx.node.load(Ordering::Relaxed));
+                let to = dispatcher::choose(node, candidates.iter().copied(), |a, b| {
+                    self.affinity.distance(a, b)
+                })
+                .expect("another live replica exists");
+                if let Some(c) = candidates.iter_mut().find(|c| c.slot == to) {
+                    c.threads += 1;
+                }
+                moves.push((tid, to));
+            }
+        }
+        moves
     }
 }

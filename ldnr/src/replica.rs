@@ -181,7 +181,8 @@ impl<D> Replica<D> {
             // SAFETY: `r` is not shared yet.
             unsafe { *d = Some(data) }
         });
-        r.set_identity(Some((id, node)));
+        r.set_node(node);
+        r.set_identity(Some(id));
         r
     }
 
@@ -199,16 +200,18 @@ impl<D> Replica<D> {
         NodeId(self.node.load(Ordering::Relaxed))
     }
 
+    /// Sets the node of the replica being installed in this shell: before its data, so
+    /// that whoever applies the replica (under its combiner lock, which orders this store
+    /// before them) uses this node's memory, not the shell's previous life's.
+    pub(crate) fn set_node(&self, node: NodeId) {
+        self.node.store(node.0, Ordering::Relaxed);
+    }
+
     /// Names (or, with `None`, clears) the replica living in this shell. Admin lock only.
-    pub(crate) fn set_identity(&self, identity: Option<(ReplicaId, NodeId)>) {
-        match identity {
-            Some((id, node)) => {
-                self.node.store(node.0, Ordering::Relaxed);
-                // Release: pairs with the Acquire in `id`.
-                self.id.store(id.0 + 1, Ordering::Release);
-            }
-            None => self.id.store(0, Ordering::Release),
-        }
+    pub(crate) fn set_identity(&self, id: Option<ReplicaId>) {
+        // Release: pairs with the Acquire in `id`; the node is set before.
+        self.id
+            .store(id.map_or(0, |id| id.0 + 1), Ordering::Release);
     }
 
     /// Takes the combiner lock if it is free; never waits.
@@ -253,14 +256,17 @@ impl<D> Replica<D> {
     /// Whether a reconfiguration holds this replica frozen as a clone source (P6).
     #[inline]
     pub(crate) fn is_frozen(&self) -> bool {
-        self.combiner.frozen.load(Ordering::Relaxed)
+        // Acquire: pairs with the Release in `freeze`; the stand-in chosen for this
+        // freeze is visible.
+        self.combiner.frozen.load(Ordering::Acquire)
     }
 
     /// Takes the combiner lock for a clone and marks the replica frozen until the
     /// returned guard drops (P6).
     pub(crate) fn freeze(&self) -> FreezeGuard<'_, D> {
         let combiner = self.combine_blocking();
-        self.combiner.frozen.store(true, Ordering::Relaxed);
+        // Release: pairs with the Acquire in `is_frozen`.
+        self.combiner.frozen.store(true, Ordering::Release);
         FreezeGuard { combiner }
     }
 

@@ -119,6 +119,91 @@ impl Backoff {
     }
 }
 
+// Which instance's user code (callbacks: `dispatch`, `dispatch_mut`, `Clone`, `Drop`,
+// the affinity manager) the calling thread is running, or 0: what detects a call back
+// into that instance from inside them, which would otherwise wait for itself. Under the
+// checkers each model thread needs its own copy, so theirs is used.
+#[cfg(all(feature = "std", not(any(ldnr_loom, ldnr_shuttle))))]
+std::thread_local! {
+    static INSIDE: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+}
+#[cfg(all(feature = "std", ldnr_loom))]
+loom::thread_local! {
+    static INSIDE: core::cell::Cell<usize> = core::cell::Cell::new(0);
+}
+#[cfg(all(feature = "std", ldnr_shuttle))]
+shuttle::thread_local! {
+    static INSIDE: core::cell::Cell<usize> = core::cell::Cell::new(0);
+}
+
+/// Marks the calling thread as running user code of `instance` until dropped (also when
+/// unwinding); nests, restoring the outer mark. Without `std` it marks nothing.
+#[derive(Debug)]
+#[must_use]
+pub(crate) struct Callbacks {
+    #[cfg(feature = "std")]
+    outer: usize,
+}
+
+impl Callbacks {
+    #[inline]
+    pub(crate) fn enter(instance: usize) -> Self {
+        #[cfg(feature = "std")]
+        {
+            let outer = swap_inside(instance);
+            Callbacks { outer }
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            let _ = instance;
+            Callbacks {}
+        }
+    }
+
+    /// Whether the calling thread is running user code of `instance` (always `false`
+    /// without `std`).
+    #[inline]
+    pub(crate) fn running(instance: usize) -> bool {
+        #[cfg(feature = "std")]
+        {
+            inside() == instance
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            let _ = instance;
+            false
+        }
+    }
+}
+
+impl Drop for Callbacks {
+    #[inline]
+    fn drop(&mut self) {
+        #[cfg(feature = "std")]
+        swap_inside(self.outer);
+    }
+}
+
+#[cfg(feature = "std")]
+#[inline]
+fn swap_inside(instance: usize) -> usize {
+    // A thread-local already destroyed (user code run from another thread-local's
+    // destructor) marks nothing.
+    #[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
+    return INSIDE.try_with(|c| c.replace(instance)).unwrap_or(0);
+    #[cfg(any(ldnr_loom, ldnr_shuttle))]
+    return INSIDE.with(|c| c.replace(instance));
+}
+
+#[cfg(feature = "std")]
+#[inline]
+fn inside() -> usize {
+    #[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
+    return INSIDE.try_with(|c| c.get()).unwrap_or(0);
+    #[cfg(any(ldnr_loom, ldnr_shuttle))]
+    return INSIDE.with(|c| c.get());
+}
+
 /// A process-wide unique number for each `NodeReplicated` instance, used to reject
 /// tokens of other instances. Not part of any protocol loom needs to see.
 pub(crate) fn next_instance_id() -> usize {

@@ -129,3 +129,79 @@ fn waiting_threads_do_not_hang() {
         }
     });
 }
+
+/// A write operation whose original (the copy in the log) panics when dropped.
+#[derive(Debug)]
+struct Bomb {
+    armed: bool,
+    drops: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Clone for Bomb {
+    fn clone(&self) -> Self {
+        Bomb {
+            armed: false,
+            drops: self.drops.clone(),
+        }
+    }
+}
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        if self.armed {
+            self.drops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            panic!("ldnr-test: a panicking drop");
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+struct Sink(u64);
+
+impl Dispatch for Sink {
+    type ReadOperation = ();
+    type WriteOperation = Bomb;
+    type Response = u64;
+
+    fn dispatch(&self, _: ()) -> u64 {
+        self.0
+    }
+
+    fn dispatch_mut(&mut self, _: Bomb) -> u64 {
+        self.0 += 1;
+        self.0
+    }
+}
+
+/// Without `std` a panicking `Drop` of an operation the log displaces is not caught
+/// either: it unwinds from the call that was combining (after its batch completed), the
+/// instance is poisoned, and the operation was dropped once.
+#[test]
+fn a_panicking_drop_poisons_the_instance() {
+    bounded("drop panic", || {
+        let drops = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let nr = NodeReplicated::builder(Sink(0))
+            .log_capacity(4)
+            .build()
+            .unwrap();
+        let tkn = nr.register().unwrap();
+        let op = |armed| Bomb {
+            armed,
+            drops: drops.clone(),
+        };
+        assert_eq!(nr.execute_mut(op(true), tkn), 1);
+        for k in 2..=4 {
+            assert_eq!(nr.execute_mut(op(false), tkn), k);
+        }
+        let m = message(|| {
+            nr.execute_mut(op(false), tkn);
+        });
+        assert!(m.contains("a panicking drop"), "{m}");
+        let m = message(|| {
+            nr.execute((), tkn);
+        });
+        assert!(m.contains("poisoned"), "{m}");
+        drop(nr);
+        assert_eq!(drops.load(std::sync::atomic::Ordering::SeqCst), 1);
+    });
+}
