@@ -215,6 +215,23 @@ impl<'a> AffinityGuard<'a> {
     }
 }
 
+/// Runs `f` with the calling thread's memory coming from `node`, and returns what it
+/// made. If restoring the previous policy panics, the value `f` made is dropped on the
+/// way out (it lives outside the guard's scope: a block's value is leaked when a local of
+/// the block panics in `Drop`, rust-lang/rust#47949).
+pub(crate) fn on_node<R>(
+    manager: &dyn AffinityManager,
+    node: NodeId,
+    f: impl FnOnce() -> R,
+) -> Result<R, AffinityError> {
+    let made;
+    {
+        let _policy = AffinityGuard::new(manager, node)?;
+        made = f();
+    }
+    Ok(made)
+}
+
 impl Drop for AffinityGuard<'_> {
     fn drop(&mut self) {
         if !self.saved.is_unchanged() {

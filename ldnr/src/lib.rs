@@ -188,8 +188,15 @@
 //! | a [`ThreadToken`] of another instance (also of a dropped one) | panics: "a ThreadToken of another NodeReplicated instance" |
 //! | sending a `ThreadToken` to another thread | does not compile (`ThreadToken: !Send + !Sync`) |
 //! | `execute`, `execute_mut`, `register`, `add_replica` or `remove_replica` from inside user code that the instance runs on the calling thread (`dispatch`, `dispatch_mut`, `Clone` of `D` or of an operation, `Drop` of an operation, the affinity manager), with any token | panics: "re-entrant call" (inside `dispatch_mut` that is the operation's panic; inside a `Drop`, resumed by the combining call; see above). Without `std`, only `execute`/`execute_mut` with the token of the thread running `dispatch`/`dispatch_mut` are detected; the others may deadlock. Calling back into the instance from `dispatch_mut` breaks the determinism contract anyway |
-//! | a `Drop` of an operation, a response or `D` that panics | see [Panics](#panics): resumed in the call that dropped it, nothing lost or run twice |
-//! | an affinity manager method that panics | see [Panics](#panics): nothing changes, except around a batch, which poisons |
+//! | a `WriteOperation` whose `Drop` panics (the log drops it when its slot is reused) | the call that was combining then panics with it, after its own operation ran (once); nothing lost or run twice, not poisoned. Without `std`: poisoned |
+//! | the same, for an operation still in the log when the instance is dropped | the drop panics; everything else is still dropped |
+//! | a `Response` whose `Drop` panics (LD-NR drops every replica's response but the owner's) | caught and ignored; the operation was applied in full |
+//! | `D`'s `Drop` panics | from `remove_replica`, after the removal; from the instance's drop, with every other replica still dropped |
+//! | `AffinityManager::current_node` panics | from `register` or `build`; nothing changes |
+//! | `AffinityManager::nodes` panics | from `build` or `add_replica`; nothing changes |
+//! | `AffinityManager::distance` panics | from `register`, `add_replica` or `remove_replica`; nothing changes (operations never ask for distances) |
+//! | `AffinityManager::set_memory_node` or `restore_memory_policy` panics in `build` or `add_replica` | from there; nothing changes (a clone made is dropped, the source unfrozen) |
+//! | the same around a batch (every batch when the manager lists several nodes) | the instance is poisoned (see [Panics](#panics)) |
 //! | [`NodeReplicated::remove_replica`] of an id that is not live (removed, never existed) | [`Error::UnknownReplica`]; nothing changes |
 //! | `remove_replica` of the last replica | [`Error::LastReplica`] |
 //! | a `ReplicaId` of another instance | ids are per instance: it names this instance's replica with that number if one is live, else [`Error::UnknownReplica`] |

@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::marker::PhantomData;
 
-use crate::affinity::{AffinityGuard, AffinityManager, NoAffinity, NodeId};
+use crate::affinity::{self, AffinityGuard, AffinityManager, NoAffinity, NodeId};
 use crate::context::{into_response, ok, outcome, Context, Outcome, DONE, REROUTE};
 use crate::dispatch::Dispatch;
 use crate::dispatcher::{self, Dispatcher, DEFAULT_MAX_THREADS, MAX_THREADS};
@@ -214,10 +214,7 @@ where
             poisoned: AtomicBool::new(false),
         };
         for (slot, &node) in nodes.iter().enumerate() {
-            let data = {
-                let _policy = AffinityGuard::new(&*nr.affinity, node)?;
-                self.initial.clone()
-            };
+            let data = affinity::on_node(&*nr.affinity, node, || self.initial.clone())?;
             nr.install(slot, node, data, nr.log.origin());
             nr.replicas[slot].set_identity(Some(ReplicaId(slot)));
         }

@@ -45,7 +45,7 @@
 
 use alloc::vec::Vec;
 
-use crate::affinity::{AffinityGuard, NodeId};
+use crate::affinity::{self, NodeId};
 use crate::dispatch::Dispatch;
 use crate::dispatcher::{self, Candidate};
 use crate::error::Error;
@@ -142,12 +142,11 @@ where
         // memory policy or in `clone` unfreezes it and changes nothing.
         let frozen = self.replicas[source].freeze();
         let position = self.log.position(source);
-        let data = {
-            let _policy = AffinityGuard::new(&*self.affinity, node)?;
+        let data = affinity::on_node(&*self.affinity, node, || {
             frozen
                 .frozen(D::clone)
                 .expect("the reconfiguration lock keeps the source live")
-        };
+        })?;
 
         // Installed while the source is frozen at `position` and active, so GC stays at
         // or below it (L7), and counted live before the source unfreezes (L6).
