@@ -1,7 +1,7 @@
 //! `cargo run --release` at the workspace root: the LD-NR benchmark driver (see
 //! `ldnr_hashmap::demo`; `--help` lists the experiments).
 
-use ldnr_hashmap::bench::heap::CountingAlloc;
+use ldnr_testkit::heap::CountingAlloc;
 
 /// Counts live heap bytes for the driver's memory figures.
 #[global_allocator]

@@ -2,8 +2,7 @@
 //! of the thread that was applying the log, and the instance is poisoned — every later
 //! operation panics with a message saying so, reconfiguration returns `Error::Poisoned`,
 //! and no thread hangs. Run with `cargo test -p ldnr --no-default-features --test
-//! panic_no_std` (with `std`, panics are isolated instead: the root package's
-//! `tests/panics.rs`).
+//! panic_no_std` (with `std`, panics are isolated instead: `tests/panics.rs`).
 #![cfg(not(feature = "std"))]
 
 use std::panic::{self, AssertUnwindSafe};

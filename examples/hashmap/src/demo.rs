@@ -14,13 +14,13 @@
 //!   10, 100% writes, the median ratio per configuration (what targets (a) and (b) are
 //!   judged on; see [`crate::bench::pairs`]);
 //! - `add-under-load`: the cost of `add_replica` while threads run.
-//! - `soak`: a long checked run under continuous replica changes ([`crate::soak`]).
+//! - `soak`: a long checked run under continuous replica changes ([`ldnr_testkit::soak`]).
 //!
 //! `--quick` shrinks everything to a smoke run of a few seconds (what CI runs). See
 //! [`crate::bench`] for how the experiments are built.
 //!
 //! `--affinity` chooses the affinity manager LD-NR runs under ([`Affinity`], see
-//! [`crate::bench::nodes`]):
+//! [`ldnr_testkit::nodes`]):
 //!
 //! - `simulated`: `--nodes` pretend nodes; each worker declares its node on the manager
 //!   LD-NR was built with. The default when `--nodes` asks for more nodes than the
@@ -37,13 +37,14 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::bench::nodes::{cores, real_nodes, Affinity, Placement};
+use crate::bench::charts;
 use crate::bench::pairs;
 use crate::bench::report::{Inactivity, Report};
 use crate::bench::runner::Progress;
 use crate::bench::suite::{self, Settings};
-use crate::bench::{charts, heap};
 use crate::inactivity;
+use ldnr_testkit::heap;
+use ldnr_testkit::nodes::{cores, real_nodes, Affinity, Placement};
 
 /// The workload's random generator (kept here for the benches that name it so).
 pub use crate::bench::runner::XorShift;
@@ -148,7 +149,7 @@ impl Options {
     ///
     /// ```
     /// use clap::Parser;
-    /// use ldnr_hashmap::bench::nodes::{real_nodes, Affinity};
+    /// use ldnr_testkit::nodes::{real_nodes, Affinity};
     /// use ldnr_hashmap::demo::Cli;
     ///
     /// let cli = Cli::parse_from(["ldnr-demo", "--affinity", "linux"]);
@@ -270,7 +271,7 @@ fn add_under_load_main(o: &Options) {
 /// `soak`: see [`crate::soak`]; exits with status 1 unless it passed.
 fn soak_main(o: &Options, replicas_max: usize, seed: u64) {
     let (affinity, nodes) = o.affinity_and_nodes(o.nodes.unwrap_or(4));
-    let config = crate::soak::Config {
+    let config = ldnr_testkit::soak::Config {
         duration: Duration::from_secs_f64(o.duration.unwrap_or(600.0).max(0.0)),
         threads: o.threads.unwrap_or(8),
         replicas_max,
@@ -279,10 +280,10 @@ fn soak_main(o: &Options, replicas_max: usize, seed: u64) {
         affinity,
         seed,
         progress_every: Some(Duration::from_secs(10)),
-        ..crate::soak::Config::default()
+        ..ldnr_testkit::soak::Config::default()
     };
     println!("{config:?}");
-    let summary = crate::soak::run(&config);
+    let summary = ldnr_testkit::soak::run(&config);
     print!("{summary}");
     if !summary.passed() {
         std::process::exit(1);

@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 use ldnr::NodeReplicated;
 
-use crate::bench::nodes::{Affinity, Placement};
 use crate::bench::runner::XorShift;
 pub use crate::bench::systems::{LOG_ENTRIES, NR_LOG_BYTES};
 use crate::{MapRead, MapWrite, U64Map};
+use ldnr_testkit::nodes::{Affinity, Placement};
 
 /// How often throughput is sampled.
 pub const SAMPLE: Duration = Duration::from_millis(100);

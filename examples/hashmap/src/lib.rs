@@ -21,8 +21,6 @@ pub mod bench;
 pub mod demo;
 pub mod experiments;
 pub mod inactivity;
-pub mod lincheck;
-pub mod soak;
 pub mod typed;
 
 use std::collections::HashMap;

@@ -1,6 +1,6 @@
 //! `ldnr-demo`, the LD-NR benchmark driver (see `ldnr_hashmap::demo`).
 
-use ldnr_hashmap::bench::heap::CountingAlloc;
+use ldnr_testkit::heap::CountingAlloc;
 
 /// Counts live heap bytes for the driver's memory figures.
 #[global_allocator]

@@ -6,16 +6,15 @@
 //! - [`suite`]: the `scale`, `writes` and `replicas` experiments as lists of runs
 //!   (`inactivity` runs in child processes: [`crate::inactivity`]);
 //! - [`pairs`]: LD-NR and NR in alternating rounds, for the targets' ratios;
-//! - [`nodes`]: the affinity manager of a run (pretend or real NUMA nodes, `--affinity`)
-//!   and thread placement ([`nodes::Placement`]);
-//! - [`heap`]: the counting allocator the binary installs, for heap bytes;
+//! - [`ldnr_testkit::nodes`]: the affinity manager of a run (pretend or real NUMA nodes,
+//!   `--affinity`) and thread placement ([`ldnr_testkit::nodes::Placement`]);
+//! - [`ldnr_testkit::heap`]: the counting allocator the binary installs, for heap bytes;
 //! - [`report`], [`charts`]: CSV, tables, targets and PNG/SVG charts.
 //!
 //! The command line is in [`crate::demo`].
 
 pub mod charts;
-pub mod heap;
-pub mod nodes;
+
 pub mod pairs;
 pub mod report;
 pub mod runner;

@@ -21,10 +21,10 @@
 
 use std::time::Duration;
 
-use super::heap;
-use super::nodes::Placement;
 use super::runner::{self, Env, Phase, Progress};
 use super::systems::{Kind, Policy};
+use ldnr_testkit::heap;
+use ldnr_testkit::nodes::Placement;
 
 /// One configuration compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,7 +284,7 @@ mod tests {
 
     /// One configuration, `rounds` rounds of 40 ms over 1024 keys on two pretend nodes.
     fn quick(threads: usize, replicas: usize, write_pct: u32, rounds: usize) -> Pair {
-        let placement = Placement::new(super::super::nodes::Affinity::Simulated, 2, false);
+        let placement = Placement::new(ldnr_testkit::nodes::Affinity::Simulated, 2, false);
         let progress = Progress::new(Duration::ZERO);
         let config = Config {
             threads,

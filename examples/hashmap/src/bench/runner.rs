@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ldnr::NodeId;
 
-use super::heap;
-use super::nodes::Placement;
+use ldnr_testkit::heap;
+use ldnr_testkit::nodes::Placement;
 
 /// Operations per batch: a worker publishes its count after each batch.
 pub const BATCH: u64 = 64;
@@ -400,8 +400,8 @@ pub fn run(system: &dyn System, phases: &[Phase], env: Env<'_>) -> RunResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::nodes::Affinity;
     use crate::bench::systems::{Kind, Policy};
+    use ldnr_testkit::nodes::Affinity;
 
     #[test]
     fn ops_follow_keys_and_write_ratio() {

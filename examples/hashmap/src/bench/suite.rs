@@ -15,11 +15,11 @@
 
 use std::time::Duration;
 
-use super::heap;
-use super::nodes::{Affinity, Placement};
 use super::runner::{self, Env, Phase, Progress, RunResult};
 use super::systems::{Kind, Policy};
 use crate::U64Map;
+use ldnr_testkit::heap;
+use ldnr_testkit::nodes::{Affinity, Placement};
 
 /// The write ratios of the `writes` sweep, in percent.
 pub const WRITE_SWEEP: [u32; 5] = [0, 1, 10, 50, 100];

@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use ldnr::{NodeId, NodeReplicated, ReplicaId};
 
-use super::nodes::Placement;
 use super::runner::{System, Worker};
 use crate::nr_baseline::NrMap;
 use crate::{MapRead, MapWrite, U64Map};
+use ldnr_testkit::nodes::Placement;
 
 /// node-replication's log size: 1 MiB, which it rounds to 32,768 entries of 40 bytes.
 pub const NR_LOG_BYTES: usize = 1 << 20;

@@ -1,0 +1,280 @@
+//! Re-entrant calls (the crate docs' misuse table): calling `execute` or `execute_mut`
+//! from inside `dispatch`/`dispatch_mut` with the calling thread's token panics with a
+//! clear message instead of deadlocking or, for a nested read, releasing the outer
+//! read's lock early. The instance keeps working afterwards.
+
+use std::cell::Cell;
+
+use ldnr::{Dispatch, NodeId, NodeReplicated, ThreadToken};
+use ldnr_testkit::replicas::tokens_on_every_replica;
+use ldnr_testkit::{panic_message, watchdog, LIMIT};
+
+/// What `dispatch`/`dispatch_mut` do when asked to call back into the instance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Nested {
+    Read,
+    Write,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Reentrant(u64);
+
+thread_local! {
+    /// The instance and this thread's token, for the callbacks to call back into.
+    static HANDLE: Cell<Option<(&'static NodeReplicated<Reentrant>, ThreadToken)>> =
+        const { Cell::new(None) };
+}
+
+fn call_back(nested: Nested) {
+    let Some((nr, tkn)) = HANDLE.with(Cell::get) else {
+        return;
+    };
+    match nested {
+        Nested::Read => {
+            nr.execute(None, tkn);
+        }
+        Nested::Write => {
+            nr.execute_mut(None, tkn);
+        }
+    }
+}
+
+impl Dispatch for Reentrant {
+    type ReadOperation = Option<Nested>;
+    type WriteOperation = Option<Nested>;
+    type Response = u64;
+
+    fn dispatch(&self, op: Option<Nested>) -> u64 {
+        if let Some(n) = op {
+            call_back(n);
+        }
+        self.0
+    }
+
+    fn dispatch_mut(&mut self, op: Option<Nested>) -> u64 {
+        self.0 += 1;
+        if let Some(n) = op {
+            call_back(n);
+        }
+        self.0
+    }
+}
+
+#[test]
+fn reentrant_calls_panic_and_leave_the_instance_working() {
+    watchdog("re-entrant calls", LIMIT, || {
+        let nr: &'static NodeReplicated<Reentrant> = Box::leak(Box::new(
+            NodeReplicated::builder(Reentrant::default())
+                .replicas(&[NodeId(0), NodeId(0)])
+                .build()
+                .unwrap(),
+        ));
+        let tkn = nr.register().unwrap();
+        HANDLE.with(|h| h.set(Some((nr, tkn))));
+        let mut writes = 0;
+        for nested in [Nested::Read, Nested::Write] {
+            // From inside a read: the panic unwinds out of `execute`, lock released.
+            let m = panic_message(|| {
+                nr.execute(Some(nested), tkn);
+            });
+            assert!(m.contains("re-entrant call"), "{m}");
+            // From inside a write: the panic is the operation's panic (its effect so far,
+            // the increment, stays on every replica) and reaches its owner, this thread.
+            let m = panic_message(|| {
+                nr.execute_mut(Some(nested), tkn);
+            });
+            assert!(m.contains("re-entrant call"), "{m}");
+            writes += 1;
+            // Later operations work, and a writer finds no read lock left behind.
+            assert_eq!(nr.execute_mut(None, tkn), writes + 1);
+            writes += 1;
+            assert_eq!(nr.execute(None, tkn), writes);
+        }
+        // Both replicas applied the same effects. Reading through other tokens brings
+        // the other replica up to date: its callbacks would run with this thread's
+        // first token, which is not busy then — a call back into the instance that is
+        // not re-entrant for that token (see the misuse table); switch them off.
+        HANDLE.with(|h| h.set(None));
+        for (id, t) in tokens_on_every_replica(nr) {
+            assert_eq!(nr.execute(None, t), writes, "replica {id:?}");
+        }
+    });
+}
+
+/// What a callback of [`Calls`] does with the instance it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Call {
+    Nothing,
+    /// `execute_mut` with a second token this thread registered.
+    WriteWithSecondToken,
+    AddReplica,
+    RemoveReplica,
+    Register,
+}
+
+/// A counter whose callbacks (`dispatch`, `dispatch_mut`, `Clone`, and the `Drop` of its
+/// write operations) call back into their own instance as the thread-local `ON_CLONE`,
+/// the operation, or the operation's `on_drop` say. With `std`, each such call panics with
+/// "re-entrant call" instead of waiting for itself.
+#[derive(Debug, Default)]
+struct Calls(u64);
+
+#[derive(Debug)]
+struct CallOp {
+    call: Call,
+    on_drop: Call,
+}
+
+/// Clones (which `dispatch_mut` consumes) do nothing when dropped: only the operation in
+/// the log does.
+impl Clone for CallOp {
+    fn clone(&self) -> Self {
+        CallOp {
+            call: self.call,
+            on_drop: Call::Nothing,
+        }
+    }
+}
+
+impl Drop for CallOp {
+    fn drop(&mut self) {
+        let call = std::mem::replace(&mut self.on_drop, Call::Nothing);
+        call_in(call);
+    }
+}
+
+thread_local! {
+    /// The instance and a second token of this thread, for the callbacks.
+    static CALLS: Cell<Option<(&'static NodeReplicated<Calls>, ThreadToken)>> =
+        const { Cell::new(None) };
+    /// What `Clone` of the structure does (it runs in `add_replica`).
+    static ON_CLONE: Cell<Call> = const { Cell::new(Call::Nothing) };
+}
+
+fn call_in(call: Call) {
+    let Some((nr, tkn)) = CALLS.with(Cell::get) else {
+        return;
+    };
+    match call {
+        Call::Nothing => {}
+        Call::WriteWithSecondToken => {
+            nr.execute_mut(CallOp::plain(), tkn);
+        }
+        Call::AddReplica => {
+            let _ = nr.add_replica(NodeId(0));
+        }
+        Call::RemoveReplica => {
+            let _ = nr.remove_replica(nr.replicas()[0].id);
+        }
+        Call::Register => {
+            let _ = nr.register();
+        }
+    }
+}
+
+impl CallOp {
+    fn plain() -> Self {
+        CallOp {
+            call: Call::Nothing,
+            on_drop: Call::Nothing,
+        }
+    }
+}
+
+impl Clone for Calls {
+    fn clone(&self) -> Self {
+        call_in(ON_CLONE.with(Cell::get));
+        Calls(self.0)
+    }
+}
+
+impl Dispatch for Calls {
+    type ReadOperation = Call;
+    type WriteOperation = CallOp;
+    type Response = u64;
+
+    fn dispatch(&self, call: Call) -> u64 {
+        call_in(call);
+        self.0
+    }
+
+    fn dispatch_mut(&mut self, op: CallOp) -> u64 {
+        self.0 += 1;
+        call_in(op.call);
+        self.0
+    }
+}
+
+/// Every way user code can call back into its own instance: from `dispatch` and
+/// `dispatch_mut` with a *second* token of the same thread, or by reconfiguring or
+/// registering; from the structure's `Clone` while `add_replica` clones it (the source is
+/// frozen: with one replica this waited for itself for ever); from a write operation's
+/// `Drop` when the log drops it. Each panics with "re-entrant call" (from a write
+/// operation, as that operation's panic; from a `Drop`, in the call that was combining)
+/// and the instance keeps working: the same replicas, every write applied once.
+#[test]
+fn every_call_back_into_the_instance_panics_instead_of_waiting_for_itself() {
+    watchdog("call backs", LIMIT, || {
+        let nr: &'static NodeReplicated<Calls> = Box::leak(Box::new(
+            NodeReplicated::builder(Calls::default())
+                .log_capacity(4)
+                .build()
+                .unwrap(),
+        ));
+        let tkn = nr.register().unwrap();
+        let second = nr.register().unwrap();
+        CALLS.with(|h| h.set(Some((nr, second))));
+        let ids =
+            |nr: &NodeReplicated<Calls>| -> Vec<_> { nr.replicas().iter().map(|r| r.id).collect() };
+        let before = ids(nr);
+        let mut writes = 0;
+        for call in [
+            Call::WriteWithSecondToken,
+            Call::AddReplica,
+            Call::RemoveReplica,
+            Call::Register,
+        ] {
+            let m = panic_message(|| nr.execute(call, tkn));
+            assert!(m.contains("re-entrant call"), "read, {call:?}: {m}");
+            let op = CallOp {
+                call,
+                on_drop: Call::Nothing,
+            };
+            let m = panic_message(|| nr.execute_mut(op, tkn));
+            assert!(m.contains("re-entrant call"), "write, {call:?}: {m}");
+            writes += 1;
+            assert_eq!(ids(nr), before, "{call:?} changed the replica set");
+            // No lock left behind: a write and a read on both tokens.
+            writes += 1;
+            assert_eq!(nr.execute_mut(CallOp::plain(), second), writes);
+            assert_eq!(nr.execute(Call::Nothing, tkn), writes);
+        }
+        // From `Clone` during `add_replica`, with the only replica frozen as the source.
+        ON_CLONE.with(|c| c.set(Call::WriteWithSecondToken));
+        let m = panic_message(|| nr.add_replica(NodeId(0)));
+        ON_CLONE.with(|c| c.set(Call::Nothing));
+        assert!(m.contains("re-entrant call"), "clone: {m}");
+        assert_eq!(ids(nr), before, "a failed add changes nothing");
+        // From a write operation's `Drop`: the log drops it four writes later.
+        let op = CallOp {
+            call: Call::Nothing,
+            on_drop: Call::WriteWithSecondToken,
+        };
+        writes += 1;
+        assert_eq!(nr.execute_mut(op, tkn), writes);
+        for k in 0..4 {
+            writes += 1;
+            if k == 3 {
+                let m = panic_message(|| nr.execute_mut(CallOp::plain(), tkn));
+                assert!(m.contains("re-entrant call"), "drop: {m}");
+            } else {
+                assert_eq!(nr.execute_mut(CallOp::plain(), tkn), writes);
+            }
+        }
+        assert_eq!(nr.execute(Call::Nothing, tkn), writes, "each write once");
+        CALLS.with(|h| h.set(None));
+        let added = nr.add_replica(NodeId(0)).unwrap();
+        assert_eq!(nr.replicas().len(), 2, "the instance still reconfigures");
+        nr.remove_replica(added).unwrap();
+    });
+}
