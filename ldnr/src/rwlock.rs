@@ -10,7 +10,7 @@
 //!
 //! ```text
 //!   reader                              writer (holds the replica's combiner lock)
-//!   slot := r+1            (Relaxed)    writer := true          (Relaxed)
+//!   slot := r+1            (Release)    writer := true          (Relaxed)
 //!   fence(SeqCst)          ----F1----   fence(SeqCst)           ----F2----
 //!   if writer { slot := 0; retry }      for every slot: wait while slot == r+1
 //!   ... read the replica ...            ... apply a batch ...
@@ -81,7 +81,15 @@ impl RwLock {
     pub(crate) fn read<'a>(&self, reader: &'a ReaderSlot, slot: usize) -> ReadGuard<'a> {
         let mut backoff = Backoff::new();
         loop {
-            reader.0.store(slot + 1, Ordering::Relaxed);
+            // Release: a writer that reads this announcement (`ReaderSlot::reads`,
+            // Acquire) must also see everything this thread did before, in particular
+            // its reads under an earlier read lock of another replica, released by a
+            // store this one follows in the slot's modification order. Since C++20 a
+            // relaxed store no longer continues that release sequence, and a writer that
+            // installs a replica in a reused shell could otherwise race with a reader
+            // that just left it (found by the loom model
+            // `reader_left_on_a_reused_shell`).
+            reader.0.store(slot + 1, Ordering::Release);
             // SeqCst: F1 of R1.
             fence(Ordering::SeqCst);
             // Acquire: pairs with the Release in `WriteGuard::drop`; the writer's batch

@@ -36,7 +36,7 @@ use ldnr::{NodeId, NodeReplicated, ReplicaInfo};
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use loom_common::{assert_serial, build, check, Reg, Write};
+use loom_common::{assert_serial, build, build_of, check, Clones, Reg, Sum, Write};
 
 /// Spins (yielding to loom) until `flag` is raised.
 fn wait_for(flag: &AtomicBool) {
@@ -463,5 +463,85 @@ fn add_replica_stand_in_racing_the_source() {
         );
         assert_eq!(infos.iter().map(|r| r.threads).collect::<Vec<_>>(), [2, 1]);
         assert_eq!(infos[1].id, id);
+    });
+}
+
+/// Model 6: a reader left on a shell that `add_replica` reuses ("race 4"). Two replicas:
+/// X in slot 0 and S in slot 1. The main thread registers on X and on S, adds 1 through
+/// X before the reader starts (X at position 1, S idle at 0, `ctail` 1), and the reader
+/// registers on X (a tie on threads goes to the lower slot) and waits for a flag. Then
+/// the main thread raises the flag and adds 2 through X, removes X, adds a replica (into
+/// the freed shell, slot 0, cloned from S, the only live replica, at position 0) and adds
+/// 4 through S, while the reader reads once. Every write's `Clone` raises a loom flag,
+/// yields and lowers it ([`Solo`]).
+///
+/// The race: the main thread's clone of the 2 yields while it holds X's write lock; the
+/// reader loads `ctail` (1) and slot 0, finds the write lock held and waits, yielding, so
+/// the main thread goes on without a preemption: it finishes the write, removes X (the
+/// reader is re-matched, but its `execute` still holds slot 0) and installs the new
+/// replica in slot 0 at position 0, below the reader's `ctail`. One preemption, right
+/// after `add_replica` releases the new shell's locks, lets the reader take the read
+/// lock and then, the replica being behind, the combiner lock to catch up. Had the live
+/// count been raised only after those locks were released, the reader would read one
+/// live replica and clone entries on the sole path (L6), without the clone lock, and its
+/// clone would yield to the main thread, whose write through S clones entry 0 under the
+/// clone lock at the same time. Loom also checks every access to the reused shell: a
+/// reader that looked at the freed shell (and found no data) must happen before the
+/// installation of the new data there, whatever it read since on other replicas.
+///
+/// Asserts: no write was cloned by two threads at once; the main thread's responses are
+/// 0, 1 and 3; the read returns a value that was written (at least 1); after both threads
+/// are done, a thread on S and one on the new replica read 7, both replicas at position
+/// 3, the removed id gone, the new replica in slot 0.
+///
+/// Bound 1: about 20 000 executions, 6 s; the race needs just the one preemption (the
+/// reader's wait is a yield), and the model finds it in execution 213 of a copy of the
+/// library whose live count is raised after the new shell's locks are released. Bound 2
+/// takes 485 000 executions and three minutes.
+#[test]
+fn reader_left_on_a_reused_shell() {
+    check("reader_left_on_a_reused_shell", Some(1), || {
+        let nr = build_of(Sum(0), 2, 4);
+        let clones = Clones::new();
+        let x = nr.replicas()[0].id;
+        let on_x = nr.register().unwrap();
+        let on_s = nr.register().unwrap();
+        let first = nr.execute_mut(clones.op(1), on_x);
+        let registered = Arc::new(AtomicBool::new(false));
+        let go = Arc::new(AtomicBool::new(false));
+        let (r, f, g) = (nr.clone(), registered.clone(), go.clone());
+        let reader = thread::spawn(move || {
+            let tkn = r.register().unwrap();
+            f.store(true, Ordering::Release);
+            wait_for(&g);
+            r.execute((), tkn)
+        });
+
+        wait_for(&registered);
+        go.store(true, Ordering::Release);
+        let second = nr.execute_mut(clones.op(2), on_x);
+        nr.remove_replica(x).unwrap();
+        let id = nr.add_replica(NodeId(0)).unwrap();
+        let third = nr.execute_mut(clones.op(4), on_s);
+        let read = reader.join().unwrap();
+
+        clones.assert_alone();
+        assert_eq!([first, second, third], [0, 1, 3], "lost or reordered write");
+        assert!(
+            [1, 3, 7].contains(&read),
+            "read a value never written: {read}"
+        );
+        assert_eq!(nr.execute((), on_s), 7, "S misses a write");
+        let on_new = nr.register().unwrap();
+        assert_eq!(nr.replica_of(on_new), Some(id));
+        assert_eq!(nr.execute((), on_new), 7, "the new replica misses a write");
+        let infos = nr.replicas();
+        assert_eq!(infos.len(), 2, "{infos:?}");
+        assert!(infos.iter().all(|r| r.applied == 3), "{infos:?}");
+        assert!(infos.iter().all(|r| r.id != x), "{infos:?}");
+        assert_eq!(
+            infos[0].id, id,
+            "the new replica is in the freed shell, slot 0"
+        );
     });
 }

@@ -13,7 +13,7 @@
 //! Under `cfg(ldnr_shuttle)` every atomic of the library is shuttle's, so each atomic
 //! access is a point where the scheduler may switch threads, and every wait loop yields
 //! to it (`sync.rs`). Each test explores a fixed number of schedules from a fixed seed,
-//! so CI is reproducible; the defaults add up to 100,000 schedules. Environment:
+//! so CI is reproducible; the defaults add up to 135,000 schedules. Environment:
 //!
 //! - `LDNR_SHUTTLE_ITERS=n`: schedules per test instead of the default;
 //! - `LDNR_SHUTTLE_SEED=n`: another seed, to explore other schedules;
@@ -23,7 +23,8 @@
 //!
 //! Every execution checks replica agreement, exactly-once application of every write,
 //! linearizability of all reads and writes against the final sequence, and consistent
-//! `replicas()` snapshots; shuttle fails a run that deadlocks or exceeds its step bound
+//! `replicas()` snapshots, and in scenarios with `probe_clones` that no two threads clone
+//! one logged write at once; shuttle fails a run that deadlocks or exceeds its step bound
 //! (a livelock). See `shuttle_common` for the checks.
 #![cfg(ldnr_shuttle)]
 
@@ -54,6 +55,7 @@ static CHURN: Scenario = Scenario {
         All,
         RemoveAdded(0),
     ],
+    probe_clones: false,
 };
 
 /// Two writers on three replicas of one node: the third replica serves no thread, so the
@@ -68,6 +70,7 @@ static IDLE: Scenario = Scenario {
         &[Write, Write, Write, Len, Write, Write, All],
     ],
     churn: &[],
+    probe_clones: false,
 };
 
 /// Four threads, three replicas on two nodes, an eight-entry log: three workers and a
@@ -93,6 +96,7 @@ static WIDE: Scenario = Scenario {
         Add(0),
         All,
     ],
+    probe_clones: false,
 };
 
 /// One replica, so writers start on the sole-replica fast path (log L6); the churner
@@ -104,6 +108,7 @@ static SOLE: Scenario = Scenario {
     log: 4,
     workers: &[&[Write, Write, Len, Write], &[Write, All, Write, Write]],
     churn: &[Add(0), Write, RemoveInitial(0), Add(0), All, RemoveAdded(0)],
+    probe_clones: false,
 };
 
 /// A replica joins in a shell *below* its clone source while a writer on another
@@ -127,6 +132,7 @@ static JOIN_BELOW_SOURCE: Scenario = Scenario {
         ],
     ],
     churn: &[RemoveInitial(0), Len, Add(0), Len, Len, Len, Len, All],
+    probe_clones: false,
 };
 
 /// Replicas added and removed four times in a row, each new one reusing slot 0 below
@@ -150,9 +156,47 @@ static RECLONE: Scenario = Scenario {
         RemoveAdded(2),
         Add(0),
     ],
+    probe_clones: false,
 };
 
-// Default schedule counts: 100,000 in all, about a minute in a release build on two
+/// A reader left on a shell that `add_replica` reuses ("race 4"). One replica X in slot
+/// 0 serves both threads; the churner adds S (slot 1, serving no one, so it lags), writes
+/// twice through X, removes X and adds a replica into X's freed shell, cloned from S, the
+/// only live replica, at S's position, which lies below the `ctail` of X's last writes;
+/// then it writes through S, the clone source. The worker alternates writes and reads on
+/// X. Every write carries a clone probe (`probe_clones`): two threads cloning one logged
+/// write at once fail the run.
+///
+/// The race needs a thread that still holds slot 0 from before the removal. The natural
+/// one is a reader: the churner's clones yield while it holds X's write lock, so the
+/// worker's read can start then, find the write lock held and wait for it, yielding; PCT
+/// then leaves it waiting (a yielding thread drops to the lowest priority) while the
+/// churner, which never waits here, removes X (the worker is re-matched to S, but its
+/// `execute` still holds slot 0) and installs the new replica. One change point right
+/// after `add_replica` releases the new shell's locks lets the worker in: it takes the
+/// read lock, finds the replica below its `ctail` and takes the combiner lock to catch
+/// up. If the live count were raised only after those locks are released, it would read
+/// one live replica and apply on the sole-replica path (L6), without the clone lock; its
+/// clone yields, and the churner's write through S clones the same entry under the clone
+/// lock: "two threads cloned write 1000 at the same time". Checked against a copy of the
+/// library with that change (and against the code before it was fixed): PCT depth 2, one
+/// change point, finds it in about one schedule in 1,500, the tests below within their
+/// first 7,000 schedules. The random scheduler, which switches threads at almost every
+/// step, lets the waiting reader in before the shell is reused and does not find it. A
+/// stale *writer*, left between loading its slot and taking the combiner lock, needs a
+/// second change point for the same window and was found some thirty times less often;
+/// a third thread writing on S makes either rarer still (its waits wake the reader
+/// early).
+static STALE_READER: Scenario = Scenario {
+    nodes: 1,
+    replicas: &[0],
+    log: 4,
+    workers: &[&[Write, Len, Write, Len, Write, Len, Len, Len]],
+    churn: &[Add(0), Write, Write, RemoveInitial(0), Add(0), Write],
+    probe_clones: true,
+};
+
+// Default schedule counts: 135,000 in all, about a minute in a release build on two
 // shared cores. The seeds are fixed so that CI explores the same schedules on every run.
 
 #[test]
@@ -233,4 +277,22 @@ fn reclone_random() {
 #[test]
 fn reclone_pct3() {
     explore("reclone_pct3", &RECLONE, Sched::Pct(3), 10_000, 0x1d_000c);
+}
+
+#[test]
+fn stale_reader_random() {
+    let s = &STALE_READER;
+    explore("stale_reader_random", s, Sched::Random, 5_000, 0x1d_000d);
+}
+
+#[test]
+fn stale_reader_pct2() {
+    let s = &STALE_READER;
+    explore("stale_reader_pct2", s, Sched::Pct(2), 20_000, 0x1d_000e);
+}
+
+#[test]
+fn stale_reader_pct3() {
+    let s = &STALE_READER;
+    explore("stale_reader_pct3", s, Sched::Pct(3), 10_000, 0x1d_000f);
 }

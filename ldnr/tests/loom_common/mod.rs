@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicUsize as StdAtomicUsize;
 
 use ldnr::{Dispatch, NodeId, NodeReplicated};
 use loom::model::Builder;
+use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 
 /// A register: writes set or add and return the previous value, reads return the value.
@@ -52,28 +53,146 @@ pub fn check(name: &str, preemptions: Option<usize>, f: impl Fn() + Sync + Send 
     let runs = std::sync::Arc::new(StdAtomicUsize::new(0));
     let counter = runs.clone();
     let start = std::time::Instant::now();
+    // Reports on the way out, also when an execution fails (how far the search got).
+    struct Report<'a> {
+        name: &'a str,
+        runs: &'a StdAtomicUsize,
+        bound: Option<usize>,
+        start: std::time::Instant,
+    }
+    impl Drop for Report<'_> {
+        fn drop(&mut self) {
+            let runs = self.runs.load(std::sync::atomic::Ordering::Relaxed);
+            let runs = if std::thread::panicking() {
+                format!("failed in execution {runs}")
+            } else {
+                format!("{runs} executions")
+            };
+            eprintln!(
+                "loom {}: {runs}, preemption bound {:?}, {:.1?}",
+                self.name,
+                self.bound,
+                self.start.elapsed()
+            );
+        }
+    }
+    let _report = Report {
+        name,
+        runs: &runs,
+        bound: b.preemption_bound,
+        start,
+    };
     b.check(move || {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         f();
     });
-    eprintln!(
-        "loom {name}: {} executions, preemption bound {:?}, {:.1?}",
-        runs.load(std::sync::atomic::Ordering::Relaxed),
-        b.preemption_bound,
-        start.elapsed()
-    );
 }
 
 pub fn build(replicas: usize, max_threads: usize) -> Arc<NodeReplicated<Reg>> {
+    build_of(Reg(0), replicas, max_threads)
+}
+
+/// An instance of `initial` with `replicas` replicas on node 0 and a log of four entries.
+pub fn build_of<D: Dispatch + Clone + Send + Sync>(
+    initial: D,
+    replicas: usize,
+    max_threads: usize,
+) -> Arc<NodeReplicated<D>> {
     let nodes = vec![NodeId(0); replicas];
     Arc::new(
-        NodeReplicated::builder(Reg(0))
+        NodeReplicated::builder(initial)
             .replicas(&nodes)
             .log_capacity(4)
             .max_threads(max_threads)
             .build()
             .expect("a valid configuration"),
     )
+}
+
+/// A sum whose writes check that they are cloned one at a time: writes are [`Solo`]s
+/// made by one [`Clones`].
+#[derive(Debug, Clone, Default)]
+pub struct Sum(pub u64);
+
+impl Dispatch for Sum {
+    type ReadOperation = ();
+    type WriteOperation = Solo;
+    type Response = u64;
+
+    fn dispatch(&self, _: ()) -> u64 {
+        self.0
+    }
+
+    /// Adds, and returns the previous value.
+    fn dispatch_mut(&mut self, op: Solo) -> u64 {
+        let prev = self.0;
+        self.0 += op.add;
+        prev
+    }
+}
+
+/// The writes of one execution, and whether two threads ever cloned one of them at once.
+#[derive(Debug)]
+pub struct Clones {
+    overlap: AtomicBool,
+}
+
+/// An addition to a [`Sum`] whose `Clone` asserts that it runs alone.
+#[derive(Debug)]
+pub struct Solo {
+    add: u64,
+    /// Raised while a thread clones this write.
+    cloning: std::sync::Arc<AtomicBool>,
+    clones: std::sync::Arc<Clones>,
+}
+
+impl Clones {
+    pub fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            overlap: AtomicBool::new(false),
+        })
+    }
+
+    /// A write that adds `add`. (The probe's pointers are `std` ones, so that cloning a
+    /// write adds no scheduling points beyond the probe's own.)
+    pub fn op(self: &std::sync::Arc<Self>, add: u64) -> Solo {
+        Solo {
+            add,
+            cloning: std::sync::Arc::new(AtomicBool::new(false)),
+            clones: self.clone(),
+        }
+    }
+
+    /// Asserts that no write was cloned by two threads at once (log L4, L6). Checked
+    /// before the values: the library catches a panicking clone (panic isolation), so a
+    /// clone that found another under way may have cost a replica that entry.
+    pub fn assert_alone(&self) {
+        assert!(
+            !self.overlap.load(Ordering::Relaxed),
+            "two threads cloned one logged write at the same time (log L4/L6)"
+        );
+    }
+}
+
+impl Clone for Solo {
+    /// The log hands a thread a `&Solo` to clone only while no other thread clones the
+    /// same entry (the clone lock, L4, or the sole-replica path, L6), which is what lets
+    /// a `WriteOperation` be `Send` without `Sync`. The flag is loom's and the clone
+    /// yields in the middle, so a second clone of the same entry, if the protocol allows
+    /// one, is explored inside the first one at no preemption cost.
+    fn clone(&self) -> Self {
+        if self.cloning.swap(true, Ordering::SeqCst) {
+            self.clones.overlap.store(true, Ordering::SeqCst);
+            panic!("two threads clone one logged write at the same time");
+        }
+        loom::thread::yield_now();
+        self.cloning.store(false, Ordering::SeqCst);
+        Solo {
+            add: self.add,
+            cloning: self.cloning.clone(),
+            clones: self.clones.clone(),
+        }
+    }
 }
 
 /// Checks that `(added, response)` pairs of `Add` operations, whose responses are the

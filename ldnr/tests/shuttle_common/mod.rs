@@ -21,6 +21,11 @@
 //! 4. **Consistent snapshots**: a `replicas()` taken by the churner while the others run
 //!    lists exactly the replicas it has not removed; the final one has the expected
 //!    replica count and its thread counts add up to the registered threads.
+//! 5. **Clones one at a time** (scenarios with [`Scenario::probe_clones`]): no two
+//!    threads ever clone the same logged write at once (log L4, and L6 for the
+//!    sole-replica path that skips the clone lock). Each write then carries a [`Probe`]
+//!    whose `Clone` raises a flag, yields to the scheduler and lowers it again; finding
+//!    the flag already raised records the write and panics.
 //!
 //! Deadlocks (every thread blocked) and livelocks (a run past the step bound, e.g.
 //! threads spinning on a full log that nobody drains) fail the run too.
@@ -37,7 +42,7 @@ use ldnr::{
 use shuttle::scheduler::{
     PctScheduler, RandomScheduler, ReplayScheduler, Schedule, Scheduler, Task, TaskId,
 };
-use shuttle::sync::atomic::{AtomicUsize, Ordering};
+use shuttle::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use shuttle::{Config, MaxSteps, Runner};
 
 /// A sequence of write ids: each replica records the order in which it applied writes.
@@ -65,10 +70,58 @@ pub enum Resp {
     All(Vec<u32>),
 }
 
+/// A write of [`Seq`]: appends `id`. With a probe, its `Clone` checks that no other thread
+/// clones the same write at the same time.
+#[derive(Debug)]
+pub struct Op {
+    id: u32,
+    probe: Option<Arc<Probe>>,
+}
+
+/// What one write's clones share: whether one is under way, and where an overlap is
+/// recorded (shared by all the writes of one execution).
+#[derive(Debug)]
+pub struct Probe {
+    /// Raised while a thread clones the write. A shuttle atomic, so that raising and
+    /// lowering it are scheduling points.
+    cloning: AtomicBool,
+    /// `0`, or `1 +` the id of the first write that two threads cloned at once.
+    overlap: Arc<StdAtomicUsize>,
+}
+
+impl Clone for Op {
+    /// Asserts that it runs alone: the log hands a thread a `&Op` to clone only while no
+    /// other thread clones the same entry (log L4, L6), which is what lets a
+    /// `WriteOperation` be `Send` without `Sync`. The yield lets another thread run in
+    /// the middle of the clone (and, under PCT, lowers this thread's priority), so a
+    /// second clone of the same entry, if the protocol allows one, lands inside the
+    /// first.
+    fn clone(&self) -> Self {
+        if let Some(probe) = &self.probe {
+            if probe.cloning.swap(true, Ordering::SeqCst) {
+                // Recorded as well as raised: this panic happens inside a combiner, which
+                // catches it (panic isolation) and may hand it to no one.
+                let _ = probe.overlap.compare_exchange(
+                    0,
+                    self.id as usize + 1,
+                    StdOrdering::Relaxed,
+                    StdOrdering::Relaxed,
+                );
+                panic!("two threads clone write {} at the same time", self.id);
+            }
+            shuttle::thread::yield_now();
+            probe.cloning.store(false, Ordering::SeqCst);
+        }
+        Op {
+            id: self.id,
+            probe: self.probe.clone(),
+        }
+    }
+}
+
 impl Dispatch for Seq {
     type ReadOperation = Read;
-    /// Appends the id.
-    type WriteOperation = u32;
+    type WriteOperation = Op;
     type Response = Resp;
 
     fn dispatch(&self, op: Read) -> Resp {
@@ -78,8 +131,8 @@ impl Dispatch for Seq {
         }
     }
 
-    fn dispatch_mut(&mut self, id: u32) -> Resp {
-        self.0.push(id);
+    fn dispatch_mut(&mut self, op: Op) -> Resp {
+        self.0.push(op.id);
         Resp::Index(self.0.len() - 1)
     }
 }
@@ -146,6 +199,10 @@ pub struct Scenario {
     pub workers: &'static [&'static [Step]],
     /// The churner's script; empty for no churner thread.
     pub churn: &'static [Step],
+    /// Whether every write carries a [`Probe`] that checks its clones do not overlap
+    /// (check 5). It adds three scheduling points to each clone, so it changes the
+    /// schedules a seed explores; the scenarios written before it leave it off.
+    pub probe_clones: bool,
 }
 
 /// A recorded operation.
@@ -188,6 +245,7 @@ fn run_thread(
     thread: usize,
     script: &[Step],
     initial: &[ReplicaId],
+    overlap: Option<&Arc<StdAtomicUsize>>,
 ) -> Vec<Event> {
     let tkn = nr.register().expect("below the thread limit");
     let mut added = Vec::new();
@@ -202,7 +260,13 @@ fn run_thread(
             Step::Write => {
                 let id = write_id(thread, writes);
                 writes += 1;
-                match nr.execute_mut(id, tkn) {
+                let probe = overlap.map(|overlap| {
+                    Arc::new(Probe {
+                        cloning: AtomicBool::new(false),
+                        overlap: overlap.clone(),
+                    })
+                });
+                match nr.execute_mut(Op { id, probe }, tkn) {
                     Resp::Index(index) => Done::Write { id, index },
                     other => panic!("thread {thread}: a write answered {other:?}"),
                 }
@@ -283,6 +347,9 @@ pub fn execute(scenario: &'static Scenario) {
     let initial: Arc<[ReplicaId]> = nr.replicas().into_iter().map(|r| r.id).collect();
     assert_eq!(initial.len(), scenario.replicas.len());
     let clock = Arc::new(AtomicUsize::new(0));
+    let overlap = scenario
+        .probe_clones
+        .then(|| Arc::new(StdAtomicUsize::new(0)));
 
     let churner = (!scenario.churn.is_empty()).then_some(scenario.churn);
     let handles: Vec<_> = scenario
@@ -293,13 +360,28 @@ pub fn execute(scenario: &'static Scenario) {
         .enumerate()
         .map(|(t, script)| {
             let (nr, clock, initial) = (nr.clone(), clock.clone(), initial.clone());
-            shuttle::thread::spawn(move || run_thread(&nr, &clock, t, script, &initial))
+            let overlap = overlap.clone();
+            shuttle::thread::spawn(move || {
+                run_thread(&nr, &clock, t, script, &initial, overlap.as_ref())
+            })
         })
         .collect();
     let threads = handles.len();
-    let events: Vec<Event> = handles
+    let joined: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+    // Before the threads' results: an overlapping clone can make a write's owner panic
+    // (with the clone's panic, or a response from a lost write) and the replicas diverge,
+    // and this names the cause.
+    if let Some(overlap) = &overlap {
+        let id = overlap.load(StdOrdering::Relaxed);
+        assert!(
+            id == 0,
+            "two threads cloned write {} at the same time (log L4/L6)",
+            id - 1
+        );
+    }
+    let events: Vec<Event> = joined
         .into_iter()
-        .flat_map(|h| h.join().expect("a thread panicked"))
+        .flat_map(|r| r.expect("a thread panicked"))
         .collect();
 
     let expected: Vec<u32> = scenario
@@ -482,14 +564,44 @@ pub fn explore(
         inner,
         stats: stats.clone(),
     };
+    let failed = Failed {
+        name,
+        sched,
+        seed,
+        stats: &stats,
+    };
     let runs = Runner::new(counting, config).run(test);
+    std::mem::forget(failed);
     report(name, sched, seed, runs, &stats, start.elapsed());
     assert_eq!(runs, iterations, "shuttle ran fewer schedules than asked");
+}
+
+/// Says which schedule failed when an exploration unwinds (the schedule itself is
+/// printed by shuttle).
+struct Failed<'a> {
+    name: &'a str,
+    sched: Sched,
+    seed: u64,
+    stats: &'a Stats,
+}
+
+impl Drop for Failed<'_> {
+    fn drop(&mut self) {
+        eprintln!(
+            "shuttle {}: failed in schedule {} ({:?}, seed {})",
+            self.name,
+            self.stats.schedules.load(StdOrdering::Relaxed),
+            self.sched,
+            self.seed
+        );
+    }
 }
 
 /// Scheduling decisions and thread switches over all schedules of one exploration.
 #[derive(Debug, Default)]
 struct Stats {
+    /// Schedules started.
+    schedules: StdAtomicUsize,
     steps: StdAtomicUsize,
     switches: StdAtomicUsize,
     max_steps: StdAtomicUsize,
@@ -506,7 +618,11 @@ struct Counting {
 impl Scheduler for Counting {
     fn new_execution(&mut self) -> Option<Schedule> {
         self.stats.current.store(0, StdOrdering::Relaxed);
-        self.inner.new_execution()
+        let schedule = self.inner.new_execution();
+        if schedule.is_some() {
+            self.stats.schedules.fetch_add(1, StdOrdering::Relaxed);
+        }
+        schedule
     }
 
     fn next_task(
