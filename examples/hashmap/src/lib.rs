@@ -1,26 +1,5 @@
-//! A replicated `HashMap<u64, u64>` over LD-NR: the [`Dispatch`] implementation used by
-//! the README, the tests and the demo/benchmark binary.
-//!
-//! # Examples
-//!
-//! ```
-//! use ldnr::NodeReplicated;
-//! use ldnr_hashmap::{MapRead, MapWrite, U64Map};
-//!
-//! let map = NodeReplicated::builder(U64Map::with_keys(100)).build()?;
-//! let tkn = map.register()?;
-//! assert_eq!(map.execute(MapRead::Get(7), tkn), Some(7));
-//! assert_eq!(map.execute_mut(MapWrite::Insert(7, 70), tkn), Some(7));
-//! assert_eq!(map.execute(MapRead::Get(7), tkn), Some(70));
-//! assert_eq!(map.execute_mut(MapWrite::Remove(7), tkn), Some(70));
-//! assert_eq!(map.execute(MapRead::Len, tkn), Some(99));
-//! # Ok::<(), ldnr::Error>(())
-//! ```
+#![doc = include_str!("../README.md")]
 
-pub mod bench;
-pub mod demo;
-pub mod experiments;
-pub mod inactivity;
 pub mod typed;
 
 use std::collections::HashMap;
@@ -89,35 +68,6 @@ impl Dispatch for U64Map {
         match op {
             MapWrite::Insert(k, v) => self.0.insert(k, v),
             MapWrite::Remove(k) => self.0.remove(&k),
-        }
-    }
-}
-
-/// The same map for node-replication 0.1.1, the static-replica baseline.
-pub mod nr_baseline {
-    use super::{Inner, MapRead, MapWrite};
-
-    /// [`Inner`] behind node-replication 0.1.1's `Dispatch`.
-    #[derive(Debug, Clone, Default)]
-    pub struct NrMap(pub Inner);
-
-    impl node_replication::Dispatch for NrMap {
-        type ReadOperation = MapRead;
-        type WriteOperation = MapWrite;
-        type Response = Option<u64>;
-
-        fn dispatch(&self, op: MapRead) -> Option<u64> {
-            match op {
-                MapRead::Get(k) => self.0.get(&k).copied(),
-                MapRead::Len => Some(self.0.len() as u64),
-            }
-        }
-
-        fn dispatch_mut(&mut self, op: MapWrite) -> Option<u64> {
-            match op {
-                MapWrite::Insert(k, v) => self.0.insert(k, v),
-                MapWrite::Remove(k) => self.0.remove(&k),
-            }
         }
     }
 }

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use criterion::{measurement::WallTime, BenchmarkGroup, Criterion};
 use ldnr::NodeReplicated;
-use ldnr_hashmap::demo::XorShift;
+use ldnr_bench::nr::NrMap;
+use ldnr_bench::runner::XorShift;
 use ldnr_hashmap::{Inner, MapRead, MapWrite, U64Map};
 
 /// Number of pre-generated keys (a power of two; the same for both map sizes, so the
@@ -28,27 +29,6 @@ const KEY_STREAM: usize = 1 << 20;
 
 /// Map sizes and the labels used in group names.
 const SIZES: [(u64, &str); 2] = [(1 << 16, "64K"), (1 << 20, "1M")];
-
-/// node-replication 0.1.1's `Dispatch` over the same map as `ldnr_hashmap::U64Map`,
-/// with the same operation types and the same `match` (delegated, so the code is
-/// identical).
-struct NrMap(U64Map);
-
-impl node_replication::Dispatch for NrMap {
-    type ReadOperation = MapRead;
-    type WriteOperation = MapWrite;
-    type Response = Option<u64>;
-
-    #[inline]
-    fn dispatch(&self, op: MapRead) -> Option<u64> {
-        ldnr::Dispatch::dispatch(&self.0, op)
-    }
-
-    #[inline]
-    fn dispatch_mut(&mut self, op: MapWrite) -> Option<u64> {
-        ldnr::Dispatch::dispatch_mut(&mut self.0, op)
-    }
-}
 
 /// `KEY_STREAM` uniform keys below `n`, from a fixed seed.
 fn keys(n: u64, seed: u64) -> Vec<u64> {

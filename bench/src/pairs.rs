@@ -67,7 +67,7 @@ impl Pair {
     /// # Examples
     ///
     /// ```
-    /// use ldnr_hashmap::bench::pairs::{Config, Pair};
+    /// use ldnr_bench::pairs::{Config, Pair};
     /// let config = Config { threads: 1, replicas: 1, write_pct: 10 };
     /// let pair = Pair {
     ///     config,
@@ -86,7 +86,7 @@ impl Pair {
     /// # Examples
     ///
     /// ```
-    /// use ldnr_hashmap::bench::pairs::{Config, Pair};
+    /// use ldnr_bench::pairs::{Config, Pair};
     /// let config = Config { threads: 1, replicas: 1, write_pct: 10 };
     /// let pair = Pair { config, ldnr: vec![1.0], nr: vec![2.0], reference: vec![2.4] };
     /// assert_eq!(pair.reference_ratio(), Some(1.2));
@@ -138,7 +138,7 @@ fn median(mut xs: Vec<f64>) -> Option<f64> {
 /// # Examples
 ///
 /// ```
-/// use ldnr_hashmap::bench::pairs::configs;
+/// use ldnr_bench::pairs::configs;
 /// let c = configs(&[1, 2], 2, &[0, 10]);
 /// let named: Vec<(usize, usize, u32)> =
 ///     c.iter().map(|c| (c.threads, c.replicas, c.write_pct)).collect();
@@ -170,7 +170,7 @@ pub fn configs(thread_counts: &[usize], nodes: usize, writes: &[u32]) -> Vec<Con
 ///
 /// ```
 /// use std::time::Duration;
-/// use ldnr_hashmap::bench::pairs::{configs, planned};
+/// use ldnr_bench::pairs::{configs, planned};
 /// let c = configs(&[1, 2], 2, &[10]); // 1t/1r (+ reference), 2t/1r, 2t/2r
 /// assert_eq!(planned(&c, 4, Duration::from_millis(100)), Duration::from_millis(2800));
 /// ```

@@ -24,7 +24,7 @@ use super::report::Report;
 use super::runner::Phase;
 use super::suite::{Measured, WRITE_SWEEP};
 
-static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
 type Res<T = ()> = Result<T, Box<dyn Error>>;
 

@@ -304,9 +304,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::bench::runner::{Phase, PhaseResult, RunResult};
-    use crate::bench::suite::{Job, Measured};
-    use crate::bench::systems::{Kind, Policy};
+    use crate::runner::{Phase, PhaseResult, RunResult};
+    use crate::suite::{Job, Measured};
+    use crate::systems::{Kind, Policy};
 
     fn measured(kind: Kind, threads: usize, results: &[(u32, usize, f64)]) -> Measured {
         let phases = results
@@ -383,7 +383,7 @@ mod tests {
 
     #[test]
     fn paired_rounds_take_precedence_and_are_judged_on_their_median() {
-        use crate::bench::pairs::{Config, Pair};
+        use crate::pairs::{Config, Pair};
         let pair = |threads, replicas, write_pct, ldnr: &[f64], nr: &[f64]| Pair {
             config: Config {
                 threads,

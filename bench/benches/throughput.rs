@@ -5,9 +5,9 @@
 //!   replicas on node 0 (the two threads are matched one to each);
 //! - `nr1`, `nr2`: node-replication 0.1.1 over the same map and operations, one replica,
 //!   and two (thread `i` registers with replica `i`);
-//! - `dashmap`: dashmap 6, the concurrent-map baseline (see `ldnr_hashmap::bench`).
+//! - `dashmap`: dashmap 6, the concurrent-map baseline (see `ldnr_bench`).
 //!
-//! Both logs hold 32,768 entries (`ldnr_hashmap::bench::systems::{LOG_ENTRIES,
+//! Both logs hold 32,768 entries (`ldnr_bench::systems::{LOG_ENTRIES,
 //! NR_LOG_BYTES}`), as in the demo's experiments.
 //!
 //! # How it is measured
@@ -51,9 +51,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use ldnr::{NodeId, NodeReplicated};
-use ldnr_hashmap::bench::systems::{LOG_ENTRIES, NR_LOG_BYTES};
-use ldnr_hashmap::demo::XorShift;
-use ldnr_hashmap::nr_baseline::NrMap;
+use ldnr_bench::nr::NrMap;
+use ldnr_bench::runner::XorShift;
+use ldnr_bench::systems::{LOG_ENTRIES, NR_LOG_BYTES};
 use ldnr_hashmap::{MapRead, MapWrite, U64Map};
 
 /// Operations pre-generated per worker (a power of two). 8 MiB each, read sequentially.
@@ -214,7 +214,7 @@ struct Nr(Vec<Arc<node_replication::Replica<'static, NrMap>>>);
 impl Nr {
     fn new(keys: u64, replicas: usize) -> Self {
         let log = Arc::new(node_replication::Log::<MapWrite>::new(NR_LOG_BYTES));
-        let map = NrMap(U64Map::with_keys(keys).0);
+        let map = NrMap(U64Map::with_keys(keys));
         Self(
             (0..replicas)
                 .map(|_| node_replication::Replica::with_data(&log, map.clone()))

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::runner::{self, Env, Phase, Progress, RunResult};
 use super::systems::{Kind, Policy};
-use crate::U64Map;
+use ldnr_hashmap::U64Map;
 use ldnr_testkit::heap;
 use ldnr_testkit::nodes::{Affinity, Placement};
 
@@ -85,7 +85,7 @@ pub struct Measured {
 /// # Examples
 ///
 /// ```
-/// use ldnr_hashmap::bench::suite::scale_threads;
+/// use ldnr_bench::suite::scale_threads;
 /// assert_eq!(scale_threads(2, true), vec![1, 2, 4]);
 /// assert_eq!(scale_threads(12, false), vec![1, 2, 4, 8, 12]);
 /// ```
@@ -169,7 +169,7 @@ pub fn writes_jobs(s: &Settings) -> Vec<Job> {
 /// # Examples
 ///
 /// ```
-/// assert_eq!(ldnr_hashmap::bench::suite::replica_schedule(3), vec![3, 2, 1, 2, 3]);
+/// assert_eq!(ldnr_bench::suite::replica_schedule(3), vec![3, 2, 1, 2, 3]);
 /// ```
 pub fn replica_schedule(nodes: usize) -> Vec<usize> {
     let top = nodes.max(2);

@@ -31,7 +31,7 @@ pub const BATCH: u64 = 64;
 /// # Examples
 ///
 /// ```
-/// let mut r = ldnr_hashmap::bench::runner::XorShift::new(1);
+/// let mut r = ldnr_bench::runner::XorShift::new(1);
 /// assert_ne!(r.next_u64(), r.next_u64());
 /// ```
 #[derive(Debug, Clone, Copy)]
@@ -400,7 +400,7 @@ pub fn run(system: &dyn System, phases: &[Phase], env: Env<'_>) -> RunResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::systems::{Kind, Policy};
+    use crate::systems::{Kind, Policy};
     use ldnr_testkit::nodes::Affinity;
 
     #[test]

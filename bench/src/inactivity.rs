@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 use ldnr::NodeReplicated;
 
-use crate::bench::runner::XorShift;
-pub use crate::bench::systems::{LOG_ENTRIES, NR_LOG_BYTES};
-use crate::{MapRead, MapWrite, U64Map};
+use crate::runner::XorShift;
+pub use crate::systems::{LOG_ENTRIES, NR_LOG_BYTES};
+use ldnr_hashmap::{MapRead, MapWrite, U64Map};
 use ldnr_testkit::nodes::{Affinity, Placement};
 
 /// How often throughput is sampled.
@@ -103,7 +103,7 @@ impl Map for Ldnr {
     }
 }
 
-struct Nr(Vec<Arc<node_replication::Replica<'static, crate::nr_baseline::NrMap>>>);
+struct Nr(Vec<Arc<node_replication::Replica<'static, crate::nr::NrMap>>>);
 
 impl Map for Nr {
     fn worker(
@@ -164,7 +164,7 @@ pub fn child(system: &str, p: &Params) -> ! {
         )),
         "nr" => {
             let log = Arc::new(node_replication::Log::<MapWrite>::new(NR_LOG_BYTES));
-            let map = crate::nr_baseline::NrMap(U64Map::with_keys(p.keys).0);
+            let map = crate::nr::NrMap(U64Map::with_keys(p.keys));
             Box::new(Nr((0..2)
                 .map(|_| node_replication::Replica::with_data(&log, map.clone()))
                 .collect()))

@@ -12,12 +12,12 @@
 //! - `inactivity`: one replica's threads go idle; NR stalls, LD-NR goes on;
 //! - `versus-nr`: LD-NR and NR in alternating rounds at 1–2 threads and replicas and 0,
 //!   10, 100% writes, the median ratio per configuration (what targets (a) and (b) are
-//!   judged on; see [`crate::bench::pairs`]);
+//!   judged on; see [`crate::pairs`]);
 //! - `add-under-load`: the cost of `add_replica` while threads run.
 //! - `soak`: a long checked run under continuous replica changes ([`ldnr_testkit::soak`]).
 //!
 //! `--quick` shrinks everything to a smoke run of a few seconds (what CI runs). See
-//! [`crate::bench`] for how the experiments are built.
+//! [`crate`] for how the experiments are built.
 //!
 //! `--affinity` chooses the affinity manager LD-NR runs under ([`Affinity`], see
 //! [`ldnr_testkit::nodes`]):
@@ -37,17 +37,17 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::bench::charts;
-use crate::bench::pairs;
-use crate::bench::report::{Inactivity, Report};
-use crate::bench::runner::Progress;
-use crate::bench::suite::{self, Settings};
+use crate::charts;
 use crate::inactivity;
+use crate::pairs;
+use crate::report::{Inactivity, Report};
+use crate::runner::Progress;
+use crate::suite::{self, Settings};
 use ldnr_testkit::heap;
 use ldnr_testkit::nodes::{cores, real_nodes, Affinity, Placement};
 
 /// The workload's random generator (kept here for the benches that name it so).
-pub use crate::bench::runner::XorShift;
+pub use crate::runner::XorShift;
 
 /// The command line.
 #[derive(Debug, Clone, Parser)]
@@ -91,7 +91,7 @@ pub enum Command {
     /// The cost of add_replica while threads run.
     AddUnderLoad,
     /// Many threads, mixed checked operations and continuous replica changes for
-    /// --duration seconds (whole run; default 600): see `ldnr_hashmap::soak`. Exits with 1 on
+    /// --duration seconds (whole run; default 600): see `ldnr_testkit::soak`. Exits with 1 on
     /// any violation, stall or memory growth. Defaults: 8 threads, 65536 keys, 4 nodes.
     Soak {
         /// The most live replicas (the run keeps 1..=N).
@@ -150,7 +150,7 @@ impl Options {
     /// ```
     /// use clap::Parser;
     /// use ldnr_testkit::nodes::{real_nodes, Affinity};
-    /// use ldnr_hashmap::demo::Cli;
+    /// use ldnr_bench::demo::Cli;
     ///
     /// let cli = Cli::parse_from(["ldnr-demo", "--affinity", "linux"]);
     /// assert_eq!(cli.options.affinity_and_nodes(64), (Affinity::Linux, real_nodes().min(64)));
@@ -174,7 +174,7 @@ impl Options {
     ///
     /// ```
     /// use clap::Parser;
-    /// use ldnr_hashmap::demo::{Cli, Command};
+    /// use ldnr_bench::demo::{Cli, Command};
     ///
     /// let cli = Cli::parse_from(["ldnr-demo", "--quick", "writes", "--threads", "3"]);
     /// assert_eq!(cli.command, Some(Command::Writes));
@@ -268,7 +268,7 @@ fn add_under_load_main(o: &Options) {
     }
 }
 
-/// `soak`: see [`crate::soak`]; exits with status 1 unless it passed.
+/// `soak`: see [`ldnr_testkit::soak`]; exits with status 1 unless it passed.
 fn soak_main(o: &Options, replicas_max: usize, seed: u64) {
     let (affinity, nodes) = o.affinity_and_nodes(o.nodes.unwrap_or(4));
     let config = ldnr_testkit::soak::Config {

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use ldnr::{NodeId, NodeReplicated, ReplicaId};
 
 use super::runner::{System, Worker};
-use crate::nr_baseline::NrMap;
-use crate::{MapRead, MapWrite, U64Map};
+use crate::nr::NrMap;
+use ldnr_hashmap::{MapRead, MapWrite, U64Map};
 use ldnr_testkit::nodes::Placement;
 
 /// node-replication's log size: 1 MiB, which it rounds to 32,768 entries of 40 bytes.
@@ -76,7 +76,7 @@ impl Kind {
     /// # Examples
     ///
     /// ```
-    /// use ldnr_hashmap::bench::systems::{Kind, Policy};
+    /// use ldnr_bench::systems::{Kind, Policy};
     /// assert_eq!(Kind::Ldnr(Policy::Dynamic).label(), "ldnr");
     /// assert_eq!(Kind::Ldnr(Policy::Static(2)).label(), "ldnr2");
     /// assert_eq!(Kind::Nr(1).label(), "nr1");
@@ -249,7 +249,7 @@ struct Nr {
 impl Nr {
     fn new(keys: u64, n: usize) -> Self {
         let log = Arc::new(node_replication::Log::<MapWrite>::new(NR_LOG_BYTES));
-        let map = NrMap(U64Map::with_keys(keys).0);
+        let map = NrMap(U64Map::with_keys(keys));
         let replicas = (0..n.max(1))
             .map(|_| node_replication::Replica::with_data(&log, map.clone()))
             .collect();

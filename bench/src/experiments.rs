@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use ldnr::{NodeId, NodeReplicated};
 
-use crate::bench::runner::XorShift;
-use crate::{MapRead, MapWrite, U64Map};
+use crate::runner::XorShift;
+use ldnr_hashmap::{MapRead, MapWrite, U64Map};
 
 /// What `add_under_load` measured.
 #[derive(Debug, Clone)]
