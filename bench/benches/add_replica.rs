@@ -1,6 +1,6 @@
 //! `add_replica` latency against map size, next to a bare `clone()` of the same map.
 //!
-//! Run: `cargo bench --bench add_replica`.
+//! Run: `cargo bench -p ldnr-bench --bench add_replica`.
 
 use std::time::{Duration, Instant};
 

@@ -10,8 +10,8 @@
 //! vector before measuring, so every variant pays the same (tiny) cost to get its next
 //! key and the map size never changes. Writes store the iteration counter as the value.
 //!
-//! Run: `cargo bench --bench ops`; smoke test (each benchmark once):
-//! `cargo bench --bench ops -- --test`.
+//! Run: `cargo bench -p ldnr-bench --bench ops`; smoke test (each benchmark once):
+//! `cargo bench -p ldnr-bench --bench ops -- --test`.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -20,8 +20,8 @@ use std::time::Duration;
 use criterion::{measurement::WallTime, BenchmarkGroup, Criterion};
 use ldnr::NodeReplicated;
 use ldnr_bench::nr::NrMap;
-use ldnr_bench::runner::XorShift;
 use ldnr_hashmap::{Inner, MapRead, MapWrite, U64Map};
+use ldnr_testkit::rng::Rng;
 
 /// Number of pre-generated keys (a power of two; the same for both map sizes, so the
 /// key stream costs the same everywhere). 8 MiB, read sequentially.
@@ -32,7 +32,7 @@ const SIZES: [(u64, &str); 2] = [(1 << 16, "64K"), (1 << 20, "1M")];
 
 /// `KEY_STREAM` uniform keys below `n`, from a fixed seed.
 fn keys(n: u64, seed: u64) -> Vec<u64> {
-    let mut rng = XorShift::new(seed);
+    let mut rng = Rng::new(seed);
     (0..KEY_STREAM).map(|_| rng.next_u64() % n).collect()
 }
 

@@ -7,8 +7,9 @@
 //!   and two (thread `i` registers with replica `i`);
 //! - `dashmap`: dashmap 6, the concurrent-map baseline (see `ldnr_bench`).
 //!
-//! Both logs hold 32,768 entries (`ldnr_bench::systems::{LOG_ENTRIES,
-//! NR_LOG_BYTES}`), as in the demo's experiments.
+//! The systems are the driver's (`ldnr_bench::system`): the same builders, handles and
+//! labels; both logs hold 32,768 entries (`LOG_ENTRIES`, `NR_LOG_BYTES`), as in the
+//! driver's experiments. LD-NR runs under a one-node `SimulatedAffinity` placement.
 //!
 //! # How it is measured
 //!
@@ -40,8 +41,8 @@
 //! The threads are not pinned; on a 2-core machine each gets a core to itself as long
 //! as the machine is otherwise idle.
 //!
-//! Run: `cargo bench --bench throughput`; smoke test (each benchmark once):
-//! `cargo bench --bench throughput -- --test`.
+//! Run: `cargo bench -p ldnr-bench --bench throughput`; smoke test (each benchmark once):
+//! `cargo bench -p ldnr-bench --bench throughput -- --test`.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,11 +51,10 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use ldnr::{NodeId, NodeReplicated};
-use ldnr_bench::nr::NrMap;
-use ldnr_bench::runner::XorShift;
-use ldnr_bench::systems::{LOG_ENTRIES, NR_LOG_BYTES};
-use ldnr_hashmap::{MapRead, MapWrite, U64Map};
+use ldnr_bench::system::{Body, Handle, Kind, Policy, Seat, System};
+use ldnr_bench::workload::Op;
+use ldnr_testkit::nodes::{Affinity, Placement};
+use ldnr_testkit::rng::Rng;
 
 /// Operations pre-generated per worker (a power of two). 8 MiB each, read sequentially.
 const OP_STREAM: usize = 1 << 20;
@@ -78,13 +78,13 @@ const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// An encoded operation: the key in the low 56 bits, a roll in `0..100` in the top 8.
 /// It is a write when the roll is below the write percentage, so one stream serves
 /// every write ratio.
-type Op = u64;
+type Code = u64;
 
 const ROLL_SHIFT: u32 = 56;
 
 /// The `OP_STREAM` operations of worker `index` on a map of `keys` keys.
-fn op_stream(keys: u64, index: usize) -> Vec<Op> {
-    let mut rng = XorShift::new(0x7412_0000 + index as u64);
+fn op_stream(keys: u64, index: usize) -> Vec<Code> {
+    let mut rng = Rng::new(0x7412_0000 + index as u64);
     (0..OP_STREAM)
         .map(|_| {
             let key = rng.next_u64() % keys;
@@ -96,216 +96,44 @@ fn op_stream(keys: u64, index: usize) -> Vec<Op> {
 
 /// One worker's operations and where it is in them.
 struct Stream {
-    ops: Vec<Op>,
+    ops: Vec<Code>,
     at: usize,
 }
 
-/// Runs up to `job.ops` operations of the stream, reads with `get` and writes with
-/// `put`, stopping early (at a multiple of [`CHUNK`]) once `stop` is set; returns how
-/// many it ran. Monomorphized per structure, so the loop holds no dynamic call.
+impl Stream {
+    /// The next `n` operations, decoded; a write stores its key as the value, so the
+    /// map's contents never change.
+    #[inline]
+    fn take(&mut self, n: u64, write_pct: u64) -> impl Iterator<Item = Op> + '_ {
+        const MASK: usize = OP_STREAM - 1;
+        (0..n).map(move |_| {
+            let code = self.ops[self.at];
+            self.at = (self.at + 1) & MASK;
+            let key = black_box(code & ((1 << ROLL_SHIFT) - 1));
+            Op {
+                write: code >> ROLL_SHIFT < write_pct,
+                key,
+                value: key,
+            }
+        })
+    }
+}
+
+/// Runs up to `job.ops` operations of the stream through `handle`, stopping early (at
+/// a multiple of [`CHUNK`]) once `stop` is set; returns how many it ran.
 #[inline(always)]
-fn drive<G, P>(stream: &mut Stream, job: Job, stop: &AtomicBool, mut get: G, mut put: P) -> u64
-where
-    G: FnMut(u64) -> Option<u64>,
-    P: FnMut(u64, u64) -> Option<u64>,
-{
-    const MASK: usize = OP_STREAM - 1;
-    let mut i = stream.at;
+fn drive<H: Handle>(handle: &mut H, stream: &mut Stream, job: Job, stop: &AtomicBool) -> u64 {
     let mut done = 0;
     while done < job.ops {
         let chunk = CHUNK.min(job.ops - done);
-        for _ in 0..chunk {
-            let op = stream.ops[i];
-            i = (i + 1) & MASK;
-            let key = op & ((1 << ROLL_SHIFT) - 1);
-            if op >> ROLL_SHIFT < job.write_pct {
-                black_box(put(black_box(key), key));
-            } else {
-                black_box(get(black_box(key)));
-            }
-        }
+        handle.run(stream.take(chunk, job.write_pct));
         done += chunk;
         // Relaxed: the flag carries no data, it only ends the run early.
         if stop.load(Ordering::Relaxed) {
             break;
         }
     }
-    stream.at = i;
     done
-}
-
-/// One worker's registration with a structure.
-trait Worker {
-    /// A read, for the sanity checks.
-    fn get(&mut self, key: u64) -> Option<u64>;
-    /// Runs the job; returns how many operations it ran (see [`drive`]).
-    fn run(&mut self, stream: &mut Stream, job: Job, stop: &AtomicBool) -> u64;
-    /// Called in a loop while this worker is done and the other is not.
-    fn idle(&mut self, _job: Job) {
-        std::hint::spin_loop();
-    }
-}
-
-/// A structure under test, shared by both workers.
-trait System: Send + Sync + 'static {
-    /// Registers the calling thread, the `index`-th worker.
-    fn worker(&self, index: usize) -> Box<dyn Worker + '_>;
-    /// Checks, after the workers are ready, that they use the replicas as intended.
-    fn check_placement(&self) {}
-    /// Whether the system can stall by design (then a hang is reported, not a failure).
-    fn may_stall(&self) -> bool {
-        false
-    }
-}
-
-struct Ldnr(NodeReplicated<U64Map>);
-
-impl Ldnr {
-    fn new(keys: u64, replicas: usize) -> Self {
-        let nr = NodeReplicated::builder(U64Map::with_keys(keys))
-            .replicas(&vec![NodeId(0); replicas])
-            .log_capacity(LOG_ENTRIES)
-            .build()
-            .expect("a valid LD-NR configuration");
-        Self(nr)
-    }
-}
-
-struct LdnrWorker<'a> {
-    nr: &'a NodeReplicated<U64Map>,
-    tkn: ldnr::ThreadToken,
-}
-
-impl Worker for LdnrWorker<'_> {
-    fn get(&mut self, key: u64) -> Option<u64> {
-        self.nr.execute(MapRead::Get(key), self.tkn)
-    }
-
-    fn run(&mut self, stream: &mut Stream, job: Job, stop: &AtomicBool) -> u64 {
-        let (nr, tkn) = (self.nr, self.tkn);
-        drive(
-            stream,
-            job,
-            stop,
-            |k| nr.execute(MapRead::Get(k), tkn),
-            |k, v| nr.execute_mut(MapWrite::Insert(k, v), tkn),
-        )
-    }
-}
-
-impl System for Ldnr {
-    fn worker(&self, _index: usize) -> Box<dyn Worker + '_> {
-        let tkn = self.0.register().expect("two threads are within the limit");
-        Box::new(LdnrWorker { nr: &self.0, tkn })
-    }
-
-    fn check_placement(&self) {
-        // register() matches each worker to the replica serving the fewest threads.
-        assert!(
-            self.0.replicas().iter().all(|r| r.threads >= 1),
-            "a replica serves no worker: {:?}",
-            self.0.replicas()
-        );
-    }
-}
-
-struct Nr(Vec<Arc<node_replication::Replica<'static, NrMap>>>);
-
-impl Nr {
-    fn new(keys: u64, replicas: usize) -> Self {
-        let log = Arc::new(node_replication::Log::<MapWrite>::new(NR_LOG_BYTES));
-        let map = NrMap(U64Map::with_keys(keys));
-        Self(
-            (0..replicas)
-                .map(|_| node_replication::Replica::with_data(&log, map.clone()))
-                .collect(),
-        )
-    }
-}
-
-struct NrWorker<'a> {
-    replica: &'a node_replication::Replica<'static, NrMap>,
-    tkn: node_replication::ReplicaToken,
-}
-
-impl Worker for NrWorker<'_> {
-    fn get(&mut self, key: u64) -> Option<u64> {
-        self.replica.execute(MapRead::Get(key), self.tkn)
-    }
-
-    fn run(&mut self, stream: &mut Stream, job: Job, stop: &AtomicBool) -> u64 {
-        let (replica, tkn) = (self.replica, self.tkn);
-        drive(
-            stream,
-            job,
-            stop,
-            |k| replica.execute(MapRead::Get(k), tkn),
-            |k, v| replica.execute_mut(MapWrite::Insert(k, v), tkn),
-        )
-    }
-
-    fn idle(&mut self, job: Job) {
-        // See the module docs: combine for a thread that may be waiting, or at least
-        // keep this replica applying the log. Key 0 already maps to 0.
-        if job.write_pct > 0 {
-            black_box(self.replica.execute_mut(MapWrite::Insert(0, 0), self.tkn));
-        } else {
-            self.replica.sync(self.tkn);
-        }
-    }
-}
-
-impl System for Nr {
-    fn may_stall(&self) -> bool {
-        // A thread waiting for its write re-checks only every 2^29 spins, and a replica
-        // no thread drives fills the log; under CPU contention that can last for ever.
-        true
-    }
-
-    fn worker(&self, index: usize) -> Box<dyn Worker + '_> {
-        let replica = &self.0[index % self.0.len()];
-        let tkn = replica
-            .register()
-            .expect("two threads are within NR's per-replica limit");
-        Box::new(NrWorker { replica, tkn })
-    }
-}
-
-struct Dash(dashmap::DashMap<u64, u64>);
-
-impl Dash {
-    fn new(keys: u64) -> Self {
-        let m = dashmap::DashMap::with_capacity(keys as usize);
-        (0..keys).for_each(|k| {
-            m.insert(k, k);
-        });
-        Self(m)
-    }
-}
-
-struct DashWorker<'a>(&'a dashmap::DashMap<u64, u64>);
-
-impl Worker for DashWorker<'_> {
-    fn get(&mut self, key: u64) -> Option<u64> {
-        self.0.get(&key).map(|v| *v)
-    }
-
-    fn run(&mut self, stream: &mut Stream, job: Job, stop: &AtomicBool) -> u64 {
-        let m = self.0;
-        drive(
-            stream,
-            job,
-            stop,
-            |k| m.get(&k).map(|v| *v),
-            |k, v| m.insert(k, v),
-        )
-    }
-}
-
-impl System for Dash {
-    fn worker(&self, _index: usize) -> Box<dyn Worker + '_> {
-        Box::new(DashWorker(&self.0))
-    }
 }
 
 /// One measurement for one worker.
@@ -342,7 +170,7 @@ impl Pool {
 
     /// Spawns the workers on `system` with their operation streams; returns once both
     /// have registered and passed the sanity checks.
-    fn new<S: System>(system: Arc<S>, keys: u64) -> Self {
+    fn new(system: Arc<System>, keys: u64) -> Self {
         // Both count up by one per worker and measurement; measurement `g` (from 0)
         // starts when `started` reaches 2(g+1) and is over when `finished` does.
         let started = Arc::new(AtomicU64::new(0));
@@ -363,38 +191,19 @@ impl Pool {
             );
             let (span_tx, ready_tx) = (span_tx.clone(), ready_tx.clone());
             threads.push(thread::spawn(move || {
-                let mut stream = Stream {
-                    ops: op_stream(keys, index),
-                    at: 0,
+                let worker = PoolWorker {
+                    stream: Stream {
+                        ops: op_stream(keys, index),
+                        at: 0,
+                    },
+                    jobs: job_rx,
+                    started,
+                    finished,
+                    stop,
+                    spans: span_tx,
+                    ready: ready_tx,
                 };
-                let mut worker = system.worker(index);
-                for &op in &stream.ops[..1024] {
-                    let key = op & ((1 << ROLL_SHIFT) - 1);
-                    assert_eq!(worker.get(key), Some(key), "pre-filled key {key}");
-                }
-                ready_tx.send(()).expect("the pool waits for its workers");
-                let mut line = 0;
-                // Parked here between measurements; ends when the pool drops its senders.
-                while let Ok(job) = job_rx.recv() {
-                    line += Self::WORKERS;
-                    // Relaxed: the counters only mark the start and end lines; no data
-                    // is published through them (the spans go through the channel).
-                    started.fetch_add(1, Ordering::Relaxed);
-                    while started.load(Ordering::Relaxed) < line {
-                        std::hint::spin_loop();
-                    }
-                    let start = Instant::now();
-                    let ops = worker.run(&mut stream, job, &stop);
-                    let end = Instant::now();
-                    stop.store(true, Ordering::Relaxed);
-                    finished.fetch_add(1, Ordering::Relaxed);
-                    while finished.load(Ordering::Relaxed) < line {
-                        worker.idle(job);
-                    }
-                    if span_tx.send(Span { start, end, ops }).is_err() {
-                        return;
-                    }
-                }
+                system.work(Seat { index, home: index }, worker);
             }));
         }
         for _ in 0..Self::WORKERS {
@@ -459,6 +268,75 @@ impl Pool {
     }
 }
 
+/// One worker of a [`Pool`], run with its handle: checks a few pre-filled keys, then
+/// runs the measurements it is sent until the pool closes its channel.
+struct PoolWorker {
+    stream: Stream,
+    jobs: mpsc::Receiver<Job>,
+    /// Both count up by one per worker and measurement: see [`Pool::new`].
+    started: Arc<AtomicU64>,
+    finished: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    spans: mpsc::Sender<Span>,
+    ready: mpsc::Sender<()>,
+}
+
+impl Body for PoolWorker {
+    type Out = ();
+
+    fn run<H: Handle>(mut self, mut handle: H) {
+        for &code in &self.stream.ops[..1024] {
+            let key = code & ((1 << ROLL_SHIFT) - 1);
+            assert_eq!(handle.get(key), Some(key), "pre-filled key {key}");
+        }
+        self.ready.send(()).expect("the pool waits for its workers");
+        let mut line = 0;
+        // Parked here between measurements; ends when the pool drops its senders.
+        while let Ok(job) = self.jobs.recv() {
+            line += Pool::WORKERS;
+            // Relaxed: the counters only mark the start and end lines; no data is
+            // published through them (the spans go through the channel).
+            self.started.fetch_add(1, Ordering::Relaxed);
+            while self.started.load(Ordering::Relaxed) < line {
+                std::hint::spin_loop();
+            }
+            let start = Instant::now();
+            let ops = drive(&mut handle, &mut self.stream, job, &self.stop);
+            let end = Instant::now();
+            self.stop.store(true, Ordering::Relaxed);
+            self.finished.fetch_add(1, Ordering::Relaxed);
+            while self.finished.load(Ordering::Relaxed) < line {
+                handle.idle(job.write_pct > 0);
+            }
+            if self.spans.send(Span { start, end, ops }).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Checks, after a run, that every `step`-th key below `keys` still maps to itself.
+struct Unchanged {
+    name: String,
+    keys: u64,
+    step: usize,
+}
+
+impl Body for Unchanged {
+    type Out = ();
+
+    fn run<H: Handle>(self, mut handle: H) {
+        for key in (0..self.keys).step_by(self.step) {
+            assert_eq!(
+                handle.get(key),
+                Some(key),
+                "{}: key {key} after the run",
+                self.name
+            );
+        }
+    }
+}
+
 impl Drop for Pool {
     fn drop(&mut self) {
         // Closing the job channels ends the workers' loops.
@@ -476,18 +354,21 @@ impl Drop for Pool {
     }
 }
 
-/// Benchmarks `system` at every write ratio with one pool of workers, then checks that
+/// Benchmarks `kind` at every write ratio with one pool of workers, then checks that
 /// the contents are unchanged.
-fn bench_system<S: System>(
+fn bench_system(
     g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    name: &str,
-    system: S,
+    kind: Kind,
     keys: u64,
 ) {
-    let system = Arc::new(system);
+    // LD-NR on one (pretend) node: its two replicas there, the two workers matched one
+    // to each by load. The workers are not pinned.
+    let placement = Placement::new(Affinity::Simulated, 1, false);
+    let system = Arc::new(kind.build(keys, &placement, Pool::WORKERS as usize + 1));
+    let name = system.name();
     let pool = Pool::new(Arc::clone(&system), keys);
     for (pct, label) in WRITES {
-        g.bench_function(BenchmarkId::new(name, label), |b| {
+        g.bench_function(BenchmarkId::new(&name, label), |b| {
             b.iter_custom(|iters| pool.measure(iters, pct))
         });
     }
@@ -498,21 +379,27 @@ fn bench_system<S: System>(
         std::mem::forget(system);
         return;
     }
-    let mut check = system.worker(0);
-    for key in (0..keys).step_by(997) {
-        assert_eq!(check.get(key), Some(key), "{name}: key {key} after the run");
-    }
+    let check = Unchanged {
+        name,
+        keys,
+        step: 997,
+    };
+    system.work(Seat { index: 0, home: 0 }, check);
 }
 
 fn benches(c: &mut Criterion) {
     for (keys, label) in SIZES {
         let mut g = c.benchmark_group(format!("throughput/{label}"));
         g.throughput(Throughput::Elements(1));
-        bench_system(&mut g, "ldnr1", Ldnr::new(keys, 1), keys);
-        bench_system(&mut g, "ldnr2", Ldnr::new(keys, 2), keys);
-        bench_system(&mut g, "nr1", Nr::new(keys, 1), keys);
-        bench_system(&mut g, "nr2", Nr::new(keys, 2), keys);
-        bench_system(&mut g, "dashmap", Dash::new(keys), keys);
+        for kind in [
+            Kind::Ldnr(Policy::Static(1)),
+            Kind::Ldnr(Policy::Static(2)),
+            Kind::Nr(1),
+            Kind::Nr(2),
+            Kind::DashMap,
+        ] {
+            bench_system(&mut g, kind, keys);
+        }
         g.finish();
     }
 }

@@ -20,9 +20,9 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
 
-use super::report::Report;
-use super::runner::Phase;
-use super::suite::{Measured, WRITE_SWEEP};
+use crate::report::Report;
+use crate::runner::Phase;
+use crate::suite::{Measured, WRITE_SWEEP};
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
@@ -333,7 +333,7 @@ fn heap(m: &Measured) -> Option<Series> {
 /// # Errors
 ///
 /// A drawing or I/O error.
-pub fn render(dir: &Path, r: &Report) -> Res<Vec<PathBuf>> {
+pub(crate) fn render(dir: &Path, r: &Report) -> Res<Vec<PathBuf>> {
     // Registering twice (a second report in one process) is harmless.
     let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
     std::fs::create_dir_all(dir)?;

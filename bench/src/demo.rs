@@ -12,7 +12,7 @@
 //! - `inactivity`: one replica's threads go idle; NR stalls, LD-NR goes on;
 //! - `versus-nr`: LD-NR and NR in alternating rounds at 1–2 threads and replicas and 0,
 //!   10, 100% writes, the median ratio per configuration (what targets (a) and (b) are
-//!   judged on; see [`crate::pairs`]);
+//!   judged on; see the `pairs` module);
 //! - `add-under-load`: the cost of `add_replica` while threads run.
 //! - `soak`: a long checked run under continuous replica changes ([`ldnr_testkit::soak`]).
 //!
@@ -43,11 +43,9 @@ use crate::pairs;
 use crate::report::{Inactivity, Report};
 use crate::runner::Progress;
 use crate::suite::{self, Settings};
+use crate::targets;
 use ldnr_testkit::heap;
 use ldnr_testkit::nodes::{cores, real_nodes, Affinity, Placement};
-
-/// The workload's random generator (kept here for the benches that name it so).
-pub use crate::runner::XorShift;
 
 /// The command line.
 #[derive(Debug, Clone, Parser)]
@@ -59,18 +57,18 @@ pub use crate::runner::XorShift;
                   concurrent maps in one run. Without a subcommand: a short run of every \
                   experiment, then the summary and the targets."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// The experiment (default: all of them, shortened).
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub(crate) command: Option<Command>,
     /// Options for every experiment.
     #[command(flatten)]
-    pub options: Options,
+    pub(crate) options: Options,
 }
 
 /// The experiments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// A short run of scale, writes, replicas, inactivity and versus-nr, then the summary
     /// (the default).
     All,
@@ -105,59 +103,46 @@ pub enum Command {
 
 /// Options shared by all experiments.
 #[derive(Debug, Clone, Args)]
-pub struct Options {
+pub(crate) struct Options {
     /// Worker threads: the most for scale, the fixed count for the others
     /// [default: the machine's cores; writes: 1, 2 and the cores].
     #[arg(long, global = true)]
-    pub threads: Option<usize>,
+    pub(crate) threads: Option<usize>,
     /// Pre-filled keys [default: 1048576; --quick: 65536].
     #[arg(long, global = true)]
-    pub keys: Option<u64>,
+    pub(crate) keys: Option<u64>,
     /// Percentage of writes for scale, replicas and inactivity [default: 10].
     #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(0..=100))]
-    pub writes: Option<u32>,
+    pub(crate) writes: Option<u32>,
     /// Seconds per phase [default: depends on the experiment and on --quick].
     #[arg(long, global = true)]
-    pub duration: Option<f64>,
+    pub(crate) duration: Option<f64>,
     /// NUMA nodes: pretend ones, or at most this many of the machine's with
     /// --affinity linux [default: max(2, the machine's nodes); soak: 4].
     #[arg(long, global = true)]
-    pub nodes: Option<usize>,
+    pub(crate) nodes: Option<usize>,
     /// The affinity manager LD-NR runs under: simulated (pretend nodes; each worker
     /// declares its node) or linux (the machine's nodes; each worker is pinned to its
     /// node's CPUs, replica memory goes to the replica's node) [default: simulated when
     /// --nodes asks for more nodes than the machine has, else linux].
     #[arg(long, global = true, value_enum)]
-    pub affinity: Option<Affinity>,
+    pub(crate) affinity: Option<Affinity>,
     /// Where CSV files and charts go.
     #[arg(long, global = true, default_value = "target/ldnr-results")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// A smoke run: small map, short phases, seconds in total.
     #[arg(long, global = true)]
-    pub quick: bool,
+    pub(crate) quick: bool,
     /// Do not pin worker threads to single CPUs (with --affinity linux they stay
     /// pinned to their node's CPUs).
     #[arg(long, global = true)]
-    pub no_pin: bool,
+    pub(crate) no_pin: bool,
 }
 
 impl Options {
     /// The affinity manager and the node count for `nodes` nodes asked for: `--affinity`
     /// or its default, and under [`Affinity::Linux`] no more nodes than the machine has.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use clap::Parser;
-    /// use ldnr_testkit::nodes::{real_nodes, Affinity};
-    /// use ldnr_bench::demo::Cli;
-    ///
-    /// let cli = Cli::parse_from(["ldnr-demo", "--affinity", "linux"]);
-    /// assert_eq!(cli.options.affinity_and_nodes(64), (Affinity::Linux, real_nodes().min(64)));
-    /// let cli = Cli::parse_from(["ldnr-demo"]);
-    /// assert_eq!(cli.options.affinity_and_nodes(usize::MAX).0, Affinity::Simulated);
-    /// ```
-    pub fn affinity_and_nodes(&self, nodes: usize) -> (Affinity, usize) {
+    pub(crate) fn affinity_and_nodes(&self, nodes: usize) -> (Affinity, usize) {
         let nodes = nodes.max(1);
         match self
             .affinity
@@ -169,20 +154,7 @@ impl Options {
     }
 
     /// The experiments' settings for `command`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use clap::Parser;
-    /// use ldnr_bench::demo::{Cli, Command};
-    ///
-    /// let cli = Cli::parse_from(["ldnr-demo", "--quick", "writes", "--threads", "3"]);
-    /// assert_eq!(cli.command, Some(Command::Writes));
-    /// let s = cli.options.settings(Command::Writes);
-    /// assert_eq!(s.writes_threads, vec![3]);
-    /// assert_eq!(s.keys, 1 << 16);
-    /// ```
-    pub fn settings(&self, command: Command) -> Settings {
+    pub(crate) fn settings(&self, command: Command) -> Settings {
         let cores = cores();
         let (affinity, nodes) = self.affinity_and_nodes(self.nodes.unwrap_or(real_nodes().max(2)));
         let threads = self.threads.unwrap_or(cores).max(1);
@@ -436,7 +408,7 @@ pub fn main() {
     print!("{}", report.summary());
     println!();
     println!("targets (ratios measured in this run):");
-    for t in report.targets() {
+    for t in targets::evaluate(&report) {
         println!("  {t}");
     }
     println!();
@@ -455,4 +427,37 @@ pub fn main() {
         ),
     }
     println!("total time {:.1} s", started.elapsed().as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affinity_follows_the_option_and_the_machine() {
+        use clap::Parser;
+        use ldnr_testkit::nodes::{real_nodes, Affinity};
+
+        let cli = Cli::parse_from(["ldnr-demo", "--affinity", "linux"]);
+        assert_eq!(
+            cli.options.affinity_and_nodes(64),
+            (Affinity::Linux, real_nodes().min(64))
+        );
+        let cli = Cli::parse_from(["ldnr-demo"]);
+        assert_eq!(
+            cli.options.affinity_and_nodes(usize::MAX).0,
+            Affinity::Simulated
+        );
+    }
+
+    #[test]
+    fn quick_writes_settings() {
+        use clap::Parser;
+
+        let cli = Cli::parse_from(["ldnr-demo", "--quick", "writes", "--threads", "3"]);
+        assert_eq!(cli.command, Some(Command::Writes));
+        let s = cli.options.settings(Command::Writes);
+        assert_eq!(s.writes_threads, vec![3]);
+        assert_eq!(s.keys, 1 << 16);
+    }
 }

@@ -11,23 +11,30 @@ use std::time::{Duration, Instant};
 
 use ldnr::{NodeId, NodeReplicated};
 
-use crate::runner::XorShift;
+use ldnr_testkit::rng::Rng;
+
+use crate::workload::Ops;
 use ldnr_hashmap::{MapRead, MapWrite, U64Map};
 
 /// What `add_under_load` measured.
 #[derive(Debug, Clone)]
-pub struct AddUnderLoad {
+pub(crate) struct AddUnderLoad {
     /// Time of a bare `clone()` of the map.
-    pub clone_time: Duration,
+    pub(crate) clone_time: Duration,
     /// Time `add_replica` took.
-    pub add_time: Duration,
+    pub(crate) add_time: Duration,
     /// Per worker: (steady ops/s before the add, ops/s while the add ran).
-    pub per_thread: Vec<(f64, f64)>,
+    pub(crate) per_thread: Vec<(f64, f64)>,
 }
 
 /// Runs the experiment: `keys` pre-filled keys, `workers` threads spread over two
 /// replicas, `write_pct` percent writes, `steady` of warm-up measurement before the add.
-pub fn add_under_load(keys: u64, workers: usize, write_pct: u32, steady: Duration) -> AddUnderLoad {
+pub(crate) fn add_under_load(
+    keys: u64,
+    workers: usize,
+    write_pct: u32,
+    steady: Duration,
+) -> AddUnderLoad {
     let initial = U64Map::with_keys(keys);
     let t0 = Instant::now();
     let copy = initial.clone();
@@ -47,15 +54,13 @@ pub fn add_under_load(keys: u64, workers: usize, write_pct: u32, steady: Duratio
             let (map, stop) = (&map, &stop);
             s.spawn(move || {
                 let tkn = map.register().expect("below the thread limit");
-                let mut rng = XorShift::new(t as u64 + 1);
+                let mut rng = Rng::new(t as u64 + 1);
                 while !stop.load(Ordering::Relaxed) {
-                    for _ in 0..32 {
-                        let r = rng.next_u64();
-                        let key = r % keys;
-                        if (r >> 40) % 100 < u64::from(write_pct) {
-                            map.execute_mut(MapWrite::Insert(key, r), tkn);
+                    for op in Ops::new(&mut rng, 32, keys, write_pct) {
+                        if op.write {
+                            map.execute_mut(MapWrite::Insert(op.key, op.value), tkn);
                         } else {
-                            map.execute(MapRead::Get(key), tkn);
+                            map.execute(MapRead::Get(op.key), tkn);
                         }
                     }
                     counter.fetch_add(32, Ordering::Relaxed);

@@ -18,160 +18,104 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
-use ldnr::NodeReplicated;
-
-use crate::runner::XorShift;
-pub use crate::systems::{LOG_ENTRIES, NR_LOG_BYTES};
-use ldnr_hashmap::{MapRead, MapWrite, U64Map};
 use ldnr_testkit::nodes::{Affinity, Placement};
+use ldnr_testkit::rng::Rng;
+
+use crate::system::{Body, Handle, Kind, Policy, Seat};
+use crate::workload::Ops;
 
 /// How often throughput is sampled.
-pub const SAMPLE: Duration = Duration::from_millis(100);
+pub(crate) const SAMPLE: Duration = Duration::from_millis(100);
 /// How long without any completed operation counts as a stall.
-pub const STALL_AFTER: Duration = Duration::from_millis(1500);
+pub(crate) const STALL_AFTER: Duration = Duration::from_millis(1500);
 
 /// The experiment's parameters.
 #[derive(Debug, Clone)]
-pub struct Params {
+pub(crate) struct Params {
     /// Threads in each phase.
-    pub phases: Vec<usize>,
+    pub(crate) phases: Vec<usize>,
     /// Length of one phase.
-    pub phase: Duration,
+    pub(crate) phase: Duration,
     /// Pre-filled keys.
-    pub keys: u64,
+    pub(crate) keys: u64,
     /// Percentage of writes.
-    pub write_pct: u32,
+    pub(crate) write_pct: u32,
     /// Whether worker threads are pinned to CPUs.
-    pub pin: bool,
+    pub(crate) pin: bool,
     /// The affinity manager LD-NR runs under.
-    pub affinity: Affinity,
+    pub(crate) affinity: Affinity,
 }
 
 /// One throughput sample.
 #[derive(Debug, Clone, Copy)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// Seconds since the start.
-    pub t: f64,
+    pub(crate) t: f64,
     /// Threads in the phase.
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// Whether replica 0's threads were idle during the sample.
-    pub idle: bool,
+    pub(crate) idle: bool,
     /// Operations per second in the sample, all threads.
-    pub ops_per_sec: f64,
+    pub(crate) ops_per_sec: f64,
     /// Operations per second of the threads that never idle (replica 1's).
-    pub active_ops_per_sec: f64,
+    pub(crate) active_ops_per_sec: f64,
 }
 
 /// One system's run: samples, and the time of the stall if there was one.
 #[derive(Debug, Clone)]
-pub struct Run {
+pub(crate) struct Run {
     /// `ldnr` or `nr`.
-    pub system: String,
+    pub(crate) system: String,
     /// The samples, in time order.
-    pub samples: Vec<Sample>,
+    pub(crate) samples: Vec<Sample>,
     /// Seconds from the start when the system stopped completing operations.
-    pub stalled_at: Option<f64>,
+    pub(crate) stalled_at: Option<f64>,
 }
 
-trait Map: Sync {
-    fn worker(&self, t: usize, stop: &AtomicBool, idle: &AtomicBool, count: &AtomicU64, p: &Params);
-}
-
-struct Ldnr(NodeReplicated<U64Map>);
-
-impl Map for Ldnr {
-    fn worker(
-        &self,
-        t: usize,
-        stop: &AtomicBool,
-        idle: &AtomicBool,
-        count: &AtomicU64,
-        p: &Params,
-    ) {
-        let tkn = self.0.register().expect("below the thread limit");
-        closed_loop(t, stop, idle, count, p, |w, k, v| {
-            if w {
-                self.0.execute_mut(MapWrite::Insert(k, v), tkn);
-            } else {
-                self.0.execute(MapRead::Get(k), tkn);
-            }
-        });
-    }
-}
-
-struct Nr(Vec<Arc<node_replication::Replica<'static, crate::nr::NrMap>>>);
-
-impl Map for Nr {
-    fn worker(
-        &self,
-        t: usize,
-        stop: &AtomicBool,
-        idle: &AtomicBool,
-        count: &AtomicU64,
-        p: &Params,
-    ) {
-        let replica = &self.0[t % 2];
-        let tkn = replica.register().expect("below NR's thread limit");
-        closed_loop(t, stop, idle, count, p, |w, k, v| {
-            if w {
-                replica.execute_mut(MapWrite::Insert(k, v), tkn);
-            } else {
-                replica.execute(MapRead::Get(k), tkn);
-            }
-        });
-    }
-}
-
-fn closed_loop(
+/// A worker's closed loop, run with its handle: batches of 16 operations until `stop`;
+/// the threads of replica 0 (even `t`) sleep instead while `idle` is set.
+struct IdleLoop<'a> {
     t: usize,
-    stop: &AtomicBool,
-    idle: &AtomicBool,
-    count: &AtomicU64,
-    p: &Params,
-    mut op: impl FnMut(bool, u64, u64),
-) {
-    let mut rng = XorShift::new(t as u64 + 7);
-    while !stop.load(Ordering::Relaxed) {
-        if t % 2 == 0 && idle.load(Ordering::Relaxed) {
-            // Idle means idle: leave the CPU to the active threads.
-            std::thread::sleep(Duration::from_millis(1));
-            continue;
+    stop: &'a AtomicBool,
+    idle: &'a AtomicBool,
+    count: &'a AtomicU64,
+    keys: u64,
+    write_pct: u32,
+}
+
+impl Body for IdleLoop<'_> {
+    type Out = ();
+
+    fn run<H: Handle>(self, mut handle: H) {
+        let mut rng = Rng::new(self.t as u64 + 7);
+        while !self.stop.load(Ordering::Relaxed) {
+            if self.t % 2 == 0 && self.idle.load(Ordering::Relaxed) {
+                // Idle means idle: leave the CPU to the active threads.
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            handle.run(Ops::new(&mut rng, 16, self.keys, self.write_pct));
+            self.count.fetch_add(16, Ordering::Relaxed);
         }
-        for _ in 0..16 {
-            let r = rng.next_u64();
-            op((r >> 40) % 100 < u64::from(p.write_pct), r % p.keys, r);
-        }
-        count.fetch_add(16, Ordering::Relaxed);
     }
 }
 
 /// Runs one system in this process and prints samples to stdout as
 /// `sample,t,threads,idle,ops_per_sec,active_ops_per_sec` lines, or `stall,t` and exits.
-pub fn child(system: &str, p: &Params) -> ! {
+pub(crate) fn child(system: &str, p: &Params) -> ! {
     let placement = Placement::new(p.affinity, 2, p.pin);
-    let map: Box<dyn Map> = match system {
-        "ldnr" => Box::new(Ldnr(
-            NodeReplicated::builder(U64Map::with_keys(p.keys))
-                .replicas(&[placement.node_of(0), placement.node_of(1)])
-                .log_capacity(LOG_ENTRIES)
-                .affinity(placement.manager())
-                .build()
-                .expect("a valid configuration"),
-        )),
-        "nr" => {
-            let log = Arc::new(node_replication::Log::<MapWrite>::new(NR_LOG_BYTES));
-            let map = crate::nr::NrMap(U64Map::with_keys(p.keys));
-            Box::new(Nr((0..2)
-                .map(|_| node_replication::Replica::with_data(&log, map.clone()))
-                .collect()))
-        }
+    // Two replicas: LD-NR's on the placement's first two nodes (both on the one node of
+    // a one-node machine under `--affinity linux`), NR's two static ones.
+    let kind = match system {
+        "ldnr" => Kind::Ldnr(Policy::Static(2)),
+        "nr" => Kind::Nr(2),
         other => panic!("unknown system {other}"),
     };
     let max_threads = p.phases.iter().copied().max().unwrap_or(1);
+    let map = kind.build(p.keys, &placement, max_threads);
     let counts: Vec<AtomicU64> = (0..max_threads).map(|_| AtomicU64::new(0)).collect();
     let stops: Vec<AtomicBool> = (0..max_threads).map(|_| AtomicBool::new(true)).collect();
     let idle = AtomicBool::new(false);
@@ -185,11 +129,23 @@ pub fn child(system: &str, p: &Params) -> ! {
         for (phase, &threads) in p.phases.iter().enumerate() {
             for t in started.load(Ordering::Relaxed)..threads {
                 stops[t].store(false, Ordering::Relaxed);
-                let (map, stop, idle, count) = (&*map, &stops[t], &idle, &counts[t]);
-                let placement = &placement;
+                let body = IdleLoop {
+                    t,
+                    stop: &stops[t],
+                    idle: &idle,
+                    count: &counts[t],
+                    keys: p.keys,
+                    write_pct: p.write_pct,
+                };
+                // Thread `t` uses replica `t % 2`: the idle half is replica 0's.
+                let seat = Seat {
+                    index: t,
+                    home: t % 2,
+                };
+                let (map, placement) = (&map, &placement);
                 s.spawn(move || {
                     placement.enter(t);
-                    map.worker(t, stop, idle, count, p);
+                    map.work(seat, body);
                 });
             }
             started.store(
@@ -204,7 +160,7 @@ pub fn child(system: &str, p: &Params) -> ! {
                 let t0 = Instant::now();
                 std::thread::sleep(SAMPLE);
                 let total: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-                // The threads that never idle: odd `t` (replica 1's; see `closed_loop`).
+                // The threads that never idle: odd `t` (replica 1's; see `IdleLoop`).
                 let active: u64 = counts
                     .iter()
                     .skip(1)
@@ -254,7 +210,7 @@ fn own_executable() -> std::io::Result<std::path::PathBuf> {
 }
 
 /// Runs `system` in a child process and collects its samples.
-pub fn run(system: &str, p: &Params) -> std::io::Result<Run> {
+pub(crate) fn run(system: &str, p: &Params) -> std::io::Result<Run> {
     let phases: Vec<String> = p.phases.iter().map(ToString::to_string).collect();
     let mut child = Command::new(own_executable()?)
         .args([
@@ -297,8 +253,21 @@ pub fn run(system: &str, p: &Params) -> std::io::Result<Run> {
     Ok(run)
 }
 
+impl Run {
+    /// How the run stalled, in words: for good (and when), or how many idle-window
+    /// samples completed no operation.
+    pub(crate) fn stall(&self) -> String {
+        let (samples, zeros) = idle_zeros(self);
+        match self.stalled_at {
+            Some(t) => format!("for good at {t:.2} s"),
+            None if zeros > 0 => format!("zero in {zeros}/{samples} idle samples"),
+            None => "no".into(),
+        }
+    }
+}
+
 /// Parses the child's command line (after `__inactivity-child`).
-pub fn child_main(args: &[String]) -> ! {
+pub(crate) fn child_main(args: &[String]) -> ! {
     let [system, phases, phase_ms, keys, writes, pin, affinity] = args else {
         panic!(
             "usage: __inactivity-child SYSTEM PHASES PHASE_MS KEYS WRITE_PCT pin|nopin \
@@ -320,30 +289,30 @@ pub fn child_main(args: &[String]) -> ! {
 /// it (skipping the first sample of each window, which straddles the switch), of all
 /// threads and of the threads that never idle.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PhaseSummary {
+pub(crate) struct PhaseSummary {
     /// Threads in the phase.
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// All threads, before the idle window (ops/s).
-    pub before: f64,
+    pub(crate) before: f64,
     /// All threads, during the idle window (ops/s).
-    pub idle: f64,
+    pub(crate) idle: f64,
     /// The threads that never idle, before the idle window (ops/s).
-    pub active_before: f64,
+    pub(crate) active_before: f64,
     /// The same threads during the idle window (ops/s).
-    pub active_idle: f64,
+    pub(crate) active_idle: f64,
 }
 
 impl PhaseSummary {
     /// The throughput the threads that keep running keep while replica 0's threads idle,
     /// as a fraction of theirs before: what an idle replica costs the others (1.0: nothing;
     /// 0.0: a stall). The idle threads' own share is not counted, since they issue nothing.
-    pub fn kept(&self) -> f64 {
+    pub(crate) fn kept(&self) -> f64 {
         self.active_idle / self.active_before.max(1e-9)
     }
 }
 
 /// Per phase: see [`PhaseSummary`].
-pub fn phase_summary(run: &Run) -> Vec<PhaseSummary> {
+pub(crate) fn phase_summary(run: &Run) -> Vec<PhaseSummary> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < run.samples.len() {
@@ -381,7 +350,7 @@ pub fn phase_summary(run: &Run) -> Vec<PhaseSummary> {
 
 /// The idle-window samples of `run` (after the first of each window, which straddles the
 /// switch) and how many of them completed no operation at all.
-pub fn idle_zeros(run: &Run) -> (usize, usize) {
+pub(crate) fn idle_zeros(run: &Run) -> (usize, usize) {
     let mut total = 0;
     let mut zeros = 0;
     let mut prev_idle = false;

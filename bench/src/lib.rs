@@ -3,31 +3,41 @@
 //! node-replication 0.1.1 and concurrent maps in one process; and the criterion benches
 //! (`benches/`). Not published.
 //!
-//! - [`demo`]: the command line;
-//! - [`runner`]: the closed-loop workload and the phased, sampled run of one structure;
-//! - [`systems`]: the structures under test;
-//! - [`suite`]: the `scale`, `writes` and `replicas` experiments as lists of runs
-//!   (`inactivity` runs in child processes: [`inactivity`]);
-//! - [`pairs`]: LD-NR and NR in alternating rounds, for the targets' ratios;
-//! - [`experiments`]: the cost of `add_replica` under load (`add-under-load`);
+//! Public, for the binary and the benches:
+//!
+//! - [`system`]: the systems under test behind the one harness every measurement uses
+//!   ([`system::Kind`], [`system::System`], [`system::Handle`], [`system::Body`]);
+//! - [`workload`]: the operations the harnesses run;
 //! - [`nr`]: the same map under node-replication 0.1.1, the baseline;
-//! - [`report`], [`charts`]: CSV, tables, targets and PNG/SVG charts.
+//! - [`demo`]: the command line.
+//!
+//! Inside: `runner` (the phased, sampled run of one system), `suite` (the `scale`,
+//! `writes` and `replicas` experiments as lists of runs), `pairs` (LD-NR and NR in
+//! alternating rounds, for the targets' ratios), `inactivity` (one replica's threads go
+//! idle; each system in a child process), `experiments` (`add-under-load`), `report`,
+//! `targets` and `charts` (CSV, tables, the targets' verdicts, PNG/SVG charts).
 //!
 //! From `ldnr-testkit`: the affinity manager of a run and thread placement
 //! ([`ldnr_testkit::nodes`]), the counting allocator the binary installs
-//! ([`ldnr_testkit::heap`]), and the soak (`ldnr-demo soak`, [`ldnr_testkit::soak`]).
+//! ([`ldnr_testkit::heap`]), the random generator ([`ldnr_testkit::rng`]) and the soak
+//! (`ldnr-demo soak`, [`ldnr_testkit::soak`]).
+//!
+//! Module dependencies run one way (no cycle): `demo` → `charts`, `targets` → `report` →
+//! the experiments (`suite`, `pairs`, `inactivity`, `experiments`) → `runner` →
+//! `system` → `workload`, `nr`.
 
-pub mod charts;
+mod charts;
 pub mod demo;
-pub mod experiments;
-pub mod inactivity;
+mod experiments;
+mod inactivity;
 pub mod nr;
-pub mod pairs;
-pub mod report;
-pub mod runner;
-pub mod suite;
-pub mod systems;
+mod pairs;
+mod report;
+mod runner;
+mod suite;
+pub mod system;
 mod targets;
+pub mod workload;
 
 /// The workspace README's code blocks, compiled and run by `cargo test` so that the
 /// quickstart stays true (this crate depends on every crate they use).

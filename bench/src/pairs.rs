@@ -21,39 +21,39 @@
 
 use std::time::Duration;
 
-use super::runner::{self, Env, Phase, Progress};
-use super::systems::{Kind, Policy};
+use crate::runner::{self, Env, Phase, Progress};
+use crate::system::{Kind, Policy, System};
 use ldnr_testkit::heap;
 use ldnr_testkit::nodes::Placement;
 
 /// One configuration compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Config {
+pub(crate) struct Config {
     /// Worker threads.
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// Replicas of both systems.
-    pub replicas: usize,
+    pub(crate) replicas: usize,
     /// Percentage of writes.
-    pub write_pct: u32,
+    pub(crate) write_pct: u32,
 }
 
 /// What one configuration measured, per round (ops/s).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Pair {
+pub(crate) struct Pair {
     /// The configuration.
-    pub config: Config,
+    pub(crate) config: Config,
     /// LD-NR's throughput in each round.
-    pub ldnr: Vec<f64>,
+    pub(crate) ldnr: Vec<f64>,
     /// NR's throughput in each round.
-    pub nr: Vec<f64>,
+    pub(crate) nr: Vec<f64>,
     /// With one thread: `RwLock<HashMap>`'s throughput in each round (the reference);
     /// empty otherwise.
-    pub reference: Vec<f64>,
+    pub(crate) reference: Vec<f64>,
 }
 
 impl Pair {
     /// LD-NR / NR of each round.
-    pub fn ratios(&self) -> Vec<f64> {
+    pub(crate) fn ratios(&self) -> Vec<f64> {
         self.ldnr
             .iter()
             .zip(&self.nr)
@@ -63,35 +63,12 @@ impl Pair {
 
     /// The median round's ratio (the mean of the middle two for an even count); `None`
     /// if no round ran.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use ldnr_bench::pairs::{Config, Pair};
-    /// let config = Config { threads: 1, replicas: 1, write_pct: 10 };
-    /// let pair = Pair {
-    ///     config,
-    ///     ldnr: vec![3.0, 9.0, 4.0],
-    ///     nr: vec![2.0, 3.0, 4.0],
-    ///     reference: vec![],
-    /// };
-    /// assert_eq!(pair.median_ratio(), Some(1.5));
-    /// ```
-    pub fn median_ratio(&self) -> Option<f64> {
+    pub(crate) fn median_ratio(&self) -> Option<f64> {
         median(self.ratios())
     }
 
     /// The median round's reference / NR ratio; `None` without a reference.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use ldnr_bench::pairs::{Config, Pair};
-    /// let config = Config { threads: 1, replicas: 1, write_pct: 10 };
-    /// let pair = Pair { config, ldnr: vec![1.0], nr: vec![2.0], reference: vec![2.4] };
-    /// assert_eq!(pair.reference_ratio(), Some(1.2));
-    /// ```
-    pub fn reference_ratio(&self) -> Option<f64> {
+    pub(crate) fn reference_ratio(&self) -> Option<f64> {
         median(
             self.reference
                 .iter()
@@ -102,7 +79,7 @@ impl Pair {
     }
 
     /// The lowest and highest round ratio.
-    pub fn range(&self) -> Option<(f64, f64)> {
+    pub(crate) fn range(&self) -> Option<(f64, f64)> {
         let r = self.ratios();
         let lo = r.iter().copied().reduce(f64::min)?;
         let hi = r.iter().copied().reduce(f64::max)?;
@@ -110,7 +87,7 @@ impl Pair {
     }
 
     /// The median throughput of each system (ops/s).
-    pub fn medians(&self) -> (f64, f64) {
+    pub(crate) fn medians(&self) -> (f64, f64) {
         (
             median(self.ldnr.clone()).unwrap_or(0.0),
             median(self.nr.clone()).unwrap_or(0.0),
@@ -134,20 +111,7 @@ fn median(mut xs: Vec<f64>) -> Option<f64> {
 
 /// For each of `thread_counts`, 1 to `min(threads, nodes)` replicas, each of `writes`.
 /// (The targets name 1–2 threads and 1–2 replicas.)
-///
-/// # Examples
-///
-/// ```
-/// use ldnr_bench::pairs::configs;
-/// let c = configs(&[1, 2], 2, &[0, 10]);
-/// let named: Vec<(usize, usize, u32)> =
-///     c.iter().map(|c| (c.threads, c.replicas, c.write_pct)).collect();
-/// assert_eq!(
-///     named,
-///     [(1, 1, 0), (1, 1, 10), (2, 1, 0), (2, 1, 10), (2, 2, 0), (2, 2, 10)]
-/// );
-/// ```
-pub fn configs(thread_counts: &[usize], nodes: usize, writes: &[u32]) -> Vec<Config> {
+pub(crate) fn configs(thread_counts: &[usize], nodes: usize, writes: &[u32]) -> Vec<Config> {
     let mut out = Vec::new();
     for &threads in thread_counts.iter().filter(|&&t| t > 0) {
         for replicas in 1..=threads.min(nodes.max(1)) {
@@ -165,16 +129,7 @@ pub fn configs(thread_counts: &[usize], nodes: usize, writes: &[u32]) -> Vec<Con
 
 /// The measured time `configs` take with `rounds` rounds of `phase` per structure (two,
 /// or three with the one-thread reference).
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use ldnr_bench::pairs::{configs, planned};
-/// let c = configs(&[1, 2], 2, &[10]); // 1t/1r (+ reference), 2t/1r, 2t/2r
-/// assert_eq!(planned(&c, 4, Duration::from_millis(100)), Duration::from_millis(2800));
-/// ```
-pub fn planned(configs: &[Config], rounds: usize, phase: Duration) -> Duration {
+pub(crate) fn planned(configs: &[Config], rounds: usize, phase: Duration) -> Duration {
     let structures: usize = configs
         .iter()
         .map(|c| if c.threads == 1 { 3 } else { 2 })
@@ -185,7 +140,7 @@ pub fn planned(configs: &[Config], rounds: usize, phase: Duration) -> Duration {
 /// Runs every configuration: LD-NR (static replicas) and NR (and, with one thread, the
 /// `RwLock<HashMap>` reference), built once, then `rounds` alternating rounds of one
 /// `phase` each.
-pub fn run(
+pub(crate) fn run(
     configs: &[Config],
     rounds: usize,
     phase: Duration,
@@ -223,22 +178,22 @@ pub fn run(
             nr: Vec::new(),
             reference: Vec::new(),
         };
-        let once = |system: &dyn runner::System| -> Option<f64> {
+        let once = |system: &System| -> Option<f64> {
             let r = runner::run(system, &phases, env);
             r.phases.first().copied().flatten().map(|p| p.ops_per_sec)
         };
         for round in 0..rounds {
             // ABBA: LD-NR first in even rounds, NR first in odd ones (the reference, if
             // any, last and first).
-            let run_ref = || reference.as_deref().map(once);
+            let run_ref = || reference.as_ref().map(once);
             let (l, n, r) = if round % 2 == 0 {
-                let l = once(&*ldnr);
-                let n = once(&*nr);
+                let l = once(&ldnr);
+                let n = once(&nr);
                 (l, n, run_ref())
             } else {
                 let r = run_ref();
-                let n = once(&*nr);
-                (once(&*ldnr), n, r)
+                let n = once(&nr);
+                (once(&ldnr), n, r)
             };
             // A round counts only if every structure of the configuration ran in it, so
             // that the ratios stay round by round.
@@ -263,6 +218,67 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_ratio_of_three_rounds() {
+        let config = Config {
+            threads: 1,
+            replicas: 1,
+            write_pct: 10,
+        };
+        let pair = Pair {
+            config,
+            ldnr: vec![3.0, 9.0, 4.0],
+            nr: vec![2.0, 3.0, 4.0],
+            reference: vec![],
+        };
+        assert_eq!(pair.median_ratio(), Some(1.5));
+    }
+
+    #[test]
+    fn reference_ratio_is_against_nr() {
+        let config = Config {
+            threads: 1,
+            replicas: 1,
+            write_pct: 10,
+        };
+        let pair = Pair {
+            config,
+            ldnr: vec![1.0],
+            nr: vec![2.0],
+            reference: vec![2.4],
+        };
+        assert_eq!(pair.reference_ratio(), Some(1.2));
+    }
+
+    #[test]
+    fn configs_cover_threads_replicas_and_writes() {
+        let c = configs(&[1, 2], 2, &[0, 10]);
+        let named: Vec<(usize, usize, u32)> = c
+            .iter()
+            .map(|c| (c.threads, c.replicas, c.write_pct))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                (1, 1, 0),
+                (1, 1, 10),
+                (2, 1, 0),
+                (2, 1, 10),
+                (2, 2, 0),
+                (2, 2, 10)
+            ]
+        );
+    }
+
+    #[test]
+    fn planned_time_counts_the_reference() {
+        let c = configs(&[1, 2], 2, &[10]); // 1t/1r (+ reference), 2t/1r, 2t/2r
+        assert_eq!(
+            planned(&c, 4, Duration::from_millis(100)),
+            Duration::from_millis(2800)
+        );
+    }
 
     #[test]
     fn median_of_even_and_odd_counts() {

@@ -9,47 +9,47 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::pairs::Pair;
-use super::suite::Measured;
 use crate::inactivity;
+use crate::pairs::Pair;
+use crate::suite::Measured;
 
 /// The inactivity experiment's parameters and runs.
 #[derive(Debug, Clone)]
-pub struct Inactivity {
+pub(crate) struct Inactivity {
     /// The parameters both systems ran with.
-    pub params: inactivity::Params,
+    pub(crate) params: inactivity::Params,
     /// One run per system (`ldnr`, `nr`).
-    pub runs: Vec<inactivity::Run>,
+    pub(crate) runs: Vec<inactivity::Run>,
 }
 
 /// Everything one invocation measured.
 #[derive(Debug, Clone, Default)]
-pub struct Report {
+pub(crate) struct Report {
     /// The runs of `scale`, `writes` and `replicas`.
-    pub measured: Vec<Measured>,
+    pub(crate) measured: Vec<Measured>,
     /// The inactivity experiment, if it ran.
-    pub inactivity: Option<Inactivity>,
+    pub(crate) inactivity: Option<Inactivity>,
     /// Heap bytes of one more copy of the map (one replica's worth), if known.
-    pub clone_bytes: Option<i64>,
+    pub(crate) clone_bytes: Option<i64>,
     /// The paired LD-NR / NR rounds, if they ran.
-    pub pairs: Vec<Pair>,
+    pub(crate) pairs: Vec<Pair>,
 }
 
 /// One measured phase, flattened.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Point {
+pub(crate) struct Point {
     /// The experiment.
-    pub experiment: &'static str,
+    pub(crate) experiment: &'static str,
     /// The system's label.
-    pub system: String,
+    pub(crate) system: String,
     /// Worker threads.
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// Percentage of writes.
-    pub write_pct: u32,
+    pub(crate) write_pct: u32,
     /// Replicas (0 for the maps).
-    pub replicas: usize,
+    pub(crate) replicas: usize,
     /// Operations per second.
-    pub ops: f64,
+    pub(crate) ops: f64,
 }
 
 fn is_ldnr(system: &str) -> bool {
@@ -66,7 +66,7 @@ fn is_map(system: &str) -> bool {
 
 impl Report {
     /// Every phase result of `scale`, `writes` and `replicas`.
-    pub fn points(&self) -> Vec<Point> {
+    pub(crate) fn points(&self) -> Vec<Point> {
         self.measured
             .iter()
             .flat_map(|m| {
@@ -87,7 +87,7 @@ impl Report {
     /// # Errors
     ///
     /// Any I/O error.
-    pub fn write_csv(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    pub(crate) fn write_csv(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dir)?;
         let samples = dir.join("samples.csv");
         let mut f = std::io::BufWriter::new(std::fs::File::create(&samples)?);
@@ -175,7 +175,7 @@ impl Report {
     }
 
     /// The summary tables, one per experiment (and per thread count of `writes`).
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let mut out = String::new();
         let mut groups: Vec<Vec<&Measured>> = Vec::new();
         for m in &self.measured {
@@ -247,33 +247,6 @@ impl Report {
         }
         out + &t.render()
     }
-
-    /// The targets, each with its measured value and verdict.
-    pub fn targets(&self) -> Vec<Target> {
-        super::targets::evaluate(self)
-    }
-}
-
-/// A target and whether this run met it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Target {
-    /// Its letter and name.
-    pub name: String,
-    /// The measurement, in words.
-    pub measured: String,
-    /// `Some(true)` met, `Some(false)` not met, `None` not measured in this run.
-    pub met: Option<bool>,
-}
-
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let verdict = match self.met {
-            Some(true) => "MET",
-            Some(false) => "NOT MET",
-            None => "NOT MEASURED",
-        };
-        write!(f, "{}: {} -> {verdict}", self.name, self.measured)
-    }
 }
 
 /// Rows = phases, columns = systems (Mops/s), then per LD-NR system its ratio to NR with
@@ -342,17 +315,6 @@ fn comparison_table(group: &[&Measured]) -> String {
     out + &t.render()
 }
 
-/// How a run stalled, in words: for good (and when), or how many idle-window samples
-/// completed no operation.
-pub fn stall(run: &inactivity::Run) -> String {
-    let (samples, zeros) = inactivity::idle_zeros(run);
-    match run.stalled_at {
-        Some(t) => format!("for good at {t:.2} s"),
-        None if zeros > 0 => format!("zero in {zeros}/{samples} idle samples"),
-        None => "no".into(),
-    }
-}
-
 fn pairs_table(pairs: &[Pair]) -> String {
     let rounds = pairs.iter().map(|p| p.ldnr.len()).max().unwrap_or(0);
     let out = format!(
@@ -412,7 +374,7 @@ fn inactivity_table(ia: &Inactivity) -> String {
                 format!("{:.2}", ph.idle / 1e6),
                 format!("{:.0}%", 100.0 * ph.idle / ph.before.max(1e-9)),
                 format!("{:.0}%", 100.0 * ph.kept()),
-                stall(run),
+                run.stall(),
             ]);
         }
         if run.samples.is_empty() {

@@ -15,81 +15,73 @@
 
 use std::time::Duration;
 
-use super::runner::{self, Env, Phase, Progress, RunResult};
-use super::systems::{Kind, Policy};
+use crate::runner::{self, Env, Phase, Progress, RunResult};
+use crate::system::{Kind, Policy};
 use ldnr_hashmap::U64Map;
 use ldnr_testkit::heap;
 use ldnr_testkit::nodes::{Affinity, Placement};
 
 /// The write ratios of the `writes` sweep, in percent.
-pub const WRITE_SWEEP: [u32; 5] = [0, 1, 10, 50, 100];
+pub(crate) const WRITE_SWEEP: [u32; 5] = [0, 1, 10, 50, 100];
 
 /// Everything the experiments need to know.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The most threads of `scale`, and the threads of `replicas`.
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// The thread counts of the `writes` sweeps.
-    pub writes_threads: Vec<usize>,
+    pub(crate) writes_threads: Vec<usize>,
     /// Whether `scale` adds a phase with twice the threads (oversubscription).
-    pub oversubscribe: bool,
+    pub(crate) oversubscribe: bool,
     /// Pre-filled keys.
-    pub keys: u64,
+    pub(crate) keys: u64,
     /// Percentage of writes in `scale`, `replicas` and `inactivity`.
-    pub write_pct: u32,
+    pub(crate) write_pct: u32,
     /// The affinity manager LD-NR runs under.
-    pub affinity: Affinity,
+    pub(crate) affinity: Affinity,
     /// Nodes (pretend ones, or the machine's under [`Affinity::Linux`]).
-    pub nodes: usize,
+    pub(crate) nodes: usize,
     /// Whether worker threads are pinned to CPUs.
-    pub pin: bool,
+    pub(crate) pin: bool,
     /// Phase length of `scale`.
-    pub scale_phase: Duration,
+    pub(crate) scale_phase: Duration,
     /// Phase length of `writes`.
-    pub writes_phase: Duration,
+    pub(crate) writes_phase: Duration,
     /// Phase length of `replicas`.
-    pub replicas_phase: Duration,
+    pub(crate) replicas_phase: Duration,
     /// Phase length of `inactivity`.
-    pub inactivity_phase: Duration,
+    pub(crate) inactivity_phase: Duration,
     /// Rounds per system and configuration of the paired LD-NR/NR comparison.
-    pub pairs_rounds: usize,
+    pub(crate) pairs_rounds: usize,
     /// Phase length of one paired round.
-    pub pairs_phase: Duration,
+    pub(crate) pairs_phase: Duration,
     /// The sampling interval.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
 }
 
 /// One structure to run through one experiment's phases.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Job {
+pub(crate) struct Job {
     /// `scale`, `writes` or `replicas`.
-    pub experiment: &'static str,
+    pub(crate) experiment: &'static str,
     /// The structure.
-    pub kind: Kind,
+    pub(crate) kind: Kind,
     /// Its phases.
-    pub phases: Vec<Phase>,
+    pub(crate) phases: Vec<Phase>,
 }
 
 /// A job and what it measured.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Measured {
+pub(crate) struct Measured {
     /// The job.
-    pub job: Job,
+    pub(crate) job: Job,
     /// Its samples and phase results.
-    pub run: RunResult,
+    pub(crate) run: RunResult,
 }
 
 /// The thread counts of `scale`: `1..=threads` on small machines, powers of two and
 /// `threads` on larger ones; then `2 × threads` when oversubscribing.
-///
-/// # Examples
-///
-/// ```
-/// use ldnr_bench::suite::scale_threads;
-/// assert_eq!(scale_threads(2, true), vec![1, 2, 4]);
-/// assert_eq!(scale_threads(12, false), vec![1, 2, 4, 8, 12]);
-/// ```
-pub fn scale_threads(threads: usize, oversubscribe: bool) -> Vec<usize> {
+pub(crate) fn scale_threads(threads: usize, oversubscribe: bool) -> Vec<usize> {
     let threads = threads.max(1);
     let mut out: Vec<usize> = if threads <= 8 {
         (1..=threads).collect()
@@ -113,7 +105,7 @@ fn nr_counts(nodes: usize) -> Vec<usize> {
 }
 
 /// The runs of `scale`.
-pub fn scale_jobs(s: &Settings) -> Vec<Job> {
+pub(crate) fn scale_jobs(s: &Settings) -> Vec<Job> {
     let phases: Vec<Phase> = scale_threads(s.threads, s.oversubscribe)
         .into_iter()
         .map(|threads| Phase {
@@ -136,7 +128,7 @@ pub fn scale_jobs(s: &Settings) -> Vec<Job> {
 }
 
 /// The runs of `writes`: one sweep per thread count.
-pub fn writes_jobs(s: &Settings) -> Vec<Job> {
+pub(crate) fn writes_jobs(s: &Settings) -> Vec<Job> {
     let mut jobs = Vec::new();
     for &threads in &s.writes_threads {
         let phases: Vec<Phase> = WRITE_SWEEP
@@ -165,19 +157,13 @@ pub fn writes_jobs(s: &Settings) -> Vec<Job> {
 }
 
 /// The replica counts of `replicas`: from `max(nodes, 2)` down to one and back.
-///
-/// # Examples
-///
-/// ```
-/// assert_eq!(ldnr_bench::suite::replica_schedule(3), vec![3, 2, 1, 2, 3]);
-/// ```
-pub fn replica_schedule(nodes: usize) -> Vec<usize> {
+pub(crate) fn replica_schedule(nodes: usize) -> Vec<usize> {
     let top = nodes.max(2);
     (1..=top).rev().chain(2..=top).collect()
 }
 
 /// The run of `replicas`.
-pub fn replicas_jobs(s: &Settings) -> Vec<Job> {
+pub(crate) fn replicas_jobs(s: &Settings) -> Vec<Job> {
     let schedule = replica_schedule(s.nodes);
     let phases = schedule
         .iter()
@@ -195,14 +181,14 @@ pub fn replicas_jobs(s: &Settings) -> Vec<Job> {
 }
 
 /// The measured time the jobs plan (phases only; building the structures is extra).
-pub fn planned(jobs: &[Job]) -> Duration {
+pub(crate) fn planned(jobs: &[Job]) -> Duration {
     jobs.iter()
         .flat_map(|j| j.phases.iter().map(|p| p.duration))
         .sum()
 }
 
 /// Builds, runs and drops each job's structure in turn.
-pub fn run_jobs(jobs: &[Job], s: &Settings, progress: &Progress) -> Vec<Measured> {
+pub(crate) fn run_jobs(jobs: &[Job], s: &Settings, progress: &Progress) -> Vec<Measured> {
     let placement = Placement::new(s.affinity, s.nodes, s.pin);
     let mut out = Vec::new();
     let mut current = "";
@@ -222,7 +208,7 @@ pub fn run_jobs(jobs: &[Job], s: &Settings, progress: &Progress) -> Vec<Measured
             heap_base,
             progress,
         };
-        let run = runner::run(&*system, &job.phases, env);
+        let run = runner::run(&system, &job.phases, env);
         drop(system);
         out.push(Measured {
             job: job.clone(),
@@ -234,7 +220,7 @@ pub fn run_jobs(jobs: &[Job], s: &Settings, progress: &Progress) -> Vec<Measured
 
 /// The heap bytes of one more copy of a `keys`-key [`U64Map`] (what a replica costs),
 /// measured as a `clone()`; `None` without the counting allocator.
-pub fn clone_bytes(keys: u64) -> Option<i64> {
+pub(crate) fn clone_bytes(keys: u64) -> Option<i64> {
     if !heap::installed() {
         return None;
     }
@@ -244,4 +230,20 @@ pub fn clone_bytes(keys: u64) -> Option<i64> {
     let bytes = heap::live_bytes() - before;
     drop(copy);
     Some(bytes as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_threads_small_and_large() {
+        assert_eq!(scale_threads(2, true), vec![1, 2, 4]);
+        assert_eq!(scale_threads(12, false), vec![1, 2, 4, 8, 12]);
+    }
+
+    #[test]
+    fn replica_schedule_goes_down_and_back() {
+        assert_eq!(replica_schedule(3), vec![3, 2, 1, 2, 3]);
+    }
 }

@@ -19,12 +19,34 @@
 //!
 //! A target whose experiment did not run is reported as not measured.
 
-use super::pairs::Pair;
-use super::report::{Point, Report, Target};
 use crate::inactivity;
+use crate::pairs::Pair;
+use crate::report::{Point, Report};
+
+/// A target and whether this run met it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Target {
+    /// Its letter and name.
+    pub(crate) name: String,
+    /// The measurement, in words.
+    pub(crate) measured: String,
+    /// `Some(true)` met, `Some(false)` not met, `None` not measured in this run.
+    pub(crate) met: Option<bool>,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = match self.met {
+            Some(true) => "MET",
+            Some(false) => "NOT MET",
+            None => "NOT MEASURED",
+        };
+        write!(f, "{}: {} -> {verdict}", self.name, self.measured)
+    }
+}
 
 /// Judges every target.
-pub(super) fn evaluate(r: &Report) -> Vec<Target> {
+pub(crate) fn evaluate(r: &Report) -> Vec<Target> {
     let points = r.points();
     let (a, b) = (
         ("(a) writes 10%/100%: LD-NR >= 1.3x NR", &[10, 100][..], 1.3),
@@ -193,8 +215,8 @@ fn inactivity_target(r: &Report) -> Target {
             "LD-NR running threads kept min {:.0}% [{}], stall: {}; NR stall: {}",
             min * 100.0,
             detail.join(", "),
-            super::report::stall(ldnr),
-            super::report::stall(nr)
+            ldnr.stall(),
+            nr.stall()
         ),
         met: Some(ldnr_ok && nr_stalled),
     }
@@ -306,7 +328,7 @@ mod tests {
     use super::*;
     use crate::runner::{Phase, PhaseResult, RunResult};
     use crate::suite::{Job, Measured};
-    use crate::systems::{Kind, Policy};
+    use crate::system::{Kind, Policy};
 
     fn measured(kind: Kind, threads: usize, results: &[(u32, usize, f64)]) -> Measured {
         let phases = results
@@ -366,7 +388,7 @@ mod tests {
             ],
             ..Report::default()
         };
-        let t = report.targets();
+        let t = evaluate(&report);
         // (a): 1.4x at 10% but 1.2x at 100%.
         assert_eq!(t[0].met, Some(false), "{}", t[0]);
         assert!(t[0].measured.contains("min 1.20x"), "{}", t[0]);
@@ -421,7 +443,7 @@ mod tests {
             ],
             ..Report::default()
         };
-        let t = report.targets();
+        let t = evaluate(&report);
         assert_eq!(t[0].met, Some(true), "{}", t[0]);
         assert!(
             t[0].measured.contains("min 1.35x over 2 configs"),
