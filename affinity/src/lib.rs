@@ -125,3 +125,8 @@ pub use simulated::SimulatedAffinity;
 pub use topology::{
     parse_cpulist, ListParseError, NodeInfo, Topology, TopologyError, SYSFS_NODE_DIR,
 };
+
+/// The README's code blocks, compiled and run by `cargo test` so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

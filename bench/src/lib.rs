@@ -44,3 +44,9 @@ pub mod workload;
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+
+/// `ldnr`'s README (the crate's page on crates.io), compiled and run the same way.
+/// (`ldnr-hashmap` and `ldnr-affinity` run their own READMEs.)
+#[cfg(doctest)]
+#[doc = include_str!("../../ldnr/README.md")]
+pub struct LdnrReadmeDoctests;
