@@ -24,13 +24,16 @@ mod matching;
 mod removal;
 mod tiny_log;
 
+use std::cell::Cell;
+
+use ldnr::{AffinityError, AffinityManager, NodeId, SavedPolicy};
+
 /// Debug builds are roughly 10x slower: scale the operation counts (never the number of
 /// replica changes the brief asks for).
 const DEBUG: bool = cfg!(debug_assertions);
 
-use std::cell::Cell;
-
-use ldnr::{AffinityError, AffinityManager, NodeId, SavedPolicy};
+// The four-node test topology of `matching`, also used by `errors` (a node whose memory
+// policy cannot be set).
 
 thread_local! {
     /// The node the test pretends the calling thread runs on.
