@@ -9,6 +9,7 @@
 //! This crate ships only [`NoAffinity`] (one node, nothing to do), which suits `no_std`
 //! users and single-node machines. Operating-system managers live in `ldnr-affinity`.
 
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
@@ -212,6 +213,42 @@ impl<'a> AffinityGuard<'a> {
     pub fn new(manager: &'a dyn AffinityManager, node: NodeId) -> Result<Self, AffinityError> {
         let saved = manager.set_memory_node(node)?;
         Ok(Self { manager, saved })
+    }
+}
+
+/// The affinity manager as an instance uses it, and whether it steers anything: with one
+/// node all memory comes from it anyway, and the policy calls around each batch are
+/// skipped.
+#[derive(Debug)]
+pub(crate) struct Memory {
+    manager: Arc<dyn AffinityManager>,
+    steer: bool,
+}
+
+impl Memory {
+    /// `manager`, which lists `nodes` nodes.
+    pub(crate) fn new(manager: Arc<dyn AffinityManager>, nodes: usize) -> Self {
+        Self {
+            manager,
+            steer: nodes > 1,
+        }
+    }
+
+    pub(crate) fn manager(&self) -> &dyn AffinityManager {
+        &*self.manager
+    }
+
+    /// The memory policy of `node` for one batch of a replica there, if the manager
+    /// steers memory. Best effort: the node was valid when the replica was made, and
+    /// failing to set a policy must not fail an operation; the memory then comes from the
+    /// default policy.
+    #[inline]
+    pub(crate) fn for_batch(&self, node: NodeId) -> Option<AffinityGuard<'_>> {
+        if self.steer {
+            AffinityGuard::new(&*self.manager, node).ok()
+        } else {
+            None
+        }
     }
 }
 

@@ -31,14 +31,73 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use crate::affinity::NodeId;
-use crate::context::Context;
-use crate::rwlock::ReaderSlot;
-use crate::sync::{fence, AtomicBool, AtomicUsize, Backoff, CachePadded, Ordering};
+use crate::dispatch::Dispatch;
+use crate::error::Error;
+use crate::replica::context::Context;
+use crate::replica::rwlock::ReaderSlot;
+use crate::shared::Shared;
+use crate::sync::{
+    fence, next_instance_id, AtomicBool, AtomicUsize, Backoff, CachePadded, Ordering,
+};
 
 /// The largest thread limit an instance accepts.
 pub const MAX_THREADS: usize = 1 << 16;
 /// The default thread limit.
 pub const DEFAULT_MAX_THREADS: usize = 256;
+
+/// Proof that the calling thread registered with one [`NodeReplicated`](crate::NodeReplicated) instance.
+///
+/// A token is `Copy` (pass it by value to every call) and `!Send`: it names the thread's
+/// operation slot and reader slot, which must not be used by two threads at once.
+///
+/// ```compile_fail
+/// # #[derive(Clone, Default)] struct Nop;
+/// # impl ldnr::Dispatch for Nop {
+/// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
+/// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
+/// # }
+/// let nr = ldnr::NodeReplicated::builder(Nop).build().unwrap();
+/// let tkn = nr.register().unwrap();
+/// std::thread::spawn(move || drop(tkn)); // error: `ThreadToken` cannot be sent between threads
+/// ```
+///
+/// Each token remembers the instance that issued it. Passing it to another instance is
+/// a programmer error and panics (see [`NodeReplicated::execute`](crate::NodeReplicated::execute)).
+#[derive(Clone, Copy)]
+pub struct ThreadToken {
+    tid: usize,
+    instance: usize,
+    _not_send: core::marker::PhantomData<*const ()>,
+}
+
+impl core::fmt::Debug for ThreadToken {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ThreadToken")
+            .field("thread", &self.tid)
+            .field("instance", &self.instance)
+            .finish()
+    }
+}
+
+impl ThreadToken {
+    /// The thread's index in its instance (0 for the first registered thread).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[derive(Clone, Default)] struct Nop;
+    /// # impl ldnr::Dispatch for Nop {
+    /// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
+    /// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
+    /// # }
+    /// let nr = ldnr::NodeReplicated::builder(Nop).build().unwrap();
+    /// assert_eq!(nr.register().unwrap().index(), 0);
+    /// assert_eq!(nr.register().unwrap().index(), 1);
+    /// ```
+    pub fn index(self) -> usize {
+        self.tid
+    }
+}
 
 /// A candidate replica for matching: its slot, node and thread count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +120,8 @@ pub(crate) fn choose(
 }
 
 pub(crate) struct Dispatcher<W, R> {
+    /// A process-wide unique number of the instance, which its tokens carry.
+    instance: usize,
     contexts: Box<[CachePadded<Context<W, R>>]>,
     registered: CachePadded<AtomicUsize>,
     admin: AtomicBool,
@@ -118,6 +179,7 @@ impl<W, R> Dispatcher<W, R> {
     pub(crate) fn new(limit: usize) -> Self {
         let contexts: Vec<_> = (0..limit).map(|_| CachePadded(Context::new())).collect();
         Self {
+            instance: next_instance_id(),
             contexts: contexts.into_boxed_slice(),
             registered: CachePadded(AtomicUsize::new(0)),
             admin: AtomicBool::new(false),
@@ -128,6 +190,26 @@ impl<W, R> Dispatcher<W, R> {
 
     pub(crate) fn limit(&self) -> usize {
         self.contexts.len()
+    }
+
+    /// The instance's process-wide unique number.
+    #[inline]
+    pub(crate) fn instance(&self) -> usize {
+        self.instance
+    }
+
+    /// The thread index of `tkn`.
+    ///
+    /// # Panics
+    ///
+    /// If `tkn` was issued by another instance (a programmer error).
+    #[inline]
+    pub(crate) fn check(&self, tkn: ThreadToken) -> usize {
+        assert!(
+            tkn.instance == self.instance,
+            "ldnr: a ThreadToken of another NodeReplicated instance was used"
+        );
+        tkn.tid
     }
 
     pub(crate) fn contexts(&self) -> &[CachePadded<Context<W, R>>] {
@@ -210,6 +292,44 @@ impl<W, R> Dispatcher<W, R> {
         // reader-slot store is ordered by the lock's fences (R1).
         self.registered.store(tid + 1, Ordering::Release);
         Some(tid)
+    }
+}
+
+impl<D> Shared<D>
+where
+    D: Dispatch + Clone + Send + Sync,
+{
+    /// Registers the calling thread and matches it to a replica (see the crate docs'
+    /// dispatcher rules).
+    pub(crate) fn register(&self) -> Result<ThreadToken, Error> {
+        self.check_callbacks();
+        // The affinity manager runs under the mark, so that it cannot call back in while
+        // the admin lock is held. It is asked before anything changes: a panic in it
+        // changes nothing.
+        let _inside = self.callbacks();
+        let manager = self.memory.manager();
+        let node = manager.current_node();
+        let admin = self.threads.admin();
+        let _change = self.threads.changing(&admin);
+        let slot = choose(node, self.replicas.candidates(None), |a, b| {
+            manager.distance(a, b)
+        })
+        .expect("an instance always has a live replica");
+        let tid = self
+            .threads
+            .next_thread(&admin, slot, node)
+            .ok_or(Error::TooManyThreads {
+                limit: self.threads.limit(),
+            })?;
+        self.replicas
+            .shell(slot)
+            .threads
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(ThreadToken {
+            tid,
+            instance: self.threads.instance(),
+            _not_send: core::marker::PhantomData,
+        })
     }
 }
 

@@ -5,6 +5,11 @@ use core::fmt;
 use crate::affinity::{AffinityError, NodeId};
 use crate::replica::ReplicaId;
 
+/// The message of the panic (and of [`Error::Poisoned`]) on a poisoned instance.
+pub(crate) const POISONED: &str = "ldnr: this instance is poisoned: a panic escaped while a \
+    replica applied the log (without the `std` feature, or from the affinity manager), so \
+    replicas may have diverged";
+
 /// Everything that can go wrong in LD-NR, as a value.
 ///
 /// # Examples
@@ -86,7 +91,7 @@ impl fmt::Display for Error {
                 crate::MAX_THREADS
             ),
             Error::Affinity(e) => write!(f, "affinity manager failed: {e}"),
-            Error::Poisoned => write!(f, "{}", crate::node_replicated::POISONED),
+            Error::Poisoned => f.write_str(POISONED),
         }
     }
 }

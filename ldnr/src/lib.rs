@@ -37,8 +37,10 @@
 //! without waiting (cross-combining), under that replica's memory policy. An idle replica
 //! therefore never stalls the others.
 //!
-//! Module docs (`log`, `replica`, `rwlock`, `context`, `dispatcher`) describe each
-//! algorithm with the numbered invariants that the `SAFETY` comments cite:
+//! Module docs (`log`, `replica` with `replica::{combiner, context, rwlock}`,
+//! `dispatcher`, `reconfigure`) describe each algorithm with the numbered invariants that
+//! the `SAFETY` comments cite; `ARCHITECTURE.md` at the repository root follows one
+//! operation through them:
 //!
 //! - log **L1–L5**: exclusive reservation, GC never passes an active replica, liveness by
 //!   logical index, the clone lock, drop-exactly-once; **L8**: logical indices wrap
@@ -49,8 +51,12 @@
 //! - contexts **C1–C2**: the operation slot state machine and the pending stack;
 //! - dispatcher **D1–D3**: registration order, serialized reconfiguration, the
 //!   matching epoch behind consistent snapshots;
-//! - replica shells **P4–P5** (in `replica`): data installed and taken only under both
-//!   locks; reconfigurations cannot be starved of a combiner lock.
+//! - replica shells **P4–P6** (in `replica`): data installed and taken only under both
+//!   locks; reconfigurations cannot be starved of a combiner lock; stand-ins for a frozen
+//!   clone source;
+//! - reconfiguration **I2, I3, I7, I8**: exactly once across a removal, a joining
+//!   replica is never passed by garbage collection, nothing reachable is freed, a
+//!   panicking callback changes nothing.
 //!
 //! The log's invariants **L6** (the only live replica skips the atomic read-modify-writes
 //! of the append path) and **L7** (a garbage collection that overlapped a replica joining
@@ -215,7 +221,7 @@
 //! docs and cited by a `// SAFETY:` comment at every block (`clippy::undocumented_unsafe_blocks`
 //! and `missing_safety_doc` are denied; every `unsafe fn` has a `# Safety` section):
 //!
-//! - `context`: the operation and response slots of a thread's context — **C1** (one
+//! - `replica::context`: the operation and response slots of a thread's context — **C1** (one
 //!   owner at a time, handed over by the state machine `EMPTY → PENDING → CLAIMED → DONE`
 //!   with Release/Acquire) and **C2** (a context is on at most one pending stack, once);
 //! - `log`: entry slots — **L1** (a reserved range belongs to one combiner), **L2** (GC
@@ -229,7 +235,7 @@
 //! - `replica`: the replica's data — **P1** (mutation needs the combiner lock and the
 //!   write lock), **P2** (readers hold the read lock), **P4** (data is installed and taken
 //!   out only under both locks, in shells that are never freed);
-//! - `Send`/`Sync` for `NodeReplicated` and the log: why `D: Send + Sync`,
+//! - `Send`/`Sync` for the instance's shared state (`shared`) and the log: why `D: Send + Sync`,
 //!   `WriteOperation: Send` and `Response: Send` suffice.
 //!
 //! The reader-writer lock (**R1**, a Dekker pair of SeqCst fences) and the dispatcher
@@ -246,13 +252,14 @@
 //! threads yield their CPU after a short spin; without it they only spin.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// `clippy.toml` lists the atomics, cells and thread functions that only `sync` may name.
+#![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
 extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
 mod affinity;
-mod context;
 mod dispatch;
 mod dispatcher;
 mod error;
@@ -260,7 +267,7 @@ mod log;
 mod node_replicated;
 mod reconfigure;
 mod replica;
-mod rwlock;
+mod shared;
 mod sync;
 
 #[cfg(all(test, ldnr_loom))]
@@ -270,8 +277,8 @@ pub use affinity::{
     AffinityError, AffinityGuard, AffinityManager, NoAffinity, NodeId, SavedPolicy,
 };
 pub use dispatch::Dispatch;
-pub use dispatcher::{DEFAULT_MAX_THREADS, MAX_THREADS};
+pub use dispatcher::{ThreadToken, DEFAULT_MAX_THREADS, MAX_THREADS};
 pub use error::Error;
 pub use log::{DEFAULT_LOG_CAPACITY, MAX_LOG_CAPACITY, MAX_REPLICAS, MIN_LOG_CAPACITY};
-pub use node_replicated::{Builder, NodeReplicated, ThreadToken};
+pub use node_replicated::{Builder, NodeReplicated};
 pub use replica::{ReplicaId, ReplicaInfo};

@@ -329,13 +329,20 @@ impl<W: Clone> Log<W> {
         best.map(|(slot, _)| slot)
     }
 
+    /// The log as one combiner uses it for one batch, in the mode its replica allows
+    /// (L6): `sole` for the combiner of the only live replica.
+    #[inline(always)]
+    pub(crate) fn appender(&self, sole: bool) -> Appender<'_, W> {
+        Appender { log: self, sole }
+    }
+
     /// Reserves `n` consecutive indices and returns the first, or `None` if the log has no
     /// room until the slowest active replica advances.
     ///
     /// `sole`: the caller is the combiner of the only live replica, the only appender
     /// (L6), and a plain store replaces the CAS.
     #[inline(always)]
-    pub(crate) fn try_reserve(&self, n: usize, sole: bool) -> Option<usize> {
+    fn try_reserve(&self, n: usize, sole: bool) -> Option<usize> {
         debug_assert!(n <= self.max_batch());
         loop {
             // Acquire: pairs with the AcqRel CAS in `collect` (L2). Read before the tail,
@@ -408,7 +415,7 @@ impl<W: Clone> Log<W> {
     /// `sole`: the caller's replica is the only live one, so no other replica can clone
     /// the entry at the same time and the clone lock (L4) is skipped (L6).
     #[inline(always)]
-    pub(crate) fn read(&self, idx: usize, sole: bool) -> W {
+    fn read(&self, idx: usize, sole: bool) -> W {
         let entry = &self.entries[idx & self.mask];
         let ready = written(idx);
         let mut backoff = Backoff::new();
@@ -457,7 +464,7 @@ impl<W: Clone> Log<W> {
     /// `sole`: the replica is the only live one; no one else writes `ctail` now (L6), so
     /// a plain store replaces the read-modify-write.
     #[inline(always)]
-    pub(crate) fn publish(&self, slot: usize, position: usize, sole: bool) {
+    fn publish(&self, slot: usize, position: usize, sole: bool) {
         // Release: pairs with the Acquire loads in `position` and `collect`.
         self.positions[slot]
             .applied
@@ -483,6 +490,46 @@ impl<W: Clone> Log<W> {
                 Err(now) => ctail = now,
             }
         }
+    }
+}
+
+/// The log as one combiner uses it for one batch: *shared* — the CAS on `tail`, the
+/// clone lock of each entry (L4), the read-modify-write of `ctail` — or, for the combiner
+/// of the only live replica, *sole*: plain loads and stores (L6). The combiner picks the
+/// mode once, under its combiner lock, and nothing else branches on it.
+#[derive(Debug)]
+pub(crate) struct Appender<'a, W> {
+    log: &'a Log<W>,
+    sole: bool,
+}
+
+impl<W> Clone for Appender<'_, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<W> Copy for Appender<'_, W> {}
+
+impl<W: Clone> Appender<'_, W> {
+    /// Reserves `n` consecutive indices and returns the first, or `None` if the log has no
+    /// room until the slowest active replica advances.
+    #[inline(always)]
+    pub(crate) fn try_reserve(&self, n: usize) -> Option<usize> {
+        self.log.try_reserve(n, self.sole)
+    }
+
+    /// Returns a clone of the operation of index `idx`, waiting until its writer wrote it.
+    #[inline(always)]
+    pub(crate) fn read(&self, idx: usize) -> W {
+        self.log.read(idx, self.sole)
+    }
+
+    /// Records that the replica in `slot` has applied every index below `position`, and
+    /// raises `ctail` to it.
+    #[inline(always)]
+    pub(crate) fn publish(&self, slot: usize, position: usize) {
+        self.log.publish(slot, position, self.sole)
     }
 }
 
@@ -520,6 +567,8 @@ impl<W> Drop for Log<W> {
 }
 
 #[cfg(all(test, not(ldnr_loom)))]
+// Unit tests use std's atomics and threads to drive the code under test.
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use alloc::sync::Arc;

@@ -16,8 +16,9 @@
 //!   shared log with wrap-around (L1–L3, L5), and drop accounting (L5);
 //! - `rwlock_*`: the Dekker fence pair of the reader-writer lock (R1); loom's `UnsafeCell`
 //!   access tracking flags any read that overlaps a write;
-//! - `combining_*`: the context state machine and the pending stack (C1, C2) with a
-//!   replica's combiner lock, as `NodeReplicated::execute_mut` drives them.
+//! - `combining_*`: the real write path (`Shared::write`: the context state machine and
+//!   pending stack, C1–C2, the combiner lock, the log, the write lock), on an instance's
+//!   shared state built from its parts.
 //!
 //! Models with three threads run with a preemption bound of 1. With two threads that can
 //! both spin (yielding) on a third, preempted one, loom's scheduler oscillates between
@@ -31,18 +32,23 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
+#[allow(clippy::disallowed_types)]
 use core::sync::atomic::AtomicUsize as StdAtomicUsize;
 
 use loom::model::Builder;
 use loom::sync::Arc;
 use loom::thread;
 
-use crate::affinity::NodeId;
-use crate::context::{into_response, ok, Context, EMPTY};
+use crate::affinity::{Memory, NoAffinity, NodeId};
+use crate::dispatch::Dispatch;
+use crate::dispatcher::Dispatcher;
 use crate::log::Log;
-use crate::replica::{Replica, ReplicaId};
-use crate::rwlock::{ReaderSlot, RwLock};
-use crate::sync::{CachePadded, Ordering, UnsafeCell};
+use crate::replica::combiner::Poison;
+use crate::replica::context::EMPTY;
+use crate::replica::rwlock::{ReaderSlot, RwLock};
+use crate::replica::ReplicaSet;
+use crate::shared::Shared;
+use crate::sync::{Ordering, UnsafeCell};
 
 /// Model-checks `f` with the given preemption bound (`None`: unbounded, an exhaustive
 /// search) and prints how many executions loom explored (visible with `--nocapture`).
@@ -86,9 +92,9 @@ struct ReplicaRun<T> {
 /// after every entry so that garbage collection never waits for more than it must.
 fn read_up_to<T: Clone>(log: &Log<T>, slot: usize, pos: &mut usize, to: usize, seen: &mut Vec<T>) {
     while *pos != to {
-        seen.push(log.read(*pos, false));
+        seen.push(log.appender(false).read(*pos));
         *pos = pos.wrapping_add(1);
-        log.publish(slot, *pos, false);
+        log.appender(false).publish(slot, *pos);
     }
 }
 
@@ -110,7 +116,7 @@ fn log_replica<T: Clone>(
     for &n in batches {
         assert!(n <= log.max_batch());
         let start = loop {
-            if let Some(start) = log.try_reserve(n, false) {
+            if let Some(start) = log.appender(false).try_reserve(n) {
                 break start;
             }
             // The log is full: this replica may be the laggard. Apply what is reserved
@@ -381,97 +387,62 @@ fn rwlock_writer_ignores_readers_of_other_replicas() {
 }
 
 // ---------------------------------------------------------------------------------------
-// c. Combiner hand-off and response delivery.
+// c. Flat combining: the real write path.
 // ---------------------------------------------------------------------------------------
 
-/// A replica (its combiner lock, reader-writer lock, pending stack and data: a `u64`
-/// total), the contexts of its threads, and how many responses each context got.
-struct Combining {
-    replica: Replica<u64>,
-    contexts: Vec<CachePadded<Context<u64, u64>>>,
-    delivered: Vec<StdAtomicUsize>,
+/// A counter whose writes add and answer the total before them (like `fetch_add`).
+#[derive(Debug, Clone, Default)]
+struct Sum(u64);
+
+impl Dispatch for Sum {
+    type ReadOperation = ();
+    type WriteOperation = u64;
+    type Response = u64;
+
+    fn dispatch(&self, _: ()) -> u64 {
+        self.0
+    }
+
+    fn dispatch_mut(&mut self, v: u64) -> u64 {
+        let before = self.0;
+        self.0 += v;
+        before
+    }
 }
 
-impl Combining {
-    fn new(threads: usize) -> Self {
-        Self {
-            replica: Replica::new(ReplicaId(0), NodeId(0), 0),
-            contexts: (0..threads).map(|_| CachePadded(Context::new())).collect(),
-            delivered: (0..threads).map(|_| StdAtomicUsize::new(0)).collect(),
-        }
+/// The shared state of an instance over [`Sum`] with one replica and `threads`
+/// registered threads, built from its parts: what flat combining (`replica::combiner`)
+/// works on, with no public handle around it.
+fn summing(threads: usize) -> Shared<Sum> {
+    let shared = Shared {
+        log: Log::new(LOG_CAP),
+        replicas: ReplicaSet::new(),
+        threads: Dispatcher::new(threads),
+        memory: Memory::new(alloc::sync::Arc::new(NoAffinity), 1),
+        poison: Poison::default(),
+    };
+    shared
+        .replicas
+        .install(0, NodeId(0), Sum(0), 0, &shared.log, core::iter::empty);
+    let id = shared.replicas.next_id();
+    shared.replicas.shell(0).set_identity(Some(id));
+    let admin = shared.threads.admin();
+    for _ in 0..threads {
+        shared
+            .threads
+            .next_thread(&admin, 0, NodeId(0))
+            .expect("within the limit");
     }
+    drop(admin);
+    shared
+}
 
-    /// One round of combining, as `NodeReplicated::combine` does it: pop the pending
-    /// stack, claim, apply each claimed operation under the write lock (response: the
-    /// total before the operation, like `fetch_add`), then complete them all.
-    fn combine(&self) -> bool {
-        let Some(combiner) = self.replica.try_combine() else {
-            return false;
-        };
-        let mut batch = Vec::new();
-        self.replica.pending.take(&self.contexts, |tid| {
-            if self.contexts[tid].claim() {
-                batch.push(tid);
-            }
-        });
-        {
-            let _w = self
-                .replica
-                .rw
-                .write(0, || self.contexts.iter().map(|c| &c.reader));
-            for &tid in &batch {
-                let ctx = &self.contexts[tid];
-                // SAFETY: we claimed `tid` above (C1), so its operation is ours to take,
-                // once.
-                let op = unsafe { ctx.take_op() };
-                // SAFETY: the write lock is held (P1).
-                let before = unsafe {
-                    combiner.mutate(|d| {
-                        let before = *d;
-                        *d += op;
-                        before
-                    })
-                }
-                .expect("the replica is live");
-                // SAFETY: we took this context's operation and store its one response;
-                // the owner reads it only after `DONE`.
-                unsafe { ctx.put_response(ok(before)) };
-                self.delivered[tid].fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        for &tid in &batch {
-            self.contexts[tid].complete();
-        }
-        true
-    }
-
-    /// Thread `me` executes `op` through its context: publish, then wait for `DONE`,
-    /// combining whenever the combiner lock is free. Returns the response.
-    fn execute(&self, me: usize, op: u64) -> u64 {
-        let ctx = &self.contexts[me];
-        assert_eq!(ctx.owner_state(), EMPTY);
-        // SAFETY: thread `me` owns context `me`, which is `EMPTY` (C1).
-        unsafe { ctx.put_op(op) };
-        ctx.publish(me, &self.replica.pending);
-        loop {
-            if ctx.is_done() {
-                // SAFETY: `DONE`: the claiming combiner stored the response (C1).
-                let r = unsafe { ctx.take_response() };
-                ctx.reset();
-                return into_response(r);
-            }
-            if !self.combine() {
-                thread::yield_now();
-            }
-        }
-    }
-
-    /// The replica's data, read under a read lock with reader slot `me`.
-    fn total(&self, me: usize) -> u64 {
-        let _r = self.replica.rw.read(&self.contexts[me].reader, 0);
-        // SAFETY: the read lock is held (P2).
-        unsafe { self.replica.read(|d| *d) }.expect("the replica is live")
-    }
+/// Thread `tid` writes `op` through the real write path (`Shared::write`, as
+/// `NodeReplicated::execute_mut` calls it) and returns the response.
+fn write(shared: &Shared<Sum>, tid: usize, op: u64) -> u64 {
+    // SAFETY: thread `tid` of the model owns context `tid`, `EMPTY` between operations.
+    unsafe { shared.threads.context(tid).put_op(op) };
+    shared.write(tid)
 }
 
 /// Checks that `(op, response)` pairs, responses being `fetch_add` results, come from
@@ -485,24 +456,25 @@ fn assert_serial(mut pairs: Vec<(u64, u64)>) {
     }
 }
 
-/// Runs `threads` threads (the main thread is thread 0) executing `ops[t]` in order.
+/// Runs `threads` threads (the main thread is thread 0) writing `ops[t]` in order
+/// through the real combiner, then checks the responses and the replica.
 fn combining_model(ops: &'static [&'static [u64]]) {
     let threads = ops.len();
-    let c = Arc::new(Combining::new(threads));
+    let shared = Arc::new(summing(threads));
     let handles: Vec<_> = (1..threads)
         .map(|t| {
-            let c = c.clone();
+            let shared = shared.clone();
             thread::spawn(move || {
                 ops[t]
                     .iter()
-                    .map(|&op| (op, c.execute(t, op)))
+                    .map(|&op| (op, write(&shared, t, op)))
                     .collect::<Vec<_>>()
             })
         })
         .collect();
     let mut per_thread = vec![ops[0]
         .iter()
-        .map(|&op| (op, c.execute(0, op)))
+        .map(|&op| (op, write(&shared, 0, op)))
         .collect::<Vec<_>>()];
     for h in handles {
         per_thread.push(h.join().unwrap());
@@ -512,34 +484,28 @@ fn combining_model(ops: &'static [&'static [u64]]) {
             pairs.windows(2).all(|w| w[0].1 < w[1].1),
             "thread {t}: responses out of program order: {pairs:?}"
         );
+        assert_eq!(shared.threads.context(t).owner_state(), EMPTY);
     }
     let pairs: Vec<(u64, u64)> = per_thread.into_iter().flatten().collect();
     let expect_total: u64 = ops.iter().flat_map(|o| o.iter()).sum();
     assert_serial(pairs);
-    for (t, o) in ops.iter().enumerate() {
-        assert_eq!(
-            c.delivered[t].load(Ordering::SeqCst),
-            o.len(),
-            "thread {t} got a response other than once per operation"
-        );
-        assert_eq!(c.contexts[t].owner_state(), EMPTY);
-    }
-    assert_eq!(c.total(0), expect_total);
+    assert_eq!(shared.read(0, ()), expect_total);
 }
 
-/// Two threads, two operations each: a context is reused (pushed again after `DONE`,
-/// C2) while the other thread may be combining.
+/// Two threads, two writes each, through the real combiner on a four-entry log (it
+/// wraps): a context is reused (pushed again after `DONE`, C2) while the other thread
+/// may be combining, and each thread either combines itself or is served.
 ///
-/// Asserts: each thread gets exactly one response per operation, its own (the
-/// responses fit one serial order of the four distinct-power-of-two ops, and each
-/// thread's responses follow its program order), every context ends `EMPTY`, and the
-/// data ends at the sum of all operations.
+/// Asserts: each thread gets exactly one response per write, its own (the responses fit
+/// one serial order of the four distinct-power-of-two ops, and each thread's responses
+/// follow its program order), every context ends `EMPTY`, and the replica ends at the
+/// sum of all writes.
 #[test]
 fn combining_two_threads_two_ops() {
-    check(Some(3), || combining_model(&[&[1, 2], &[4, 8]]));
+    check(Some(4), || combining_model(&[&[1, 2], &[4, 8]]));
 }
 
-/// Three threads, one operation each: whoever gets the combiner lock serves the others.
+/// Three threads, one write each: whoever gets the combiner lock serves the others.
 ///
 /// Asserts: as `combining_two_threads_two_ops`.
 ///

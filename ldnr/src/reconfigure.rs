@@ -50,121 +50,82 @@ use crate::dispatch::Dispatch;
 use crate::dispatcher::{self, Candidate};
 use crate::error::Error;
 use crate::log::MAX_REPLICAS;
-use crate::node_replicated::{NodeReplicated, NO_STAND_IN};
 use crate::replica::ReplicaId;
+use crate::shared::Shared;
 use crate::sync::Ordering;
 
-impl<D> NodeReplicated<D>
+impl<D> Shared<D>
 where
     D: Dispatch + Clone + Send + Sync,
 {
-    /// Adds a replica on `node` while operations run, and returns its id.
-    ///
-    /// The new replica is a clone of the replica that has applied the most of the log,
-    /// made with the calling thread's memory coming from `node`. Only that source replica
-    /// is frozen during the clone; its threads are served by the nearest other replica
-    /// meanwhile, every other replica goes on, and threads may still register.
-    ///
-    /// While the clone is made, the log's garbage collection cannot pass the source's
-    /// position (the new replica replays everything after it), so the other replicas can
-    /// append up to about one log capacity of writes before they wait for the clone to
-    /// finish. Size the log for the write rate times the clone time.
-    /// Threads registered on `node` that were served by a replica on another node move to
-    /// the new replica; other threads stay where they are.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::UnknownNode`] if the affinity manager does not list `node`,
-    /// [`Error::TooManyReplicas`] at [`MAX_REPLICAS`], [`Error::Affinity`] if the memory
-    /// policy could not be set. Nothing changes on error.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use ldnr::NodeId;
-    /// # #[derive(Clone, Default)] struct Cell(u64);
-    /// # impl ldnr::Dispatch for Cell {
-    /// #     type ReadOperation = (); type WriteOperation = u64; type Response = u64;
-    /// #     fn dispatch(&self, _: ()) -> u64 { self.0 }
-    /// #     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
-    /// # }
-    /// let nr = ldnr::NodeReplicated::builder(Cell(0)).build()?;
-    /// let tkn = nr.register()?;
-    /// nr.execute_mut(5, tkn);
-    /// let id = nr.add_replica(NodeId(0))?;
-    /// assert_eq!(nr.replicas().len(), 2);
-    /// nr.remove_replica(id)?;
-    /// assert_eq!(nr.execute((), tkn), 5);
-    /// # Ok::<(), ldnr::Error>(())
-    /// ```
-    pub fn add_replica(&self, node: NodeId) -> Result<ReplicaId, Error> {
+    /// Adds a replica on `node` (see `NodeReplicated::add_replica`).
+    pub(crate) fn add_replica(&self, node: NodeId) -> Result<ReplicaId, Error> {
         self.check_callbacks();
         // User code runs below (the affinity manager, `D::clone`): under this mark a call
         // from it back into this instance panics instead of waiting for us.
         let _inside = self.callbacks();
-        if !self.affinity.nodes().contains(&node) {
+        let manager = self.memory.manager();
+        if !manager.nodes().contains(&node) {
             return Err(Error::UnknownNode(node));
         }
-        let _reconfig = self.dispatcher.reconfig();
-        if self.poisoned.load(Ordering::Relaxed) {
+        let _reconfig = self.threads.reconfig();
+        if self.poison.is_set() {
             return Err(Error::Poisoned);
         }
-        let slot =
-            self.replicas
-                .iter()
-                .position(|r| r.id().is_none())
-                .ok_or(Error::TooManyReplicas {
-                    limit: MAX_REPLICAS,
-                })?;
+        let slot = self.replicas.free_slot().ok_or(Error::TooManyReplicas {
+            limit: MAX_REPLICAS,
+        })?;
         let source = self
             .replicas
             .iter()
-            .enumerate()
             .filter(|(_, r)| r.id().is_some())
             .min_by_key(|&(s, _)| self.log.lag(s))
             .map(|(s, _)| s)
             .expect("an instance always has a live replica");
 
         // The stand-in for the source's threads while it is frozen (replica P6), chosen
-        // before anything changes: the affinity manager's `distance` is user code, and
-        // the operation paths never call it, so a panic in it leaves the instance as it
-        // was.
+        // before anything changes (I8): the affinity manager's `distance` is user code,
+        // and the operation paths never call it.
         let stand_in = dispatcher::choose(
-            self.replicas[source].node(),
-            self.live_candidates(Some(source)),
-            |a, b| self.affinity.distance(a, b),
+            self.replicas.shell(source).node(),
+            self.replicas.candidates(Some(source)),
+            |a, b| manager.distance(a, b),
         );
-        self.stand_in
-            .store(stand_in.unwrap_or(NO_STAND_IN), Ordering::Relaxed);
+        self.replicas.set_stand_in(stand_in);
 
         // Freeze the source: its data and position stay put while we hold its lock.
         // Its threads are served by the stand-in meanwhile (replica P6). A panic in the
-        // memory policy or in `clone` unfreezes it and changes nothing.
-        let frozen = self.replicas[source].freeze();
+        // memory policy or in `clone` unfreezes it and changes nothing (I8).
+        let frozen = self.replicas.shell(source).freeze();
         let position = self.log.position(source);
-        let data = affinity::on_node(&*self.affinity, node, || {
+        let data = affinity::on_node(manager, node, || {
             frozen
                 .frozen(D::clone)
                 .expect("the reconfiguration lock keeps the source live")
         })?;
 
         // Installed while the source is frozen at `position` and active, so GC stays at
-        // or below it (L7), and counted live before the source unfreezes (L6).
-        self.install(slot, node, data, position);
-        let shell = &self.replicas[slot];
-        let id = ReplicaId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let admin = self.dispatcher.admin();
-        let change = self.dispatcher.changing(&admin);
+        // or below it (I3), and counted live before the source unfreezes (log L6).
+        self.replicas
+            .install(slot, node, data, position, &self.log, || {
+                self.threads.readers()
+            });
+        let shell = self.replicas.shell(slot);
+        let id = self.replicas.next_id();
+        let admin = self.threads.admin();
+        let change = self.threads.changing(&admin);
         shell.threads.store(0, Ordering::Relaxed);
         shell.set_identity(Some(id));
         drop(frozen);
 
         // Locality first: threads on `node` served by a replica elsewhere move here.
-        let contexts = self.dispatcher.contexts();
-        for ctx in &contexts[..self.dispatcher.registered()] {
+        let contexts = self.threads.contexts();
+        for ctx in &contexts[..self.threads.registered()] {
             let current = ctx.replica.load(Ordering::Relaxed);
-            if ctx.node.load(Ordering::Relaxed) == node.0 && self.replicas[current].node() != node {
-                self.replicas[current]
+            let on_node = ctx.node.load(Ordering::Relaxed) == node.0;
+            if on_node && self.replicas.shell(current).node() != node {
+                self.replicas
+                    .shell(current)
                     .threads
                     .fetch_sub(1, Ordering::Relaxed);
                 // Release: pairs with the Acquire loads on the operation paths; the
@@ -178,62 +139,32 @@ where
         Ok(id)
     }
 
-    /// Removes replica `id` while operations run.
-    ///
-    /// Its threads move to the nearest remaining replica (the fewest threads on ties);
-    /// an operation they were waiting on is executed exactly once, on the old replica if
-    /// its combiner had taken it, otherwise on the new one. The replica's data is freed
-    /// before this returns.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::LastReplica`] for the only replica, [`Error::UnknownReplica`] for an id
-    /// that is not live (never existed, or already removed). Nothing changes on error.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use ldnr::{Error, NodeId};
-    /// # #[derive(Clone, Default)] struct Nop;
-    /// # impl ldnr::Dispatch for Nop {
-    /// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
-    /// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
-    /// # }
-    /// let nr = ldnr::NodeReplicated::builder(Nop).replicas(&[NodeId(0), NodeId(0)]).build()?;
-    /// let ids: Vec<_> = nr.replicas().iter().map(|r| r.id).collect();
-    /// nr.remove_replica(ids[0])?;
-    /// assert_eq!(nr.remove_replica(ids[0]), Err(Error::UnknownReplica(ids[0])));
-    /// assert_eq!(nr.remove_replica(ids[1]), Err(Error::LastReplica));
-    /// # Ok::<(), Error>(())
-    /// ```
-    pub fn remove_replica(&self, id: ReplicaId) -> Result<(), Error> {
+    /// Removes replica `id` (see `NodeReplicated::remove_replica`).
+    pub(crate) fn remove_replica(&self, id: ReplicaId) -> Result<(), Error> {
         self.check_callbacks();
         // User code runs below (the affinity manager, `D`'s `Drop`): see `add_replica`.
         let _inside = self.callbacks();
-        let _reconfig = self.dispatcher.reconfig();
-        if self.poisoned.load(Ordering::Relaxed) {
+        let _reconfig = self.threads.reconfig();
+        if self.poison.is_set() {
             return Err(Error::Poisoned);
         }
-        let slot = self
-            .replicas
-            .iter()
-            .position(|r| r.id() == Some(id))
-            .ok_or(Error::UnknownReplica(id))?;
-        if self.replicas.iter().filter(|r| r.id().is_some()).count() == 1 {
+        let slot = self.replicas.find(id).ok_or(Error::UnknownReplica(id))?;
+        if self.replicas.named() == 1 {
             return Err(Error::LastReplica);
         }
-        let shell = &self.replicas[slot];
-        let admin = self.dispatcher.admin();
-        // Where each of the replica's threads goes, decided before anything changes: the
-        // affinity manager is asked for distances here, and a panic in it leaves the
-        // instance as it was.
+        let shell = self.replicas.shell(slot);
+        let admin = self.threads.admin();
+        // Where each of the replica's threads goes, decided before anything changes (I8).
         let moves = self.plan_moves(slot);
-        let change = self.dispatcher.changing(&admin);
+        let change = self.threads.changing(&admin);
         shell.set_identity(None);
         // Re-match first, so the threads' next operations go elsewhere.
-        let contexts = self.dispatcher.contexts();
+        let contexts = self.threads.contexts();
         for (tid, to) in moves {
-            self.replicas[to].threads.fetch_add(1, Ordering::Relaxed);
+            self.replicas
+                .shell(to)
+                .threads
+                .fetch_add(1, Ordering::Relaxed);
             // Release: as in `add_replica`.
             contexts[tid].replica.store(to, Ordering::Release);
         }
@@ -241,58 +172,33 @@ where
         drop(change);
         drop(admin);
 
-        let data = {
-            let combiner = shell.combine_blocking();
-            let data = {
-                let _write = shell.rw.write(slot, || self.dispatcher.readers());
-                self.log.deactivate(slot);
-                // SAFETY: the write lock is held.
-                let data = unsafe { combiner.replace(None) };
-                // Uncounted while this replica's combiner lock is held (log L6): no
-                // helper is applying it, and it will never apply again.
-                self.live.fetch_sub(1, Ordering::Release);
-                data
-            };
-            // Hand back what waits on the stack; a thread that pushes later finds the
-            // shell empty when it takes the lock, and hands back itself (I2).
-            self.hand_back(shell);
-            drop(combiner);
-            data
-        };
+        // Hand back what waits on the stack; a thread that pushes later finds the shell
+        // empty when it takes the lock, and hands back itself (I2).
+        let data = self.replicas.uninstall(
+            slot,
+            &self.log,
+            || self.threads.readers(),
+            |_| self.hand_back(shell),
+        );
         // Dropped outside the locks: freeing a large structure can take a while. A panic
-        // in `D`'s `Drop` unwinds from here, the replica removed.
+        // in `D`'s `Drop` unwinds from here, the replica removed (I8).
         drop(data);
         Ok(())
-    }
-
-    /// The live replicas other than `except`, as matching candidates.
-    pub(crate) fn live_candidates(
-        &self,
-        except: Option<usize>,
-    ) -> impl Iterator<Item = Candidate> + '_ {
-        self.replicas
-            .iter()
-            .enumerate()
-            .filter(move |&(slot, r)| Some(slot) != except && r.id().is_some())
-            .map(|(slot, r)| Candidate {
-                slot,
-                node: r.node(),
-                threads: r.threads.load(Ordering::Relaxed),
-            })
     }
 
     /// Where each thread of replica `slot` goes when it is removed: the nearest other
     /// live replica, the fewest threads on ties, counting the threads placed so far. The
     /// caller holds the admin lock; nothing is changed here.
     fn plan_moves(&self, slot: usize) -> Vec<(usize, usize)> {
-        let mut candidates: Vec<Candidate> = self.live_candidates(Some(slot)).collect();
+        let manager = self.memory.manager();
+        let mut candidates: Vec<Candidate> = self.replicas.candidates(Some(slot)).collect();
         let mut moves = Vec::new();
-        let contexts = self.dispatcher.contexts();
-        for (tid, ctx) in contexts[..self.dispatcher.registered()].iter().enumerate() {
+        let contexts = self.threads.contexts();
+        for (tid, ctx) in contexts[..self.threads.registered()].iter().enumerate() {
             if ctx.replica.load(Ordering::Relaxed) == slot {
                 let node = NodeId(ctx.node.load(Ordering::Relaxed));
                 let to = dispatcher::choose(node, candidates.iter().copied(), |a, b| {
-                    self.affinity.distance(a, b)
+                    manager.distance(a, b)
                 })
                 .expect("another live replica exists");
                 if let Some(c) = candidates.iter_mut().find(|c| c.slot == to) {

@@ -15,8 +15,9 @@
 //!   finds ordering and race bugs. Shuttle's atomics work only inside a shuttle
 //!   execution, so under this `cfg` only `tests/shuttle.rs` runs.
 //!
-//! No other file names atomics, `UnsafeCell` or threads, so the algorithm that loom and
-//! shuttle check is the algorithm that ships. Every wait loop goes through
+//! No other file names atomics, `UnsafeCell` or threads (`ldnr/clippy.toml` forbids it,
+//! as `disallowed-types`/`disallowed-methods`), so the algorithm that loom and shuttle
+//! check is the algorithm that ships. Every wait loop goes through
 //! [`Backoff::snooze`], which yields to the model's scheduler under both checkers: a
 //! waiter that spun without yielding would never let the thread it waits for run. And
 //! nothing in the crate blocks on an operating-system primitive (the admin locks are
@@ -26,17 +27,96 @@
 //! The `cfg`s are `ldnr_loom` and `ldnr_shuttle` rather than `loom` so that a global
 //! `RUSTFLAGS` cannot flip a dependency's own `cfg(loom)`.
 
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 #[cfg(all(ldnr_loom, ldnr_shuttle))]
 compile_error!("`--cfg ldnr_loom` and `--cfg ldnr_shuttle` exclude each other");
 
-#[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
-pub(crate) use core::sync::atomic::{fence, AtomicBool, AtomicUsize};
 #[cfg(ldnr_loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize};
+#[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
+pub(crate) use plain::{fence, AtomicBool, AtomicUsize};
 #[cfg(ldnr_shuttle)]
 pub(crate) use shuttle::sync::atomic::{fence, AtomicBool, AtomicUsize};
 
 pub(crate) use core::sync::atomic::Ordering;
+
+/// The atomics of normal builds: `core`'s, behind newtypes with only the operations the
+/// crate uses, so that `clippy.toml` can forbid naming `core`'s atomics anywhere else
+/// (every atomic access of the algorithm must be one loom and shuttle replace).
+#[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
+mod plain {
+    use core::sync::atomic::{self as core_atomic, Ordering};
+
+    /// A fence; `core::sync::atomic::fence`.
+    #[inline(always)]
+    pub(crate) fn fence(order: Ordering) {
+        core_atomic::fence(order);
+    }
+
+    macro_rules! atomic {
+        ($name:ident, $value:ty) => {
+            #[doc = concat!("`core::sync::atomic::", stringify!($name), "`.")]
+            #[derive(Debug, Default)]
+            #[repr(transparent)]
+            pub(crate) struct $name(core_atomic::$name);
+
+            #[allow(dead_code)]
+            impl $name {
+                #[inline(always)]
+                pub(crate) const fn new(value: $value) -> Self {
+                    Self(core_atomic::$name::new(value))
+                }
+                #[inline(always)]
+                pub(crate) fn load(&self, order: Ordering) -> $value {
+                    self.0.load(order)
+                }
+                #[inline(always)]
+                pub(crate) fn store(&self, value: $value, order: Ordering) {
+                    self.0.store(value, order)
+                }
+                #[inline(always)]
+                pub(crate) fn swap(&self, value: $value, order: Ordering) -> $value {
+                    self.0.swap(value, order)
+                }
+                #[inline(always)]
+                pub(crate) fn compare_exchange(
+                    &self,
+                    current: $value,
+                    new: $value,
+                    success: Ordering,
+                    failure: Ordering,
+                ) -> Result<$value, $value> {
+                    self.0.compare_exchange(current, new, success, failure)
+                }
+                #[inline(always)]
+                pub(crate) fn compare_exchange_weak(
+                    &self,
+                    current: $value,
+                    new: $value,
+                    success: Ordering,
+                    failure: Ordering,
+                ) -> Result<$value, $value> {
+                    self.0.compare_exchange_weak(current, new, success, failure)
+                }
+            }
+        };
+    }
+
+    atomic!(AtomicBool, bool);
+    atomic!(AtomicUsize, usize);
+
+    impl AtomicUsize {
+        #[inline(always)]
+        pub(crate) fn fetch_add(&self, value: usize, order: Ordering) -> usize {
+            self.0.fetch_add(value, order)
+        }
+        #[inline(always)]
+        pub(crate) fn fetch_sub(&self, value: usize, order: Ordering) -> usize {
+            self.0.fetch_sub(value, order)
+        }
+    }
+}
 
 /// Interior mutability whose accesses loom can check.
 #[cfg(ldnr_loom)]
@@ -205,8 +285,10 @@ fn inside() -> usize {
 }
 
 /// A process-wide unique number for each `NodeReplicated` instance, used to reject
-/// tokens of other instances. Not part of any protocol loom needs to see.
+/// tokens of other instances. Not part of any protocol loom needs to see (a `core`
+/// atomic in every build: loom's cannot live in a `static`).
 pub(crate) fn next_instance_id() -> usize {
+    #[allow(clippy::disallowed_types)]
     static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }

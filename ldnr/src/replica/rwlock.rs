@@ -146,6 +146,8 @@ impl Drop for WriteGuard<'_> {
 }
 
 #[cfg(all(test, not(ldnr_loom)))]
+// Unit tests use std's atomics and threads to drive the code under test.
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
 mod tests {
     extern crate std;
     use super::*;

@@ -43,7 +43,7 @@ use core::mem::MaybeUninit;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use crate::rwlock::ReaderSlot;
+use super::rwlock::ReaderSlot;
 use crate::sync::{AtomicBool, AtomicUsize, Ordering, UnsafeCell};
 
 pub(crate) const EMPTY: usize = 0;
@@ -345,12 +345,6 @@ impl<W, R> Context<W, R> {
     pub(crate) fn owner_state(&self) -> usize {
         // Acquire: pairs with the Release in `complete` and `reroute`.
         self.state.load(Ordering::Acquire)
-    }
-
-    /// Whether the combiner has delivered the response.
-    #[cfg(all(test, ldnr_loom))]
-    pub(crate) fn is_done(&self) -> bool {
-        self.owner_state() == DONE
     }
 
     /// Marks a context whose operation was claimed (or is its combining owner's own) but

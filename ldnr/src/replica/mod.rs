@@ -22,14 +22,26 @@
 //!   another replica (a *stand-in*) instead of waiting: any replica may combine any
 //!   thread's operation, and any replica at `ctail` may serve a read. The `frozen` flag
 //!   is only a hint for choosing; correctness rests on the locks as always.
+//!
+//! The submodules are the rest of a replica's machinery: [`rwlock`] (the reader-writer
+//! lock, R1), [`context`] (the per-thread operation slots and the pending stack, C1–C2),
+//! [`combiner`] (flat combining, helping and poisoning) and `set` (the shells of an
+//! instance and the one place that installs a replica).
 
 use alloc::vec::Vec;
 use core::fmt;
 
 use crate::affinity::NodeId;
-use crate::context::PendingStack;
-use crate::rwlock::RwLock;
 use crate::sync::{AtomicBool, AtomicUsize, Backoff, CachePadded, Ordering, UnsafeCell};
+
+pub(crate) mod combiner;
+pub(crate) mod context;
+pub(crate) mod rwlock;
+mod set;
+
+use context::PendingStack;
+use rwlock::RwLock;
+pub(crate) use set::ReplicaSet;
 
 /// Identifies a replica of one `NodeReplicated` instance. Ids are never reused, so a
 /// stale id of a removed replica is recognised as unknown.
@@ -171,19 +183,6 @@ impl<D> Replica<D> {
             batch: UnsafeCell::new(Vec::new()),
             data: UnsafeCell::new(None),
         }
-    }
-
-    /// A shell holding a live replica, for models.
-    #[cfg(all(test, ldnr_loom))]
-    pub(crate) fn new(id: ReplicaId, node: NodeId, data: D) -> Self {
-        let r = Self::shell();
-        r.data.with_mut(|d| {
-            // SAFETY: `r` is not shared yet.
-            unsafe { *d = Some(data) }
-        });
-        r.set_node(node);
-        r.set_identity(Some(id));
-        r
     }
 
     /// The id of the live replica in this shell, if any.

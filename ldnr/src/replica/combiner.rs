@@ -1,0 +1,527 @@
+//! Flat combining: the operation paths of a replica, from a thread's context through
+//! the log to the replica's data and back.
+//!
+//! ```text
+//!   write(tid):  op in own context ─> try the replica's combiner lock
+//!       got it:  combine: collect pending ops ─> reserve log range ─> write ops
+//!                ─> apply the log up to the batch end (write lock, memory policy)
+//!                ─> publish position, ctail ─> complete the others ─> unlock
+//!                ─> drop what the writes displaced (L5)
+//!       missed:  publish op on the replica's pending stack; wait for DONE,
+//!                combining whenever the lock is free
+//!   read(tid):   wait until the replica's position ≥ the ctail seen on entry (or combine
+//!                to get there) ─> read lock ─> dispatch
+//! ```
+//!
+//! A combiner that cannot reserve (the log is full because a replica lags) applies its
+//! own replica, then the most lagging one whose combiner lock is free (cross-combining,
+//! [`help_laggard`](Shared::help_laggard)), under that replica's memory policy.
+//!
+//! Everything here works on [`Shared`]: the log, the replica set, the threads' contexts,
+//! the affinity manager and the poison flag — not on the public handle.
+//!
+//! # Poisoning
+//!
+//! With `std`, panics in user code are caught where they happen (an operation's panic
+//! goes to its owner; a displaced operation's `Drop` panic is resumed by the thread
+//! whose call dropped it, once its own operation is done). What can still unwind through
+//! a combiner — any panic without `std`, or the affinity manager's around a batch —
+//! leaves a replica part-way through a batch. [`PoisonOnUnwind`] marks the instance
+//! poisoned on the way out; from then on every operation panics and nothing applies the
+//! log again. The rules, each a guard below:
+//!
+//! - an unwind out of [`apply`](Shared::apply) poisons;
+//! - an unwind while a thread waits for its published operation poisons (its context is
+//!   `PENDING`, and its next operation must not overwrite one a combiner still takes);
+//! - on such an unwind, operations a combiner claimed but did not append are marked
+//!   `PENDING` again ([`Unappended`]), so that the instance's drop drops them (C1);
+//! - no user code runs between a reservation and the write that fills it (log L5).
+
+use super::context::{into_response, ok, outcome, Context, Outcome, DONE, REROUTE};
+use super::{CombinerGuard, Replica};
+use crate::dispatch::Dispatch;
+use crate::error::POISONED;
+use crate::log::Appender;
+use crate::shared::{Ctx, Shared};
+use crate::sync::{AtomicBool, Backoff, CachePadded, Callbacks, Ordering};
+
+/// Set when a panic unwound out of a combiner (see the module docs): a replica may be
+/// half-way through a batch, so no replica may apply the log again.
+#[derive(Debug, Default)]
+pub(crate) struct Poison(AtomicBool);
+
+impl Poison {
+    /// Panics with [`POISONED`] if the instance is poisoned.
+    #[inline]
+    pub(crate) fn check(&self) {
+        if self.is_set() {
+            poisoned();
+        }
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// A guard that poisons the instance if a panic unwinds past it.
+    #[inline]
+    pub(crate) fn on_unwind(&self) -> PoisonOnUnwind<'_> {
+        PoisonOnUnwind(&self.0)
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn poisoned() -> ! {
+    panic!("{}", POISONED)
+}
+
+/// Marks the instance poisoned when dropped without [`disarm`](Self::disarm), that is
+/// when a panic unwinds through the code it guards.
+#[must_use]
+pub(crate) struct PoisonOnUnwind<'a>(&'a AtomicBool);
+
+impl PoisonOnUnwind<'_> {
+    #[inline]
+    pub(crate) fn disarm(self) {
+        core::mem::forget(self);
+    }
+}
+
+impl Drop for PoisonOnUnwind<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// While a combiner appends its batch: if a panic unwinds (the instance is then
+/// poisoned, by `apply` or `check`), the operations of `batch[next..]`, claimed but not
+/// yet in the log, are marked `PENDING` again, so that dropping the instance drops them
+/// (context `Drop`); no combiner takes them any more, and their owners, waiting, see the
+/// poison.
+struct Unappended<'a, W, R> {
+    contexts: &'a [CachePadded<Context<W, R>>],
+    batch: &'a [usize],
+    next: usize,
+}
+
+impl<W, R> Drop for Unappended<'_, W, R> {
+    fn drop(&mut self) {
+        for &tid in &self.batch[self.next..] {
+            self.contexts[tid].abandon();
+        }
+    }
+}
+
+impl<D> Shared<D>
+where
+    D: Dispatch + Clone + Send + Sync,
+{
+    /// The write path of thread `tid`, whose operation is in its context: combine it
+    /// (with whatever else waits on its replica), or publish it and wait for a combiner.
+    pub(crate) fn write(&self, tid: usize) -> D::Response {
+        let ctx = self.threads.context(tid);
+        loop {
+            // Acquire: pairs with the Release stores of the dispatcher and
+            // reconfigurations, so the shell's installation happens before our use of it.
+            let mut slot = ctx.replica.load(Ordering::Acquire);
+            if self.replicas.shell(slot).is_frozen() {
+                // Our replica is a clone source: combine on another one meanwhile. Any
+                // replica's combiner may append our operation; the response comes from
+                // that replica's state at the operation's place in the log.
+                slot = self.replicas.stand_in(slot).unwrap_or(slot);
+            }
+            let replica = self.replicas.shell(slot);
+            if let Some(combiner) = replica.try_combine() {
+                // Fast path: combine our own operation without publishing it.
+                let applying = ctx.applying();
+                let live = self.combine(slot, combiner, tid, true);
+                drop(applying);
+                if live {
+                    // SAFETY: `combine` stored the outcome of our own operation.
+                    let outcome = unsafe { ctx.take_response() };
+                    // Resumes the operation's panic, if it raised one, here, after the
+                    // combiner lock is released.
+                    return self.respond(ctx, outcome);
+                }
+                // The replica was removed: our operation is still ours; go again.
+                continue;
+            }
+            ctx.publish(tid, &replica.pending);
+            // From here until the operation is decided, a combiner may take it: a panic
+            // that escaped now would leave the context `PENDING`, so any unwind poisons.
+            // Only a poisoned instance or an affinity manager's panic inside `combine`
+            // unwinds here; user panics are caught below it, and drop panics deferred.
+            let waiting = self.poison.on_unwind();
+            let mut backoff = Backoff::new();
+            loop {
+                match ctx.owner_state() {
+                    DONE => {
+                        waiting.disarm();
+                        // SAFETY: `DONE` means the claiming combiner stored the response (C1).
+                        let outcome = unsafe { ctx.take_response() };
+                        ctx.reset();
+                        // The operation's own panic, if any, resumes in its owner's thread.
+                        return self.respond(ctx, outcome);
+                    }
+                    // The replica was removed before anyone took the operation; it is
+                    // still in our context, unexecuted.
+                    REROUTE => {
+                        waiting.disarm();
+                        ctx.reset();
+                        break;
+                    }
+                    _ => {}
+                }
+                self.poison.check();
+                if replica.is_frozen() && self.replicas.stand_in(slot).is_some() {
+                    // Frozen as a clone source: hand every waiting operation back to its
+                    // owner (ours included), who then uses a stand-in (replica P6). With
+                    // no other replica to stand in, we wait for the clone instead.
+                    self.hand_back(replica);
+                    backoff.snooze();
+                } else if let Some(combiner) = replica.try_combine() {
+                    let _applying = ctx.applying();
+                    self.combine(slot, combiner, tid, false);
+                    backoff = Backoff::new();
+                } else {
+                    backoff.snooze();
+                }
+            }
+        }
+    }
+
+    /// The read path of thread `tid`: `op` on its replica once the replica has applied
+    /// every write that completed before the read started (the `ctail` rule).
+    pub(crate) fn read(&self, tid: usize, op: D::ReadOperation) -> D::Response {
+        let ctx = self.threads.context(tid);
+        let ctail = self.log.ctail();
+        // Acquire: as in `write`.
+        let mut slot = ctx.replica.load(Ordering::Acquire);
+        loop {
+            let replica = self.replicas.shell(slot);
+            {
+                let _read = replica.rw.read(&ctx.reader, slot);
+                // The position is checked under the read lock: it changes only under the
+                // write lock, together with the data it describes.
+                if self.log.reached(self.log.position(slot), ctail) {
+                    // SAFETY: the read lock is held for this block.
+                    if unsafe { replica.is_live_read() } {
+                        let response = {
+                            let _inside = self.callbacks();
+                            // SAFETY: as above; the replica is live (checked just now, and
+                            // it cannot be removed while the read lock is held, P4).
+                            unsafe { replica.read(|d| d.dispatch(op)) }
+                                .expect("checked live under the same read lock")
+                        };
+                        drop(_read);
+                        return self.finish(ctx, response);
+                    }
+                    // Removed under us: the dispatcher has matched us elsewhere.
+                    slot = ctx.replica.load(Ordering::Acquire);
+                    continue;
+                }
+            }
+            if replica.is_frozen() {
+                // Behind, and frozen as a clone source: read from another replica rather
+                // than wait for the clone (any replica at `ctail` gives a linearizable read).
+                if let Some(stand_in) = self.replicas.stand_in(slot) {
+                    slot = stand_in;
+                    continue;
+                }
+            }
+            self.catch_up(tid, slot, ctail);
+            slot = ctx.replica.load(Ordering::Acquire);
+        }
+    }
+
+    /// The response of the caller's write, or its panic resumed; then (with `std`) the
+    /// panic of a displaced operation's `Drop` that the caller's combining caught, if any.
+    #[inline(always)]
+    fn respond(&self, ctx: &Ctx<D>, outcome: Outcome<D::Response>) -> D::Response {
+        #[cfg(feature = "std")]
+        if core::mem::needs_drop::<D::WriteOperation>() {
+            // SAFETY: `ctx` is the calling thread's own context.
+            let deferred = unsafe { ctx.take_deferred() };
+            // The operation's own panic wins; a deferred one is dropped with it.
+            let response = into_response(outcome);
+            if let Some(payload) = deferred {
+                drop(response);
+                std::panic::resume_unwind(payload);
+            }
+            return response;
+        }
+        // Without drop glue an operation is never displaced, so nothing is deferred.
+        let _ = ctx;
+        into_response(outcome)
+    }
+
+    /// Returns `response`, or (with `std`) drops it and resumes the panic of a displaced
+    /// operation's `Drop` that the caller's combining caught.
+    #[inline(always)]
+    fn finish<T>(&self, ctx: &Ctx<D>, response: T) -> T {
+        #[cfg(feature = "std")]
+        if core::mem::needs_drop::<D::WriteOperation>() {
+            // SAFETY: `ctx` is the calling thread's own context.
+            if let Some(payload) = unsafe { ctx.take_deferred() } {
+                drop(response);
+                std::panic::resume_unwind(payload);
+            }
+        }
+        let _ = ctx;
+        response
+    }
+
+    /// Hands every operation waiting on `replica`'s pending stack back to its owner,
+    /// unexecuted (`REROUTE`). Any thread may do this; each popped context is decided once.
+    pub(crate) fn hand_back(&self, replica: &Replica<D>) {
+        let contexts = self.threads.contexts();
+        replica.pending.take(contexts, |tid| {
+            contexts[tid].reroute();
+        });
+    }
+
+    /// Brings replica `slot` up to `target` for a reader (thread `tid`): combine if the
+    /// lock is free, otherwise wait for the current combiner. Returns early if the replica
+    /// is removed, or frozen with a stand-in to read from.
+    fn catch_up(&self, tid: usize, slot: usize, target: usize) {
+        let ctx = self.threads.context(tid);
+        let replica = self.replicas.shell(slot);
+        let mut backoff = Backoff::new();
+        while !self.log.reached(self.log.position(slot), target) {
+            self.poison.check();
+            if replica.is_frozen() && self.replicas.stand_in(slot).is_some() {
+                // A clone holds the lock; the caller reads elsewhere meanwhile.
+                return;
+            }
+            if let Some(combiner) = replica.try_combine() {
+                // A combiner applies at least up to the tail it saw, which is at least
+                // `target`; on a removed replica we go elsewhere.
+                let _applying = ctx.applying();
+                if !self.combine(slot, combiner, tid, false) {
+                    return;
+                }
+            } else {
+                backoff.snooze();
+            }
+        }
+    }
+
+    /// One round of flat combining on replica `slot` by thread `me`: collect pending
+    /// operations (and `me`'s own, if `own`), append them, apply the log, hand back
+    /// responses (`me`'s own stays in its context). Then, with the combiner lock
+    /// released, drop the operations that the batch's writes displaced from the log (log
+    /// L5): a panicking `Drop` can no longer leave anything half-done. With `std` such a
+    /// panic is kept for `me` to resume when its own operation has finished (`respond`,
+    /// `finish`); without `std` it poisons.
+    ///
+    /// Returns `false` if the shell holds no replica (it was removed): then every
+    /// operation waiting on it was handed back to its owner, and `me`'s own operation is
+    /// still in its context.
+    pub(crate) fn combine(
+        &self,
+        slot: usize,
+        mut combiner: CombinerGuard<'_, D>,
+        me: usize,
+        own: bool,
+    ) -> bool {
+        let replica = combiner.replica();
+        let contexts = self.threads.contexts();
+        if !combiner.is_live() {
+            self.hand_back(replica);
+            return false;
+        }
+        // The log's mode for this batch (L6), read under our combiner lock.
+        let log = self.log.appender(self.replicas.is_sole());
+        let mut batch = core::mem::take(combiner.batch());
+        batch.clear();
+        if own {
+            batch.push(me);
+        }
+        replica.pending.take(contexts, |tid| {
+            if contexts[tid].claim() {
+                batch.push(tid);
+            }
+        });
+
+        if batch.is_empty() {
+            // Nothing to append: just catch up with what others appended.
+            self.apply(&combiner, log, slot, self.log.tail(), 0, &[]);
+        } else {
+            let mut unappended = Unappended {
+                contexts,
+                batch: &batch,
+                next: 0,
+            };
+            for chunk in batch.chunks(self.log.max_batch()) {
+                let start = self.reserve(&combiner, log, slot, chunk.len());
+                // No user code runs from the reservation until every reserved index is
+                // written (L5): the replicas would wait for an unwritten index for ever.
+                for (k, &tid) in chunk.iter().enumerate() {
+                    // SAFETY: `tid` is our own context (`own`, stored by us) or one we
+                    // claimed above; each is taken exactly once (C1).
+                    let op = unsafe { contexts[tid].take_op() };
+                    if let Some(displaced) = self.log.write(start.wrapping_add(k), op) {
+                        // SAFETY: `me` is the calling thread's own context.
+                        unsafe { contexts[me].bury(displaced) };
+                    }
+                }
+                unappended.next += chunk.len();
+                let end = start.wrapping_add(chunk.len());
+                self.apply(&combiner, log, slot, end, start, chunk);
+            }
+            core::mem::forget(unappended);
+            let claimed = if own { &batch[1..] } else { &batch[..] };
+            for &tid in claimed {
+                contexts[tid].complete();
+            }
+        }
+        *combiner.batch() = batch;
+        drop(combiner);
+        // Operations without drop glue are never displaced (`Log::write`).
+        if core::mem::needs_drop::<D::WriteOperation>() {
+            let _inside = self.callbacks();
+            #[cfg(not(feature = "std"))]
+            let poison = self.poison.on_unwind();
+            // SAFETY: `me` is the calling thread's own context.
+            unsafe { contexts[me].drop_displaced() };
+            #[cfg(not(feature = "std"))]
+            poison.disarm();
+        }
+        true
+    }
+
+    /// Reserves `n` log entries for the combiner of `slot`, making room if needed: the
+    /// combiner applies its own replica, helps the most lagging replica whose combiner
+    /// lock is free (cross-combining), and retries. It never holds a write lock while
+    /// waiting.
+    fn reserve(
+        &self,
+        combiner: &CombinerGuard<'_, D>,
+        log: Appender<'_, D::WriteOperation>,
+        slot: usize,
+        n: usize,
+    ) -> usize {
+        // Act early: once the log is more than half full, help the slowest replica before
+        // it can fill the log, rather than after failing to reserve.
+        if self.log.used() > self.log.capacity() / 2 {
+            // `used` is measured against the cached head; refresh it first (a scan of
+            // the replica positions, so only when the cache says the log is half full).
+            let head = self.log.collect();
+            // Read after `collect`, so at or past the head it returned.
+            let tail = self.log.tail();
+            if tail.wrapping_sub(head) > self.log.capacity() / 2 {
+                self.help_laggard(slot, tail);
+            }
+        }
+        let mut backoff = Backoff::new();
+        loop {
+            if let Some(start) = log.try_reserve(n) {
+                return start;
+            }
+            self.poison.check();
+            let tail = self.log.tail();
+            self.apply(combiner, log, slot, tail, 0, &[]);
+            self.help_laggard(slot, tail);
+            backoff.snooze();
+        }
+    }
+
+    /// Applies the log to the most lagging replica other than `own` if its combiner lock
+    /// is free, under that replica's memory policy.
+    pub(crate) fn help_laggard(&self, own: usize, tail: usize) {
+        let Some(lag) = self.log.laggard(tail) else {
+            return;
+        };
+        if lag == own {
+            return;
+        }
+        if let Some(helper) = self.replicas.shell(lag).try_combine() {
+            // Another replica is live (ours), so this is the shared mode (L6); `apply`
+            // does nothing if the replica was removed in the meantime.
+            let log = self.log.appender(self.replicas.is_sole());
+            self.apply(&helper, log, lag, tail, 0, &[]);
+        }
+    }
+
+    /// Applies log entries to the combiner's replica (`slot`) up to `target`, under the
+    /// replica's write lock and memory policy; then publishes its position and `ctail`.
+    /// Responses of indices `start..start + batch.len()` go to the contexts in `batch`.
+    pub(crate) fn apply(
+        &self,
+        combiner: &CombinerGuard<'_, D>,
+        log: Appender<'_, D::WriteOperation>,
+        slot: usize,
+        target: usize,
+        start: usize,
+        batch: &[usize],
+    ) {
+        let from = self.log.position(slot);
+        if self.log.reached(from, target) || !combiner.is_live() {
+            return;
+        }
+        self.poison.check();
+        // Covers every call into user code below (affinity manager, `clone`,
+        // `dispatch_mut`, `Drop` of responses): a panic that escapes it leaves this replica
+        // part-way through the batch, and the claimed operations' owners waiting.
+        let poison = self.poison.on_unwind();
+        let _inside = self.callbacks();
+        let replica = combiner.replica();
+        let contexts: &[CachePadded<Ctx<D>>] = self.threads.contexts();
+        let policy = self.memory.for_batch(replica.node());
+        let write = replica.rw.write(slot, || self.threads.readers());
+        // Where an entry's outcome goes: to its owner if this combiner appended it (`batch`
+        // is the owners of `start..`), else nowhere (another replica's combiner answers it).
+        let deliver = |idx: usize, o: Outcome<D::Response>| {
+            if let Some(&tid) = batch.get(idx.wrapping_sub(start)) {
+                // SAFETY: `tid` is in this combiner's batch, whose operation sits at
+                // `idx`; it gets exactly one outcome (`idx` advances past it right after),
+                // read by its owner only after `DONE` or after `combine` returns (C1).
+                unsafe { contexts[tid].put_response(o) };
+            }
+        };
+        // Panic isolation (crate docs, "Panics"): an entry whose clone or `dispatch_mut`
+        // panics keeps whatever partial effect it had — the same on every replica, by
+        // determinism — and its owner gets the panic; the entries after it are applied
+        // as usual. One `catch_unwind` per run of entries that do not panic, so the
+        // common path pays nothing per entry. `from` is before `target` (checked above),
+        // so `idx` meets `target` (L8).
+        let mut idx = from;
+        while idx != target {
+            // SAFETY: the write lock is held until it is dropped below (P1).
+            let run = unsafe {
+                combiner.mutate(|d| {
+                    outcome(|| {
+                        while idx != target {
+                            let op = log.read(idx);
+                            deliver(idx, ok(d.dispatch_mut(op)));
+                            idx = idx.wrapping_add(1);
+                        }
+                    })
+                })
+            };
+            match run {
+                // Cannot happen: `is_live` was checked under our combiner lock, and data
+                // is only taken out under it (P4). Never loop on it regardless.
+                None => break,
+                #[cfg(feature = "std")]
+                Some(Err(payload)) => {
+                    deliver(idx, Err(payload));
+                    idx = idx.wrapping_add(1);
+                }
+                Some(_) => {}
+            }
+        }
+        log.publish(slot, target);
+        drop(write);
+        drop(policy);
+        poison.disarm();
+    }
+
+    /// Marks the calling thread as running this instance's user code until the returned
+    /// guard drops.
+    #[inline]
+    pub(crate) fn callbacks(&self) -> Callbacks {
+        Callbacks::enter(self.threads.instance())
+    }
+}

@@ -1,0 +1,193 @@
+//! The replica set: every shell of an instance, how many of them hold a live replica,
+//! the stand-in for a frozen clone source, and the one place that makes a replica live
+//! ([`ReplicaSet::install`]) or takes it out ([`ReplicaSet::uninstall`]).
+
+use alloc::boxed::Box;
+
+use super::rwlock::ReaderSlot;
+use super::{CombinerGuard, Replica, ReplicaId};
+use crate::affinity::NodeId;
+use crate::dispatcher::Candidate;
+use crate::log::{Log, MAX_REPLICAS};
+use crate::sync::{AtomicUsize, Ordering};
+
+/// No stand-in: the frozen source is the only live replica, so its threads wait.
+const NO_STAND_IN: usize = usize::MAX;
+
+pub(crate) struct ReplicaSet<D> {
+    /// Replica shells, allocated once (P4); a shell's index is also its position slot
+    /// in the log.
+    shells: Box<[Replica<D>]>,
+    /// How many replicas are live. Changed only by `install` and `uninstall`, each while
+    /// it holds the combiner lock of a replica that keeps the count from dropping to or
+    /// rising from one unseen by a combiner (log L6).
+    live: AtomicUsize,
+    /// The slot that serves the threads of the replica frozen as a clone source (P6), or
+    /// [`NO_STAND_IN`]. Chosen by `add_replica` before it freezes the source (the only
+    /// place that asks the affinity manager for distances while operations run), and
+    /// read only by threads that saw the source frozen (Acquire/Release on `frozen`). A
+    /// hint: any slot is safe to try, since correctness rests on the locks.
+    stand_in: AtomicUsize,
+    /// The next replica id to hand out (ids are never reused).
+    next_id: AtomicUsize,
+}
+
+impl<D> core::fmt::Debug for ReplicaSet<D> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ReplicaSet")
+            .field("live", &self.live.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D> ReplicaSet<D> {
+    /// [`MAX_REPLICAS`] empty shells.
+    pub(crate) fn new() -> Self {
+        Self {
+            shells: (0..MAX_REPLICAS).map(|_| Replica::shell()).collect(),
+            live: AtomicUsize::new(0),
+            stand_in: AtomicUsize::new(NO_STAND_IN),
+            next_id: AtomicUsize::new(0),
+        }
+    }
+
+    /// The shell in `slot`.
+    #[inline(always)]
+    pub(crate) fn shell(&self, slot: usize) -> &Replica<D> {
+        &self.shells[slot]
+    }
+
+    /// Every shell with its slot.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &Replica<D>)> {
+        self.shells.iter().enumerate()
+    }
+
+    /// Whether the caller's replica is the only live one (log L6). Meaningful only under
+    /// a live replica's combiner lock: the count cannot then drop to or rise from one.
+    #[inline]
+    pub(crate) fn is_sole(&self) -> bool {
+        // Acquire: pairs with the Release in `install` and `uninstall`.
+        self.live.load(Ordering::Acquire) == 1
+    }
+
+    /// How many shells hold a named replica.
+    pub(crate) fn named(&self) -> usize {
+        self.shells.iter().filter(|r| r.id().is_some()).count()
+    }
+
+    /// The slot of the live replica `id`.
+    pub(crate) fn find(&self, id: ReplicaId) -> Option<usize> {
+        self.shells.iter().position(|r| r.id() == Some(id))
+    }
+
+    /// A shell that holds no replica.
+    pub(crate) fn free_slot(&self) -> Option<usize> {
+        self.shells.iter().position(|r| r.id().is_none())
+    }
+
+    /// A fresh replica id.
+    pub(crate) fn next_id(&self) -> ReplicaId {
+        ReplicaId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The live replicas other than `except`, as matching candidates.
+    pub(crate) fn candidates(&self, except: Option<usize>) -> impl Iterator<Item = Candidate> + '_ {
+        self.iter()
+            .filter(move |&(slot, r)| Some(slot) != except && r.id().is_some())
+            .map(|(slot, r)| Candidate {
+                slot,
+                node: r.node(),
+                threads: r.threads.load(Ordering::Relaxed),
+            })
+    }
+
+    /// The replica that serves, for one operation, a thread whose replica `slot` is
+    /// frozen as a clone source (P6): the one `add_replica` chose before freezing it, if
+    /// any. The caller saw `slot` frozen (Acquire), which makes the choice visible.
+    #[inline]
+    pub(crate) fn stand_in(&self, slot: usize) -> Option<usize> {
+        let stand_in = self.stand_in.load(Ordering::Relaxed);
+        (stand_in != NO_STAND_IN && stand_in != slot).then_some(stand_in)
+    }
+
+    /// Records the stand-in for the replica about to be frozen (before `freeze`, whose
+    /// Release publishes it).
+    pub(crate) fn set_stand_in(&self, slot: Option<usize>) {
+        self.stand_in
+            .store(slot.unwrap_or(NO_STAND_IN), Ordering::Relaxed);
+    }
+
+    /// Installs `data` as the replica in shell `slot` on `node`, joining the log at
+    /// `position`, and counts it live; the caller then names it (`set_identity`). The one
+    /// place that makes a replica live (for `build` and `add_replica`). The order matters:
+    ///
+    /// 1. the node, before any thread can apply the replica: a helper that applies it
+    ///    sets its memory policy from it, and must not use the shell's previous life's;
+    /// 2. both locks, so that no combiner and no reader is inside (P4); `readers` are the
+    ///    reader slots the write lock waits for;
+    /// 3. the log position, under the write lock with the data (a reader checks the
+    ///    position under its read lock); the caller keeps `head` at or below `position`
+    ///    while this runs (log L7: for a clone, the source is frozen there and active);
+    /// 4. the data;
+    /// 5. the live count, before the locks are released (L6): a combiner that takes this
+    ///    shell's lock afterwards, or the source's once it unfreezes, reads two or more
+    ///    live replicas. (A thread left on this shell by the removal that freed it may
+    ///    take its lock the moment it is released.)
+    pub(crate) fn install<'r, W, I>(
+        &self,
+        slot: usize,
+        node: NodeId,
+        data: D,
+        position: usize,
+        log: &Log<W>,
+        readers: impl FnOnce() -> I,
+    ) where
+        W: Clone,
+        I: Iterator<Item = &'r ReaderSlot>,
+    {
+        let shell = &self.shells[slot];
+        shell.set_node(node);
+        // A thread that still holds a reference from the shell's previous life may hold
+        // its locks for a moment (to hand back operations); wait for it.
+        let combiner = shell.combine_blocking();
+        let _write = shell.rw.write(slot, readers);
+        log.activate(slot, position);
+        // SAFETY: the write lock is held.
+        let old = unsafe { combiner.replace(Some(data)) };
+        debug_assert!(old.is_none(), "a free shell holds no data");
+        // Release: pairs with the Acquire in `is_sole`, under combiner locks.
+        self.live.fetch_add(1, Ordering::Release);
+    }
+
+    /// Takes the replica out of shell `slot` and returns its data: under the shell's
+    /// combiner lock (no batch in flight) and write lock (no reader inside), the data
+    /// out, the slot out of garbage collection and the live count down; then, still under
+    /// the combiner lock, `while_locked` (which hands back the operations waiting on the
+    /// shell). The caller has already un-named the shell and moved its threads.
+    pub(crate) fn uninstall<'r, W, I>(
+        &self,
+        slot: usize,
+        log: &Log<W>,
+        readers: impl FnOnce() -> I,
+        while_locked: impl FnOnce(&CombinerGuard<'_, D>),
+    ) -> Option<D>
+    where
+        W: Clone,
+        I: Iterator<Item = &'r ReaderSlot>,
+    {
+        let shell = &self.shells[slot];
+        let combiner = shell.combine_blocking();
+        let data = {
+            let _write = shell.rw.write(slot, readers);
+            log.deactivate(slot);
+            // SAFETY: the write lock is held.
+            let data = unsafe { combiner.replace(None) };
+            // Uncounted while this replica's combiner lock is held (log L6): no helper is
+            // applying it, and it will never apply again.
+            self.live.fetch_sub(1, Ordering::Release);
+            data
+        };
+        while_locked(&combiner);
+        data
+    }
+}

@@ -1,0 +1,119 @@
+//! What the operations and reconfigurations of one instance share: the log, the replica
+//! set, the threads (dispatcher: registry and contexts), the affinity manager and the
+//! poison flag.
+//!
+//! [`NodeReplicated`](crate::NodeReplicated) is a thin public handle around a
+//! [`Shared`]; each part of the algorithm works on it from its own module: flat combining
+//! (`replica::combiner`), registration and matching (`dispatcher`), and changes to the
+//! replica set (`reconfigure`).
+
+use alloc::vec::Vec;
+
+use crate::affinity::Memory;
+use crate::dispatch::Dispatch;
+use crate::dispatcher::{Dispatcher, ThreadToken};
+use crate::log::Log;
+use crate::replica::combiner::Poison;
+use crate::replica::context::Context;
+use crate::replica::{ReplicaId, ReplicaInfo, ReplicaSet};
+use crate::sync::{Callbacks, Ordering};
+
+/// A thread's context in an instance over `D`.
+pub(crate) type Ctx<D> = Context<<D as Dispatch>::WriteOperation, <D as Dispatch>::Response>;
+
+/// The shared state of one instance.
+pub(crate) struct Shared<D: Dispatch> {
+    pub(crate) log: Log<D::WriteOperation>,
+    pub(crate) replicas: ReplicaSet<D>,
+    pub(crate) threads: Dispatcher<D::WriteOperation, D::Response>,
+    pub(crate) memory: Memory,
+    pub(crate) poison: Poison,
+}
+
+// SAFETY: `Shared` owns the replicas (`D`), the log (`WriteOperation`) and the response
+// slots (`Response`), and hands them between threads: `D: Send` because combiners on any
+// thread mutate a replica; `WriteOperation: Send` (the trait bound) because operations
+// move into the log and are cloned and dropped by other threads, one at a time (log L4);
+// `Response: Send` (the trait bound) because responses are produced by the combiner and
+// taken by the owner. Nothing here is tied to the creating thread.
+unsafe impl<D: Dispatch + Send + Sync> Send for Shared<D> {}
+// SAFETY: shared access is what the protocol is for: `D: Sync` because readers on many
+// threads share `&D` under the read lock (replica P2) while `D: Send` covers the combiner's
+// `&mut D` (P1); operations and responses are handed over through contexts with one owner
+// at a time (context C1) and through the log's clone lock, so they need only `Send`.
+unsafe impl<D: Dispatch + Send + Sync> Sync for Shared<D> {}
+
+impl<D: Dispatch> core::fmt::Debug for Shared<D> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Shared")
+            .field("log", &self.log)
+            .field("replicas", &self.replicas)
+            .field("threads", &self.threads)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn reentered() -> ! {
+    panic!(
+        "ldnr: re-entrant call: `execute` or `execute_mut` was called from inside \
+         `dispatch`/`dispatch_mut` of the same instance with the calling thread's token"
+    )
+}
+
+impl<D> Shared<D>
+where
+    D: Dispatch + Clone + Send + Sync,
+{
+    /// The checks every operation starts with; returns the token's thread index.
+    ///
+    /// # Panics
+    ///
+    /// On a token of another instance, a poisoned instance, and a re-entrant call.
+    #[inline]
+    pub(crate) fn enter(&self, tkn: ThreadToken) -> usize {
+        let tid = self.threads.check(tkn);
+        self.poison.check();
+        if self.threads.context(tid).busy() {
+            reentered();
+        }
+        self.check_callbacks();
+        tid
+    }
+
+    /// Panics on a call made from inside user code that this instance runs on the calling
+    /// thread (it would wait for itself: deadlock, or for a nested read, drop the outer
+    /// read's lock early). With `std` any such call is seen (a thread-local mark); without
+    /// it, only one made with the token of the thread running `dispatch`/`dispatch_mut`
+    /// ([`enter`](Self::enter) checks that).
+    #[inline]
+    pub(crate) fn check_callbacks(&self) {
+        if Callbacks::running(self.threads.instance()) {
+            reentered();
+        }
+    }
+
+    /// A snapshot of the replicas, consistent between reconfigurations (dispatcher D3).
+    pub(crate) fn snapshot(&self) -> Vec<ReplicaInfo> {
+        self.threads.consistent(|| {
+            self.replicas
+                .iter()
+                .filter_map(|(slot, r)| {
+                    r.id().map(|id| ReplicaInfo {
+                        id,
+                        node: r.node(),
+                        threads: r.threads.load(Ordering::Relaxed),
+                        applied: self.log.applied(slot),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The replica thread `tid` is matched to now.
+    pub(crate) fn replica_of(&self, tid: usize) -> Option<ReplicaId> {
+        let slot = self.threads.context(tid).replica.load(Ordering::Acquire);
+        self.replicas.shell(slot).id()
+    }
+}
