@@ -59,6 +59,7 @@ impl Poison {
         }
     }
 
+    #[inline]
     pub(crate) fn is_set(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
@@ -193,6 +194,7 @@ where
 
     /// The read path of thread `tid`: `op` on its replica once the replica has applied
     /// every write that completed before the read started (the `ctail` rule).
+    #[inline]
     pub(crate) fn read(&self, tid: usize, op: D::ReadOperation) -> D::Response {
         let ctx = self.threads.context(tid);
         let ctail = self.log.ctail();
