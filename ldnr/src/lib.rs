@@ -210,9 +210,9 @@
 //! | a panicking `dispatch`, `dispatch_mut`, `Clone`, or affinity manager | see [Panics](#panics) |
 //! | any operation on a poisoned instance | panics ("poisoned"); reconfiguration returns [`Error::Poisoned`] |
 //!
-//! Each row has a test: `tests/errors.rs`, `tests/dynamic_replicas.rs`
-//! (`add_and_remove_errors_change_nothing`), `tests/misuse.rs`, `tests/panics.rs`,
-//! `tests/drop_panics.rs`, `tests/affinity_panics.rs`, `ldnr/tests/panic_no_std.rs`, and
+//! Each row has a test in the crate's `tests/`: `errors.rs`, `dynamic_replicas/errors.rs`
+//! (`add_and_remove_errors_change_nothing`), `misuse.rs`, `panics.rs`, `drop_panics.rs`,
+//! `affinity_panics/` (`topology.rs`, `memory_policy.rs`), `panic_no_std.rs`, and
 //! the `compile_fail` example on [`ThreadToken`].
 //!
 //! # Unsafe code
