@@ -238,6 +238,13 @@ impl Memory {
         &*self.manager
     }
 
+    /// Whether the manager knows more than one node (so memory is steered, and threads
+    /// may move between nodes).
+    #[inline]
+    pub(crate) fn steers(&self) -> bool {
+        self.steer
+    }
+
     /// The memory policy of `node` for one batch of a replica there, if the manager
     /// steers memory. Best effort: the node was valid when the replica was made, and
     /// failing to set a policy must not fail an operation; the memory then comes from the

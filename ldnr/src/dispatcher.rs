@@ -17,8 +17,12 @@
 //!
 //! Invariants:
 //!
-//! - **D1** Thread indices are handed out once, in order, below the thread limit;
-//!   `registered` counts them and only grows.
+//! - **D1** A thread index belongs to at most one registration at a time. Indices are
+//!   handed out below the thread limit, given-back ones first (deregistration, thread
+//!   exit), so they stay below the most threads registered at once; `registered` is the
+//!   high-water mark (every index below it was handed out at least once) and only grows.
+//!   Each give-back bumps the context's generation, which tokens carry: a stale token is
+//!   refused, never taken for its index's next owner.
 //! - **D2** Changes to the matching (registration, and the matching phases of adding
 //!   and removing replicas) are serialized by the admin lock; whole reconfigurations
 //!   are serialized with each other by the reconfiguration lock, which registration
@@ -31,13 +35,10 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use crate::affinity::NodeId;
-use crate::dispatch::Dispatch;
 use crate::error::Error;
 use crate::replica::context::Context;
-use crate::replica::rwlock::ReaderSlot;
-use crate::shared::Shared;
 use crate::sync::{
-    fence, next_instance_id, AtomicBool, AtomicUsize, Backoff, CachePadded, Ordering,
+    fence, next_instance_id, AtomicBool, AtomicUsize, Backoff, CachePadded, Ordering, UnsafeCell,
 };
 
 /// The largest thread limit an instance accepts.
@@ -65,7 +66,8 @@ pub const DEFAULT_MAX_THREADS: usize = 256;
 /// a programmer error and panics (see [`NodeReplicated::execute`](crate::NodeReplicated::execute)).
 #[derive(Clone, Copy)]
 pub struct ThreadToken {
-    tid: usize,
+    pub(crate) tid: usize,
+    pub(crate) generation: usize,
     instance: usize,
     _not_send: core::marker::PhantomData<*const ()>,
 }
@@ -99,6 +101,33 @@ impl ThreadToken {
     }
 }
 
+/// `Context::replica` of a thread index that is not registered now.
+pub(crate) const FREE: usize = usize::MAX;
+
+/// A registered thread asks the affinity manager on which node it runs once every this
+/// many of its operations (when the manager knows more than one node), and is matched
+/// again if it moved. A power of two near 1,000: the call (a `getcpu` on Linux, tens of
+/// nanoseconds) then costs well under 0.1 ns per operation, and a moved thread reaches
+/// its new node's replica within about a thousand operations.
+pub(crate) const MIGRATION_CHECK_EVERY: u32 = 1024;
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn other_instance() -> ! {
+    panic!("ldnr: a ThreadToken of another NodeReplicated instance was used")
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn stale_token() -> ! {
+    panic!(
+        "ldnr: a ThreadToken that was deregistered was used (its thread index may belong \
+         to another thread now); register again"
+    )
+}
+
 /// A candidate replica for matching: its slot, node and thread count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Candidate {
@@ -123,7 +152,13 @@ pub(crate) struct Dispatcher<W, R> {
     /// A process-wide unique number of the instance, which its tokens carry.
     instance: usize,
     contexts: Box<[CachePadded<Context<W, R>>]>,
+    /// The high-water mark of handed-out thread indices (D1).
     registered: CachePadded<AtomicUsize>,
+    /// Indices given back, to be handed out again first (D1). Admin lock only.
+    free: UnsafeCell<Vec<usize>>,
+    /// Threads that exited while holding a token of `thread_token`, to be given back.
+    #[cfg(feature = "std")]
+    pub(crate) exits: alloc::sync::Arc<Exits>,
     admin: AtomicBool,
     reconfig: AtomicBool,
     /// Odd while the admin lock holder changes the matching (D3).
@@ -182,6 +217,9 @@ impl<W, R> Dispatcher<W, R> {
             instance: next_instance_id(),
             contexts: contexts.into_boxed_slice(),
             registered: CachePadded(AtomicUsize::new(0)),
+            free: UnsafeCell::new(Vec::new()),
+            #[cfg(feature = "std")]
+            exits: alloc::sync::Arc::new(Exits::new()),
             admin: AtomicBool::new(false),
             reconfig: AtomicBool::new(false),
             epoch: AtomicUsize::new(0),
@@ -202,14 +240,44 @@ impl<W, R> Dispatcher<W, R> {
     ///
     /// # Panics
     ///
-    /// If `tkn` was issued by another instance (a programmer error).
+    /// If `tkn` was issued by another instance, or was deregistered (programmer errors).
     #[inline]
+    #[track_caller]
     pub(crate) fn check(&self, tkn: ThreadToken) -> usize {
-        assert!(
-            tkn.instance == self.instance,
-            "ldnr: a ThreadToken of another NodeReplicated instance was used"
-        );
-        tkn.tid
+        match self.validate(tkn) {
+            Ok(tid) => tid,
+            Err(_) => stale_token(),
+        }
+    }
+
+    /// The thread index of `tkn`, or [`Error::StaleToken`] if it was deregistered.
+    ///
+    /// # Panics
+    ///
+    /// If `tkn` was issued by another instance.
+    #[inline]
+    #[track_caller]
+    pub(crate) fn validate(&self, tkn: ThreadToken) -> Result<usize, Error> {
+        if tkn.instance != self.instance {
+            other_instance();
+        }
+        // Relaxed: only the token's own thread (tokens are `!Send`) can hold it, and the
+        // give-back that bumps the generation is its own deregistration, or, after it
+        // exited, nobody's business.
+        if self.contexts[tkn.tid].generation.load(Ordering::Relaxed) != tkn.generation {
+            return Err(Error::StaleToken);
+        }
+        Ok(tkn.tid)
+    }
+
+    /// The token for thread `tid`'s current registration.
+    pub(crate) fn token(&self, tid: usize) -> ThreadToken {
+        ThreadToken {
+            tid,
+            generation: self.contexts[tid].generation.load(Ordering::Relaxed),
+            instance: self.instance,
+            _not_send: core::marker::PhantomData,
+        }
     }
 
     pub(crate) fn contexts(&self) -> &[CachePadded<Context<W, R>>] {
@@ -225,10 +293,17 @@ impl<W, R> Dispatcher<W, R> {
         self.registered.load(Ordering::Acquire)
     }
 
-    /// The reader slots of every registered thread. Called by a writer after it raised
-    /// its flag (see `rwlock`, R1).
-    pub(crate) fn readers(&self) -> impl Iterator<Item = &ReaderSlot> {
-        self.contexts[..self.registered()].iter().map(|c| &c.reader)
+    /// The contexts of the registered threads, with their indices (the admin lock keeps
+    /// the set still).
+    pub(crate) fn registrations<'a>(
+        &'a self,
+        _admin: &AdminGuard<'a>,
+    ) -> impl Iterator<Item = (usize, &'a Context<W, R>)> {
+        self.contexts[..self.registered()]
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.replica.load(Ordering::Relaxed) != FREE)
+            .map(|(tid, c)| (tid, &**c))
     }
 
     /// The admin lock: serializes changes to the matching (registration, and the short
@@ -273,63 +348,126 @@ impl<W, R> Dispatcher<W, R> {
         }
     }
 
-    /// Hands out the next thread index matched to replica `slot`, or `None` at the limit.
-    /// The caller holds the admin lock, so indices are handed out one at a time (D1).
+    /// Hands out a thread index matched to replica `slot` (a given-back one first), or
+    /// `None` at the limit. The caller holds the admin lock, so indices are handed out
+    /// one at a time (D1).
     pub(crate) fn next_thread(
         &self,
         _admin: &AdminGuard<'_>,
         slot: usize,
         node: NodeId,
     ) -> Option<usize> {
-        let tid = self.registered.load(Ordering::Relaxed);
-        if tid >= self.contexts.len() {
-            return None;
+        // SAFETY: the admin lock is held (the caller's guard).
+        let reused = self.free.with_mut(|f| unsafe { (*f).pop() });
+        let tid = match reused {
+            Some(tid) => tid,
+            None => {
+                let tid = self.registered.load(Ordering::Relaxed);
+                if tid >= self.contexts.len() {
+                    return None;
+                }
+                tid
+            }
+        };
+        let ctx = &self.contexts[tid];
+        ctx.node.store(node.0, Ordering::Relaxed);
+        // Release: pairs with the Acquire loads of the owner (the new thread, which uses
+        // the context only after this returns) and of other admin paths.
+        ctx.replica.store(slot, Ordering::Release);
+        // SAFETY: the context has no owner yet; the admin lock orders this before the new
+        // owner's first operation.
+        unsafe { ctx.restart_count(MIGRATION_CHECK_EVERY) };
+        if reused.is_none() {
+            // Release: pairs with the Acquire in `registered`. SeqCst is not needed for
+            // the reader-writer lock: the new thread reads only after this returns, and
+            // its reader-set insert and reader-slot store are ordered by the lock's
+            // fences (R1, R2).
+            self.registered.store(tid + 1, Ordering::Release);
         }
-        self.contexts[tid].replica.store(slot, Ordering::Relaxed);
-        self.contexts[tid].node.store(node.0, Ordering::Relaxed);
-        // Release: pairs with the Acquire in `registered`. SeqCst is not needed for the
-        // reader-writer lock: the new thread reads only after this returns, and its
-        // reader-slot store is ordered by the lock's fences (R1).
-        self.registered.store(tid + 1, Ordering::Release);
         Some(tid)
+    }
+
+    /// Gives thread index `tid` back (deregistration, thread exit): a new generation, so
+    /// that its tokens are refused, and the index is handed out again (D1). The caller
+    /// holds the admin lock and has taken the thread out of its replica.
+    pub(crate) fn release(&self, _admin: &AdminGuard<'_>, tid: usize) {
+        let ctx = &self.contexts[tid];
+        ctx.generation.store(
+            ctx.generation.load(Ordering::Relaxed) + 1,
+            Ordering::Relaxed,
+        );
+        ctx.replica.store(FREE, Ordering::Relaxed);
+        // SAFETY: the admin lock is held (the caller's guard).
+        self.free.with_mut(|f| unsafe { (*f).push(tid) });
     }
 }
 
-impl<D> Shared<D>
-where
-    D: Dispatch + Clone + Send + Sync,
-{
-    /// Registers the calling thread and matches it to a replica (see the crate docs'
-    /// dispatcher rules).
-    pub(crate) fn register(&self) -> Result<ThreadToken, Error> {
-        self.check_callbacks();
-        // The affinity manager runs under the mark, so that it cannot call back in while
-        // the admin lock is held. It is asked before anything changes: a panic in it
-        // changes nothing.
-        let _inside = self.callbacks();
-        let manager = self.memory.manager();
-        let node = manager.current_node();
-        let admin = self.threads.admin();
-        let _change = self.threads.changing(&admin);
-        let slot = choose(node, self.replicas.candidates(None), |a, b| {
-            manager.distance(a, b)
-        })
-        .expect("an instance always has a live replica");
-        let tid = self
-            .threads
-            .next_thread(&admin, slot, node)
-            .ok_or(Error::TooManyThreads {
-                limit: self.threads.limit(),
-            })?;
-        self.replicas
-            .shell(slot)
-            .threads
-            .fetch_add(1, Ordering::Relaxed);
-        Ok(ThreadToken {
-            tid,
-            instance: self.threads.instance(),
-            _not_send: core::marker::PhantomData,
-        })
+/// Threads that exited holding a token of `thread_token`: their thread-local destructors
+/// queue `(index, generation)` here, and the instance gives the indices back on its next
+/// admin path (registration, deregistration, a snapshot, a reconfiguration). Shared
+/// (`Arc`) with the thread-locals, so that a thread that outlives the instance finds it
+/// closed and does nothing.
+#[cfg(feature = "std")]
+#[derive(Debug)]
+pub(crate) struct Exits {
+    alive: AtomicBool,
+    lock: AtomicBool,
+    queue: UnsafeCell<Vec<(usize, usize)>>,
+}
+
+// SAFETY: `queue` is accessed only under `lock`.
+#[cfg(feature = "std")]
+unsafe impl Send for Exits {}
+// SAFETY: as above.
+#[cfg(feature = "std")]
+unsafe impl Sync for Exits {}
+
+#[cfg(feature = "std")]
+impl Exits {
+    fn new() -> Self {
+        Self {
+            alive: AtomicBool::new(true),
+            lock: AtomicBool::new(false),
+            queue: UnsafeCell::new(Vec::new()),
+        }
+    }
+
+    /// Queues the exit of thread `tid` registered as `generation`, unless the instance
+    /// is gone.
+    pub(crate) fn push(&self, tid: usize, generation: usize) {
+        let _lock = lock(&self.lock);
+        if self.alive.load(Ordering::Relaxed) {
+            // SAFETY: under `lock`.
+            self.queue
+                .with_mut(|q| unsafe { (*q).push((tid, generation)) });
+        }
+    }
+
+    /// Takes the queued exits.
+    pub(crate) fn take(&self) -> Vec<(usize, usize)> {
+        let _lock = lock(&self.lock);
+        // SAFETY: under `lock`.
+        self.queue.with_mut(|q| core::mem::take(unsafe { &mut *q }))
+    }
+
+    /// Whether the instance is still there.
+    pub(crate) fn alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
+    }
+
+    /// The instance is being dropped: later exits are ignored.
+    fn close(&self) {
+        let _lock = lock(&self.lock);
+        self.alive.store(false, Ordering::Relaxed);
+        // SAFETY: under `lock`.
+        self.queue.with_mut(|q| unsafe { (*q).clear() });
+    }
+}
+
+#[cfg(feature = "std")]
+impl<W, R> Drop for Dispatcher<W, R> {
+    fn drop(&mut self) {
+        self.exits.close();
     }
 }
 
@@ -382,6 +520,13 @@ mod tests {
         let admin = d.admin();
         assert_eq!(d.next_thread(&admin, 0, NodeId(0)), Some(0));
         assert_eq!(d.next_thread(&admin, 0, NodeId(1)), Some(1));
+        assert_eq!(d.next_thread(&admin, 0, NodeId(0)), None);
+        // A given-back index is handed out again, with a new generation.
+        let before = d.token(0);
+        d.release(&admin, 0);
+        assert_eq!(d.validate(before), Err(Error::StaleToken));
+        assert_eq!(d.next_thread(&admin, 0, NodeId(0)), Some(0));
+        assert_eq!(d.validate(d.token(0)), Ok(0));
         assert_eq!(d.next_thread(&admin, 0, NodeId(0)), None);
         assert_eq!(d.registered(), 2);
     }

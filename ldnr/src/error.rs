@@ -62,6 +62,15 @@ pub enum Error {
     },
     /// The affinity manager failed.
     Affinity(AffinityError),
+    /// The token was deregistered (by [`deregister`](crate::NodeReplicated::deregister),
+    /// or because the thread holding a [`thread_token`](crate::NodeReplicated::thread_token)
+    /// exited); its thread index may belong to another thread now.
+    StaleToken,
+    /// [`thread_token`](crate::NodeReplicated::thread_token) was called while the calling
+    /// thread was exiting (from a thread-local's destructor), when nothing could give the
+    /// registration back; use [`register`](crate::NodeReplicated::register) and
+    /// [`deregister`](crate::NodeReplicated::deregister) there.
+    ThreadExiting,
     /// A panic escaped while a replica was being brought up to date (see "Panics" in the
     /// crate docs: without `std`, or from an [`AffinityManager`](crate::AffinityManager)
     /// method), so replicas may have diverged; the instance refuses further work.
@@ -91,6 +100,12 @@ impl fmt::Display for Error {
                 crate::MAX_THREADS
             ),
             Error::Affinity(e) => write!(f, "affinity manager failed: {e}"),
+            Error::StaleToken => f.write_str(
+                "the thread token was deregistered; its thread index may belong to another thread now",
+            ),
+            Error::ThreadExiting => f.write_str(
+                "thread_token was called while the thread was exiting; register and deregister by hand there",
+            ),
             Error::Poisoned => f.write_str(POISONED),
         }
     }

@@ -269,6 +269,7 @@ mod reconfigure;
 mod replica;
 mod shared;
 mod sync;
+mod threads;
 
 #[cfg(all(test, ldnr_loom))]
 mod loom_models;

@@ -416,7 +416,7 @@ impl Dispatch for Sum {
 fn summing(threads: usize) -> Shared<Sum> {
     let shared = Shared {
         log: Log::new(LOG_CAP),
-        replicas: ReplicaSet::new(),
+        replicas: ReplicaSet::new(threads),
         threads: Dispatcher::new(threads),
         memory: Memory::new(alloc::sync::Arc::new(NoAffinity), 1),
         poison: Poison::default(),

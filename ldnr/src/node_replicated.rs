@@ -144,7 +144,7 @@ where
 
         let shared = Shared {
             log: Log::starting_at(cap, self.log_start),
-            replicas: ReplicaSet::new(),
+            replicas: ReplicaSet::new(self.max_threads),
             threads: Dispatcher::new(self.max_threads),
             memory: Memory::new(manager, known.len()),
             poison: Poison::default(),
@@ -265,6 +265,87 @@ where
     /// ```
     pub fn register(&self) -> Result<ThreadToken, Error> {
         self.shared.register()
+    }
+
+    /// Gives the registration of `tkn` back: the thread leaves its replica (its thread
+    /// count drops) and its slot is reused by a later registration. The token, and every
+    /// copy of it, is refused from then on.
+    ///
+    /// Call it from the thread that registered (tokens are `!Send`), between operations.
+    /// A thread that uses [`thread_token`](Self::thread_token) does not need it: its
+    /// registration is given back when it exits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StaleToken`] if `tkn` was already deregistered.
+    ///
+    /// # Panics
+    ///
+    /// If `tkn` belongs to another instance, or on a call from inside user code this
+    /// instance runs on the calling thread (see the crate docs' misuse table).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[derive(Clone, Default)] struct Nop;
+    /// # impl ldnr::Dispatch for Nop {
+    /// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
+    /// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
+    /// # }
+    /// let nr = ldnr::NodeReplicated::builder(Nop).max_threads(1).build()?;
+    /// for _ in 0..3 {
+    ///     // One slot, used over and over.
+    ///     let tkn = nr.register()?;
+    ///     nr.execute_mut((), tkn);
+    ///     nr.deregister(tkn)?;
+    ///     assert_eq!(nr.deregister(tkn), Err(ldnr::Error::StaleToken));
+    /// }
+    /// # Ok::<(), ldnr::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn deregister(&self, tkn: ThreadToken) -> Result<(), Error> {
+        self.shared.deregister(tkn)
+    }
+
+    /// The calling thread's token for this instance: registered on the first call, the
+    /// same token on every later call, given back when the thread exits. For thread
+    /// pools, per-request threads and any code that cannot carry a token around. Cheap
+    /// enough to call per operation (a thread-local lookup).
+    ///
+    /// If the instance is dropped before the thread exits, the thread's exit does nothing.
+    /// If the token is deregistered by hand, the next call registers again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyThreads`] past the thread limit (counting only threads that are
+    /// registered now); [`Error::ThreadExiting`] from a thread-local's destructor.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[derive(Clone, Default)] struct Counter(u64);
+    /// # impl ldnr::Dispatch for Counter {
+    /// #     type ReadOperation = (); type WriteOperation = u64; type Response = u64;
+    /// #     fn dispatch(&self, _: ()) -> u64 { self.0 }
+    /// #     fn dispatch_mut(&mut self, v: u64) -> u64 { self.0 += v; self.0 }
+    /// # }
+    /// let nr = ldnr::NodeReplicated::builder(Counter::default()).max_threads(4).build()?;
+    /// // A hundred short-lived threads through four slots: each gives its slot back.
+    /// for _ in 0..100 {
+    ///     std::thread::scope(|s| {
+    ///         s.spawn(|| {
+    ///             let tkn = nr.thread_token().unwrap();
+    ///             nr.execute_mut(1, tkn);
+    ///             assert_eq!(nr.thread_token().unwrap().index(), tkn.index());
+    ///         });
+    ///     });
+    /// }
+    /// assert_eq!(nr.execute((), nr.thread_token()?), 100);
+    /// # Ok::<(), ldnr::Error>(())
+    /// ```
+    #[cfg(feature = "std")]
+    pub fn thread_token(&self) -> Result<ThreadToken, Error> {
+        self.shared.thread_token()
     }
 
     /// Executes a read-only operation on the calling thread's replica.

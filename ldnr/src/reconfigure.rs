@@ -47,7 +47,7 @@ use alloc::vec::Vec;
 
 use crate::affinity::{self, NodeId};
 use crate::dispatch::Dispatch;
-use crate::dispatcher::{self, Candidate};
+use crate::dispatcher::{self, AdminGuard, Candidate};
 use crate::error::Error;
 use crate::log::MAX_REPLICAS;
 use crate::replica::ReplicaId;
@@ -108,19 +108,19 @@ where
         // or below it (I3), and counted live before the source unfreezes (log L6).
         self.replicas
             .install(slot, node, data, position, &self.log, || {
-                self.threads.readers()
+                self.readers_of(slot)
             });
         let shell = self.replicas.shell(slot);
         let id = self.replicas.next_id();
         let admin = self.threads.admin();
+        self.give_back_exited(&admin);
         let change = self.threads.changing(&admin);
         shell.threads.store(0, Ordering::Relaxed);
         shell.set_identity(Some(id));
         drop(frozen);
 
         // Locality first: threads on `node` served by a replica elsewhere move here.
-        let contexts = self.threads.contexts();
-        for ctx in &contexts[..self.threads.registered()] {
+        for (_, ctx) in self.threads.registrations(&admin) {
             let current = ctx.replica.load(Ordering::Relaxed);
             let on_node = ctx.node.load(Ordering::Relaxed) == node.0;
             if on_node && self.replicas.shell(current).node() != node {
@@ -154,8 +154,9 @@ where
         }
         let shell = self.replicas.shell(slot);
         let admin = self.threads.admin();
+        self.give_back_exited(&admin);
         // Where each of the replica's threads goes, decided before anything changes (I8).
-        let moves = self.plan_moves(slot);
+        let moves = self.plan_moves(&admin, slot);
         let change = self.threads.changing(&admin);
         shell.set_identity(None);
         // Re-match first, so the threads' next operations go elsewhere.
@@ -177,7 +178,7 @@ where
         let data = self.replicas.uninstall(
             slot,
             &self.log,
-            || self.threads.readers(),
+            || self.readers_of(slot),
             |_| self.hand_back(shell),
         );
         // Dropped outside the locks: freeing a large structure can take a while. A panic
@@ -189,12 +190,11 @@ where
     /// Where each thread of replica `slot` goes when it is removed: the nearest other
     /// live replica, the fewest threads on ties, counting the threads placed so far. The
     /// caller holds the admin lock; nothing is changed here.
-    fn plan_moves(&self, slot: usize) -> Vec<(usize, usize)> {
+    fn plan_moves(&self, admin: &AdminGuard<'_>, slot: usize) -> Vec<(usize, usize)> {
         let manager = self.memory.manager();
         let mut candidates: Vec<Candidate> = self.replicas.candidates(Some(slot)).collect();
         let mut moves = Vec::new();
-        let contexts = self.threads.contexts();
-        for (tid, ctx) in contexts[..self.threads.registered()].iter().enumerate() {
+        for (tid, ctx) in self.threads.registrations(admin) {
             if ctx.replica.load(Ordering::Relaxed) == slot {
                 let node = NodeId(ctx.node.load(Ordering::Relaxed));
                 let to = dispatcher::choose(node, candidates.iter().copied(), |a, b| {

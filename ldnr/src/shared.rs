@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 
 use crate::affinity::Memory;
 use crate::dispatch::Dispatch;
-use crate::dispatcher::{Dispatcher, ThreadToken};
+use crate::dispatcher::{Dispatcher, ThreadToken, MIGRATION_CHECK_EVERY};
 use crate::log::Log;
 use crate::replica::combiner::Poison;
 use crate::replica::context::Context;
@@ -55,7 +55,8 @@ impl<D: Dispatch> core::fmt::Debug for Shared<D> {
 
 #[cold]
 #[inline(never)]
-fn reentered() -> ! {
+#[track_caller]
+pub(crate) fn reentered() -> ! {
     panic!(
         "ldnr: re-entrant call: `execute` or `execute_mut` was called from inside \
          `dispatch`/`dispatch_mut` of the same instance with the calling thread's token"
@@ -72,13 +73,19 @@ where
     ///
     /// On a token of another instance, a poisoned instance, and a re-entrant call.
     #[inline]
+    #[track_caller]
     pub(crate) fn enter(&self, tkn: ThreadToken) -> usize {
         let tid = self.threads.check(tkn);
         self.poison.check();
-        if self.threads.context(tid).busy() {
+        let ctx = self.threads.context(tid);
+        if ctx.busy() {
             reentered();
         }
         self.check_callbacks();
+        // SAFETY: the token proves the caller owns the context.
+        if self.memory.steers() && unsafe { ctx.tick(MIGRATION_CHECK_EVERY) } {
+            self.follow(tid);
+        }
         tid
     }
 
@@ -96,6 +103,8 @@ where
 
     /// A snapshot of the replicas, consistent between reconfigurations (dispatcher D3).
     pub(crate) fn snapshot(&self) -> Vec<ReplicaInfo> {
+        // Threads that exited are counted out first (a short admin section).
+        self.give_back_exited(&self.threads.admin());
         self.threads.consistent(|| {
             self.replicas
                 .iter()

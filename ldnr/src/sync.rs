@@ -115,6 +115,14 @@ mod plain {
         pub(crate) fn fetch_sub(&self, value: usize, order: Ordering) -> usize {
             self.0.fetch_sub(value, order)
         }
+        #[inline(always)]
+        pub(crate) fn fetch_or(&self, value: usize, order: Ordering) -> usize {
+            self.0.fetch_or(value, order)
+        }
+        #[inline(always)]
+        pub(crate) fn fetch_and(&self, value: usize, order: Ordering) -> usize {
+            self.0.fetch_and(value, order)
+        }
     }
 }
 
@@ -214,6 +222,37 @@ loom::thread_local! {
 #[cfg(all(feature = "std", ldnr_shuttle))]
 shuttle::thread_local! {
     static INSIDE: core::cell::Cell<usize> = core::cell::Cell::new(0);
+}
+
+// The tokens `NodeReplicated::thread_token` handed to the calling thread, one per
+// instance; dropped (and so given back to their instances) when the thread exits.
+#[cfg(all(feature = "std", not(any(ldnr_loom, ldnr_shuttle))))]
+std::thread_local! {
+    static HELD: core::cell::RefCell<alloc::vec::Vec<crate::threads::Held>> =
+        const { core::cell::RefCell::new(alloc::vec::Vec::new()) };
+}
+#[cfg(all(feature = "std", ldnr_loom))]
+loom::thread_local! {
+    static HELD: core::cell::RefCell<alloc::vec::Vec<crate::threads::Held>> =
+        core::cell::RefCell::new(alloc::vec::Vec::new());
+}
+#[cfg(all(feature = "std", ldnr_shuttle))]
+shuttle::thread_local! {
+    static HELD: core::cell::RefCell<alloc::vec::Vec<crate::threads::Held>> =
+        core::cell::RefCell::new(alloc::vec::Vec::new());
+}
+
+/// Runs `f` on the calling thread's held tokens; `None` if the thread-local is gone (the
+/// thread is exiting).
+#[cfg(feature = "std")]
+#[inline]
+pub(crate) fn held_tokens<R>(
+    f: impl FnOnce(&mut alloc::vec::Vec<crate::threads::Held>) -> R,
+) -> Option<R> {
+    #[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
+    return HELD.try_with(|h| f(&mut h.borrow_mut())).ok();
+    #[cfg(any(ldnr_loom, ldnr_shuttle))]
+    return Some(HELD.with(|h| f(&mut h.borrow_mut())));
 }
 
 /// Marks the calling thread as running user code of `instance` until dropped (also when

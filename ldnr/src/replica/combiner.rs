@@ -202,6 +202,10 @@ where
         let mut slot = ctx.replica.load(Ordering::Acquire);
         loop {
             let replica = self.replicas.shell(slot);
+            // SAFETY: the caller owns the context.
+            if unsafe { ctx.listed() } != slot {
+                self.join_readers(tid, slot);
+            }
             {
                 let _read = replica.rw.read(&ctx.reader, slot);
                 // The position is checked under the read lock: it changes only under the
@@ -471,7 +475,7 @@ where
         let replica = combiner.replica();
         let contexts: &[CachePadded<Ctx<D>>] = self.threads.contexts();
         let policy = self.memory.for_batch(replica.node());
-        let write = replica.rw.write(slot, || self.threads.readers());
+        let write = replica.rw.write(slot, || self.readers_of(slot));
         // Where an entry's outcome goes: to its owner if this combiner appended it (`batch`
         // is the owners of `start..`), else nowhere (another replica's combiner answers it).
         let deliver = |idx: usize, o: Outcome<D::Response>| {

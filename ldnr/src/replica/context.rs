@@ -114,8 +114,11 @@ pub(crate) struct Context<W, R> {
     /// The replica slot this thread is matched to. Written under the admin lock, read by
     /// the owner at the start of every operation.
     pub(crate) replica: AtomicUsize,
-    /// The node the thread registered on.
+    /// The node the thread was last seen on (at registration, or by a migration check).
     pub(crate) node: AtomicUsize,
+    /// How many times the context was given back (deregistration or thread exit): a
+    /// token carries the generation it was issued for, so a stale one is refused.
+    pub(crate) generation: AtomicUsize,
     /// This thread's slot of every replica's reader-writer lock.
     pub(crate) reader: ReaderSlot,
     /// Whether the owner is combining (it may be inside `dispatch_mut` of any thread's
@@ -130,12 +133,21 @@ pub(crate) struct Context<W, R> {
 /// What a thread keeps while it combines: the operations its writes displaced from the
 /// log, dropped once its batch is done (log L5), and (with `std`) the panic the first of
 /// those drops raised, resumed when the thread's own operation has finished.
+///
+/// It also keeps the owner's own bookkeeping of the operation paths: the replica whose
+/// reader set it is in (rwlock R2), and how many operations remain until it next asks
+/// on which node it runs.
 #[derive(Debug)]
 struct Scratch<W> {
     displaced: Vec<W>,
     #[cfg(feature = "std")]
     deferred: Option<Payload>,
+    listed: usize,
+    countdown: u32,
 }
+
+/// `Scratch::listed` of a thread in no replica's reader set.
+pub(crate) const UNLISTED: usize = usize::MAX;
 
 impl<W, R> core::fmt::Debug for Context<W, R> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -157,10 +169,13 @@ impl<W, R> Context<W, R> {
             applying: AtomicBool::new(false),
             op: UnsafeCell::new(MaybeUninit::uninit()),
             response: UnsafeCell::new(MaybeUninit::uninit()),
+            generation: AtomicUsize::new(0),
             scratch: UnsafeCell::new(Scratch {
                 displaced: Vec::new(),
                 #[cfg(feature = "std")]
                 deferred: None,
+                listed: UNLISTED,
+                countdown: 0,
             }),
         }
     }
@@ -197,6 +212,60 @@ impl<W, R> Context<W, R> {
         }
         // SAFETY: by the caller's contract and C1 no other thread accesses the slot.
         self.op.with_mut(|p| unsafe { (*p).write(op) });
+    }
+
+    /// The replica slot whose reader set the owner is in, or [`UNLISTED`].
+    ///
+    /// # Safety
+    ///
+    /// Only the owner thread may call this (or, for a thread that has exited, whoever
+    /// holds the admin lock).
+    #[inline]
+    pub(crate) unsafe fn listed(&self) -> usize {
+        // SAFETY: owner only, by the caller's contract.
+        self.scratch.with(|s| unsafe { (*s).listed })
+    }
+
+    /// Records the replica slot whose reader set the owner is in.
+    ///
+    /// # Safety
+    ///
+    /// As for [`listed`](Self::listed).
+    #[inline]
+    pub(crate) unsafe fn set_listed(&self, slot: usize) {
+        // SAFETY: owner only, by the caller's contract.
+        self.scratch.with_mut(|s| unsafe { (*s).listed = slot });
+    }
+
+    /// Counts one operation; `true` once every `every` operations (and on the first
+    /// after `restart_count`).
+    ///
+    /// # Safety
+    ///
+    /// Only the owner thread may call this.
+    #[inline]
+    pub(crate) unsafe fn tick(&self, every: u32) -> bool {
+        // SAFETY: owner only, by the caller's contract.
+        self.scratch.with_mut(|s| unsafe {
+            if (*s).countdown == 0 {
+                (*s).countdown = every;
+                true
+            } else {
+                (*s).countdown -= 1;
+                false
+            }
+        })
+    }
+
+    /// Restarts the operation count (a new owner).
+    ///
+    /// # Safety
+    ///
+    /// Only the owner thread, or whoever holds the admin lock for a context no thread owns.
+    pub(crate) unsafe fn restart_count(&self, first_check_after: u32) {
+        // SAFETY: by the caller's contract.
+        self.scratch
+            .with_mut(|s| unsafe { (*s).countdown = first_check_after });
     }
 
     /// Keeps an operation that the owner's write displaced from the log, to be dropped by

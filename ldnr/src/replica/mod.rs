@@ -40,7 +40,7 @@ pub(crate) mod rwlock;
 mod set;
 
 use context::PendingStack;
-use rwlock::RwLock;
+use rwlock::{ReaderSet, RwLock};
 pub(crate) use set::ReplicaSet;
 
 /// Identifies a replica of one `NodeReplicated` instance. Ids are never reused, so a
@@ -132,6 +132,8 @@ pub(crate) struct Replica<D> {
     node: AtomicUsize,
     combiner: CachePadded<CombinerLock>,
     pub(crate) rw: RwLock,
+    /// The threads that may read this replica (rwlock R2).
+    pub(crate) readers: ReaderSet,
     pub(crate) pending: CachePadded<PendingStack>,
     /// Threads matched to this replica. Changed only under the admin lock.
     pub(crate) threads: AtomicUsize,
@@ -167,8 +169,8 @@ pub(crate) struct CombinerGuard<'a, D> {
 }
 
 impl<D> Replica<D> {
-    /// An empty shell.
-    pub(crate) fn shell() -> Self {
+    /// An empty shell for an instance of at most `threads` threads.
+    pub(crate) fn shell(threads: usize) -> Self {
         Self {
             id: AtomicUsize::new(0),
             node: AtomicUsize::new(0),
@@ -178,6 +180,7 @@ impl<D> Replica<D> {
                 frozen: AtomicBool::new(false),
             }),
             rw: RwLock::new(),
+            readers: ReaderSet::new(threads),
             pending: CachePadded(PendingStack::new()),
             threads: AtomicUsize::new(0),
             batch: UnsafeCell::new(Vec::new()),

@@ -25,6 +25,25 @@
 //!
 //! Only one writer per replica exists at a time: the write lock is taken only by the
 //! holder of the replica's combiner lock.
+//!
+//! A writer does not scan every thread's reader slot, only those of the threads in the
+//! replica's [`ReaderSet`]: a bitmap of the thread indices that may read it. So a write
+//! costs in proportion to the threads that use *this* replica, not to every thread ever
+//! registered (most of which, on a big machine, read other replicas on other nodes).
+//!
+//! - **R2** A thread is in the reader set of every replica it announces in its reader
+//!   slot: it puts itself in (an RMW sequenced before its announcement and F1) before its
+//!   first read of a replica, and takes itself out (a Release RMW) only between reads,
+//!   when it next reads another replica or leaves the instance. A writer loads the set
+//!   after F2 (Acquire). If F1 precedes F2 in the SeqCst order, the writer's load sees the
+//!   thread's bit (the fence rule: the insert is sequenced before F1) and then its
+//!   announcement; otherwise the reader sees the writer's flag. A writer that sees the bit
+//!   already cleared synchronizes with the removal, so the thread's earlier reads of the
+//!   replica happen before the write. Threads on a stand-in replica and threads moved by a
+//!   reconfiguration are covered the same way: whoever reads a replica is in its set
+//!   first, whatever its matching says.
+
+use alloc::boxed::Box;
 
 use crate::sync::{fence, AtomicBool, AtomicUsize, Backoff, CachePadded, Ordering};
 
@@ -49,6 +68,59 @@ impl ReaderSlot {
         // Acquire: pairs with the Release store in `ReadGuard::drop`, so the reader's
         // accesses happen before the writer's.
         self.0.load(Ordering::Acquire) == slot + 1
+    }
+}
+
+/// The threads that may read one replica (R2): a bitmap of thread indices.
+#[derive(Debug)]
+pub(crate) struct ReaderSet {
+    words: Box<[AtomicUsize]>,
+}
+
+const BITS: usize = usize::BITS as usize;
+
+impl ReaderSet {
+    /// A set for thread indices below `threads`.
+    pub(crate) fn new(threads: usize) -> Self {
+        Self {
+            words: (0..threads.div_ceil(BITS))
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
+        }
+    }
+
+    /// Puts thread `tid` in, before it announces a read of this replica (R2).
+    #[inline]
+    pub(crate) fn insert(&self, tid: usize) {
+        // Relaxed: ordered before the reader's announcement by F1 (R2).
+        self.words[tid / BITS].fetch_or(1 << (tid % BITS), Ordering::Relaxed);
+    }
+
+    /// Takes thread `tid` out; it is not reading this replica now (R2).
+    #[inline]
+    pub(crate) fn remove(&self, tid: usize) {
+        // Release: pairs with the Acquire in `members`; the thread's reads of the replica
+        // happen before a writer that no longer sees it.
+        self.words[tid / BITS].fetch_and(!(1 << (tid % BITS)), Ordering::Release);
+    }
+
+    /// The thread indices in the set, below `limit` (the highest index handed out + 1).
+    pub(crate) fn members(&self, limit: usize) -> impl Iterator<Item = usize> + '_ {
+        self.words[..limit.div_ceil(BITS).min(self.words.len())]
+            .iter()
+            .enumerate()
+            .flat_map(|(w, word)| {
+                // Acquire: pairs with the Release in `remove` (R2).
+                let mut bits = word.load(Ordering::Acquire);
+                core::iter::from_fn(move || {
+                    if bits == 0 {
+                        return None;
+                    }
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    Some(w * BITS + b)
+                })
+            })
     }
 }
 

@@ -41,10 +41,10 @@ impl<D> core::fmt::Debug for ReplicaSet<D> {
 }
 
 impl<D> ReplicaSet<D> {
-    /// [`MAX_REPLICAS`] empty shells.
-    pub(crate) fn new() -> Self {
+    /// [`MAX_REPLICAS`] empty shells, for an instance of at most `threads` threads.
+    pub(crate) fn new(threads: usize) -> Self {
         Self {
-            shells: (0..MAX_REPLICAS).map(|_| Replica::shell()).collect(),
+            shells: (0..MAX_REPLICAS).map(|_| Replica::shell(threads)).collect(),
             live: AtomicUsize::new(0),
             stand_in: AtomicUsize::new(NO_STAND_IN),
             next_id: AtomicUsize::new(0),

@@ -1,0 +1,238 @@
+//! The life of a registered thread: registration, deregistration, the token a thread
+//! gets without asking (`thread_token`), following a thread that the operating system
+//! moves to another node, and the reader sets (rwlock R2) a thread puts itself in.
+//!
+//! A thread index is given back when its thread deregisters, or, for a token of
+//! `thread_token`, when the thread exits (its thread-local queues the exit and the next
+//! admin path gives the index back). Given-back indices are handed out again first, so
+//! thread indices, contexts and reader sets stay as small as the most threads registered
+//! at once (dispatcher D1).
+//!
+//! A thread whose node changes is matched again: every
+//! [`MIGRATION_CHECK_EVERY`](crate::dispatcher::MIGRATION_CHECK_EVERY) of its operations
+//! (when the affinity manager knows more than one node) it asks the manager where it
+//! runs; if the node changed it moves, under the admin lock, to the nearest replica of
+//! its new node. A pinned thread pays a countdown per operation and one query per check.
+
+#[cfg(feature = "std")]
+use alloc::sync::Arc;
+
+use crate::dispatch::Dispatch;
+use crate::dispatcher::{choose, AdminGuard, ThreadToken};
+use crate::error::Error;
+use crate::replica::context::UNLISTED;
+use crate::replica::rwlock::ReaderSlot;
+use crate::shared::Shared;
+use crate::sync::Ordering;
+
+/// A token `thread_token` handed to the calling thread, kept in a thread-local. Dropped
+/// when the thread exits, which queues the thread index to be given back.
+#[cfg(feature = "std")]
+#[derive(Debug)]
+pub(crate) struct Held {
+    instance: usize,
+    tid: usize,
+    generation: usize,
+    exits: Option<Arc<crate::dispatcher::Exits>>,
+}
+
+#[cfg(feature = "std")]
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(exits) = self.exits.take() {
+            exits.push(self.tid, self.generation);
+        }
+    }
+}
+
+impl<D> Shared<D>
+where
+    D: Dispatch + Clone + Send + Sync,
+{
+    /// Registers the calling thread and matches it to a replica (see the crate docs'
+    /// dispatcher rules).
+    pub(crate) fn register(&self) -> Result<ThreadToken, Error> {
+        self.check_callbacks();
+        // The affinity manager runs under the mark, so that it cannot call back in while
+        // the admin lock is held. It is asked before anything changes: a panic in it
+        // changes nothing.
+        let _inside = self.callbacks();
+        let manager = self.memory.manager();
+        let node = manager.current_node();
+        let admin = self.threads.admin();
+        self.give_back_exited(&admin);
+        let slot = choose(node, self.replicas.candidates(None), |a, b| {
+            manager.distance(a, b)
+        })
+        .expect("an instance always has a live replica");
+        let _change = self.threads.changing(&admin);
+        let tid = self
+            .threads
+            .next_thread(&admin, slot, node)
+            .ok_or(Error::TooManyThreads {
+                limit: self.threads.limit(),
+            })?;
+        self.replicas
+            .shell(slot)
+            .threads
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(self.threads.token(tid))
+    }
+
+    /// Gives the calling thread's registration `tkn` back.
+    pub(crate) fn deregister(&self, tkn: ThreadToken) -> Result<(), Error> {
+        let tid = self.threads.validate(tkn)?;
+        let ctx = self.threads.context(tid);
+        if ctx.busy() {
+            crate::shared::reentered();
+        }
+        self.check_callbacks();
+        let admin = self.threads.admin();
+        self.give_back_exited(&admin);
+        self.leave(&admin, tid);
+        Ok(())
+    }
+
+    /// The calling thread's token, registering it on first use; given back when the
+    /// thread exits.
+    #[cfg(feature = "std")]
+    pub(crate) fn thread_token(&self) -> Result<ThreadToken, Error> {
+        let instance = self.threads.instance();
+        let found = crate::sync::held_tokens(|held| {
+            let at = held.iter().position(|h| h.instance == instance)?;
+            let h = &held[at];
+            let tkn = self.threads.token(h.tid);
+            if tkn.generation == h.generation {
+                return Some(tkn);
+            }
+            // Deregistered by hand: forget it without queueing an exit.
+            let mut stale = held.swap_remove(at);
+            stale.exits = None;
+            None
+        });
+        if let Some(Some(tkn)) = found {
+            return Ok(tkn);
+        }
+        let tkn = self.register()?;
+        let exits = self.threads.exits.clone();
+        let kept = crate::sync::held_tokens(|held| {
+            // Tokens of instances that are gone are of no use any more.
+            held.retain(|h| h.exits.as_ref().is_some_and(|e| e.alive()));
+            held.push(Held {
+                instance,
+                tid: tkn.tid,
+                generation: tkn.generation,
+                exits: Some(exits),
+            });
+        });
+        if kept.is_none() {
+            // The thread is exiting (its thread-locals are gone): nothing would give the
+            // registration back, so do not keep it.
+            let _ = self.deregister(tkn);
+            return Err(Error::ThreadExiting);
+        }
+        Ok(tkn)
+    }
+
+    /// Takes thread `tid` out of its replica and gives its index back (D1). The caller
+    /// holds the admin lock; the thread is not inside an operation (it is the caller, or
+    /// it has exited).
+    fn leave(&self, admin: &AdminGuard<'_>, tid: usize) {
+        let ctx = self.threads.context(tid);
+        // SAFETY: the owner is the caller or has exited; the admin lock orders this after
+        // its last operation (via the exit queue's lock) and before a new owner's first.
+        let listed = unsafe { ctx.listed() };
+        if listed != UNLISTED {
+            self.replicas.shell(listed).readers.remove(tid);
+            // SAFETY: as above.
+            unsafe { ctx.set_listed(UNLISTED) };
+        }
+        let _change = self.threads.changing(admin);
+        let slot = ctx.replica.load(Ordering::Relaxed);
+        self.replicas
+            .shell(slot)
+            .threads
+            .fetch_sub(1, Ordering::Relaxed);
+        self.threads.release(admin, tid);
+    }
+
+    /// Gives back the indices of threads that exited holding a token of `thread_token`.
+    pub(crate) fn give_back_exited(&self, admin: &AdminGuard<'_>) {
+        #[cfg(feature = "std")]
+        for (tid, generation) in self.threads.exits.take() {
+            let ctx = self.threads.context(tid);
+            // A token deregistered by hand before the thread exited is already given back
+            // (and its index maybe reused): only the registration the thread held.
+            if ctx.generation.load(Ordering::Relaxed) == generation
+                && ctx.replica.load(Ordering::Relaxed) != crate::dispatcher::FREE
+            {
+                self.leave(admin, tid);
+            }
+        }
+        #[cfg(not(feature = "std"))]
+        let _ = admin;
+    }
+
+    /// Thread `tid` asks where it runs, and moves to the nearest replica of its new node
+    /// if it moved (and one is nearer than its replica).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn follow(&self, tid: usize) {
+        let ctx = self.threads.context(tid);
+        let _inside = self.callbacks();
+        let manager = self.memory.manager();
+        let node = manager.current_node();
+        if node.0 == ctx.node.load(Ordering::Relaxed) {
+            return;
+        }
+        let admin = self.threads.admin();
+        let current = ctx.replica.load(Ordering::Relaxed);
+        let best = choose(node, self.replicas.candidates(None), |a, b| {
+            manager.distance(a, b)
+        })
+        .expect("an instance always has a live replica");
+        let here = manager.distance(node, self.replicas.shell(current).node());
+        let there = manager.distance(node, self.replicas.shell(best).node());
+        let _change = self.threads.changing(&admin);
+        ctx.node.store(node.0, Ordering::Relaxed);
+        if there < here {
+            self.replicas
+                .shell(current)
+                .threads
+                .fetch_sub(1, Ordering::Relaxed);
+            self.replicas
+                .shell(best)
+                .threads
+                .fetch_add(1, Ordering::Relaxed);
+            // Release: pairs with the Acquire loads on the operation paths.
+            ctx.replica.store(best, Ordering::Release);
+        }
+    }
+
+    /// Puts thread `tid` in the reader set of replica `slot` (and out of the one it was
+    /// in) before it reads there (rwlock R2). Owner only, between reads.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn join_readers(&self, tid: usize, slot: usize) {
+        let ctx = self.threads.context(tid);
+        // SAFETY: the caller is the owner.
+        let listed = unsafe { ctx.listed() };
+        if listed != UNLISTED {
+            self.replicas.shell(listed).readers.remove(tid);
+        }
+        self.replicas.shell(slot).readers.insert(tid);
+        // SAFETY: the caller is the owner.
+        unsafe { ctx.set_listed(slot) };
+    }
+
+    /// The reader slots of the threads in replica `slot`'s reader set: what its write
+    /// lock waits for (rwlock R2).
+    pub(crate) fn readers_of(&self, slot: usize) -> impl Iterator<Item = &ReaderSlot> {
+        let contexts = self.threads.contexts();
+        self.replicas
+            .shell(slot)
+            .readers
+            .members(self.threads.registered())
+            .map(move |tid| &contexts[tid].reader)
+    }
+}
