@@ -68,6 +68,24 @@
 //! and matches the thread to a replica on that node (the one serving the fewest threads);
 //! with no replica there, to the nearest one by NUMA distance, again the fewest threads.
 //!
+//! # Threads that come, go and move
+//!
+//! - **Registrations end.** [`NodeReplicated::deregister`] gives a thread's slot back;
+//!   later registrations reuse it. Tokens carry a generation: a deregistered token is
+//!   refused (a panic on an operation, [`Error::StaleToken`] from `deregister`), never
+//!   taken for the slot's next owner.
+//! - **Tokens without bookkeeping** (with `std`): [`NodeReplicated::thread_token`] returns
+//!   the calling thread's token, registering it on first use and giving it back when the
+//!   thread exits — for thread pools, per-task threads, and code that cannot pass a token
+//!   around. The limit ([`Builder::max_threads`]) counts the threads registered *at once*.
+//! - **A write pays for its own replica's readers only.** A replica's write lock waits for
+//!   the threads in its reader set (the threads that read it), not for every registered
+//!   thread.
+//! - **Threads that move are matched again.** When the affinity manager knows more than
+//!   one node, a thread asks it where it runs once every 1,024 of its operations and, if
+//!   it moved, is matched to the nearest replica of its new node (the same rules as
+//!   registration). A thread that stays pays a countdown per operation.
+//!
 //! # Changing the replica set
 //!
 //! [`NodeReplicated::add_replica`] clones the most advanced replica onto a node while
@@ -190,10 +208,13 @@
 //! | [`Builder::max_threads`] of 0 or above [`MAX_THREADS`] | [`Error::InvalidThreadLimit`] |
 //! | the affinity manager fails to set a memory policy in `build` or `add_replica` | [`Error::Affinity`]; nothing changes |
 //! | [`NodeReplicated::register`] beyond the thread limit | [`Error::TooManyThreads`]; existing tokens keep working |
-//! | registering once per short-lived thread | thread slots are never freed: the limit is reached, then [`Error::TooManyThreads`] — register once per long-lived thread |
+//! | more threads registered at once than [`Builder::max_threads`] | [`Error::TooManyThreads`]; slots given back (`deregister`, or the exit of a thread that used `thread_token`) are reused |
+//! | a token used after `deregister` (also a copy of it, also after its slot was reused) | panics: "a ThreadToken that was deregistered"; `deregister` of it returns [`Error::StaleToken`] |
+//! | `register` per short-lived thread without `deregister` | its slot stays taken until the instance is dropped: use [`NodeReplicated::thread_token`], or `deregister` |
+//! | `thread_token` from a thread-local's destructor (the thread is exiting) | [`Error::ThreadExiting`] (nothing could give that registration back) |
 //! | a [`ThreadToken`] of another instance (also of a dropped one) | panics: "a ThreadToken of another NodeReplicated instance" |
 //! | sending a `ThreadToken` to another thread | does not compile (`ThreadToken: !Send + !Sync`) |
-//! | `execute`, `execute_mut`, `register`, `add_replica` or `remove_replica` from inside user code that the instance runs on the calling thread (`dispatch`, `dispatch_mut`, `Clone` of `D` or of an operation, `Drop` of an operation, the affinity manager), with any token | panics: "re-entrant call" (inside `dispatch_mut` that is the operation's panic; inside a `Drop`, resumed by the combining call; see above). Without `std`, only `execute`/`execute_mut` with the token of the thread running `dispatch`/`dispatch_mut` are detected; the others may deadlock. Calling back into the instance from `dispatch_mut` breaks the determinism contract anyway |
+//! | `execute`, `execute_mut`, `register`, `deregister`, `thread_token`, `add_replica` or `remove_replica` from inside user code that the instance runs on the calling thread (`dispatch`, `dispatch_mut`, `Clone` of `D` or of an operation, `Drop` of an operation, the affinity manager), with any token | panics: "re-entrant call" (inside `dispatch_mut` that is the operation's panic; inside a `Drop`, resumed by the combining call; see above). Without `std`, only `execute`/`execute_mut` with the token of the thread running `dispatch`/`dispatch_mut` are detected; the others may deadlock. Calling back into the instance from `dispatch_mut` breaks the determinism contract anyway |
 //! | a `WriteOperation` whose `Drop` panics (the log drops it when its slot is reused) | the call that was combining then panics with it, after its own operation ran (once); nothing lost or run twice, not poisoned. Without `std`: poisoned |
 //! | the same, for an operation still in the log when the instance is dropped | the drop panics; everything else is still dropped |
 //! | a `Response` whose `Drop` panics (LD-NR drops every replica's response but the owner's) | caught and ignored; the operation was applied in full |

@@ -231,15 +231,15 @@ where
         }
     }
 
-    /// Registers the calling thread and returns its handle to the map.
-    ///
-    /// Call it once per thread and keep the handle: each call registers a new
-    /// participant, and registrations count against the thread limit
-    /// ([`MapBuilder::max_threads`]) for the life of the map.
+    /// The calling thread's handle to the map: cheap to get (a thread-local lookup), the
+    /// same registration on every call from this thread, given back when the thread
+    /// exits ([`NodeReplicated::thread_token`]). Keep it in hot loops; the map's own
+    /// methods ([`get`](Self::get), [`insert`](Self::insert), ...) fetch it per call.
     ///
     /// # Errors
     ///
-    /// [`Error::TooManyThreads`] past the thread limit.
+    /// [`Error::TooManyThreads`] when as many threads as the limit
+    /// ([`MapBuilder::max_threads`]) are registered now.
     ///
     /// # Examples
     ///
@@ -249,14 +249,106 @@ where
     /// let map = ReplicatedHashMap::<u8, u8>::builder().max_threads(1).build()?;
     /// let h = map.handle()?;
     /// h.insert(1, 2);
-    /// assert!(matches!(map.handle(), Err(ldnr::Error::TooManyThreads { limit: 1 })));
+    /// // Short-lived threads take turns in the one slot: each gives it back at exit.
+    /// for _ in 0..10 {
+    ///     std::thread::scope(|s| {
+    ///         s.spawn(|| assert_eq!(map.handle().map(|h| h.get(&1)), Err(ldnr::Error::TooManyThreads { limit: 1 })));
+    ///     });
+    /// }
     /// # Ok::<(), ldnr::Error>(())
     /// ```
     pub fn handle(&self) -> Result<MapHandle<'_, K, V, S>, Error> {
         Ok(MapHandle {
             map: self,
-            tkn: self.nr.register()?,
+            tkn: self.nr.thread_token()?,
         })
+    }
+
+    /// The calling thread's handle, or a panic that says why there is none.
+    #[track_caller]
+    fn here(&self) -> MapHandle<'_, K, V, S> {
+        match self.handle() {
+            Ok(h) => h,
+            Err(e) => panic!("ldnr-hashmap: this thread cannot use the map: {e}"),
+        }
+    }
+
+    /// A clone of the value of `key`, or `None` ([`MapHandle::get`] on this thread's
+    /// handle).
+    ///
+    /// # Panics
+    ///
+    /// If the calling thread cannot register: as many threads as the limit use the map
+    /// now (see [`handle`](Self::handle), which returns that as an error).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let map = ldnr_hashmap::ReplicatedHashMap::<u64, u64>::new()?;
+    /// std::thread::scope(|s| {
+    ///     for t in 0..4 {
+    ///         let map = &map;
+    ///         s.spawn(move || map.insert(t, t * 10));
+    ///     }
+    /// });
+    /// assert_eq!(map.get(&3), Some(30));
+    /// assert_eq!(map.len(), 4);
+    /// # Ok::<(), ldnr::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn get(&self, key: &K) -> Option<V> {
+        self.here().get(key)
+    }
+
+    /// Whether `key` has a value ([`MapHandle::contains_key`]).
+    ///
+    /// # Panics
+    ///
+    /// As [`get`](Self::get).
+    #[track_caller]
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.here().contains_key(key)
+    }
+
+    /// The number of entries ([`MapHandle::len`]).
+    ///
+    /// # Panics
+    ///
+    /// As [`get`](Self::get).
+    #[track_caller]
+    pub fn len(&self) -> usize {
+        self.here().len()
+    }
+
+    /// Whether the map has no entries ([`MapHandle::is_empty`]).
+    ///
+    /// # Panics
+    ///
+    /// As [`get`](Self::get).
+    #[track_caller]
+    pub fn is_empty(&self) -> bool {
+        self.here().is_empty()
+    }
+
+    /// Inserts or replaces the value of `key`; returns the previous value
+    /// ([`MapHandle::insert`]).
+    ///
+    /// # Panics
+    ///
+    /// As [`get`](Self::get).
+    #[track_caller]
+    pub fn insert(&self, key: K, value: V) -> Option<V> {
+        self.here().insert(key, value)
+    }
+
+    /// Removes `key`; returns its value ([`MapHandle::remove`]).
+    ///
+    /// # Panics
+    ///
+    /// As [`get`](Self::get).
+    #[track_caller]
+    pub fn remove(&self, key: &K) -> Option<V> {
+        self.here().remove(key)
     }
 
     /// Adds a replica on `node`, cloned from the most advanced one while operations go
@@ -419,17 +511,20 @@ where
         }
     }
 
-    /// How many handles may be taken over the map's life: `1..=`[`ldnr::MAX_THREADS`];
-    /// default [`ldnr::DEFAULT_MAX_THREADS`].
+    /// How many threads may use the map at once: `1..=`[`ldnr::MAX_THREADS`]; default
+    /// [`ldnr::DEFAULT_MAX_THREADS`]. A thread's registration is given back when it
+    /// exits.
     ///
     /// # Examples
     ///
     /// ```
     /// let map = ldnr_hashmap::ReplicatedHashMap::<u64, u64>::builder()
-    ///     .max_threads(2)
+    ///     .max_threads(1)
     ///     .build()?;
-    /// let (_a, _b) = (map.handle()?, map.handle()?);
-    /// assert!(map.handle().is_err());
+    /// map.insert(1, 10); // this thread holds the one slot
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| assert!(map.handle().is_err()));
+    /// });
     /// # Ok::<(), ldnr::Error>(())
     /// ```
     pub fn max_threads(self, threads: usize) -> Self {

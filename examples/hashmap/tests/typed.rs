@@ -130,17 +130,28 @@ fn concurrent_writers_each_take_effect_exactly_once() {
                 });
             }
         });
-        // Two more handles: one on each replica (each goes to the one serving fewer
-        // threads), so both replicas' contents are checked.
-        let handles = [map.handle(), map.handle()].map(|h| h.expect("below the limit"));
-        assert_ne!(handles[0].replica(), handles[1].replica());
-        for h in handles {
-            assert_eq!(h.len() as u64, THREADS * KEYS / 2);
-            for k in 0..THREADS * KEYS {
-                let expected = (k % 2 == 0).then_some(k * 10);
-                assert_eq!(h.get(&k), expected, "key {k}");
-            }
-        }
+        // Two more threads at once, one on each replica (each goes to the one serving
+        // fewer threads), so both replicas' contents are checked.
+        let both = std::sync::Barrier::new(2);
+        let replicas: Vec<_> = thread::scope(|s| {
+            let readers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (map, both) = (&map, &both);
+                    s.spawn(move || {
+                        let h = map.handle().expect("below the limit");
+                        both.wait();
+                        assert_eq!(h.len() as u64, THREADS * KEYS / 2);
+                        for k in 0..THREADS * KEYS {
+                            let expected = (k % 2 == 0).then_some(k * 10);
+                            assert_eq!(h.get(&k), expected, "key {k}");
+                        }
+                        h.replica()
+                    })
+                })
+                .collect();
+            readers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert_ne!(replicas[0], replicas[1], "one reader per replica");
     });
 }
 
@@ -248,11 +259,21 @@ fn errors_are_values() {
         .max_threads(1)
         .build()
         .expect("a valid configuration");
-    let _h = map.handle().expect("the first handle");
+    let h = map.handle().expect("the first handle");
     assert_eq!(
-        map.handle().unwrap_err(),
-        Error::TooManyThreads { limit: 1 }
+        map.handle().map(|again| again.replica()),
+        Ok(h.replica()),
+        "the same"
     );
+    thread::scope(|s| {
+        s.spawn(|| {
+            assert_eq!(
+                map.handle().map(|_| ()),
+                Err(Error::TooManyThreads { limit: 1 }),
+                "a second thread while the first holds the only slot"
+            );
+        });
+    });
     let only = map.replicas()[0].id;
     assert_eq!(map.remove_replica(only), Err(Error::LastReplica));
     assert!(ReplicatedHashMap::<u64, u64>::builder()
