@@ -312,6 +312,15 @@ impl<W, R> Dispatcher<W, R> {
         lock(&self.admin)
     }
 
+    /// The admin lock if it is free now (for work that may be skipped).
+    pub(crate) fn try_admin(&self) -> Option<AdminGuard<'_>> {
+        // Acquire: as in `lock`.
+        self.admin
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| AdminGuard(&self.admin))
+    }
+
     /// Serializes reconfigurations with each other for their whole length, clones
     /// included; registration does not take it, so a thread can register during a long
     /// `add_replica` (D2).

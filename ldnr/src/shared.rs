@@ -103,8 +103,12 @@ where
 
     /// A snapshot of the replicas, consistent between reconfigurations (dispatcher D3).
     pub(crate) fn snapshot(&self) -> Vec<ReplicaInfo> {
-        // Threads that exited are counted out first (a short admin section).
-        self.give_back_exited(&self.threads.admin());
+        // Threads that exited are counted out first, if the admin lock is free: it may be
+        // held by this very thread (an affinity manager asking for a snapshot from inside
+        // `register`), and the exits are given back by the next admin path anyway.
+        if let Some(admin) = self.threads.try_admin() {
+            self.give_back_exited(&admin);
+        }
         self.threads.consistent(|| {
             self.replicas
                 .iter()
