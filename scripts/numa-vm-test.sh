@@ -7,9 +7,12 @@
 # Builds affinity/examples/numa_vm_check.rs as a static binary, boots one guest per
 # layout in $LAYOUTS with scripts/numa-vm.sh, runs the binary in it and sums up what
 # it printed. Targets (exit 1 if missed): every hashmap replica's pages >= 99% on the
-# replica's node in every phase (construction, after add_replica, after writes), and
-# every thread pinned to a node's CPU matched to a replica on that node. The BTreeMap
-# figures are reported, not enforced (see ldnr-affinity's docs on small allocations).
+# replica's node in every phase (construction, after add_replica, after writes); every
+# thread pinned to a node's CPU matched to a replica on that node; and every thread that
+# registered on node 0 and was re-pinned to the last node served by the last node's
+# replica within 10,000 of its operations, with the replicas agreeing afterwards (one
+# `MOVE` line per such thread, at least one per guest). The BTreeMap figures are
+# reported, not enforced (see ldnr-affinity's docs on small allocations).
 #
 # The last line of a run that produced results is exactly
 #   placement: P% of replica pages on their node (N pages; hashmap H%, btreemap B%)
@@ -70,6 +73,7 @@ for nodes in $LAYOUTS; do
   seen=$(sed -n 's/^GUEST: nodes=\([0-9]*\).*/\1/p' "$log")
   echo "numa-vm-test:   booted with $seen nodes; ran $(( $(date +%s) - t0 )) s"
   [ "$seen" = "$nodes" ] || failed="$failed; the $nodes-node guest shows $seen nodes"
+  [ "$seen" -lt 2 ] || grep -q '^MOVE ' "$log" || failed="$failed; $nodes nodes: no thread was moved"
   grep -q '^GUEST: exit=0 numa_vm_check' "$log" ||
     failed="$failed; $nodes nodes: $(grep -E '^RESULT|^GUEST: exit' "$log" | tr '\n' ' ' || echo 'no result (crashed or timed out)')"
 done
@@ -94,16 +98,35 @@ summary=$(awk '
     trials += f["trials"]; ok += f["ok"]
     if (f["ok"] != f["trials"]) miss = miss sprintf("; %s %s node %s: %d/%d", guest, f["phase"], f["node"], f["ok"], f["trials"])
   }
+  /^MOVE / {
+    delete f
+    for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+    moves++; bound = f["bound"]
+    if (f["ok"] == 1) { moved++; if (f["ops"] + 0 > maxops) maxops = f["ops"] + 0 }
+    else stuck = stuck sprintf("; %s thread %s: ops=%s %s", guest, f["thread"], f["ops"], f["problems"])
+    printf "  %-7s move: thread %s node %s -> %s after %4d ops there: %s (bound %s)\n",
+      guest, f["thread"], f["from"], f["to"], f["before"],
+      (f["ok"] == 1 ? sprintf("re-matched after %4d ops", f["ops"]) : sprintf("FAILED (ops=%s%s)", f["ops"], f["problems"] ? " " f["problems"] : "")), f["bound"]
+  }
+  /^MOVES threads/ { sub(/^MOVES /, ""); printf "  %-7s move: %s\n", guest, $0 }
+  /^AGREE / {
+    delete f
+    for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+    printf "  %-7s move: %s replicas agree: %s (%s entries; node:entries %s)\n", guest, f["replicas"], f["agree"], f["len"], f["per_node"]
+    if (f["agree"] != "yes") stuck = stuck sprintf("; %s replicas differ after the moves", guest)
+  }
   /^PROBE / { sub(/^PROBE /, ""); printf "  %-7s probe: %s\n", guest, $0 }
   /^TIME total/ { printf "  %-7s check ran %s s inside the guest\n", guest, $3 }
   END {
     for (m in pages) printf "TOTAL %s %d %d\n", m, pages[m], on[m]
     printf "MATCHES %d %d\n", trials, ok
+    printf "MOVES %d %d %d %d\n", moves, moved, maxops, bound
+    if (stuck != "") print "STUCK " substr(stuck, 3)
     if (low != "") print "LOW " substr(low, 3)
     if (miss != "") print "MISS " substr(miss, 3)
   }' "${LOGS[@]}")
 echo "numa-vm-test: placement per guest, map, phase and replica:"
-grep -v -E '^(TOTAL|MATCHES|LOW|MISS) ' <<< "$summary" || true
+grep -v -E '^(TOTAL|MATCHES|MOVES|LOW|MISS|STUCK) ' <<< "$summary" || true
 
 total() { awk -v m="$1" -v k="$2" '$1 == "TOTAL" && $2 == m { print (k == "pages" ? $3 : $4) }' <<< "$summary"; }
 pct() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN { printf "%.2f", (b > 0 ? 100 * a / b : 0) }'; }
@@ -111,13 +134,17 @@ hp=$(total hashmap pages); ho=$(total hashmap on)
 bp=$(total btreemap pages); bo=$(total btreemap on)
 tp=$(total btreemap+trim pages); to=$(total btreemap+trim on)
 read -r _ trials ok <<< "$(grep '^MATCHES ' <<< "$summary")"
+read -r _ moves moved maxops bound <<< "$(grep '^MOVES ' <<< "$summary")"
 low=$(sed -n 's/^LOW //p' <<< "$summary"); miss=$(sed -n 's/^MISS //p' <<< "$summary")
+stuck=$(sed -n 's/^STUCK //p' <<< "$summary")
 [ -n "$low" ] && failed="$failed; hashmap replicas below 99%: $low"
 [ -n "$miss" ] && failed="$failed; threads matched elsewhere: $miss"
+[ -n "$stuck" ] && failed="$failed; moved threads: $stuck"
 [ "${hp:-0}" -gt 0 ] || failed="$failed; no hashmap pages were counted"
 
 echo "numa-vm-test: btreemap with release_free_memory() before build/add_replica: $(pct "$to" "$tp")% of ${tp:-0} pages"
 echo "numa-vm-test: matching: $ok of $trials pinned threads matched to their own node's replica"
+echo "numa-vm-test: moves: $moved of $moves threads re-pinned from node 0 to the last node served by its replica within $bound operations (at most $maxops)"
 echo "numa-vm-test: $started guest(s), $(( $(date +%s) - start )) s in all"
 N=$(( ${hp:-0} + ${bp:-0} ))
 if [ -n "$failed" ]; then

@@ -10,12 +10,22 @@
 //! also registers threads pinned to each node's CPUs and checks that each is matched to
 //! a replica on its own node.
 //!
-//! Output: one `PLACEMENT ...` line per replica and phase, one `MATCH ...` line per node
-//! and phase, then `RESULT ok` or `RESULT fail: ...`. A watchdog ends the process (exit
-//! code 124) if the run takes longer than `--timeout` seconds.
+//! Before the maps, a move phase (two or more nodes; a small map of its own): `--movers`
+//! threads pinned to node 0 register (each must be matched to node 0's replica), do a few
+//! operations there, are re-pinned to the last node with `LinuxAffinity::pin_to_node`,
+//! and then read and write until `replica_of` names the last node's replica. Each must get
+//! there within [`MOVE_BOUND`] of its own operations (the library checks the node every
+//! 1024), be served there (a read sees the last node's replica's data), and afterwards
+//! every replica must hold the same map, the one the writes made.
+//!
+//! Output: one `MOVE ...` line per moved thread and one `AGREE ...` line, one
+//! `PLACEMENT ...` line per replica and phase, one `MATCH ...` line per node and phase,
+//! then `RESULT ok` or `RESULT fail: ...`. A watchdog ends the process (exit code 124)
+//! if the run takes longer than `--timeout` seconds.
 //!
 //! ```text
-//! numa_vm_check [--hash-keys N] [--tree-keys N] [--writes N] [--trials N] [--timeout S]
+//! numa_vm_check [--hash-keys N] [--tree-keys N] [--writes N] [--trials N] [--movers N]
+//!               [--timeout S]
 //!               [--no-fresh-pages]   (control: leave glibc's mmap threshold alone)
 //! ```
 //!
@@ -24,7 +34,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use ldnr::{
@@ -44,6 +54,10 @@ enum Read {
     /// The distinct pages that hold an entry (key and value) of this replica.
     Pages,
     Len,
+    /// Where this replica's map is: which replica served the read.
+    Addr,
+    /// An order-independent digest of the entries (small maps only).
+    Digest,
 }
 
 #[derive(Clone)]
@@ -68,6 +82,16 @@ impl Dispatch for Store {
                 Store::Hash(m) => m.len() as u64,
                 Store::Tree(m) => m.len() as u64,
             })),
+            Read::Addr => Response::Value(Some(self as *const Store as usize as u64)),
+            Read::Digest => {
+                let entries: Box<dyn Iterator<Item = (&u64, &u64)>> = match self {
+                    Store::Hash(m) => Box::new(m.iter()),
+                    Store::Tree(m) => Box::new(m.iter()),
+                };
+                Response::Value(Some(
+                    entries.fold(0u64, |d, (&k, &v)| d.wrapping_add(entry_digest(k, v))),
+                ))
+            }
             Read::Pages => {
                 let entries: Box<dyn Iterator<Item = (&u64, &u64)>> = match self {
                     Store::Hash(m) => Box::new(m.iter()),
@@ -104,6 +128,7 @@ struct Options {
     tree_keys: u64,
     writes: u64,
     trials: usize,
+    movers: usize,
     timeout: u64,
     /// Leave glibc's mmap threshold alone (the control experiment for the fix).
     no_fresh_pages: bool,
@@ -117,6 +142,7 @@ fn options() -> Result<Options, String> {
         tree_keys: 1_000_000,
         writes: 800_000,
         trials: 25,
+        movers: 4,
         timeout: 900,
         no_fresh_pages: false,
     };
@@ -136,6 +162,7 @@ fn options() -> Result<Options, String> {
             "--tree-keys" => o.tree_keys = value,
             "--writes" => o.writes = value,
             "--trials" => o.trials = value as usize,
+            "--movers" => o.movers = value as usize,
             "--timeout" => o.timeout = value,
             _ => return Err(format!("unknown option {flag}")),
         }
@@ -183,6 +210,7 @@ fn main() -> ExitCode {
 
     let mut failures = Vec::new();
     reuse_probe(&linux, !o.no_fresh_pages, &mut failures);
+    moves(&linux, o.movers, &mut failures);
     let hash = Store::Hash((0..o.hash_keys).map(|k| (k, k)).collect());
     run(&linux, "hashmap", hash, o.hash_keys, &o, &mut failures);
     let tree = Store::Tree((0..o.tree_keys).map(|k| (k, k)).collect());
@@ -481,4 +509,254 @@ fn matching(
             failures.push(format!("{name} {phase}: {node}: {ok}/{trials} matched"));
         }
     }
+}
+
+/// A moved thread must be served by its new node's replica within this many of its own
+/// operations after the move (issue 14's target; the library checks every 1024).
+const MOVE_BOUND: u64 = 10_000;
+/// Entries of the move phase's map (small: the phase is about matching, not memory).
+const MOVE_KEYS: u64 = 4096;
+
+fn entry_digest(k: u64, v: u64) -> u64 {
+    (k ^ v.rotate_left(32))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .rotate_left(29)
+}
+
+fn value(r: Response) -> u64 {
+    match r {
+        Response::Value(v) => v.unwrap_or(u64::MAX),
+        Response::Pages(_) => unreachable!("not a page query"),
+    }
+}
+
+/// A moved thread's record.
+struct Moved {
+    /// Its operations on node 0 (after registering, before the re-pin; the last is a
+    /// read that checks which replica serves it).
+    before: u64,
+    /// Operations after the re-pin until `replica_of` named the last node's replica
+    /// (`None`: not within `MOVE_BOUND`).
+    ops: Option<u64>,
+    /// How many entries it inserted, and their digest (its keys are its own).
+    writes: u64,
+    inserted: u64,
+    problems: Vec<String>,
+    /// Registered threads per node's replica while every mover was on the last node
+    /// (taken by mover 0).
+    counts: Option<Vec<(usize, usize)>>,
+}
+
+/// Threads registered on node 0 and re-pinned to the last node are re-matched to the last
+/// node's replica within `MOVE_BOUND` of their operations, and served there; the replicas
+/// agree afterwards.
+fn moves(linux: &Arc<LinuxAffinity>, movers: usize, failures: &mut Vec<String>) {
+    let nodes = linux.nodes();
+    if nodes.len() < 2 || movers == 0 {
+        println!("MOVES skipped: {} node(s), {movers} mover(s)", nodes.len());
+        return;
+    }
+    let t = Instant::now();
+    let (first, last) = (nodes[0], *nodes.last().expect("two nodes"));
+    let nr = match NodeReplicated::builder(Store::Hash((0..MOVE_KEYS).map(|k| (k, k)).collect()))
+        .replicas(&nodes)
+        .affinity(linux.clone())
+        .max_threads(64)
+        .build()
+    {
+        Ok(nr) => nr,
+        Err(e) => {
+            failures.push(format!("moves: build: {e}"));
+            return;
+        }
+    };
+    // Per node: the replica a thread pinned there is matched to, and what a read there
+    // sees (the replica's map address, its length and digest).
+    let probe = |node: NodeId| {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                linux.pin_to_node(node).expect("pin probe thread");
+                let tkn = nr.register().expect("register probe thread");
+                let id = nr.replica_of(tkn);
+                let seen = [Read::Addr, Read::Len, Read::Digest].map(|r| value(nr.execute(r, tkn)));
+                nr.deregister(tkn).expect("deregister probe thread");
+                (id, seen)
+            })
+            .join()
+            .expect("probe thread")
+        })
+    };
+    let node_of = |id: Option<ReplicaId>| {
+        nr.replicas()
+            .into_iter()
+            .find(|r| Some(r.id) == id)
+            .map(|r| r.node)
+    };
+    let (from_id, [from_addr, ..]) = probe(first);
+    let (to_id, [to_addr, ..]) = probe(last);
+    if node_of(from_id) != Some(first) || node_of(to_id) != Some(last) {
+        failures.push(format!(
+            "moves: probe threads matched to {:?} on {first}, {:?} on {last}",
+            node_of(from_id),
+            node_of(to_id)
+        ));
+        return;
+    }
+
+    // All movers move together, are counted together once re-matched, then leave.
+    let (start, matched, counted) = (
+        Barrier::new(movers),
+        Barrier::new(movers),
+        Barrier::new(movers),
+    );
+    let moved: Vec<Moved> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..movers as u64)
+            .map(|i| {
+                let (nr, start, matched, counted) = (&nr, &start, &matched, &counted);
+                s.spawn(move || {
+                    let mut m = Moved {
+                        // Operations on node 0 first, so the move falls at a different
+                        // point of each thread's check countdown (one after a check).
+                        before: 1 + (i * 1300 + i * i * 100) % 2048,
+                        ops: None,
+                        writes: 0,
+                        inserted: 0,
+                        problems: Vec::new(),
+                        counts: None,
+                    };
+                    let mut n = 0u64;
+                    // Even operations insert a key of this thread's own; odd ones read.
+                    let mut op = |m: &mut Moved, tkn| {
+                        if n % 2 == 0 {
+                            let k = MOVE_KEYS + (i << 32) + n;
+                            nr.execute_mut(Write::Insert(k, n), tkn);
+                            m.writes += 1;
+                            m.inserted = m.inserted.wrapping_add(entry_digest(k, n));
+                        } else {
+                            nr.execute(Read::Len, tkn);
+                        }
+                        n += 1;
+                    };
+                    linux.pin_to_node(first).expect("pin mover to node 0");
+                    let tkn = nr.register().expect("register mover");
+                    if nr.replica_of(tkn) != from_id {
+                        m.problems
+                            .push(format!("registered on {:?}", nr.replica_of(tkn)));
+                    }
+                    for _ in 1..m.before {
+                        op(&mut m, tkn);
+                    }
+                    if nr.replica_of(tkn) != from_id
+                        || value(nr.execute(Read::Addr, tkn)) != from_addr
+                    {
+                        m.problems.push(format!(
+                            "left node 0's replica before the move ({:?})",
+                            nr.replica_of(tkn)
+                        ));
+                    }
+                    start.wait();
+                    linux
+                        .pin_to_node(last)
+                        .expect("re-pin mover to the last node");
+                    if linux.current_node() != last {
+                        m.problems
+                            .push(format!("runs on {} after the re-pin", linux.current_node()));
+                    }
+                    for k in 1..=MOVE_BOUND {
+                        op(&mut m, tkn);
+                        if nr.replica_of(tkn) == to_id {
+                            m.ops = Some(k);
+                            break;
+                        }
+                    }
+                    if m.ops.is_some() && value(nr.execute(Read::Addr, tkn)) != to_addr {
+                        m.problems
+                            .push("re-matched but not served by the last node's replica".into());
+                    }
+                    // A write from the new replica too.
+                    op(&mut m, tkn);
+                    op(&mut m, tkn);
+                    matched.wait();
+                    m.counts = (i == 0).then(|| {
+                        nr.replicas()
+                            .iter()
+                            .map(|r| (r.node.0, r.threads))
+                            .collect::<Vec<_>>()
+                    });
+                    counted.wait();
+                    nr.deregister(tkn).expect("deregister mover");
+                    m
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("mover thread"))
+            .collect()
+    });
+    for (i, m) in moved.iter().enumerate() {
+        println!(
+            "MOVE thread={i} from={} to={} before={} ops={} bound={MOVE_BOUND} ok={}{}",
+            first.0,
+            last.0,
+            m.before,
+            m.ops.map_or("none".to_string(), |k| k.to_string()),
+            u8::from(m.ops.is_some() && m.problems.is_empty()),
+            if m.problems.is_empty() {
+                String::new()
+            } else {
+                format!(" problems={}", m.problems.join(",").replace(' ', "_"))
+            }
+        );
+        if m.ops.is_none() {
+            failures.push(format!(
+                "moves: thread {i} not on {last}'s replica after {MOVE_BOUND} operations"
+            ));
+        }
+        if !m.problems.is_empty() {
+            failures.push(format!("moves: thread {i}: {}", m.problems.join(", ")));
+        }
+    }
+
+    let counts = moved
+        .iter()
+        .find_map(|m| m.counts.clone())
+        .unwrap_or_default();
+    let want_counts: Vec<(usize, usize)> = counts
+        .iter()
+        .map(|&(n, _)| (n, if n == last.0 { movers } else { 0 }))
+        .collect();
+    // Registered threads per replica while every mover was on the last node.
+    println!("MOVES threads per node's replica after the moves: {counts:?}");
+    if counts != want_counts {
+        failures.push(format!(
+            "moves: threads per node's replica {counts:?}, not {want_counts:?}"
+        ));
+    }
+
+    // Every replica (read from a thread on its node) holds the map the writes made.
+    let want_len = MOVE_KEYS + moved.iter().map(|m| m.writes).sum::<u64>();
+    let want = moved.iter().fold(
+        (0..MOVE_KEYS).fold(0u64, |d, k| d.wrapping_add(entry_digest(k, k))),
+        |d, m| d.wrapping_add(m.inserted),
+    );
+    let mut seen = Vec::new();
+    for &node in &nodes {
+        let (_, [_, len, digest]) = probe(node);
+        seen.push((node.0, len, digest == want));
+    }
+    let agree = seen.iter().all(|&(_, len, ok)| ok && len == want_len);
+    println!(
+        "AGREE phase=moves replicas={} agree={} len={want_len} per_node={}",
+        seen.len(),
+        if agree { "yes" } else { "no" },
+        seen.iter()
+            .map(|(n, l, ok)| format!("{n}:{l}{}", if *ok { "" } else { "!digest" }))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    if !agree {
+        failures.push(format!("moves: replicas differ after the moves: {seen:?}"));
+    }
+    println!("TIME moves {:.1} s", t.elapsed().as_secs_f64());
 }
