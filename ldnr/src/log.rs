@@ -350,14 +350,16 @@ impl<W: Clone> Log<W> {
             // head it stored), and `used` below is a true distance (L8).
             let mut head = self.head.load(Ordering::Acquire);
             let tail = self.tail.load(Ordering::Relaxed);
-            if tail.wrapping_sub(head) + n > self.capacity() {
+            // Compared as `used > capacity - n` (`n` is at most half the capacity), so
+            // that no wrapped difference can overflow (L8).
+            if tail.wrapping_sub(head) > self.capacity() - n {
                 head = self.collect();
                 let used = tail.wrapping_sub(head);
                 if before(tail, head) {
                     // `collect` read a later tail than ours: read it again.
                     continue;
                 }
-                if used + n > self.capacity() {
+                if used > self.capacity() - n {
                     return None;
                 }
             }

@@ -207,21 +207,53 @@ impl Backoff {
     }
 }
 
-// Which instance's user code (callbacks: `dispatch`, `dispatch_mut`, `Clone`, `Drop`,
-// the affinity manager) the calling thread is running, or 0: what detects a call back
-// into that instance from inside them, which would otherwise wait for itself. Under the
-// checkers each model thread needs its own copy, so theirs is used.
+// Which instances' user code (callbacks: `dispatch`, `dispatch_mut`, `Clone`, `Drop`,
+// the affinity manager) the calling thread is running, innermost last: what detects a
+// call back into one of them from inside, which would otherwise wait for itself. Every
+// enclosing instance counts (A's callback calling B whose callback calls A is caught).
+// Under the checkers each model thread needs its own copy, so theirs is used.
+#[cfg(feature = "std")]
+struct Marks {
+    depth: core::cell::Cell<usize>,
+    ids: [core::cell::Cell<usize>; MARK_DEPTH],
+}
+
+/// How many nested instances the marks remember; deeper ones run unmarked.
+#[cfg(feature = "std")]
+const MARK_DEPTH: usize = 8;
+
+#[cfg(feature = "std")]
+impl Marks {
+    const fn new() -> Self {
+        Self {
+            depth: core::cell::Cell::new(0),
+            ids: [const { core::cell::Cell::new(0) }; MARK_DEPTH],
+        }
+    }
+}
+
 #[cfg(all(feature = "std", not(any(ldnr_loom, ldnr_shuttle))))]
 std::thread_local! {
-    static INSIDE: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+    static MARKS: Marks = const { Marks::new() };
 }
 #[cfg(all(feature = "std", ldnr_loom))]
 loom::thread_local! {
-    static INSIDE: core::cell::Cell<usize> = core::cell::Cell::new(0);
+    static MARKS: Marks = Marks::new();
 }
 #[cfg(all(feature = "std", ldnr_shuttle))]
 shuttle::thread_local! {
-    static INSIDE: core::cell::Cell<usize> = core::cell::Cell::new(0);
+    static MARKS: Marks = Marks::new();
+}
+
+/// Runs `f` on the calling thread's marks; `None` if the thread-local is gone (user code
+/// run from another thread-local's destructor then runs unmarked).
+#[cfg(feature = "std")]
+#[inline]
+fn with_marks<R>(f: impl FnOnce(&Marks) -> R) -> Option<R> {
+    #[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
+    return MARKS.try_with(f).ok();
+    #[cfg(any(ldnr_loom, ldnr_shuttle))]
+    return Some(MARKS.with(f));
 }
 
 // The tokens `NodeReplicated::thread_token` handed to the calling thread, one per
@@ -256,12 +288,12 @@ pub(crate) fn held_tokens<R>(
 }
 
 /// Marks the calling thread as running user code of `instance` until dropped (also when
-/// unwinding); nests, restoring the outer mark. Without `std` it marks nothing.
+/// unwinding); nests. Without `std` it marks nothing.
 #[derive(Debug)]
 #[must_use]
 pub(crate) struct Callbacks {
     #[cfg(feature = "std")]
-    outer: usize,
+    marked: bool,
 }
 
 impl Callbacks {
@@ -269,8 +301,15 @@ impl Callbacks {
     pub(crate) fn enter(instance: usize) -> Self {
         #[cfg(feature = "std")]
         {
-            let outer = swap_inside(instance);
-            Callbacks { outer }
+            let marked = with_marks(|m| {
+                let depth = m.depth.get();
+                if let Some(id) = m.ids.get(depth) {
+                    id.set(instance);
+                }
+                m.depth.set(depth + 1);
+            })
+            .is_some();
+            Callbacks { marked }
         }
         #[cfg(not(feature = "std"))]
         {
@@ -279,13 +318,17 @@ impl Callbacks {
         }
     }
 
-    /// Whether the calling thread is running user code of `instance` (always `false`
-    /// without `std`).
+    /// Whether the calling thread is running user code of `instance`, at any depth
+    /// (always `false` without `std`).
     #[inline]
     pub(crate) fn running(instance: usize) -> bool {
         #[cfg(feature = "std")]
         {
-            inside() == instance
+            with_marks(|m| {
+                let depth = m.depth.get().min(MARK_DEPTH);
+                m.ids[..depth].iter().any(|id| id.get() == instance)
+            })
+            .unwrap_or(false)
         }
         #[cfg(not(feature = "std"))]
         {
@@ -299,28 +342,10 @@ impl Drop for Callbacks {
     #[inline]
     fn drop(&mut self) {
         #[cfg(feature = "std")]
-        swap_inside(self.outer);
+        if self.marked {
+            with_marks(|m| m.depth.set(m.depth.get() - 1));
+        }
     }
-}
-
-#[cfg(feature = "std")]
-#[inline]
-fn swap_inside(instance: usize) -> usize {
-    // A thread-local already destroyed (user code run from another thread-local's
-    // destructor) marks nothing.
-    #[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
-    return INSIDE.try_with(|c| c.replace(instance)).unwrap_or(0);
-    #[cfg(any(ldnr_loom, ldnr_shuttle))]
-    return INSIDE.with(|c| c.replace(instance));
-}
-
-#[cfg(feature = "std")]
-#[inline]
-fn inside() -> usize {
-    #[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
-    return INSIDE.try_with(|c| c.get()).unwrap_or(0);
-    #[cfg(any(ldnr_loom, ldnr_shuttle))]
-    return INSIDE.with(|c| c.get());
 }
 
 /// A process-wide unique number for each `NodeReplicated` instance, used to reject

@@ -387,3 +387,59 @@ fn a_replica_that_panics_in_drop() {
         assert_eq!(live.now(), 0, "the other replica and every op dropped");
     });
 }
+
+/// A panic payload whose own `Drop` panics.
+struct LoudPayload;
+
+impl Drop for LoudPayload {
+    fn drop(&mut self) {
+        panic!("{TAG} payload dropped");
+    }
+}
+
+/// Counts what it applies; `true` panics with a [`LoudPayload`].
+#[derive(Debug, Clone, Default)]
+struct Loud(u64);
+
+impl Dispatch for Loud {
+    type ReadOperation = ();
+    type WriteOperation = bool;
+    type Response = u64;
+
+    fn dispatch(&self, _: ()) -> u64 {
+        self.0
+    }
+
+    fn dispatch_mut(&mut self, loud: bool) -> u64 {
+        self.0 += 1;
+        if loud {
+            std::panic::panic_any(LoudPayload);
+        }
+        self.0
+    }
+}
+
+/// A `dispatch_mut` panics with a payload whose `Drop` panics too. Its owner gets the
+/// payload (and drops it: its own business); the other replica, which applies the same
+/// entry and has no one to give its payload to, discards it without letting that second
+/// panic unwind: no reader there sees it, nothing is poisoned.
+#[test]
+fn a_panic_payload_that_panics_in_drop_is_discarded_quietly() {
+    quiet_panics(&[TAG]);
+    watchdog("loud payload", LIMIT, || {
+        let nr = NodeReplicated::builder(Loud::default())
+            .replicas(&[NodeId(0), NodeId(0)])
+            .build()
+            .unwrap();
+        let tokens = tokens_on_every_replica(&nr);
+        let (_, writer) = tokens[0];
+        let caught = panic::catch_unwind(panic::AssertUnwindSafe(|| nr.execute_mut(true, writer)))
+            .expect_err("the owner gets its operation's panic");
+        assert!(caught.is::<LoudPayload>(), "the original payload");
+        std::mem::forget(caught);
+        for &(id, reader) in &tokens {
+            assert_eq!(nr.execute((), reader), 1, "replica {id:?} applied it, once");
+        }
+        assert_eq!(nr.execute_mut(false, writer), 2, "not poisoned");
+    });
+}

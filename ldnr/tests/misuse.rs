@@ -278,3 +278,113 @@ fn every_call_back_into_the_instance_panics_instead_of_waiting_for_itself() {
         nr.remove_replica(added).unwrap();
     });
 }
+
+/// A counter whose `dispatch_mut` calls, through the thread-local `HOPS`, into another
+/// instance (which calls back into the first) — the re-entry goes through a second
+/// instance and a second token of the first.
+#[derive(Debug, Clone, Default)]
+struct Hop(u64);
+
+thread_local! {
+    /// (instance to call, token of this thread for it) per hop, by the value written.
+    static HOPS: Cell<Option<[(&'static NodeReplicated<Hop>, ThreadToken); 2]>> =
+        const { Cell::new(None) };
+}
+
+impl Dispatch for Hop {
+    type ReadOperation = ();
+    type WriteOperation = u8;
+    type Response = u64;
+
+    fn dispatch(&self, _: ()) -> u64 {
+        self.0
+    }
+
+    /// `1`: call the second instance with `2`; `2`: call the first instance with `0`.
+    fn dispatch_mut(&mut self, hop: u8) -> u64 {
+        self.0 += 1;
+        if let (Some(hops), 1..=2) = (HOPS.with(Cell::get), hop) {
+            let (nr, tkn) = hops[usize::from(hop - 1)];
+            nr.execute_mut(if hop == 1 { 2 } else { 0 }, tkn);
+        }
+        self.0
+    }
+}
+
+/// A's `dispatch_mut` calls B, whose `dispatch_mut` calls A again with a second token of
+/// the same thread: the thread holds A's combiner lock, so that would wait for itself.
+/// Every enclosing instance is marked, so it panics with "re-entrant call" instead.
+#[test]
+fn a_call_back_through_another_instance_panics() {
+    watchdog("A -> B -> A", LIMIT, || {
+        let a: &'static NodeReplicated<Hop> = Box::leak(Box::new(
+            NodeReplicated::builder(Hop::default()).build().unwrap(),
+        ));
+        let b: &'static NodeReplicated<Hop> = Box::leak(Box::new(
+            NodeReplicated::builder(Hop::default()).build().unwrap(),
+        ));
+        let (first, second, on_b) = (
+            a.register().unwrap(),
+            a.register().unwrap(),
+            b.register().unwrap(),
+        );
+        HOPS.with(|h| h.set(Some([(b, on_b), (a, second)])));
+        let m = panic_message(|| a.execute_mut(1, first));
+        assert!(m.contains("re-entrant call"), "{m}");
+        HOPS.with(|h| h.set(None));
+        // Both instances work on, each op applied once (the panicking ones included).
+        assert_eq!(a.execute_mut(0, first), 2);
+        assert_eq!(b.execute((), on_b), 1);
+    });
+}
+
+/// An affinity manager whose `distance` takes a snapshot of the instance (`replicas()`)
+/// while `register` asks it for distances: no call waits for the registration it is
+/// inside of.
+#[test]
+fn an_affinity_manager_may_take_a_snapshot_inside_register() {
+    use std::sync::OnceLock;
+
+    use ldnr::{AffinityError, AffinityManager, SavedPolicy};
+
+    static NR: OnceLock<&'static NodeReplicated<Hop>> = OnceLock::new();
+
+    #[derive(Debug)]
+    struct Snapshots;
+    impl AffinityManager for Snapshots {
+        fn current_node(&self) -> NodeId {
+            NodeId(0)
+        }
+        fn nodes(&self) -> Vec<NodeId> {
+            vec![NodeId(0), NodeId(1)]
+        }
+        fn distance(&self, a: NodeId, b: NodeId) -> u32 {
+            if let Some(nr) = NR.get() {
+                assert_eq!(nr.replicas().len(), 2);
+            }
+            if a == b {
+                10
+            } else {
+                20
+            }
+        }
+        fn set_memory_node(&self, _: NodeId) -> Result<SavedPolicy, AffinityError> {
+            Ok(SavedPolicy::UNCHANGED)
+        }
+        fn restore_memory_policy(&self, _: SavedPolicy) {}
+    }
+
+    watchdog("snapshot inside register", LIMIT, || {
+        let nr: &'static NodeReplicated<Hop> = Box::leak(Box::new(
+            NodeReplicated::builder(Hop::default())
+                .replicas(&[NodeId(0), NodeId(1)])
+                .affinity(std::sync::Arc::new(Snapshots))
+                .build()
+                .unwrap(),
+        ));
+        NR.set(nr).unwrap();
+        let tkn = nr.register().unwrap();
+        assert_eq!(nr.execute_mut(0, tkn), 1);
+        assert_eq!(nr.replicas().iter().map(|r| r.threads).sum::<usize>(), 1);
+    });
+}

@@ -220,8 +220,7 @@ where
                             unsafe { replica.read(|d| d.dispatch(op)) }
                                 .expect("checked live under the same read lock")
                         };
-                        drop(_read);
-                        return self.finish(ctx, response);
+                        return response;
                     }
                     // Removed under us: the dispatcher has matched us elsewhere.
                     slot = ctx.replica.load(Ordering::Acquire);
@@ -237,6 +236,10 @@ where
                 }
             }
             self.catch_up(tid, slot, ctail);
+            // A displaced operation's `Drop` panic caught while catching up is this call's
+            // panic: resumed now, before the read (so it can never surface from a later
+            // call, if `dispatch` panicked too).
+            self.resume_deferred(ctx);
             slot = ctx.replica.load(Ordering::Acquire);
         }
     }
@@ -248,34 +251,43 @@ where
         #[cfg(feature = "std")]
         if core::mem::needs_drop::<D::WriteOperation>() {
             // SAFETY: `ctx` is the calling thread's own context.
-            let deferred = unsafe { ctx.take_deferred() };
-            // The operation's own panic wins; a deferred one is dropped with it.
-            let response = into_response(outcome);
-            if let Some(payload) = deferred {
-                drop(response);
-                std::panic::resume_unwind(payload);
+            if let Some(deferred) = unsafe { ctx.take_deferred() } {
+                match outcome {
+                    // The operation's own panic wins; the deferred one is discarded.
+                    Err(own) => {
+                        super::context::discard(deferred);
+                        std::panic::resume_unwind(own);
+                    }
+                    Ok(response) => {
+                        let dropped =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                                drop(response)
+                            }));
+                        if let Err(nested) = dropped {
+                            super::context::discard(nested);
+                        }
+                        std::panic::resume_unwind(deferred);
+                    }
+                }
             }
-            return response;
         }
         // Without drop glue an operation is never displaced, so nothing is deferred.
         let _ = ctx;
         into_response(outcome)
     }
 
-    /// Returns `response`, or (with `std`) drops it and resumes the panic of a displaced
-    /// operation's `Drop` that the caller's combining caught.
+    /// Resumes (with `std`) the panic of a displaced operation's `Drop` that the
+    /// caller's combining caught, if any.
     #[inline(always)]
-    fn finish<T>(&self, ctx: &Ctx<D>, response: T) -> T {
+    fn resume_deferred(&self, ctx: &Ctx<D>) {
         #[cfg(feature = "std")]
         if core::mem::needs_drop::<D::WriteOperation>() {
             // SAFETY: `ctx` is the calling thread's own context.
             if let Some(payload) = unsafe { ctx.take_deferred() } {
-                drop(response);
                 std::panic::resume_unwind(payload);
             }
         }
         let _ = ctx;
-        response
     }
 
     /// Hands every operation waiting on `replica`'s pending stack back to its owner,
@@ -319,7 +331,7 @@ where
     /// released, drop the operations that the batch's writes displaced from the log (log
     /// L5): a panicking `Drop` can no longer leave anything half-done. With `std` such a
     /// panic is kept for `me` to resume when its own operation has finished (`respond`,
-    /// `finish`); without `std` it poisons.
+    /// `resume_deferred`); without `std` it poisons.
     ///
     /// Returns `false` if the shell holds no replica (it was removed): then every
     /// operation waiting on it was handed back to its owner, and `me`'s own operation is
@@ -484,6 +496,15 @@ where
                 // `idx`; it gets exactly one outcome (`idx` advances past it right after),
                 // read by its owner only after `DONE` or after `combine` returns (C1).
                 unsafe { contexts[tid].put_response(o) };
+            } else {
+                // Another replica's combiner answers this entry. Its response is dropped
+                // here, inside the caller's `outcome` (a panicking `Drop` is that
+                // entry's panic on this replica); a panic's payload is discarded, never
+                // dropped where its own `Drop` could unwind through the batch.
+                #[cfg(feature = "std")]
+                if let Err(payload) = o {
+                    super::context::discard(payload);
+                }
             }
         };
         // Panic isolation (crate docs, "Panics"): an entry whose clone or `dispatch_mut`

@@ -78,6 +78,18 @@ pub(crate) fn outcome<R>(f: impl FnOnce() -> R) -> Outcome<R> {
     }
 }
 
+/// Drops a caught panic's payload that no one will resume. A payload whose own `Drop`
+/// panics is forgotten (leaked) instead: there is no one to hand that panic to, and
+/// letting it unwind would take down whatever the library was doing.
+#[cfg(feature = "std")]
+pub(crate) fn discard(payload: Payload) {
+    if let Err(nested) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        drop(payload);
+    })) {
+        core::mem::forget(nested);
+    }
+}
+
 /// The outcome of an operation that returned.
 #[inline(always)]
 pub(crate) fn ok<R>(r: R) -> Outcome<R> {
@@ -302,13 +314,23 @@ impl<W, R> Context<W, R> {
             }));
             match drops {
                 Ok(()) => return,
-                Err(payload) => self.scratch.with_mut(|s| {
+                Err(payload) => {
                     // SAFETY: owner only, by the caller's contract.
-                    let deferred = unsafe { &mut (*s).deferred };
-                    if deferred.is_none() {
-                        *deferred = Some(payload);
+                    let first = self.scratch.with_mut(|s| unsafe {
+                        let deferred = &mut (*s).deferred;
+                        let first = deferred.is_none();
+                        if first {
+                            *deferred = Some(payload);
+                            None
+                        } else {
+                            Some(payload)
+                        }
+                    });
+                    // A second panic of the same batch: only the first is resumed.
+                    if let Some(later) = first {
+                        discard(later);
                     }
-                }),
+                }
             }
         }
         #[cfg(not(feature = "std"))]
