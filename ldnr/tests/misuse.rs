@@ -285,10 +285,12 @@ fn every_call_back_into_the_instance_panics_instead_of_waiting_for_itself() {
 #[derive(Debug, Clone, Default)]
 struct Hop(u64);
 
+/// An instance to call and this thread's token for it.
+type Hand = (&'static NodeReplicated<Hop>, ThreadToken);
+
 thread_local! {
-    /// (instance to call, token of this thread for it) per hop, by the value written.
-    static HOPS: Cell<Option<[(&'static NodeReplicated<Hop>, ThreadToken); 2]>> =
-        const { Cell::new(None) };
+    /// Where each hop goes, by the value written.
+    static HOPS: Cell<Option<[Hand; 2]>> = const { Cell::new(None) };
 }
 
 impl Dispatch for Hop {
