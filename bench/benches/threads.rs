@@ -40,6 +40,10 @@
 //! Keys are uniform below 64K from a fixed-seed xorshift stream generated before
 //! measuring; a write stores a counter, so the map's size never changes.
 //!
+//! The same write and read costs before issue 14 (main, 7f18940: every write scanned
+//! every registered thread's reader slot) against a later commit, paired in one process:
+//! `bench/ab/old-vs-new.sh` (a scratch crate under /tmp; see `bench/ab/old_vs_new.rs`).
+//!
 //! Run: `cargo bench -p ldnr-bench --bench threads` (about 40 s), one or more sections:
 //! `cargo bench -p ldnr-bench --bench threads -- exited idle`; options `--rounds N`,
 //! `--phase-ms N`. Smoke test (small counts, two 1 ms rounds, under a second of

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# LD-NR before issue 14 against a later commit, paired in one process (bench/ab/old_vs_new.rs).
+#
+#   bench/ab/old-vs-new.sh [sections] [--rounds N] [--phase-ms N]
+#   OLD=7f18940 NEW=HEAD AB_DIR=/tmp/ldnr-ab-old-new   (the defaults)
+#
+# Both commits' `ldnr` and `ldnr-hashmap` are copied (git archive) into $AB_DIR, renamed
+# ldnr_old/ldnr_new and ldnr_hashmap_old/ldnr_hashmap_new, and used as path dependencies
+# of a scratch crate that runs old_vs_new.rs. Nothing in the workspace changes; no network.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+old=${OLD:-7f18940}
+new=${NEW:-HEAD}
+dir=${AB_DIR:-/tmp/ldnr-ab-old-new}
+rm -rf "$dir"
+mkdir -p "$dir/ab/src"
+for v in old new; do
+  rev=$([ "$v" = old ] && echo "$old" || echo "$new")
+  mkdir -p "$dir/$v"
+  git -C "$repo" archive "$rev" ldnr examples/hashmap | tar -x -C "$dir/$v"
+  git -C "$repo" rev-parse "$rev" > "$dir/$v/COMMIT"
+  rm -rf "$dir/$v/ldnr/tests" "$dir/$v/examples/hashmap/tests"
+  cat > "$dir/$v/ldnr/Cargo.toml" <<TOML
+[package]
+name = "ldnr_$v"
+version = "0.1.0"
+edition = "2021"
+[features]
+default = ["std"]
+std = []
+TOML
+  cat > "$dir/$v/examples/hashmap/Cargo.toml" <<TOML
+[package]
+name = "ldnr_hashmap_$v"
+version = "0.1.0"
+edition = "2021"
+[dependencies]
+ldnr = { package = "ldnr_$v", path = "../../ldnr" }
+TOML
+done
+cp "$repo/bench/ab/old_vs_new.rs" "$dir/ab/src/main.rs"
+cat > "$dir/ab/Cargo.toml" <<'TOML'
+[package]
+name = "ldnr-ab"
+version = "0.1.0"
+edition = "2021"
+[dependencies]
+ldnr_old = { path = "../old/ldnr" }
+ldnr_new = { path = "../new/ldnr" }
+ldnr_hashmap_old = { path = "../old/examples/hashmap" }
+ldnr_hashmap_new = { path = "../new/examples/hashmap" }
+# As the workspace's release profile.
+[profile.release]
+debug = "line-tables-only"
+[workspace]
+TOML
+cd "$dir/ab"
+CARGO_TARGET_DIR="$dir/target" cargo build --release --quiet 2>/dev/null ||
+  CARGO_TARGET_DIR="$dir/target" cargo build --release
+uptime
+"$dir/target/release/ldnr-ab" "$@"
+uptime
