@@ -210,6 +210,7 @@ impl<'a> AffinityGuard<'a> {
     /// # Errors
     ///
     /// Whatever [`AffinityManager::set_memory_node`] returns.
+    #[inline]
     pub fn new(manager: &'a dyn AffinityManager, node: NodeId) -> Result<Self, AffinityError> {
         let saved = manager.set_memory_node(node)?;
         Ok(Self { manager, saved })

@@ -18,9 +18,12 @@
 //! Invariants:
 //!
 //! - **D1** A thread index belongs to at most one registration at a time. Indices are
-//!   handed out below the thread limit, given-back ones first (deregistration, thread
-//!   exit), so they stay below the most threads registered at once; `registered` is the
-//!   high-water mark (every index below it was handed out at least once) and only grows.
+//!   handed out below the thread limit, the lowest given-back one first (deregistration,
+//!   thread exit), so they stay below the most threads registered at once; `registered`
+//!   is 1 + the highest index registered now: raised (Release) by the registering thread
+//!   before its first read, lowered (Release) only after the thread at the top left its
+//!   reader set, so a writer that loads it (Acquire) and skips the indices above either
+//!   synchronizes with that departure or sees the thread's bit (rwlock R2).
 //!   Each give-back bumps the context's generation, which tokens carry: a stale token is
 //!   refused, never taken for its index's next owner.
 //! - **D2** Changes to the matching (registration, and the matching phases of adding
@@ -152,10 +155,11 @@ pub(crate) struct Dispatcher<W, R> {
     /// A process-wide unique number of the instance, which its tokens carry.
     instance: usize,
     contexts: Box<[CachePadded<Context<W, R>>]>,
-    /// The high-water mark of handed-out thread indices (D1).
+    /// 1 + the highest thread index registered now (D1).
     registered: CachePadded<AtomicUsize>,
-    /// Indices given back, to be handed out again first (D1). Admin lock only.
-    free: UnsafeCell<Vec<usize>>,
+    /// Indices given back, highest first, to be handed out again lowest first, and the
+    /// next never-used index (D1). Admin lock only.
+    free: UnsafeCell<(Vec<usize>, usize)>,
     /// Threads that exited while holding a token of `thread_token`, to be given back.
     #[cfg(feature = "std")]
     pub(crate) exits: alloc::sync::Arc<Exits>,
@@ -217,7 +221,7 @@ impl<W, R> Dispatcher<W, R> {
             instance: next_instance_id(),
             contexts: contexts.into_boxed_slice(),
             registered: CachePadded(AtomicUsize::new(0)),
-            free: UnsafeCell::new(Vec::new()),
+            free: UnsafeCell::new((Vec::new(), 0)),
             #[cfg(feature = "std")]
             exits: alloc::sync::Arc::new(Exits::new()),
             admin: AtomicBool::new(false),
@@ -288,8 +292,11 @@ impl<W, R> Dispatcher<W, R> {
         &self.contexts[tid]
     }
 
+    /// 1 + the highest thread index registered now: no thread at or above it can read
+    /// a replica (D1, rwlock R2).
+    #[inline]
     pub(crate) fn registered(&self) -> usize {
-        // Acquire: pairs with the Release in `next_thread`; the new context is set up.
+        // Acquire: pairs with the Release stores in `next_thread` and `release` (D1).
         self.registered.load(Ordering::Acquire)
     }
 
@@ -366,18 +373,19 @@ impl<W, R> Dispatcher<W, R> {
         slot: usize,
         node: NodeId,
     ) -> Option<usize> {
+        let limit = self.contexts.len();
         // SAFETY: the admin lock is held (the caller's guard).
-        let reused = self.free.with_mut(|f| unsafe { (*f).pop() });
-        let tid = match reused {
-            Some(tid) => tid,
-            None => {
-                let tid = self.registered.load(Ordering::Relaxed);
-                if tid >= self.contexts.len() {
-                    return None;
+        let tid = self.free.with_mut(|f| unsafe {
+            let (given_back, fresh) = &mut *f;
+            match given_back.pop() {
+                Some(tid) => Some(tid),
+                None if *fresh < limit => {
+                    *fresh += 1;
+                    Some(*fresh - 1)
                 }
-                tid
+                None => None,
             }
-        };
+        })?;
         let ctx = &self.contexts[tid];
         ctx.node.store(node.0, Ordering::Relaxed);
         // Release: pairs with the Acquire loads of the owner (the new thread, which uses
@@ -386,11 +394,10 @@ impl<W, R> Dispatcher<W, R> {
         // SAFETY: the context has no owner yet; the admin lock orders this before the new
         // owner's first operation.
         unsafe { ctx.restart_count(MIGRATION_CHECK_EVERY) };
-        if reused.is_none() {
-            // Release: pairs with the Acquire in `registered`. SeqCst is not needed for
-            // the reader-writer lock: the new thread reads only after this returns, and
-            // its reader-set insert and reader-slot store are ordered by the lock's
-            // fences (R1, R2).
+        if tid >= self.registered.load(Ordering::Relaxed) {
+            // Release: pairs with the Acquire in `registered`. The new thread (the caller)
+            // inserts itself in a reader set only after this, before its fence F1, so a
+            // writer whose F2 follows that fence sees this (R2).
             self.registered.store(tid + 1, Ordering::Release);
         }
         Some(tid)
@@ -407,7 +414,23 @@ impl<W, R> Dispatcher<W, R> {
         );
         ctx.replica.store(FREE, Ordering::Relaxed);
         // SAFETY: the admin lock is held (the caller's guard).
-        self.free.with_mut(|f| unsafe { (*f).push(tid) });
+        self.free.with_mut(|f| unsafe {
+            let given_back = &mut (*f).0;
+            // Highest first, so that `pop` hands out the lowest (D1).
+            let at = given_back.partition_point(|&t| t > tid);
+            given_back.insert(at, tid);
+        });
+        let top = self.registered.load(Ordering::Relaxed);
+        if tid + 1 == top {
+            // The thread at the top left (its reader sets too): lower the mark to the
+            // next registered index below. Release: a writer that reads the lower mark
+            // and so skips this index synchronizes with the departure (D1, R2).
+            let below = self.contexts[..tid]
+                .iter()
+                .rposition(|c| c.replica.load(Ordering::Relaxed) != FREE)
+                .map_or(0, |t| t + 1);
+            self.registered.store(below, Ordering::Release);
+        }
     }
 }
 
@@ -420,6 +443,8 @@ impl<W, R> Dispatcher<W, R> {
 #[derive(Debug)]
 pub(crate) struct Exits {
     alive: AtomicBool,
+    /// Whether `queue` may be non-empty: a hint combiners read once per batch.
+    pending: AtomicBool,
     lock: AtomicBool,
     queue: UnsafeCell<Vec<(usize, usize)>>,
 }
@@ -436,6 +461,7 @@ impl Exits {
     fn new() -> Self {
         Self {
             alive: AtomicBool::new(true),
+            pending: AtomicBool::new(false),
             lock: AtomicBool::new(false),
             queue: UnsafeCell::new(Vec::new()),
         }
@@ -449,12 +475,20 @@ impl Exits {
             // SAFETY: under `lock`.
             self.queue
                 .with_mut(|q| unsafe { (*q).push((tid, generation)) });
+            self.pending.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Whether exits may be queued (a hint: the queue is read under its lock).
+    #[inline]
+    pub(crate) fn pending(&self) -> bool {
+        self.pending.load(Ordering::Relaxed)
     }
 
     /// Takes the queued exits.
     pub(crate) fn take(&self) -> Vec<(usize, usize)> {
         let _lock = lock(&self.lock);
+        self.pending.store(false, Ordering::Relaxed);
         // SAFETY: under `lock`.
         self.queue.with_mut(|q| core::mem::take(unsafe { &mut *q }))
     }
@@ -538,5 +572,27 @@ mod tests {
         assert_eq!(d.validate(d.token(0)), Ok(0));
         assert_eq!(d.next_thread(&admin, 0, NodeId(0)), None);
         assert_eq!(d.registered(), 2);
+    }
+
+    #[test]
+    fn the_lowest_index_is_reused_and_the_mark_follows_the_top() {
+        let d: Dispatcher<u64, u64> = Dispatcher::new(4);
+        let admin = d.admin();
+        for t in 0..4 {
+            assert_eq!(d.next_thread(&admin, 0, NodeId(0)), Some(t));
+        }
+        d.release(&admin, 1);
+        assert_eq!(d.registered(), 4, "index 3 is still registered");
+        d.release(&admin, 3);
+        assert_eq!(d.registered(), 3, "down to the next registered index");
+        d.release(&admin, 2);
+        assert_eq!(d.registered(), 1, "past the given-back 1 as well");
+        assert_eq!(d.next_thread(&admin, 0, NodeId(0)), Some(1), "lowest first");
+        assert_eq!(d.registered(), 2);
+        assert_eq!(d.next_thread(&admin, 0, NodeId(0)), Some(2));
+        assert_eq!(
+            d.registrations(&admin).map(|(t, _)| t).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
     }
 }

@@ -106,9 +106,7 @@ where
         // Threads that exited are counted out first, if the admin lock is free: it may be
         // held by this very thread (an affinity manager asking for a snapshot from inside
         // `register`), and the exits are given back by the next admin path anyway.
-        if let Some(admin) = self.threads.try_admin() {
-            self.give_back_exited(&admin);
-        }
+        self.give_back_exited_soon();
         self.threads.consistent(|| {
             self.replicas
                 .iter()

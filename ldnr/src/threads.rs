@@ -94,9 +94,25 @@ where
     }
 
     /// The calling thread's token, registering it on first use; given back when the
-    /// thread exits.
+    /// thread exits. The fast path is a one-entry thread-local cache.
     #[cfg(feature = "std")]
+    #[inline]
     pub(crate) fn thread_token(&self) -> Result<ThreadToken, Error> {
+        let (instance, tid, generation) = crate::sync::last_token();
+        // Instance numbers are never reused, so the index is this instance's; the
+        // generation says the registration is still this thread's.
+        if instance == self.threads.instance()
+            && self.threads.context(tid).generation.load(Ordering::Relaxed) == generation
+        {
+            return Ok(self.threads.token(tid));
+        }
+        self.thread_token_slow()
+    }
+
+    #[cfg(feature = "std")]
+    #[cold]
+    #[inline(never)]
+    fn thread_token_slow(&self) -> Result<ThreadToken, Error> {
         let instance = self.threads.instance();
         let found = crate::sync::held_tokens(|held| {
             let at = held.iter().position(|h| h.instance == instance)?;
@@ -111,6 +127,7 @@ where
             None
         });
         if let Some(Some(tkn)) = found {
+            crate::sync::set_last_token((instance, tkn.tid, tkn.generation));
             return Ok(tkn);
         }
         let tkn = self.register()?;
@@ -131,6 +148,7 @@ where
             let _ = self.deregister(tkn);
             return Err(Error::ThreadExiting);
         }
+        crate::sync::set_last_token((instance, tkn.tid, tkn.generation));
         Ok(tkn)
     }
 
@@ -171,6 +189,17 @@ where
         }
         #[cfg(not(feature = "std"))]
         let _ = admin;
+    }
+
+    /// Gives back the indices of exited threads if the admin lock is free now: for paths
+    /// that must not wait for it (snapshots, combiners, which see a pending exit once per
+    /// batch, so that an exited thread's reader-set bit does not stay on every write's
+    /// path until the next registration).
+    #[cold]
+    pub(crate) fn give_back_exited_soon(&self) {
+        if let Some(admin) = self.threads.try_admin() {
+            self.give_back_exited(&admin);
+        }
     }
 
     /// Thread `tid` asks where it runs, and moves to the nearest replica of its new node

@@ -349,6 +349,10 @@ where
             self.hand_back(replica);
             return false;
         }
+        #[cfg(feature = "std")]
+        if self.threads.exits.pending() {
+            self.give_back_exited_soon();
+        }
         // The log's mode for this batch (L6), read under our combiner lock.
         let log = self.log.appender(self.replicas.is_sole());
         let mut batch = core::mem::take(combiner.batch());

@@ -320,6 +320,7 @@ impl<'a, D> CombinerGuard<'a, D> {
     /// # Safety
     ///
     /// The caller holds this replica's write lock (P1).
+    #[inline]
     pub(crate) unsafe fn mutate<R>(&self, f: impl FnOnce(&mut D) -> R) -> Option<R> {
         // SAFETY: the combiner lock (this guard) and the write lock make this the only
         // access to the data (P1).

@@ -64,6 +64,7 @@ impl ReaderSlot {
     }
 
     /// Whether this thread is reading replica `slot` right now.
+    #[inline]
     pub(crate) fn reads(&self, slot: usize) -> bool {
         // Acquire: pairs with the Release store in `ReadGuard::drop`, so the reader's
         // accesses happen before the writer's.
@@ -104,7 +105,8 @@ impl ReaderSet {
         self.words[tid / BITS].fetch_and(!(1 << (tid % BITS)), Ordering::Release);
     }
 
-    /// The thread indices in the set, below `limit` (the highest index handed out + 1).
+    /// The thread indices in the set, below `limit` (the highest index registered + 1).
+    #[inline]
     pub(crate) fn members(&self, limit: usize) -> impl Iterator<Item = usize> + '_ {
         self.words[..limit.div_ceil(BITS).min(self.words.len())]
             .iter()
@@ -181,6 +183,7 @@ impl RwLock {
     ///
     /// `readers` is called after the writer flag is raised, so a thread that registers
     /// concurrently is either in the list or sees the flag (R1).
+    #[inline]
     pub(crate) fn write<'a, 'r, I>(
         &'a self,
         slot: usize,
