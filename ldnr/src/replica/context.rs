@@ -119,6 +119,9 @@ pub(crate) fn into_response<R>(o: Outcome<R>) -> R {
 /// The "no thread" link of the pending stack.
 const NIL: usize = usize::MAX;
 
+/// `repr(C)`: the fields every operation touches come first, on the context's first
+/// cache line; the operation, response and combining scratch space follow.
+#[repr(C)]
 pub(crate) struct Context<W, R> {
     state: AtomicUsize,
     /// The next context on the pending stack (a thread index), or `NIL`.
@@ -136,6 +139,8 @@ pub(crate) struct Context<W, R> {
     /// Whether the owner is combining (it may be inside `dispatch_mut` of any thread's
     /// operation). Owner-only; with `reader`, what detects a re-entrant call.
     applying: AtomicBool,
+    /// The owner's bookkeeping of the operation paths (owner only).
+    owner: UnsafeCell<Owner>,
     op: UnsafeCell<MaybeUninit<W>>,
     response: UnsafeCell<MaybeUninit<Outcome<R>>>,
     /// What the owner keeps while it combines (owner only).
@@ -145,15 +150,17 @@ pub(crate) struct Context<W, R> {
 /// What a thread keeps while it combines: the operations its writes displaced from the
 /// log, dropped once its batch is done (log L5), and (with `std`) the panic the first of
 /// those drops raised, resumed when the thread's own operation has finished.
-///
-/// It also keeps the owner's own bookkeeping of the operation paths: the replica whose
-/// reader set it is in (rwlock R2), and how many operations remain until it next asks
-/// on which node it runs.
 #[derive(Debug)]
 struct Scratch<W> {
     displaced: Vec<W>,
     #[cfg(feature = "std")]
     deferred: Option<Payload>,
+}
+
+/// The owner's bookkeeping of the operation paths: the replica whose reader set it is in
+/// (rwlock R2), and how many operations remain until it next asks on which node it runs.
+#[derive(Debug)]
+struct Owner {
     listed: usize,
     countdown: u32,
 }
@@ -182,12 +189,14 @@ impl<W, R> Context<W, R> {
             op: UnsafeCell::new(MaybeUninit::uninit()),
             response: UnsafeCell::new(MaybeUninit::uninit()),
             generation: AtomicUsize::new(0),
+            owner: UnsafeCell::new(Owner {
+                listed: UNLISTED,
+                countdown: 0,
+            }),
             scratch: UnsafeCell::new(Scratch {
                 displaced: Vec::new(),
                 #[cfg(feature = "std")]
                 deferred: None,
-                listed: UNLISTED,
-                countdown: 0,
             }),
         }
     }
@@ -235,7 +244,7 @@ impl<W, R> Context<W, R> {
     #[inline]
     pub(crate) unsafe fn listed(&self) -> usize {
         // SAFETY: owner only, by the caller's contract.
-        self.scratch.with(|s| unsafe { (*s).listed })
+        self.owner.with(|s| unsafe { (*s).listed })
     }
 
     /// Records the replica slot whose reader set the owner is in.
@@ -246,7 +255,7 @@ impl<W, R> Context<W, R> {
     #[inline]
     pub(crate) unsafe fn set_listed(&self, slot: usize) {
         // SAFETY: owner only, by the caller's contract.
-        self.scratch.with_mut(|s| unsafe { (*s).listed = slot });
+        self.owner.with_mut(|s| unsafe { (*s).listed = slot });
     }
 
     /// Counts one operation; `true` once every `every` operations (and on the first
@@ -258,7 +267,7 @@ impl<W, R> Context<W, R> {
     #[inline]
     pub(crate) unsafe fn tick(&self, every: u32) -> bool {
         // SAFETY: owner only, by the caller's contract.
-        self.scratch.with_mut(|s| unsafe {
+        self.owner.with_mut(|s| unsafe {
             if (*s).countdown == 0 {
                 (*s).countdown = every;
                 true
@@ -276,7 +285,7 @@ impl<W, R> Context<W, R> {
     /// Only the owner thread, or whoever holds the admin lock for a context no thread owns.
     pub(crate) unsafe fn restart_count(&self, first_check_after: u32) {
         // SAFETY: by the caller's contract.
-        self.scratch
+        self.owner
             .with_mut(|s| unsafe { (*s).countdown = first_check_after });
     }
 
