@@ -69,22 +69,56 @@ pub const DEFAULT_MAX_THREADS: usize = 256;
 /// a programmer error and panics (see [`NodeReplicated::execute`](crate::NodeReplicated::execute)).
 #[derive(Clone, Copy)]
 pub struct ThreadToken {
-    pub(crate) tid: usize,
-    pub(crate) generation: usize,
-    instance: usize,
+    /// The issuing instance's number (never 0).
+    instance: core::num::NonZeroUsize,
+    /// The thread index (the low [`TID_BITS`] bits) and the registration's generation
+    /// (the rest, 48 bits: a slot would have to be given back 2^48 times while a stale
+    /// token of it is kept before two generations could be confused).
+    slot: u64,
     _not_send: core::marker::PhantomData<*const ()>,
 }
+
+/// Bits of a token's `slot` that hold the thread index.
+const TID_BITS: u32 = 16;
+const _: () = assert!(MAX_THREADS <= 1 << TID_BITS);
 
 impl core::fmt::Debug for ThreadToken {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("ThreadToken")
-            .field("thread", &self.tid)
+            .field("thread", &self.tid())
             .field("instance", &self.instance)
             .finish()
     }
 }
 
 impl ThreadToken {
+    /// Two words with a niche (the instance is never 0), so that an `Option` or a small
+    /// result of one travels in registers and is copied whole.
+    fn new(tid: usize, generation: usize, instance: usize) -> Self {
+        debug_assert!(tid < MAX_THREADS);
+        Self {
+            instance: core::num::NonZeroUsize::new(instance).expect("instance numbers start at 1"),
+            slot: (generation as u64) << TID_BITS | tid as u64,
+            _not_send: core::marker::PhantomData,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn tid(self) -> usize {
+        (self.slot & ((1 << TID_BITS) - 1)) as usize
+    }
+
+    /// Whether the token was issued for a context now in `generation`.
+    #[inline(always)]
+    pub(crate) fn is_generation(self, generation: usize) -> bool {
+        self.slot >> TID_BITS == ((generation as u64) << TID_BITS) >> TID_BITS
+    }
+
+    #[inline(always)]
+    pub(crate) fn instance(self) -> usize {
+        self.instance.get()
+    }
+
     /// The thread's index in its instance (0 for the first registered thread).
     ///
     /// # Examples
@@ -100,7 +134,7 @@ impl ThreadToken {
     /// assert_eq!(nr.register().unwrap().index(), 1);
     /// ```
     pub fn index(self) -> usize {
-        self.tid
+        self.tid()
     }
 }
 
@@ -262,26 +296,26 @@ impl<W, R> Dispatcher<W, R> {
     #[inline]
     #[track_caller]
     pub(crate) fn validate(&self, tkn: ThreadToken) -> Result<usize, Error> {
-        if tkn.instance != self.instance {
+        if tkn.instance() != self.instance {
             other_instance();
         }
         // Relaxed: only the token's own thread (tokens are `!Send`) can hold it, and the
         // give-back that bumps the generation is its own deregistration, or, after it
         // exited, nobody's business.
-        if self.contexts[tkn.tid].generation.load(Ordering::Relaxed) != tkn.generation {
+        let tid = tkn.tid();
+        if !tkn.is_generation(self.contexts[tid].generation.load(Ordering::Relaxed)) {
             return Err(Error::StaleToken);
         }
-        Ok(tkn.tid)
+        Ok(tid)
     }
 
     /// The token for thread `tid`'s current registration.
     pub(crate) fn token(&self, tid: usize) -> ThreadToken {
-        ThreadToken {
+        ThreadToken::new(
             tid,
-            generation: self.contexts[tid].generation.load(Ordering::Relaxed),
-            instance: self.instance,
-            _not_send: core::marker::PhantomData,
-        }
+            self.contexts[tid].generation.load(Ordering::Relaxed),
+            self.instance,
+        )
     }
 
     pub(crate) fn contexts(&self) -> &[CachePadded<Context<W, R>>] {

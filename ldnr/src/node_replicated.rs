@@ -344,6 +344,7 @@ where
     /// # Ok::<(), ldnr::Error>(())
     /// ```
     #[cfg(feature = "std")]
+    #[inline]
     pub fn thread_token(&self) -> Result<ThreadToken, Error> {
         self.shared.thread_token()
     }

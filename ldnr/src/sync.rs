@@ -274,28 +274,27 @@ shuttle::thread_local! {
         core::cell::RefCell::new(alloc::vec::Vec::new());
 }
 
-// The last token `thread_token` handed out on this thread, as (instance, index,
-// generation): the one-entry cache in front of `HELD`.
+// The last token `thread_token` handed out on this thread: the one-entry cache in front
+// of `HELD`. The token itself, so that returning it copies it whole.
 #[cfg(all(feature = "std", not(any(ldnr_loom, ldnr_shuttle))))]
 std::thread_local! {
-    static LAST: core::cell::Cell<(usize, usize, usize)> = const { core::cell::Cell::new((0, 0, 0)) };
+    static LAST: core::cell::Cell<Option<crate::ThreadToken>> = const { core::cell::Cell::new(None) };
 }
 #[cfg(all(feature = "std", ldnr_loom))]
 loom::thread_local! {
-    static LAST: core::cell::Cell<(usize, usize, usize)> = core::cell::Cell::new((0, 0, 0));
+    static LAST: core::cell::Cell<Option<crate::ThreadToken>> = core::cell::Cell::new(None);
 }
 #[cfg(all(feature = "std", ldnr_shuttle))]
 shuttle::thread_local! {
-    static LAST: core::cell::Cell<(usize, usize, usize)> = core::cell::Cell::new((0, 0, 0));
+    static LAST: core::cell::Cell<Option<crate::ThreadToken>> = core::cell::Cell::new(None);
 }
 
-/// The last (instance, index, generation) `thread_token` handed out on this thread
-/// (instance 0: none).
+/// The last token `thread_token` handed out on this thread.
 #[cfg(feature = "std")]
 #[inline]
-pub(crate) fn last_token() -> (usize, usize, usize) {
+pub(crate) fn last_token() -> Option<crate::ThreadToken> {
     #[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
-    return LAST.try_with(core::cell::Cell::get).unwrap_or((0, 0, 0));
+    return LAST.try_with(core::cell::Cell::get).ok().flatten();
     #[cfg(any(ldnr_loom, ldnr_shuttle))]
     return LAST.with(core::cell::Cell::get);
 }
@@ -303,11 +302,11 @@ pub(crate) fn last_token() -> (usize, usize, usize) {
 /// Records the last token `thread_token` handed out on this thread.
 #[cfg(feature = "std")]
 #[inline]
-pub(crate) fn set_last_token(last: (usize, usize, usize)) {
+pub(crate) fn set_last_token(last: crate::ThreadToken) {
     #[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
-    let _ = LAST.try_with(|l| l.set(last));
+    let _ = LAST.try_with(|l| l.set(Some(last)));
     #[cfg(any(ldnr_loom, ldnr_shuttle))]
-    LAST.with(|l| l.set(last));
+    LAST.with(|l| l.set(Some(last)));
 }
 
 /// Runs `f` on the calling thread's held tokens; `None` if the thread-local is gone (the

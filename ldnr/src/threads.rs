@@ -98,13 +98,19 @@ where
     #[cfg(feature = "std")]
     #[inline]
     pub(crate) fn thread_token(&self) -> Result<ThreadToken, Error> {
-        let (instance, tid, generation) = crate::sync::last_token();
-        // Instance numbers are never reused, so the index is this instance's; the
-        // generation says the registration is still this thread's.
-        if instance == self.threads.instance()
-            && self.threads.context(tid).generation.load(Ordering::Relaxed) == generation
-        {
-            return Ok(self.threads.token(tid));
+        if let Some(tkn) = crate::sync::last_token() {
+            // Instance numbers are never reused, so the index is this instance's; the
+            // generation says the registration is still this thread's.
+            if tkn.instance() == self.threads.instance()
+                && tkn.is_generation(
+                    self.threads
+                        .context(tkn.tid())
+                        .generation
+                        .load(Ordering::Relaxed),
+                )
+            {
+                return Ok(tkn);
+            }
         }
         self.thread_token_slow()
     }
@@ -117,9 +123,14 @@ where
         let found = crate::sync::held_tokens(|held| {
             let at = held.iter().position(|h| h.instance == instance)?;
             let h = &held[at];
-            let tkn = self.threads.token(h.tid);
-            if tkn.generation == h.generation {
-                return Some(tkn);
+            if self
+                .threads
+                .context(h.tid)
+                .generation
+                .load(Ordering::Relaxed)
+                == h.generation
+            {
+                return Some(self.threads.token(h.tid));
             }
             // Deregistered by hand: forget it without queueing an exit.
             let mut stale = held.swap_remove(at);
@@ -127,7 +138,7 @@ where
             None
         });
         if let Some(Some(tkn)) = found {
-            crate::sync::set_last_token((instance, tkn.tid, tkn.generation));
+            crate::sync::set_last_token(tkn);
             return Ok(tkn);
         }
         let tkn = self.register()?;
@@ -137,8 +148,12 @@ where
             held.retain(|h| h.exits.as_ref().is_some_and(|e| e.alive()));
             held.push(Held {
                 instance,
-                tid: tkn.tid,
-                generation: tkn.generation,
+                tid: tkn.tid(),
+                generation: self
+                    .threads
+                    .context(tkn.tid())
+                    .generation
+                    .load(Ordering::Relaxed),
                 exits: Some(exits),
             });
         });
@@ -148,7 +163,7 @@ where
             let _ = self.deregister(tkn);
             return Err(Error::ThreadExiting);
         }
-        crate::sync::set_last_token((instance, tkn.tid, tkn.generation));
+        crate::sync::set_last_token(tkn);
         Ok(tkn)
     }
 
