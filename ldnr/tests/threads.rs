@@ -7,9 +7,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Barrier};
 
-use ldnr::{
-    AffinityError, AffinityManager, Dispatch, Error, NodeId, NodeReplicated, SavedPolicy,
-};
+use ldnr::{AffinityError, AffinityManager, Dispatch, Error, NodeId, NodeReplicated, SavedPolicy};
 use ldnr_testkit::counters::{Counters, Get, Inc};
 use ldnr_testkit::lincheck::{check_map_by_key, Clock, MapEvent};
 use ldnr_testkit::map::{negative_control, recorded_map_ops, write_count, TestMap};
@@ -18,7 +16,10 @@ use ldnr_testkit::{panic_message, watchdog, LIMIT};
 /// Every thread index a thread can be checked in with: `ThreadToken::index` below the
 /// limit, for each of `tokens`.
 fn assert_indices_below(limit: usize, index: usize) {
-    assert!(index < limit, "thread index {index} at or past the limit {limit}");
+    assert!(
+        index < limit,
+        "thread index {index} at or past the limit {limit}"
+    );
 }
 
 #[test]
@@ -101,9 +102,7 @@ fn registrations_given_back_and_reused_under_churn_stay_linearizable() {
                             };
                             assert_indices_below(LIMIT_THREADS, tkn.index());
                             let seed = (t * ROUNDS + round) as u64 + 1;
-                            events.extend(recorded_map_ops(nr, tkn, clock, t, seed, 3, |i| {
-                                i < 12
-                            }));
+                            events.extend(recorded_map_ops(nr, tkn, clock, t, seed, 3, |i| i < 12));
                             nr.deregister(tkn).unwrap();
                         }
                         events
@@ -200,7 +199,11 @@ fn a_thread_that_moves_is_matched_again() {
                     nr.execute_mut(Inc(2), tkn);
                 }
                 assert_eq!(nr.replica_of(tkn), Some(on(0).id), "a pinned thread stays");
-                assert_eq!(ASKED.with(Cell::get), 3, "at operations 1,025, 2,050, 3,075");
+                assert_eq!(
+                    ASKED.with(Cell::get),
+                    3,
+                    "at operations 1,025, 2,050, 3,075"
+                );
             });
         });
         // Both replicas agree on the counters (a reader on each node reads its own).
@@ -275,7 +278,11 @@ fn thread_token_serves_thousands_of_short_lived_threads() {
 #[test]
 fn thread_token_of_a_dropped_instance_is_harmless() {
     watchdog("dropped instance", LIMIT, || {
-        let nr = Arc::new(NodeReplicated::builder(Counters(vec![0; 1])).build().unwrap());
+        let nr = Arc::new(
+            NodeReplicated::builder(Counters(vec![0; 1]))
+                .build()
+                .unwrap(),
+        );
         let holding = Arc::new(Barrier::new(2));
         let dropped = Arc::new(Barrier::new(2));
         let worker = {
@@ -286,7 +293,9 @@ fn thread_token_of_a_dropped_instance_is_harmless() {
                 drop(nr);
                 holding.wait();
                 dropped.wait();
-                let other = NodeReplicated::builder(Counters(vec![0; 1])).build().unwrap();
+                let other = NodeReplicated::builder(Counters(vec![0; 1]))
+                    .build()
+                    .unwrap();
                 let tkn = other.thread_token().unwrap();
                 assert_eq!(other.execute_mut(Inc(0), tkn), 1);
                 // Exits now: one token of a dropped instance, one of a live one.
