@@ -14,11 +14,13 @@
 //! deeper runs by hand), so CI needs no environment variable. `ThreadToken` is `!Send`,
 //! so every thread registers itself, inside its own closure.
 //!
-//! Every model has two threads. A thread whose placement matters (the writer that must
-//! sit on a given replica) registers first and raises a flag; the reconfiguring thread
-//! waits for that flag, so the dispatcher's matching (fewest threads, then lowest slot)
-//! is the same in every execution, while the operations themselves race the
-//! reconfiguration freely.
+//! Every model but model 7 has two threads. A thread whose placement matters (the
+//! writer that must sit on a given replica) registers first and raises a flag; the
+//! reconfiguring thread waits for that flag, so the dispatcher's matching (fewest
+//! threads, then lowest slot) is the same in every execution, while the operations
+//! themselves race the reconfiguration freely. Model 7 has three threads and places
+//! them by giving a registration back and by distance (the new replica is on another
+//! node).
 //!
 //! The bounds keep the whole file within three minutes on two shared cores.
 //! Executions grow much faster with the bound than in `tests/loom.rs`: every garbage
@@ -36,7 +38,9 @@ use ldnr::{NodeId, NodeReplicated, ReplicaInfo};
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use loom_common::{assert_serial, build, build_of, check, Clones, Reg, Sum, Write};
+use loom_common::{
+    assert_serial, build, build_of, build_on, check, Clones, Gate, Gated, Latch, Reg, Sum, Write,
+};
 
 /// Spins (yielding to loom) until `flag` is raised.
 fn wait_for(flag: &AtomicBool) {
@@ -544,4 +548,110 @@ fn reader_left_on_a_reused_shell() {
             "the new replica is in the freed shell, slot 0"
         );
     });
+}
+
+/// Model 7: a reader of a frozen clone source served by the stand-in while the stand-in's
+/// combiner writes (replica P6 with rwlock R2). Two replicas on node 0, X (slot 0) and S
+/// (slot 1), of a register with a [`Gate`] ([`Gated`]), on a machine of two nodes where
+/// every thread runs on node 0. The main thread registers twice (on X and on S) and
+/// gives the first token back, so that the writer and the reader, whichever registers
+/// first, both land on X (fewer threads, then the lower slot). The main thread arms the
+/// gate and adds a replica on node 1 (which no thread of node 0 prefers), cloned from X
+/// (the most advanced, or tied and lowest) with S as its stand-in; the clone, while X is
+/// frozen, waits until the writer and the reader have both arrived at the gate. Then the
+/// main thread adds 4 through S, removes S (its thread moves to X) and reads X, then
+/// removes X (all threads move to the new replica) and reads the new replica.
+///
+/// The writer waits until the clone has started, so X is frozen, and adds 1: combined on
+/// S, the stand-in, while X stays behind. The reader waits for that write and reads:
+/// X is behind its `ctail` and frozen, so it reads S, and yields inside the read. The
+/// writer waits until the read has started and adds 2, again as S's combiner: its write
+/// lock must wait for the reader, which must have joined S's reader set before it
+/// announced itself (the read path checks the set for every replica it tries, not once
+/// per operation). Then both arrive and the reader reads again (S or X). These steps
+/// are ordered by data (flags and the gate), not by preemptions, so the bound is left to
+/// everything else.
+///
+/// `add_replica_stand_in_racing_the_source` (model 5) does not reach this: its reads all
+/// start after the writes are done, so no read of a stand-in meets a combiner there
+/// (with the set checked once per operation, model 5 still passes).
+///
+/// Asserts: no read overlaps a write of the same replica (loom's cell tracking on the
+/// replicas' data); the responses fit one serial order, the writer's being 0 and 1; the
+/// reads return written values, in order, the first 1; after all threads are done, X
+/// and then the new replica read 7, which ends at position 3 serving all three threads.
+///
+/// Bound 1: 5 200 executions, 2.5 s; bound 2 passes too (214 000 executions, 90 s). The
+/// threads wait for each other on [`Latch`]es and at the gate, blocking, so that loom's
+/// scheduler cannot oscillate between two spinners (tokio-rs/loom#53). Catches a read
+/// path that joins only the set of the thread's own replica, once per operation, and
+/// not that of the stand-in (execution 1: the writer's write lock finds the reader
+/// inside S's data, loom's "currently reading from cell"); one that never joins (1);
+/// and one that joins after taking the read lock (8).
+#[test]
+fn add_replica_stand_in_serves_a_reader_while_its_combiner_writes() {
+    check(
+        "add_replica_stand_in_serves_a_reader_while_its_combiner_writes",
+        Some(1),
+        || {
+            let gate = Gate::new(2);
+            let nr = build_on(Gated::new(&gate), &[0, 0], 4);
+            let spare = nr.register().unwrap();
+            let on_s = nr.register().unwrap();
+            nr.deregister(spare).unwrap();
+            let [x, s] = [0, 1].map(|k| nr.replicas()[k].id);
+            assert_eq!(nr.replica_of(on_s), Some(s));
+            let first_write = Arc::new(Latch::new());
+            let writer = {
+                let (w, g, one) = (nr.clone(), gate.clone(), first_write.clone());
+                thread::spawn(move || {
+                    let tkn = w.register().unwrap();
+                    g.cloning.wait_for(1);
+                    let first = w.execute_mut(Write::Add(1), tkn);
+                    one.count_up();
+                    g.reads.wait_for(1);
+                    let second = w.execute_mut(Write::Add(2), tkn);
+                    g.arrived.count_up();
+                    assert_eq!(w.replica_of(tkn), Some(x));
+                    [(1, first), (2, second)]
+                })
+            };
+            let reader = {
+                let (r, g, one) = (nr.clone(), gate.clone(), first_write.clone());
+                thread::spawn(move || {
+                    let tkn = r.register().unwrap();
+                    one.wait_for(1);
+                    let first = r.execute((), tkn);
+                    g.arrived.count_up();
+                    let second = r.execute((), tkn);
+                    assert_eq!(r.replica_of(tkn), Some(x));
+                    [first, second]
+                })
+            };
+
+            gate.arm();
+            let id = nr.add_replica(NodeId(1)).unwrap();
+            let theirs = nr.execute_mut(Write::Add(4), on_s);
+            let reads = reader.join().unwrap();
+            let mine = writer.join().unwrap();
+            assert_eq!(mine.map(|(_, r)| r), [0, 1], "lost or reordered write");
+            assert_serial(mine.into_iter().chain([(4, theirs)]).collect());
+            assert!(
+                reads[0] == 1 && [1, 3, 7].contains(&reads[1]),
+                "reads {reads:?}"
+            );
+            nr.remove_replica(s).unwrap();
+            assert_eq!(nr.replica_of(on_s), Some(x));
+            assert_eq!(nr.execute((), on_s), 7, "X misses a write");
+            nr.remove_replica(x).unwrap();
+            assert_eq!(nr.replica_of(on_s), Some(id));
+            assert_eq!(nr.execute((), on_s), 7, "the new replica misses a write");
+            let infos = nr.replicas();
+            assert_eq!(infos.len(), 1, "{infos:?}");
+            assert_eq!(
+                (infos[0].id, infos[0].threads, infos[0].applied),
+                (id, 3, 3)
+            );
+        },
+    );
 }

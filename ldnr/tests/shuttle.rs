@@ -1,7 +1,8 @@
 //! Randomized schedule exploration with shuttle: configurations larger than the loom
 //! models can search exhaustively — three or four threads, two or three replicas, a log
 //! of four or eight entries that wraps several times, replicas added and removed while
-//! operations run, and idle replicas that only cross-combining can drain.
+//! operations run, idle replicas that only cross-combining can drain, and threads that
+//! deregister and register again while all of that goes on.
 //!
 //! Run with
 //!
@@ -13,7 +14,7 @@
 //! Under `cfg(ldnr_shuttle)` every atomic of the library is shuttle's, so each atomic
 //! access is a point where the scheduler may switch threads, and every wait loop yields
 //! to it (`sync.rs`). Each test explores a fixed number of schedules from a fixed seed,
-//! so CI is reproducible; the defaults add up to 135,000 schedules. Environment:
+//! so CI is reproducible; the defaults add up to 150,000 schedules. Environment:
 //!
 //! - `LDNR_SHUTTLE_ITERS=n`: schedules per test instead of the default;
 //! - `LDNR_SHUTTLE_SEED=n`: another seed, to explore other schedules;
@@ -23,14 +24,17 @@
 //!
 //! Every execution checks replica agreement, exactly-once application of every write,
 //! linearizability of all reads and writes against the final sequence, and consistent
-//! `replicas()` snapshots, and in scenarios with `probe_clones` that no two threads clone
-//! one logged write at once; shuttle fails a run that deadlocks or exceeds its step bound
-//! (a livelock). See `shuttle_common` for the checks.
+//! `replicas()` snapshots, in scenarios with `probe_clones` that no two threads clone
+//! one logged write at once, and in scenarios with `probe_reads` that no write is applied
+//! to a replica while a read is inside it; shuttle fails a run that deadlocks or exceeds
+//! its step bound (a livelock). See `shuttle_common` for the checks.
 #![cfg(ldnr_shuttle)]
 
 mod shuttle_common;
 
-use shuttle_common::Step::{Add, All, Len, RemoveAdded, RemoveInitial, Snapshot, Write};
+use shuttle_common::Step::{
+    Add, All, Len, RemoveAdded, RemoveInitial, Reregister, Snapshot, ThreadToken, Write,
+};
 use shuttle_common::{explore, Scenario, Sched};
 
 /// Three workers on two replicas (nodes 0 and 1) and a churner that adds a replica on
@@ -56,6 +60,7 @@ static CHURN: Scenario = Scenario {
         RemoveAdded(0),
     ],
     probe_clones: false,
+    probe_reads: false,
 };
 
 /// Two writers on three replicas of one node: the third replica serves no thread, so the
@@ -71,6 +76,7 @@ static IDLE: Scenario = Scenario {
     ],
     churn: &[],
     probe_clones: false,
+    probe_reads: false,
 };
 
 /// Four threads, three replicas on two nodes, an eight-entry log: three workers and a
@@ -97,6 +103,7 @@ static WIDE: Scenario = Scenario {
         All,
     ],
     probe_clones: false,
+    probe_reads: false,
 };
 
 /// One replica, so writers start on the sole-replica fast path (log L6); the churner
@@ -109,6 +116,7 @@ static SOLE: Scenario = Scenario {
     workers: &[&[Write, Write, Len, Write], &[Write, All, Write, Write]],
     churn: &[Add(0), Write, RemoveInitial(0), Add(0), All, RemoveAdded(0)],
     probe_clones: false,
+    probe_reads: false,
 };
 
 /// A replica joins in a shell *below* its clone source while a writer on another
@@ -133,6 +141,7 @@ static JOIN_BELOW_SOURCE: Scenario = Scenario {
     ],
     churn: &[RemoveInitial(0), Len, Add(0), Len, Len, Len, Len, All],
     probe_clones: false,
+    probe_reads: false,
 };
 
 /// Replicas added and removed four times in a row, each new one reusing slot 0 below
@@ -157,6 +166,7 @@ static RECLONE: Scenario = Scenario {
         Add(0),
     ],
     probe_clones: false,
+    probe_reads: false,
 };
 
 /// A reader left on a shell that `add_replica` reuses ("race 4"). One replica X in slot
@@ -194,10 +204,58 @@ static STALE_READER: Scenario = Scenario {
     workers: &[&[Write, Len, Write, Len, Write, Len, Len, Len]],
     churn: &[Add(0), Write, Write, RemoveInitial(0), Add(0), Write],
     probe_clones: true,
+    probe_reads: false,
 };
 
-// Default schedule counts: 135,000 in all, about a minute in a release build on two
-// shared cores. The seeds are fixed so that CI explores the same schedules on every run.
+/// Threads that come and go while replicas do: three workers give their registrations
+/// back and register again between operations (yielding while unregistered), so indices
+/// are handed out again — the lowest given-back one first, often another worker's — and
+/// each new registration is matched afresh (the simulated nodes alternate, so a worker
+/// changes replicas and reader sets); the third worker switches to `thread_token`, and
+/// its index is given back after it exits, by another thread's admin path, which takes
+/// it out of its replica's reader set and may lower the writers' scan mark. Meanwhile
+/// the churner adds a replica on node 1, removes the initial one of node 0 (its threads
+/// move; its data is taken out under a write lock that waits only for its reader set),
+/// adds one on node 0 (frozen sources: reads and writes on a stand-in) and removes it
+/// again. Every `Len` is a probed read (`probe_reads`): it yields inside its read
+/// section, and a write applied to the replica meanwhile — by a writer that did not wait
+/// for it, because it was missing from the replica's reader set (rwlock R2) — fails the
+/// run. Checked against copies of the library with one change each (shuttle explores
+/// sequentially consistent interleavings, so these are the changes it can see; loom
+/// covers the orderings): a read path that never joins a reader set (`threads_pct3`
+/// fails in schedule 1, `threads_random` in 570); one that joins only the set of the
+/// thread's own replica, once per operation, and not that of a stand-in or of the
+/// replica a removal re-routed it to (`threads_pct3`, schedule 2); one that joins after
+/// announcing itself in the reader slot (`threads_pct3`, schedule 2,144); and a
+/// deregistration that takes the index out of its reader set but leaves it marked as in
+/// that set, so that the index's next owner reads there without joining
+/// (`threads_pct3`, schedule 13; `threads_random`, 899).
+static THREADS: Scenario = Scenario {
+    nodes: 2,
+    replicas: &[0, 1],
+    log: 4,
+    workers: &[
+        &[Write, Len, Reregister, Write, All, Reregister, Len, Write],
+        &[Len, Reregister, Write, Len, Reregister, All, Write],
+        &[Write, Reregister, Len, ThreadToken, Write, All],
+    ],
+    churn: &[
+        Add(1),
+        Len,
+        RemoveInitial(0),
+        Write,
+        Add(0),
+        Snapshot,
+        RemoveAdded(0),
+        All,
+    ],
+    probe_clones: false,
+    probe_reads: true,
+};
+
+// Default schedule counts: 150,000 in all, about 45 s in a release build on two shared
+// cores (`threads_*`: 15,000 of them, about 7 s). The seeds are fixed so that CI
+// explores the same schedules on every run.
 
 #[test]
 fn churn_random() {
@@ -295,4 +353,14 @@ fn stale_reader_pct2() {
 fn stale_reader_pct3() {
     let s = &STALE_READER;
     explore("stale_reader_pct3", s, Sched::Pct(3), 10_000, 0x1d_000f);
+}
+
+#[test]
+fn threads_random() {
+    explore("threads_random", &THREADS, Sched::Random, 5_000, 0x1d_0010);
+}
+
+#[test]
+fn threads_pct3() {
+    explore("threads_pct3", &THREADS, Sched::Pct(3), 10_000, 0x1d_0011);
 }

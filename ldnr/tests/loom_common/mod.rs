@@ -3,7 +3,7 @@
 
 use std::sync::atomic::AtomicUsize as StdAtomicUsize;
 
-use ldnr::{Dispatch, NodeId, NodeReplicated};
+use ldnr::{AffinityError, AffinityManager, Dispatch, NodeId, NodeReplicated, SavedPolicy};
 use loom::model::Builder;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
@@ -205,4 +205,172 @@ pub fn assert_serial(mut pairs: Vec<(u64, u64)>) {
         assert_eq!(r, sum, "responses match no serial order: {pairs:?}");
         sum += add;
     }
+}
+
+/// A counter that threads wait on by blocking (a loom mutex and condition variable),
+/// not by spinning: a blocked thread is not runnable, so two waiters cannot make loom's
+/// scheduler oscillate between them while the thread they wait for is preempted
+/// (tokio-rs/loom#53), and a model with three threads can afford a preemption bound.
+#[derive(Debug)]
+pub struct Latch {
+    count: loom::sync::Mutex<usize>,
+    changed: loom::sync::Condvar,
+}
+
+impl Latch {
+    pub fn new() -> Self {
+        Self {
+            count: loom::sync::Mutex::new(0),
+            changed: loom::sync::Condvar::new(),
+        }
+    }
+
+    /// Counts one more.
+    pub fn count_up(&self) {
+        *self.count.lock().unwrap() += 1;
+        self.changed.notify_all();
+    }
+
+    /// Blocks until the count is at least `n`.
+    pub fn wait_for(&self, n: usize) {
+        let mut count = self.count.lock().unwrap();
+        while *count < n {
+            count = self.changed.wait(count).unwrap();
+        }
+    }
+}
+
+/// A register like [`Reg`] with a [`Gate`] that lets a model order its threads around
+/// the clone of a replica and around reads, by data rather than by preemptions: once the
+/// gate is armed, a `Clone` counts itself in [`Gate::cloning`] and blocks until
+/// [`Gate::arrived`] reaches the number the gate was made with; a read (`dispatch`)
+/// counts itself in [`Gate::reads`] and yields in the middle. A reconfiguration that
+/// clones a replica holds the clone source frozen meanwhile, so the source's threads run
+/// a chosen stretch of their operations on the stand-in, and a writer can start while a
+/// reader is inside its read section, at no preemption cost.
+#[derive(Debug)]
+pub struct Gated {
+    pub value: u64,
+    pub gate: std::sync::Arc<Gate>,
+}
+
+/// The gate of a [`Gated`] register, shared by its clones.
+#[derive(Debug)]
+pub struct Gate {
+    armed: AtomicBool,
+    needed: usize,
+    /// Armed clones that have started.
+    pub cloning: Latch,
+    /// Arrivals that armed clones wait for.
+    pub arrived: Latch,
+    /// Reads that have started.
+    pub reads: Latch,
+}
+
+impl Gate {
+    pub fn new(needed: usize) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            armed: AtomicBool::new(false),
+            needed,
+            cloning: Latch::new(),
+            arrived: Latch::new(),
+            reads: Latch::new(),
+        })
+    }
+
+    /// From now on, clones wait for the arrivals.
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::Release);
+    }
+
+    fn pass(&self) {
+        if self.armed.load(Ordering::Acquire) {
+            self.cloning.count_up();
+            self.arrived.wait_for(self.needed);
+        }
+    }
+}
+
+impl Gated {
+    pub fn new(gate: &std::sync::Arc<Gate>) -> Self {
+        Self {
+            value: 0,
+            gate: gate.clone(),
+        }
+    }
+}
+
+impl Clone for Gated {
+    /// Passes the gate first.
+    fn clone(&self) -> Self {
+        self.gate.pass();
+        Gated {
+            value: self.value,
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+impl Dispatch for Gated {
+    type ReadOperation = ();
+    type WriteOperation = Write;
+    type Response = u64;
+
+    /// Counts the read, and yields inside it.
+    fn dispatch(&self, _: ()) -> u64 {
+        let value = self.value;
+        self.gate.reads.count_up();
+        loom::thread::yield_now();
+        value
+    }
+
+    fn dispatch_mut(&mut self, op: Write) -> u64 {
+        let mut reg = Reg(self.value);
+        let prev = reg.dispatch_mut(op);
+        self.value = reg.0;
+        prev
+    }
+}
+
+/// A machine of two nodes on which every thread runs on node 0.
+#[derive(Debug)]
+pub struct OnNodeZero;
+
+impl AffinityManager for OnNodeZero {
+    fn current_node(&self) -> NodeId {
+        NodeId(0)
+    }
+
+    fn nodes(&self) -> Vec<NodeId> {
+        vec![NodeId(0), NodeId(1)]
+    }
+
+    fn set_memory_node(&self, node: NodeId) -> Result<SavedPolicy, AffinityError> {
+        if node.0 < 2 {
+            Ok(SavedPolicy::UNCHANGED)
+        } else {
+            Err(AffinityError::UnknownNode(node))
+        }
+    }
+
+    fn restore_memory_policy(&self, _saved: SavedPolicy) {}
+}
+
+/// An instance of `initial` on [`OnNodeZero`]'s two nodes, with replicas on `nodes` and a
+/// log of four entries: threads register with the replicas of node 0 first.
+pub fn build_on<D: Dispatch + Clone + Send + Sync>(
+    initial: D,
+    nodes: &[usize],
+    max_threads: usize,
+) -> Arc<NodeReplicated<D>> {
+    let nodes: Vec<NodeId> = nodes.iter().map(|&n| NodeId(n)).collect();
+    Arc::new(
+        NodeReplicated::builder(initial)
+            .replicas(&nodes)
+            .log_capacity(4)
+            .max_threads(max_threads)
+            .affinity(std::sync::Arc::new(OnNodeZero))
+            .build()
+            .expect("a valid configuration"),
+    )
 }

@@ -27,12 +27,25 @@
 //!    whose `Clone` raises a flag, yields to the scheduler and lowers it again; finding
 //!    the flag already raised records the write and panics.
 //!
+//! 6. **Reads exclude writes** (scenarios with [`Scenario::probe_reads`]): no write is
+//!    applied to a replica while a read is inside it. Each replica counts the probed
+//!    reads inside it ([`Read::Probed`], which yields to the scheduler in the middle),
+//!    and a write that finds one records it; shuttle does not check data races, so this
+//!    is what shows a writer that did not wait for a reader (rwlock R1, R2).
+//!
+//! Scripts may also give their registration back and register again
+//! ([`Step::Reregister`]: indices are reused, by the thread itself or by another one) or
+//! switch to `thread_token()` ([`Step::ThreadToken`]: the index is given back after the
+//! thread exits); check 4 then counts only the registrations still held.
+//!
 //! Deadlocks (every thread blocked) and livelocks (a run past the step bound, e.g.
 //! threads spinning on a full log that nobody drains) fail the run too.
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
+use std::sync::atomic::{
+    AtomicBool as StdAtomicBool, AtomicUsize as StdAtomicUsize, Ordering as StdOrdering,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,8 +59,27 @@ use shuttle::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use shuttle::{Config, MaxSteps, Runner};
 
 /// A sequence of write ids: each replica records the order in which it applied writes.
-#[derive(Debug, Clone, Default)]
-pub struct Seq(Vec<u32>);
+/// With `reading` (scenarios with [`Scenario::probe_reads`]), each replica also counts the
+/// probed reads inside it now, and a write that finds one there records it (check 6).
+#[derive(Debug, Default)]
+pub struct Seq {
+    ids: Vec<u32>,
+    reading: Option<Arc<AtomicUsize>>,
+}
+
+impl Clone for Seq {
+    /// A new replica: the same ids, its own count of reads inside.
+    fn clone(&self) -> Self {
+        Seq {
+            ids: self.ids.clone(),
+            reading: self.reading.as_ref().map(|_| Arc::new(AtomicUsize::new(0))),
+        }
+    }
+}
+
+/// Set when a write was applied to a replica while a probed read was inside it (check
+/// 6); reset at the start of each execution (the tests of a process run one at a time).
+static READ_OVERLAP: StdAtomicBool = StdAtomicBool::new(false);
 
 /// Read operations of [`Seq`].
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +88,11 @@ pub enum Read {
     Len,
     /// The whole sequence.
     All,
+    /// `Len`, counted as inside the replica while it yields to the scheduler in the
+    /// middle: its read lock must keep every writer out meanwhile (rwlock R1, and R2: the
+    /// reader is in the replica's reader set before it announces itself), and a write
+    /// applied to the replica then records the overlap. Answers `Resp::Len`.
+    Probed,
 }
 
 /// A response of [`Seq`].
@@ -126,14 +163,28 @@ impl Dispatch for Seq {
 
     fn dispatch(&self, op: Read) -> Resp {
         match op {
-            Read::Len => Resp::Len(self.0.len()),
-            Read::All => Resp::All(self.0.clone()),
+            Read::Len => Resp::Len(self.ids.len()),
+            Read::All => Resp::All(self.ids.clone()),
+            Read::Probed => {
+                if let Some(reading) = &self.reading {
+                    reading.fetch_add(1, Ordering::SeqCst);
+                    shuttle::thread::yield_now();
+                    reading.fetch_sub(1, Ordering::SeqCst);
+                }
+                Resp::Len(self.ids.len())
+            }
         }
     }
 
     fn dispatch_mut(&mut self, op: Op) -> Resp {
-        self.0.push(op.id);
-        Resp::Index(self.0.len() - 1)
+        if let Some(reading) = &self.reading {
+            if reading.load(Ordering::SeqCst) != 0 {
+                READ_OVERLAP.store(true, StdOrdering::Relaxed);
+                panic!("write {} applied while a read is inside the replica", op.id);
+            }
+        }
+        self.ids.push(op.id);
+        Resp::Index(self.ids.len() - 1)
     }
 }
 
@@ -184,6 +235,15 @@ pub enum Step {
     RemoveAdded(usize),
     /// Take a `replicas()` snapshot and check it (churner only).
     Snapshot,
+    /// Deregister, then register again: the index goes back to the free list and the new
+    /// registration takes the most recently given-back index (this thread's own, or
+    /// another's that deregistered meanwhile) and is matched afresh (dispatcher D1). The
+    /// thread's later operations read through whatever reader set the index was left in.
+    Reregister,
+    /// Deregister, and from then on use `thread_token()`: registered on its first use,
+    /// given back after the thread exits by the next admin path of another thread
+    /// (registration or a snapshot), which takes the index out of its reader set.
+    ThreadToken,
 }
 
 /// A configuration to explore.
@@ -203,6 +263,9 @@ pub struct Scenario {
     /// (check 5). It adds three scheduling points to each clone, so it changes the
     /// schedules a seed explores; the scenarios written before it leave it off.
     pub probe_clones: bool,
+    /// Whether every [`Step::Len`] is a [`Read::Probed`] (check 6). It adds a scheduling
+    /// point inside each such read; the scenarios written before it leave it off.
+    pub probe_reads: bool,
 }
 
 /// A recorded operation.
@@ -246,8 +309,9 @@ fn run_thread(
     script: &[Step],
     initial: &[ReplicaId],
     overlap: Option<&Arc<StdAtomicUsize>>,
+    probe_reads: bool,
 ) -> Vec<Event> {
-    let tkn = nr.register().expect("below the thread limit");
+    let mut tkn = nr.register().expect("below the thread limit");
     let mut added = Vec::new();
     // The replicas that must be live: only this thread reconfigures, and
     // reconfigurations are complete when they return.
@@ -271,10 +335,12 @@ fn run_thread(
                     other => panic!("thread {thread}: a write answered {other:?}"),
                 }
             }
-            Step::Len => match nr.execute(Read::Len, tkn) {
-                Resp::Len(l) => Done::Len(l),
-                other => panic!("thread {thread}: Len answered {other:?}"),
-            },
+            Step::Len => {
+                match nr.execute(if probe_reads { Read::Probed } else { Read::Len }, tkn) {
+                    Resp::Len(l) => Done::Len(l),
+                    other => panic!("thread {thread}: Len answered {other:?}"),
+                }
+            }
             Step::All => match nr.execute(Read::All, tkn) {
                 Resp::All(s) => Done::All(s),
                 other => panic!("thread {thread}: All answered {other:?}"),
@@ -297,6 +363,20 @@ fn run_thread(
             }
             Step::Snapshot => {
                 check_snapshot(nr, &live);
+                continue;
+            }
+            Step::Reregister => {
+                nr.deregister(tkn).expect("a registered token");
+                // Lets the others run while the index is free (PCT lowers the priority of
+                // a thread that yields), so that another thread's registration takes it.
+                shuttle::thread::yield_now();
+                tkn = nr.register().expect("below the thread limit");
+                continue;
+            }
+            Step::ThreadToken => {
+                nr.deregister(tkn).expect("a registered token");
+                tkn = nr.thread_token().expect("below the thread limit");
+                assert_eq!(nr.thread_token().map(|t| t.index()), Ok(tkn.index()));
                 continue;
             }
         };
@@ -335,18 +415,22 @@ pub fn execute(scenario: &'static Scenario) {
     });
     let nodes: Vec<NodeId> = scenario.replicas.iter().map(|&n| NodeId(n)).collect();
     let nr = Arc::new(
-        NodeReplicated::builder(Seq::default())
-            .replicas(&nodes)
-            .log_capacity(scenario.log)
-            .max_threads(MAX_THREADS)
-            .affinity(manager)
-            .build()
-            .expect("a valid configuration"),
+        NodeReplicated::builder(Seq {
+            ids: Vec::new(),
+            reading: scenario.probe_reads.then(|| Arc::new(AtomicUsize::new(0))),
+        })
+        .replicas(&nodes)
+        .log_capacity(scenario.log)
+        .max_threads(MAX_THREADS)
+        .affinity(manager)
+        .build()
+        .expect("a valid configuration"),
     );
     // Read before any thread runs, so the churner's script does not depend on the schedule.
     let initial: Arc<[ReplicaId]> = nr.replicas().into_iter().map(|r| r.id).collect();
     assert_eq!(initial.len(), scenario.replicas.len());
     let clock = Arc::new(AtomicUsize::new(0));
+    READ_OVERLAP.store(false, StdOrdering::Relaxed);
     let overlap = scenario
         .probe_clones
         .then(|| Arc::new(StdAtomicUsize::new(0)));
@@ -362,7 +446,15 @@ pub fn execute(scenario: &'static Scenario) {
             let (nr, clock, initial) = (nr.clone(), clock.clone(), initial.clone());
             let overlap = overlap.clone();
             shuttle::thread::spawn(move || {
-                run_thread(&nr, &clock, t, script, &initial, overlap.as_ref())
+                run_thread(
+                    &nr,
+                    &clock,
+                    t,
+                    script,
+                    &initial,
+                    overlap.as_ref(),
+                    scenario.probe_reads,
+                )
             })
         })
         .collect();
@@ -379,6 +471,12 @@ pub fn execute(scenario: &'static Scenario) {
             id - 1
         );
     }
+    // Likewise: the overlapping write panicked inside a combiner (its owner gets the
+    // panic, or nobody if another replica's combiner answers it).
+    assert!(
+        !READ_OVERLAP.load(StdOrdering::Relaxed),
+        "a write was applied to a replica while a probed read was inside it (rwlock R1/R2)"
+    );
     let events: Vec<Event> = joined
         .into_iter()
         .flat_map(|r| r.expect("a thread panicked"))
@@ -399,7 +497,16 @@ pub fn execute(scenario: &'static Scenario) {
     let adds = count(|s| matches!(s, Step::Add(_)));
     let removes = count(|s| matches!(s, Step::RemoveInitial(_) | Step::RemoveAdded(_)));
     let live = scenario.replicas.len() + adds - removes;
-    let seq = check_replicas(&nr, live, threads, expected.len());
+    // Threads that ended on a `thread_token` gave their registration back as they
+    // exited (the final check's first registration processes the exits).
+    let exited = scenario
+        .workers
+        .iter()
+        .copied()
+        .chain(churner)
+        .filter(|script| script.iter().any(|s| matches!(s, Step::ThreadToken)))
+        .count();
+    let seq = check_replicas(&nr, live, threads - exited, expected.len());
     check_history(&events, &seq, expected);
 }
 
@@ -411,8 +518,9 @@ const MAX_THREADS: usize = 64;
 /// a thread to the nearest replica with the fewest threads, so registering until each
 /// replica served a read reaches them all, idle ones included); checks that they all
 /// hold the same sequence of `writes` writes and have applied exactly those entries,
-/// and that the final snapshot has `live` replicas serving every registered thread.
-/// Returns the sequence.
+/// and that the final snapshot has `live` replicas serving every registered thread
+/// (`threads` of the scenario, still registered, and the fresh ones). Returns the
+/// sequence.
 fn check_replicas(
     nr: &NodeReplicated<Seq>,
     live: usize,
