@@ -41,7 +41,16 @@
 //!   already cleared synchronizes with the removal, so the thread's earlier reads of the
 //!   replica happen before the write. Threads on a stand-in replica and threads moved by a
 //!   reconfiguration are covered the same way: whoever reads a replica is in its set
-//!   first, whatever its matching says.
+//!   first, whatever its matching says. A writer scans the set only below the dispatcher's
+//!   mark of the highest index registered now (D1): lowered with Release after the thread
+//!   at the top left its sets, loaded with Acquire, so skipping an index synchronizes
+//!   with that departure too.
+//!
+//! Loom models of R2: `readers_*` in `loom_models.rs` (a reader switching sets under two
+//! writers, a thread following its node to another replica, a reader of a frozen
+//! source's stand-in), `tests/loom_readers.rs` (a reader moved by `remove_replica`, an
+//! index given back and reused, the last reader lowering the mark) and the stand-in model
+//! of `tests/loom_reconfigure.rs`.
 
 use alloc::boxed::Box;
 
