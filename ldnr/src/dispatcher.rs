@@ -501,15 +501,32 @@ impl Exits {
         }
     }
 
-    /// Queues the exit of thread `tid` registered as `generation`, unless the instance
-    /// is gone.
-    pub(crate) fn push(&self, tid: usize, generation: usize) {
+    /// The exiting thread `tid` retires its registration `generation` and queues it to
+    /// be given back, unless the instance is gone or the registration was already given
+    /// back (deregistered by hand; the index may be another thread's now). `counter` is
+    /// the context's generation counter.
+    ///
+    /// The generation is bumped by the owner itself, before any other thread can give
+    /// the index back: a copy of the token that a later thread-local destructor of the
+    /// same thread still uses is then refused as stale, instead of sharing a context
+    /// with the index's next owner.
+    pub(crate) fn retire(&self, tid: usize, generation: usize, counter: *const AtomicUsize) {
         let _lock = lock(&self.lock);
         if self.alive.load(Ordering::Relaxed) {
-            // SAFETY: under `lock`.
-            self.queue
-                .with_mut(|q| unsafe { (*q).push((tid, generation)) });
-            self.pending.store(true, Ordering::Relaxed);
+            // SAFETY: `alive` is read under `lock`, and the instance clears it under the
+            // same lock (`close`, the first thing its dispatcher's drop does) before its
+            // contexts are freed; so the context `counter` points into is still there.
+            let counter = unsafe { &*counter };
+            if counter.load(Ordering::Relaxed) == generation {
+                let retired = generation + 1;
+                // Release: a give-back that reads the queued generation (under `lock`)
+                // happens after; Relaxed would do for this thread's own later checks.
+                counter.store(retired, Ordering::Release);
+                // SAFETY: under `lock`.
+                self.queue
+                    .with_mut(|q| unsafe { (*q).push((tid, retired)) });
+                self.pending.store(true, Ordering::Relaxed);
+            }
         }
     }
 

@@ -330,14 +330,17 @@ where
     /// #     fn dispatch_mut(&mut self, v: u64) -> u64 { self.0 += v; self.0 }
     /// # }
     /// let nr = ldnr::NodeReplicated::builder(Counter::default()).max_threads(4).build()?;
-    /// // A hundred short-lived threads through four slots: each gives its slot back.
+    /// // A hundred short-lived threads through four slots: each gives its slot back
+    /// // when it exits (`join` waits for that).
     /// for _ in 0..100 {
     ///     std::thread::scope(|s| {
     ///         s.spawn(|| {
     ///             let tkn = nr.thread_token().unwrap();
     ///             nr.execute_mut(1, tkn);
     ///             assert_eq!(nr.thread_token().unwrap().index(), tkn.index());
-    ///         });
+    ///         })
+    ///         .join()
+    ///         .unwrap();
     ///     });
     /// }
     /// assert_eq!(nr.execute((), nr.thread_token()?), 100);

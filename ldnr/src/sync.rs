@@ -299,6 +299,15 @@ pub(crate) fn last_token() -> Option<crate::ThreadToken> {
     return LAST.with(core::cell::Cell::get);
 }
 
+/// Forgets the last token `thread_token` handed out on this thread (it is exiting).
+#[cfg(feature = "std")]
+pub(crate) fn forget_last_token() {
+    #[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
+    let _ = LAST.try_with(|l| l.set(None));
+    #[cfg(any(ldnr_loom, ldnr_shuttle))]
+    LAST.with(|l| l.set(None));
+}
+
 /// Records the last token `thread_token` handed out on this thread.
 #[cfg(feature = "std")]
 #[inline]

@@ -33,14 +33,23 @@ pub(crate) struct Held {
     instance: usize,
     tid: usize,
     generation: usize,
+    /// The context's generation counter: the exiting thread retires its registration
+    /// itself (valid while `exits` says the instance is alive, see `Exits::retire`).
+    counter: *const crate::sync::AtomicUsize,
     exits: Option<Arc<crate::dispatcher::Exits>>,
 }
 
 #[cfg(feature = "std")]
 impl Drop for Held {
+    /// The thread is exiting. Its destructors that run after this one must not use the
+    /// registration any more (the index is given back by another thread and may be
+    /// reused at once): the one-entry cache is cleared, so `thread_token` there returns
+    /// `ThreadExiting`, and the registration's generation is bumped by its owner, so a
+    /// kept copy of the token is refused as stale.
     fn drop(&mut self) {
+        crate::sync::forget_last_token();
         if let Some(exits) = self.exits.take() {
-            exits.push(self.tid, self.generation);
+            exits.retire(self.tid, self.generation, self.counter);
         }
     }
 }
@@ -154,6 +163,7 @@ where
                     .context(tkn.tid())
                     .generation
                     .load(Ordering::Relaxed),
+                counter: &self.threads.context(tkn.tid()).generation,
                 exits: Some(exits),
             });
         });

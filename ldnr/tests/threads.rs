@@ -255,13 +255,21 @@ fn thread_token_serves_thousands_of_short_lived_threads() {
             .unwrap();
         for _ in 0..THREADS / AT_ONCE {
             std::thread::scope(|s| {
-                for t in 0..AT_ONCE {
-                    let nr = &nr;
-                    s.spawn(move || {
-                        let tkn = nr.thread_token().expect("a slot was given back");
-                        assert_indices_below(8, tkn.index());
-                        nr.execute_mut(Inc(t), tkn);
-                    });
+                let threads: Vec<_> = (0..AT_ONCE)
+                    .map(|t| {
+                        let nr = &nr;
+                        s.spawn(move || {
+                            let tkn = nr.thread_token().expect("a slot was given back");
+                            assert_indices_below(8, tkn.index());
+                            nr.execute_mut(Inc(t), tkn);
+                        })
+                    })
+                    .collect();
+                // `join` waits until the thread's thread-locals are gone, and so its slot
+                // queued to be given back; the end of `scope` alone does not (misuse
+                // table).
+                for t in threads {
+                    t.join().expect("a short-lived thread panicked");
                 }
             });
         }
@@ -340,5 +348,72 @@ fn deregister_from_a_callback_panics() {
         SELF.with(|c| c.set(None));
         nr.execute_mut((), tkn);
         nr.deregister(tkn).unwrap();
+    });
+}
+
+/// What a thread-local destructor of an exiting thread saw.
+#[derive(Debug, Default)]
+struct AtExit {
+    token_again: Option<Result<usize, Error>>,
+    kept_token_use: Option<String>,
+}
+
+static AT_EXIT: std::sync::Mutex<AtExit> = std::sync::Mutex::new(AtExit {
+    token_again: None,
+    kept_token_use: None,
+});
+
+/// A thread-local whose destructor uses the instance: it is first touched before the
+/// thread's first `thread_token`, so it is destroyed after the thread's token list.
+struct UsesAtExit {
+    nr: Option<(&'static NodeReplicated<Counters>, ldnr::ThreadToken)>,
+}
+
+impl Drop for UsesAtExit {
+    fn drop(&mut self) {
+        if let Some((nr, kept)) = self.nr {
+            let again = nr.thread_token().map(|t| t.index());
+            let used = panic_message(|| nr.execute_mut(Inc(0), kept));
+            let mut seen = AT_EXIT.lock().unwrap();
+            seen.token_again = Some(again);
+            seen.kept_token_use = Some(used);
+        }
+    }
+}
+
+thread_local! {
+    static USES_AT_EXIT: std::cell::RefCell<UsesAtExit> =
+        const { std::cell::RefCell::new(UsesAtExit { nr: None }) };
+}
+
+/// An exiting thread's later thread-local destructors cannot use its registration any
+/// more: `thread_token` there returns `ThreadExiting`, and a copy of the token kept from
+/// before is refused as deregistered (its index may belong to another thread by then),
+/// while the write it made before is applied once.
+#[test]
+fn an_exiting_thread_cannot_use_its_registration_from_later_destructors() {
+    watchdog("thread-local destructors", LIMIT, || {
+        let nr: &'static NodeReplicated<Counters> = Box::leak(Box::new(
+            NodeReplicated::builder(Counters(vec![0; 1]))
+                .max_threads(2)
+                .build()
+                .unwrap(),
+        ));
+        std::thread::spawn(move || {
+            // Touched first, so destroyed after the token list of `thread_token`.
+            USES_AT_EXIT.with(|u| u.borrow_mut().nr = None);
+            let tkn = nr.thread_token().unwrap();
+            nr.execute_mut(Inc(0), tkn);
+            USES_AT_EXIT.with(|u| u.borrow_mut().nr = Some((nr, tkn)));
+        })
+        .join()
+        .unwrap();
+        let seen = AT_EXIT.lock().unwrap();
+        assert_eq!(seen.token_again, Some(Err(Error::ThreadExiting)));
+        let used = seen.kept_token_use.as_deref().unwrap();
+        assert!(used.contains("deregistered"), "{used}");
+        assert_eq!(registered(nr), 0, "its slot was given back");
+        let tkn = nr.thread_token().unwrap();
+        assert_eq!(nr.execute(Get(0), tkn), 1, "its write, once");
     });
 }
