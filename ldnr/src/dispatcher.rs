@@ -103,6 +103,21 @@ impl ThreadToken {
         }
     }
 
+    /// The token's two words, and back (for a thread-local cache of it).
+    #[inline(always)]
+    pub(crate) fn parts(self) -> (core::num::NonZeroUsize, u64) {
+        (self.instance, self.slot)
+    }
+
+    #[inline(always)]
+    pub(crate) fn from_parts((instance, slot): (core::num::NonZeroUsize, u64)) -> Self {
+        Self {
+            instance,
+            slot,
+            _not_send: core::marker::PhantomData,
+        }
+    }
+
     #[inline(always)]
     pub(crate) fn tid(self) -> usize {
         (self.slot & ((1 << TID_BITS) - 1)) as usize

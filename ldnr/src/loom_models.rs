@@ -55,7 +55,7 @@ use crate::affinity::{AffinityError, AffinityManager, Memory, NoAffinity, NodeId
 use crate::dispatch::Dispatch;
 use crate::dispatcher::Dispatcher;
 use crate::log::Log;
-use crate::replica::combiner::Poison;
+use crate::poison::Poison;
 use crate::replica::context::EMPTY;
 use crate::replica::rwlock::{ReaderSet, ReaderSlot, RwLock};
 use crate::replica::ReplicaSet;

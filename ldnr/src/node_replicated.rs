@@ -14,7 +14,7 @@ use crate::dispatch::Dispatch;
 use crate::dispatcher::{Dispatcher, ThreadToken, DEFAULT_MAX_THREADS, MAX_THREADS};
 use crate::error::Error;
 use crate::log::{Log, DEFAULT_LOG_CAPACITY, MAX_LOG_CAPACITY, MAX_REPLICAS, MIN_LOG_CAPACITY};
-use crate::replica::combiner::Poison;
+use crate::poison::Poison;
 use crate::replica::{ReplicaId, ReplicaInfo, ReplicaSet};
 use crate::shared::Shared;
 

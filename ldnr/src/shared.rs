@@ -13,7 +13,7 @@ use crate::affinity::Memory;
 use crate::dispatch::Dispatch;
 use crate::dispatcher::{Dispatcher, ThreadToken, MIGRATION_CHECK_EVERY};
 use crate::log::Log;
-use crate::replica::combiner::Poison;
+use crate::poison::Poison;
 use crate::replica::context::Context;
 use crate::replica::{ReplicaId, ReplicaInfo, ReplicaSet};
 use crate::sync::{Callbacks, Ordering};

@@ -256,43 +256,44 @@ fn with_marks<R>(f: impl FnOnce(&Marks) -> R) -> Option<R> {
     return Some(MARKS.with(f));
 }
 
-// The tokens `NodeReplicated::thread_token` handed to the calling thread, one per
-// instance; dropped (and so given back to their instances) when the thread exits.
+// The registrations `NodeReplicated::thread_token` handed to the calling thread, one per
+// instance (their type is the caller's, `threads::Held`); dropped, and so given back to
+// their instances, when the thread exits.
 #[cfg(all(feature = "std", not(any(ldnr_loom, ldnr_shuttle))))]
 std::thread_local! {
-    static HELD: core::cell::RefCell<alloc::vec::Vec<crate::threads::Held>> =
+    static HELD: core::cell::RefCell<alloc::vec::Vec<alloc::boxed::Box<dyn core::any::Any>>> =
         const { core::cell::RefCell::new(alloc::vec::Vec::new()) };
 }
 #[cfg(all(feature = "std", ldnr_loom))]
 loom::thread_local! {
-    static HELD: core::cell::RefCell<alloc::vec::Vec<crate::threads::Held>> =
+    static HELD: core::cell::RefCell<alloc::vec::Vec<alloc::boxed::Box<dyn core::any::Any>>> =
         core::cell::RefCell::new(alloc::vec::Vec::new());
 }
 #[cfg(all(feature = "std", ldnr_shuttle))]
 shuttle::thread_local! {
-    static HELD: core::cell::RefCell<alloc::vec::Vec<crate::threads::Held>> =
+    static HELD: core::cell::RefCell<alloc::vec::Vec<alloc::boxed::Box<dyn core::any::Any>>> =
         core::cell::RefCell::new(alloc::vec::Vec::new());
 }
 
-// The last token `thread_token` handed out on this thread: the one-entry cache in front
-// of `HELD`. The token itself, so that returning it copies it whole.
+// The last token `thread_token` handed out on this thread, as its two words: the
+// one-entry cache in front of `HELD`, copied whole.
 #[cfg(all(feature = "std", not(any(ldnr_loom, ldnr_shuttle))))]
 std::thread_local! {
-    static LAST: core::cell::Cell<Option<crate::ThreadToken>> = const { core::cell::Cell::new(None) };
+    static LAST: core::cell::Cell<Option<(core::num::NonZeroUsize, u64)>> = const { core::cell::Cell::new(None) };
 }
 #[cfg(all(feature = "std", ldnr_loom))]
 loom::thread_local! {
-    static LAST: core::cell::Cell<Option<crate::ThreadToken>> = core::cell::Cell::new(None);
+    static LAST: core::cell::Cell<Option<(core::num::NonZeroUsize, u64)>> = core::cell::Cell::new(None);
 }
 #[cfg(all(feature = "std", ldnr_shuttle))]
 shuttle::thread_local! {
-    static LAST: core::cell::Cell<Option<crate::ThreadToken>> = core::cell::Cell::new(None);
+    static LAST: core::cell::Cell<Option<(core::num::NonZeroUsize, u64)>> = core::cell::Cell::new(None);
 }
 
 /// The last token `thread_token` handed out on this thread.
 #[cfg(feature = "std")]
 #[inline]
-pub(crate) fn last_token() -> Option<crate::ThreadToken> {
+pub(crate) fn last_token() -> Option<(core::num::NonZeroUsize, u64)> {
     #[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
     return LAST.try_with(core::cell::Cell::get).ok().flatten();
     #[cfg(any(ldnr_loom, ldnr_shuttle))]
@@ -311,7 +312,7 @@ pub(crate) fn forget_last_token() {
 /// Records the last token `thread_token` handed out on this thread.
 #[cfg(feature = "std")]
 #[inline]
-pub(crate) fn set_last_token(last: crate::ThreadToken) {
+pub(crate) fn set_last_token(last: (core::num::NonZeroUsize, u64)) {
     #[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
     let _ = LAST.try_with(|l| l.set(Some(last)));
     #[cfg(any(ldnr_loom, ldnr_shuttle))]
@@ -323,7 +324,7 @@ pub(crate) fn set_last_token(last: crate::ThreadToken) {
 #[cfg(feature = "std")]
 #[inline]
 pub(crate) fn held_tokens<R>(
-    f: impl FnOnce(&mut alloc::vec::Vec<crate::threads::Held>) -> R,
+    f: impl FnOnce(&mut alloc::vec::Vec<alloc::boxed::Box<dyn core::any::Any>>) -> R,
 ) -> Option<R> {
     #[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
     return HELD.try_with(|h| f(&mut h.borrow_mut())).ok();

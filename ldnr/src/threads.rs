@@ -107,7 +107,7 @@ where
     #[cfg(feature = "std")]
     #[inline]
     pub(crate) fn thread_token(&self) -> Result<ThreadToken, Error> {
-        if let Some(tkn) = crate::sync::last_token() {
+        if let Some(tkn) = crate::sync::last_token().map(ThreadToken::from_parts) {
             // Instance numbers are never reused, so the index is this instance's; the
             // generation says the registration is still this thread's.
             if tkn.instance() == self.threads.instance()
@@ -130,8 +130,11 @@ where
     fn thread_token_slow(&self) -> Result<ThreadToken, Error> {
         let instance = self.threads.instance();
         let found = crate::sync::held_tokens(|held| {
-            let at = held.iter().position(|h| h.instance == instance)?;
-            let h = &held[at];
+            let at = held.iter().position(|h| {
+                h.downcast_ref::<Held>()
+                    .is_some_and(|h| h.instance == instance)
+            })?;
+            let h = held[at].downcast_ref::<Held>()?;
             if self
                 .threads
                 .context(h.tid)
@@ -142,20 +145,25 @@ where
                 return Some(self.threads.token(h.tid));
             }
             // Deregistered by hand: forget it without queueing an exit.
-            let mut stale = held.swap_remove(at);
-            stale.exits = None;
+            if let Some(stale) = held.swap_remove(at).downcast_mut::<Held>() {
+                stale.exits = None;
+            }
             None
         });
         if let Some(Some(tkn)) = found {
-            crate::sync::set_last_token(tkn);
+            crate::sync::set_last_token(tkn.parts());
             return Ok(tkn);
         }
         let tkn = self.register()?;
         let exits = self.threads.exits.clone();
         let kept = crate::sync::held_tokens(|held| {
             // Tokens of instances that are gone are of no use any more.
-            held.retain(|h| h.exits.as_ref().is_some_and(|e| e.alive()));
-            held.push(Held {
+            held.retain(|h| {
+                h.downcast_ref::<Held>()
+                    .and_then(|h| h.exits.as_ref())
+                    .is_some_and(|e| e.alive())
+            });
+            held.push(alloc::boxed::Box::new(Held {
                 instance,
                 tid: tkn.tid(),
                 generation: self
@@ -165,7 +173,7 @@ where
                     .load(Ordering::Relaxed),
                 counter: &self.threads.context(tkn.tid()).generation,
                 exits: Some(exits),
-            });
+            }));
         });
         if kept.is_none() {
             // The thread is exiting (its thread-locals are gone): nothing would give the
@@ -173,7 +181,7 @@ where
             let _ = self.deregister(tkn);
             return Err(Error::ThreadExiting);
         }
-        crate::sync::set_last_token(tkn);
+        crate::sync::set_last_token(tkn.parts());
         Ok(tkn)
     }
 

@@ -26,7 +26,7 @@
 //! goes to its owner; a displaced operation's `Drop` panic is resumed by the thread
 //! whose call dropped it, once its own operation is done). What can still unwind through
 //! a combiner — any panic without `std`, or the affinity manager's around a batch —
-//! leaves a replica part-way through a batch. [`PoisonOnUnwind`] marks the instance
+//! leaves a replica part-way through a batch. `poison::PoisonOnUnwind` marks the instance
 //! poisoned on the way out; from then on every operation panics and nothing applies the
 //! log again. The rules, each a guard below:
 //!
@@ -40,60 +40,9 @@
 use super::context::{into_response, ok, outcome, Context, Outcome, DONE, REROUTE};
 use super::{CombinerGuard, Replica};
 use crate::dispatch::Dispatch;
-use crate::error::POISONED;
 use crate::log::Appender;
 use crate::shared::{Ctx, Shared};
-use crate::sync::{AtomicBool, Backoff, CachePadded, Callbacks, Ordering};
-
-/// Set when a panic unwound out of a combiner (see the module docs): a replica may be
-/// half-way through a batch, so no replica may apply the log again.
-#[derive(Debug, Default)]
-pub(crate) struct Poison(AtomicBool);
-
-impl Poison {
-    /// Panics with [`POISONED`] if the instance is poisoned.
-    #[inline]
-    pub(crate) fn check(&self) {
-        if self.is_set() {
-            poisoned();
-        }
-    }
-
-    #[inline]
-    pub(crate) fn is_set(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    /// A guard that poisons the instance if a panic unwinds past it.
-    #[inline]
-    pub(crate) fn on_unwind(&self) -> PoisonOnUnwind<'_> {
-        PoisonOnUnwind(&self.0)
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn poisoned() -> ! {
-    panic!("{}", POISONED)
-}
-
-/// Marks the instance poisoned when dropped without [`disarm`](Self::disarm), that is
-/// when a panic unwinds through the code it guards.
-#[must_use]
-pub(crate) struct PoisonOnUnwind<'a>(&'a AtomicBool);
-
-impl PoisonOnUnwind<'_> {
-    #[inline]
-    pub(crate) fn disarm(self) {
-        core::mem::forget(self);
-    }
-}
-
-impl Drop for PoisonOnUnwind<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
-    }
-}
+use crate::sync::{Backoff, CachePadded, Callbacks, Ordering};
 
 /// While a combiner appends its batch: if a panic unwinds (the instance is then
 /// poisoned, by `apply` or `check`), the operations of `batch[next..]`, claimed but not
