@@ -104,11 +104,13 @@ impl ThreadToken {
     }
 
     /// The token's two words, and back (for a thread-local cache of it).
+    #[cfg(feature = "std")]
     #[inline(always)]
     pub(crate) fn parts(self) -> (core::num::NonZeroUsize, u64) {
         (self.instance, self.slot)
     }
 
+    #[cfg(feature = "std")]
     #[inline(always)]
     pub(crate) fn from_parts((instance, slot): (core::num::NonZeroUsize, u64)) -> Self {
         Self {
