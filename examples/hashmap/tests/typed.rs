@@ -117,17 +117,25 @@ fn concurrent_writers_each_take_effect_exactly_once() {
             .build()
             .expect("a valid configuration");
         thread::scope(|s| {
-            for t in 0..THREADS {
-                let map = &map;
-                s.spawn(move || {
-                    let h = map.handle().expect("below the thread limit");
-                    for k in t * KEYS..(t + 1) * KEYS {
-                        assert_eq!(h.insert(k, k * 10), None, "key {k} inserted twice");
-                    }
-                    for k in (t * KEYS..(t + 1) * KEYS).filter(|k| k % 2 == 1) {
-                        assert_eq!(h.remove(&k), Some(k * 10), "key {k}");
-                    }
-                });
+            let writers: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    let map = &map;
+                    s.spawn(move || {
+                        let h = map.handle().expect("below the thread limit");
+                        for k in t * KEYS..(t + 1) * KEYS {
+                            assert_eq!(h.insert(k, k * 10), None, "key {k} inserted twice");
+                        }
+                        for k in (t * KEYS..(t + 1) * KEYS).filter(|k| k % 2 == 1) {
+                            assert_eq!(h.remove(&k), Some(k * 10), "key {k}");
+                        }
+                    })
+                })
+                .collect();
+            // `join` waits until each writer's registration is given back (its thread-
+            // locals are gone); the end of `scope` alone does not, and the readers below
+            // must see only each other.
+            for w in writers {
+                w.join().expect("a writer panicked");
             }
         });
         // Two more threads at once, one on each replica (each goes to the one serving
