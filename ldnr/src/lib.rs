@@ -288,6 +288,7 @@ mod dispatcher;
 mod error;
 mod log;
 mod node_replicated;
+mod operations;
 mod poison;
 mod reconfigure;
 mod replica;

@@ -523,7 +523,7 @@ fn combining_model(ops: &'static [&'static [u64]]) {
     let pairs: Vec<(u64, u64)> = per_thread.into_iter().flatten().collect();
     let expect_total: u64 = ops.iter().flat_map(|o| o.iter()).sum();
     assert_serial(pairs);
-    assert_eq!(shared.read(0, ()), expect_total);
+    assert_eq!(shared.read(0, |d| d.dispatch(())), expect_total);
 }
 
 /// Two threads, two writes each, through the real combiner on a four-entry log (it
@@ -773,17 +773,17 @@ fn readers_thread_follows_to_another_replica() {
         let shared = Arc::new(summing_on_two(&[0, 0, 1], manager.clone()));
         let w = shared.clone();
         let writer = thread::spawn(move || [write(&w, 1, 1), write(&w, 2, 2)]);
-        let first = shared.read(0, ());
+        let first = shared.read(0, |d| d.0);
         manager.node.store(1, Ordering::Relaxed);
         shared.follow(0);
         assert_eq!(matched(&shared, 0), 1, "not re-matched to its new node");
-        let second = shared.read(0, ());
+        let second = shared.read(0, |d| d.0);
         assert!(
             [0, 1, 3].contains(&first) && [0, 1, 3].contains(&second) && first <= second,
             "reads {first} then {second}"
         );
         assert_eq!(writer.join().unwrap(), [0, 1], "lost or reordered write");
-        assert_eq!(shared.read(0, ()), 3);
+        assert_eq!(shared.read(0, |d| d.dispatch(())), 3);
     });
 }
 
@@ -832,7 +832,7 @@ fn readers_stand_in_for_a_frozen_source() {
             [1, 3, 7].contains(&first) && [1, 3, 7].contains(&second) && first <= second,
             "reads {first} then {second}"
         );
-        assert_eq!(shared.read(0, ()), 7);
-        assert_eq!(shared.read(1, ()), 7);
+        assert_eq!(shared.read(0, |d| d.0), 7);
+        assert_eq!(shared.read(1, |d| d.0), 7);
     });
 }

@@ -263,6 +263,7 @@ where
     /// let _tkn = nr.register().unwrap();
     /// assert!(matches!(nr.register(), Err(ldnr::Error::TooManyThreads { limit: 1 })));
     /// ```
+    #[track_caller]
     pub fn register(&self) -> Result<ThreadToken, Error> {
         self.shared.register()
     }
@@ -348,6 +349,7 @@ where
     /// ```
     #[cfg(feature = "std")]
     #[inline]
+    #[track_caller]
     pub fn thread_token(&self) -> Result<ThreadToken, Error> {
         self.shared.thread_token()
     }
@@ -380,9 +382,62 @@ where
     /// assert_eq!(nr.execute((), tkn), 7);
     /// ```
     #[inline]
+    #[track_caller]
     pub fn execute(&self, op: D::ReadOperation, tkn: ThreadToken) -> D::Response {
         let tid = self.shared.enter(tkn);
-        self.shared.read(tid, op)
+        self.shared.read(tid, |d| d.dispatch(op))
+    }
+
+    /// Runs `f` on the calling thread's replica and returns what it returns: a read that
+    /// is a closure instead of a [`ReadOperation`](Dispatch::ReadOperation).
+    ///
+    /// Linearizable like [`execute`](Self::execute): `f` sees every write that completed
+    /// before `read` was called, and runs once, under the replica's read lock, in
+    /// parallel with other readers of that replica (never with its writes). It may borrow
+    /// from the caller (a `&str` key for a `String`-keyed map) and return anything,
+    /// borrowed data excepted: copy out what you need. Nothing is appended to the log.
+    ///
+    /// Keep `f` short: the replica's writers wait for it. It must not call this instance
+    /// (`read`, `execute`, `execute_mut`, …) on the calling thread.
+    ///
+    /// # Panics
+    ///
+    /// If `f` panics: the panic unwinds out of `read` only (the read lock is released; the
+    /// instance is not poisoned). Also as for [`execute`](Self::execute): a token of
+    /// another instance or a deregistered one, a call from inside `f`, `dispatch` or
+    /// `dispatch_mut` on the same thread, and a poisoned instance.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use ldnr::{Dispatch, NodeReplicated};
+    ///
+    /// #[derive(Clone, Default)]
+    /// struct Index(BTreeMap<String, u64>);
+    /// impl Dispatch for Index {
+    ///     type ReadOperation = std::convert::Infallible; // every read is a closure
+    ///     type WriteOperation = (String, u64);
+    ///     type Response = Option<u64>;
+    ///     fn dispatch(&self, op: Self::ReadOperation) -> Option<u64> { match op {} }
+    ///     fn dispatch_mut(&mut self, (k, v): (String, u64)) -> Option<u64> { self.0.insert(k, v) }
+    /// }
+    ///
+    /// let nr = NodeReplicated::builder(Index::default()).build()?;
+    /// let tkn = nr.register()?;
+    /// nr.execute_mut(("b".to_string(), 2), tkn);
+    /// nr.execute_mut(("a".to_string(), 1), tkn);
+    /// // Borrow the key, return anything: no allocation, no operation enum.
+    /// assert_eq!(nr.read(tkn, |i| i.0.get("a").copied()), Some(1));
+    /// let keys: Vec<String> = nr.read(tkn, |i| i.0.keys().cloned().collect());
+    /// assert_eq!(keys, ["a", "b"]);
+    /// # Ok::<(), ldnr::Error>(())
+    /// ```
+    #[inline]
+    #[track_caller]
+    pub fn read<R>(&self, tkn: ThreadToken, f: impl FnOnce(&D) -> R) -> R {
+        let tid = self.shared.enter(tkn);
+        self.shared.read(tid, f)
     }
 
     /// Executes a mutating operation: it is appended to the shared log, applied to every
@@ -415,6 +470,7 @@ where
     /// assert_eq!(nr.execute((), tkn), 9);
     /// ```
     #[inline]
+    #[track_caller]
     pub fn execute_mut(&self, op: D::WriteOperation, tkn: ThreadToken) -> D::Response {
         let tid = self.shared.enter(tkn);
         // SAFETY: the token is `!Send` and proves this thread owns context `tid`; a context
@@ -463,6 +519,7 @@ where
     /// assert_eq!(nr.execute((), tkn), 5);
     /// # Ok::<(), ldnr::Error>(())
     /// ```
+    #[track_caller]
     pub fn add_replica(&self, node: NodeId) -> Result<ReplicaId, Error> {
         self.shared.add_replica(node)
     }
@@ -495,6 +552,7 @@ where
     /// assert_eq!(nr.remove_replica(ids[1]), Err(Error::LastReplica));
     /// # Ok::<(), Error>(())
     /// ```
+    #[track_caller]
     pub fn remove_replica(&self, id: ReplicaId) -> Result<(), Error> {
         self.shared.remove_replica(id)
     }
@@ -548,6 +606,7 @@ where
     /// let only = nr.replicas()[0].id;
     /// assert_eq!(nr.replica_of(tkn), Some(only));
     /// ```
+    #[track_caller]
     pub fn replica_of(&self, tkn: ThreadToken) -> Option<ReplicaId> {
         self.shared.replica_of(self.shared.threads.check(tkn))
     }

@@ -59,6 +59,7 @@ where
     D: Dispatch + Clone + Send + Sync,
 {
     /// Adds a replica on `node` (see `NodeReplicated::add_replica`).
+    #[track_caller]
     pub(crate) fn add_replica(&self, node: NodeId) -> Result<ReplicaId, Error> {
         self.check_callbacks();
         // User code runs below (the affinity manager, `D::clone`): under this mark a call
@@ -140,6 +141,7 @@ where
     }
 
     /// Removes replica `id` (see `NodeReplicated::remove_replica`).
+    #[track_caller]
     pub(crate) fn remove_replica(&self, id: ReplicaId) -> Result<(), Error> {
         self.check_callbacks();
         // User code runs below (the affinity manager, `D`'s `Drop`): see `add_replica`.

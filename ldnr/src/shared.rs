@@ -95,6 +95,7 @@ where
     /// it, only one made with the token of the thread running `dispatch`/`dispatch_mut`
     /// ([`enter`](Self::enter) checks that).
     #[inline]
+    #[track_caller]
     pub(crate) fn check_callbacks(&self) {
         if Callbacks::running(self.threads.instance()) {
             reentered();

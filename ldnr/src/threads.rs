@@ -60,6 +60,7 @@ where
 {
     /// Registers the calling thread and matches it to a replica (see the crate docs'
     /// dispatcher rules).
+    #[track_caller]
     pub(crate) fn register(&self) -> Result<ThreadToken, Error> {
         self.check_callbacks();
         // The affinity manager runs under the mark, so that it cannot call back in while
@@ -89,6 +90,7 @@ where
     }
 
     /// Gives the calling thread's registration `tkn` back.
+    #[track_caller]
     pub(crate) fn deregister(&self, tkn: ThreadToken) -> Result<(), Error> {
         let tid = self.threads.validate(tkn)?;
         let ctx = self.threads.context(tid);
@@ -106,6 +108,7 @@ where
     /// thread exits. The fast path is a one-entry thread-local cache.
     #[cfg(feature = "std")]
     #[inline]
+    #[track_caller]
     pub(crate) fn thread_token(&self) -> Result<ThreadToken, Error> {
         if let Some(tkn) = crate::sync::last_token().map(ThreadToken::from_parts) {
             // Instance numbers are never reused, so the index is this instance's; the
@@ -127,6 +130,7 @@ where
     #[cfg(feature = "std")]
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn thread_token_slow(&self) -> Result<ThreadToken, Error> {
         let instance = self.threads.instance();
         let found = crate::sync::held_tokens(|held| {

@@ -94,7 +94,8 @@ impl Dispatch for TestMap {
 /// A map worker's body: thread `t`, registered as `tkn`, runs random operations on keys
 /// `0..keys` (40% gets, 40% inserts, 20% removes; random generator seeded with `seed`)
 /// while `go_on(i)` holds, `i` being the number of operations it has completed, and
-/// returns them as events timed by `clock`. Inserted values are unique and non-zero:
+/// returns them as events timed by `clock`; half the gets are [`NodeReplicated::read`]
+/// closures, half [`MapRead::Get`] operations. Inserted values are unique and non-zero:
 /// `t + 1` in the high half, `i` in the low half.
 pub fn recorded_map_ops(
     nr: &NodeReplicated<TestMap>,
@@ -122,7 +123,9 @@ pub fn recorded_map_ops(
             _ => MapOp::Remove(key),
         };
         events.push(record(clock, t, op, |op| match *op {
-            MapOp::Get(k) => nr.execute(MapRead::Get(k), tkn),
+            // Half the reads are data (`execute`), half closures (`read`).
+            MapOp::Get(k) if i % 2 == 0 => nr.execute(MapRead::Get(k), tkn),
+            MapOp::Get(k) => nr.read(tkn, |m| m.0.get(&k).copied()),
             MapOp::Insert(k, v) => nr.execute_mut(MapWrite::Insert(k, v), tkn),
             MapOp::Remove(k) => nr.execute_mut(MapWrite::Remove(k), tkn),
         }));

@@ -141,10 +141,11 @@ where
         }
     }
 
-    /// The read path of thread `tid`: `op` on its replica once the replica has applied
-    /// every write that completed before the read started (the `ctail` rule).
+    /// The read path of thread `tid`: `f` on its replica once the replica has applied
+    /// every write that completed before the read started (the `ctail` rule). `f` runs
+    /// once, under the replica's read lock, with the callback mark set (re-entry).
     #[inline]
-    pub(crate) fn read(&self, tid: usize, op: D::ReadOperation) -> D::Response {
+    pub(crate) fn read<R>(&self, tid: usize, f: impl FnOnce(&D) -> R) -> R {
         let ctx = self.threads.context(tid);
         let ctail = self.log.ctail();
         // Acquire: as in `write`.
@@ -166,7 +167,7 @@ where
                             let _inside = self.callbacks();
                             // SAFETY: as above; the replica is live (checked just now, and
                             // it cannot be removed while the read lock is held, P4).
-                            unsafe { replica.read(|d| d.dispatch(op)) }
+                            unsafe { replica.read(f) }
                                 .expect("checked live under the same read lock")
                         };
                         return response;
