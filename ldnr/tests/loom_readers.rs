@@ -22,7 +22,7 @@
 //!
 //! The reader of a frozen clone source that reads the stand-in while the stand-in's
 //! combiner writes is model 7 of `loom_reconfigure.rs`; the lock-level and `Shared`-level
-//! models of the reader sets are the `readers_*` models of `src/loom_models.rs`.
+//! models of the reader sets are the `readers_*` models of `src/loom_models/readers.rs`.
 #![cfg(ldnr_loom)]
 
 mod loom_common;

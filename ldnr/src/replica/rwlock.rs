@@ -46,7 +46,7 @@
 //!   at the top left its sets, loaded with Acquire, so skipping an index synchronizes
 //!   with that departure too.
 //!
-//! Loom models of R2: `readers_*` in `loom_models.rs` (a reader switching sets under two
+//! Loom models of R2: `readers_*` in `loom_models/readers.rs` (a reader switching sets under two
 //! writers, a thread following its node to another replica, a reader of a frozen
 //! source's stand-in), `tests/loom_readers.rs` (a reader moved by `remove_replica`, an
 //! index given back and reused, the last reader lowering the mark) and the stand-in model
