@@ -54,6 +54,11 @@ impl Binding {
 /// - [`restore_memory_policy`](AffinityManager::restore_memory_policy): puts the saved
 ///   policy back exactly.
 ///
+/// If the kernel refuses a policy while a replica is made (in `build` or `add_replica`),
+/// the call returns [`Error::Affinity`](ldnr::Error::Affinity) with the kernel's
+/// [`AffinityError::Os`] and changes nothing; around a batch of log entries a refused
+/// policy fails no operation, and that batch's memory comes from the thread's own policy.
+///
 /// [`LinuxAffinity::new`] also fixes glibc's mmap threshold
 /// ([`placement::fresh_pages_for_large_allocations`]): a policy only places pages that
 /// are touched for the first time, and that makes every large allocation (a hash table's
@@ -70,15 +75,22 @@ impl Binding {
 /// use std::sync::Arc;
 /// use ldnr::{AffinityManager, NodeReplicated};
 /// use ldnr_affinity::LinuxAffinity;
-/// # #[derive(Clone, Default)] struct Nop;
-/// # impl ldnr::Dispatch for Nop {
-/// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
-/// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
-/// # }
+///
+/// // A register: reads return the number, writes replace it and return the old one.
+/// #[derive(Clone, Default)]
+/// struct Register(u64);
+///
+/// impl ldnr::Dispatch for Register {
+///     type ReadOperation = ();
+///     type WriteOperation = u64;
+///     type Response = u64;
+///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+/// }
 ///
 /// let linux = Arc::new(LinuxAffinity::new());
 /// let nodes = linux.nodes(); // [NodeId(0)] on a one-node machine
-/// let nr = NodeReplicated::builder(Nop)
+/// let nr = NodeReplicated::builder(Register::default())
 ///     .replicas(&nodes) // one replica per node
 ///     .affinity(linux.clone())
 ///     .build()?;
@@ -163,7 +175,7 @@ impl LinuxAffinity {
     /// # Examples
     ///
     /// ```
-    /// # use ldnr_affinity::{Binding, LinuxAffinity};
+    /// use ldnr_affinity::{Binding, LinuxAffinity};
     /// assert_eq!(LinuxAffinity::new().binding_mode(), Binding::Preferred);
     /// ```
     pub fn binding(mut self, binding: Binding) -> Self {
@@ -176,7 +188,7 @@ impl LinuxAffinity {
     /// # Examples
     ///
     /// ```
-    /// # use ldnr_affinity::{Binding, LinuxAffinity};
+    /// use ldnr_affinity::{Binding, LinuxAffinity};
     /// assert_eq!(LinuxAffinity::new().binding(Binding::Bind).binding_mode(), Binding::Bind);
     /// ```
     pub fn binding_mode(&self) -> Binding {

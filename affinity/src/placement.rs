@@ -230,7 +230,7 @@ impl PageCensus {
     /// # Examples
     ///
     /// ```
-    /// # use ldnr::NodeId;
+    /// use ldnr::NodeId;
     /// assert_eq!(ldnr_affinity::placement::PageCensus::default().on(NodeId(0)), 0);
     /// ```
     pub fn on(&self, node: NodeId) -> usize {
@@ -264,7 +264,7 @@ impl PageCensus {
     /// # Examples
     ///
     /// ```
-    /// # use ldnr::NodeId;
+    /// use ldnr::NodeId;
     /// assert_eq!(ldnr_affinity::placement::PageCensus::default().share_on(NodeId(0)), 1.0);
     /// ```
     pub fn share_on(&self, node: NodeId) -> f64 {

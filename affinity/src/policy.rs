@@ -234,7 +234,7 @@ impl MemoryPolicy {
     /// # Examples
     ///
     /// ```
-    /// # use ldnr_affinity::{MemoryPolicy, PolicyMode};
+    /// use ldnr_affinity::{MemoryPolicy, PolicyMode};
     /// assert_eq!(MemoryPolicy::new(PolicyMode::Local, 0, &[]).mode(), PolicyMode::Local);
     /// ```
     pub fn mode(&self) -> PolicyMode {
@@ -246,7 +246,7 @@ impl MemoryPolicy {
     /// # Examples
     ///
     /// ```
-    /// # use ldnr_affinity::{MemoryPolicy, PolicyMode};
+    /// use ldnr_affinity::{MemoryPolicy, PolicyMode};
     /// assert_eq!(MemoryPolicy::default_policy().flags(), 0);
     /// ```
     pub fn flags(&self) -> i32 {
@@ -258,7 +258,8 @@ impl MemoryPolicy {
     /// # Examples
     ///
     /// ```
-    /// # use ldnr::NodeId; use ldnr_affinity::{MemoryPolicy, PolicyMode};
+    /// use ldnr::NodeId;
+    /// use ldnr_affinity::{MemoryPolicy, PolicyMode};
     /// let p = MemoryPolicy::new(PolicyMode::Interleave, 0, &[NodeId(70), NodeId(2)]);
     /// assert_eq!(p.nodes(), [NodeId(2), NodeId(70)]);
     /// ```

@@ -37,14 +37,21 @@ thread_local! {
 /// use std::sync::Arc;
 /// use ldnr::{AffinityManager, NodeId, NodeReplicated};
 /// use ldnr_affinity::SimulatedAffinity;
-/// # #[derive(Clone, Default)] struct Nop;
-/// # impl ldnr::Dispatch for Nop {
-/// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
-/// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
-/// # }
+///
+/// // A register: reads return the number, writes replace it and return the old one.
+/// #[derive(Clone, Default)]
+/// struct Register(u64);
+///
+/// impl ldnr::Dispatch for Register {
+///     type ReadOperation = ();
+///     type WriteOperation = u64;
+///     type Response = u64;
+///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+/// }
 ///
 /// let sim = Arc::new(SimulatedAffinity::new(4));
-/// let nr = NodeReplicated::builder(Nop)
+/// let nr = NodeReplicated::builder(Register::default())
 ///     .replicas(&sim.nodes())
 ///     .affinity(sim.clone())
 ///     .build()?;

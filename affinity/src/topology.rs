@@ -55,7 +55,8 @@ impl NodeInfo {
     /// # Examples
     ///
     /// ```
-    /// # use ldnr::NodeId; use ldnr_affinity::NodeInfo;
+    /// use ldnr::NodeId;
+    /// use ldnr_affinity::NodeInfo;
     /// assert_eq!(NodeInfo::new(NodeId(0), vec![3, 1, 3], true).cpus, [1, 3]);
     /// ```
     pub fn new(id: NodeId, mut cpus: Vec<usize>, has_memory: bool) -> Self {
@@ -312,7 +313,7 @@ impl Topology {
     /// # Examples
     ///
     /// ```
-    /// # use ldnr::NodeId;
+    /// use ldnr::NodeId;
     /// assert_eq!(ldnr_affinity::Topology::uniform(2).nodes()[1].id, NodeId(1));
     /// ```
     pub fn nodes(&self) -> &[NodeInfo] {
@@ -324,7 +325,7 @@ impl Topology {
     /// # Examples
     ///
     /// ```
-    /// # use ldnr::NodeId;
+    /// use ldnr::NodeId;
     /// let t = ldnr_affinity::Topology::uniform(2);
     /// assert!(t.node(NodeId(1)).is_some());
     /// assert!(t.node(NodeId(2)).is_none());
@@ -338,7 +339,7 @@ impl Topology {
     /// # Examples
     ///
     /// ```
-    /// # use ldnr::NodeId;
+    /// use ldnr::NodeId;
     /// assert_eq!(ldnr_affinity::Topology::uniform(2).memory_nodes(), [NodeId(0), NodeId(1)]);
     /// ```
     pub fn memory_nodes(&self) -> Vec<NodeId> {
@@ -354,7 +355,7 @@ impl Topology {
     /// # Examples
     ///
     /// ```
-    /// # use ldnr::NodeId;
+    /// use ldnr::NodeId;
     /// let t = ldnr_affinity::Topology::single_node();
     /// assert!(t.cpus_of(NodeId(0)).contains(&0));
     /// assert!(t.cpus_of(NodeId(5)).is_empty());
@@ -368,7 +369,7 @@ impl Topology {
     /// # Examples
     ///
     /// ```
-    /// # use ldnr::NodeId;
+    /// use ldnr::NodeId;
     /// assert_eq!(ldnr_affinity::Topology::single_node().node_of_cpu(0), Some(NodeId(0)));
     /// ```
     pub fn node_of_cpu(&self, cpu: usize) -> Option<NodeId> {
@@ -383,7 +384,7 @@ impl Topology {
     /// # Examples
     ///
     /// ```
-    /// # use ldnr::NodeId;
+    /// use ldnr::NodeId;
     /// let t = ldnr_affinity::Topology::uniform(2);
     /// assert_eq!(t.distance(NodeId(0), NodeId(1)), 20);
     /// assert_eq!(t.distance(NodeId(7), NodeId(7)), 10);

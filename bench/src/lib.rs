@@ -38,15 +38,3 @@ mod suite;
 pub mod system;
 mod targets;
 pub mod workload;
-
-/// The workspace README's code blocks, compiled and run by `cargo test` so that the
-/// quickstart stays true (this crate depends on every crate they use).
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;
-
-/// `ldnr`'s README (the crate's page on crates.io), compiled and run the same way.
-/// (`ldnr-hashmap` and `ldnr-affinity` run their own READMEs.)
-#[cfg(doctest)]
-#[doc = include_str!("../../ldnr/README.md")]
-pub struct LdnrReadmeDoctests;

@@ -54,15 +54,23 @@ pub const DEFAULT_MAX_THREADS: usize = 256;
 /// A token is `Copy` (pass it by value to every call) and `!Send`: it names the thread's
 /// operation slot and reader slot, which must not be used by two threads at once.
 ///
-/// ```compile_fail
-/// # #[derive(Clone, Default)] struct Nop;
-/// # impl ldnr::Dispatch for Nop {
-/// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
-/// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
-/// # }
-/// let nr = ldnr::NodeReplicated::builder(Nop).build().unwrap();
+/// ```compile_fail,E0277
+/// // A register: reads return the number, writes replace it and return the old one.
+/// #[derive(Clone, Default)]
+/// struct Register(u64);
+///
+/// impl ldnr::Dispatch for Register {
+///     type ReadOperation = ();
+///     type WriteOperation = u64;
+///     type Response = u64;
+///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+/// }
+///
+/// let nr = ldnr::NodeReplicated::builder(Register::default()).build().unwrap();
 /// let tkn = nr.register().unwrap();
-/// std::thread::spawn(move || drop(tkn)); // error: `ThreadToken` cannot be sent between threads
+/// // error[E0277]: `*const ()` cannot be sent between threads safely
+/// std::thread::spawn(move || drop(tkn));
 /// ```
 ///
 /// Each token remembers the instance that issued it. Passing it to another instance is
@@ -141,12 +149,19 @@ impl ThreadToken {
     /// # Examples
     ///
     /// ```
-    /// # #[derive(Clone, Default)] struct Nop;
-    /// # impl ldnr::Dispatch for Nop {
-    /// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
-    /// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
-    /// # }
-    /// let nr = ldnr::NodeReplicated::builder(Nop).build().unwrap();
+    /// // A register: reads return the number, writes replace it and return the old one.
+    /// #[derive(Clone, Default)]
+    /// struct Register(u64);
+    ///
+    /// impl ldnr::Dispatch for Register {
+    ///     type ReadOperation = ();
+    ///     type WriteOperation = u64;
+    ///     type Response = u64;
+    ///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+    ///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+    /// }
+    ///
+    /// let nr = ldnr::NodeReplicated::builder(Register::default()).build().unwrap();
     /// assert_eq!(nr.register().unwrap().index(), 0);
     /// assert_eq!(nr.register().unwrap().index(), 1);
     /// ```

@@ -16,12 +16,23 @@ pub(crate) const POISONED: &str = "ldnr: this instance is poisoned: a panic esca
 ///
 /// ```
 /// use ldnr::{Error, NodeReplicated};
-/// # #[derive(Clone, Default)] struct Nop;
-/// # impl ldnr::Dispatch for Nop {
-/// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
-/// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
-/// # }
-/// let err = NodeReplicated::builder(Nop).log_capacity(1000).build().unwrap_err();
+///
+/// // A register: reads return the number, writes replace it and return the old one.
+/// #[derive(Clone, Default)]
+/// struct Register(u64);
+///
+/// impl ldnr::Dispatch for Register {
+///     type ReadOperation = ();
+///     type WriteOperation = u64;
+///     type Response = u64;
+///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+/// }
+///
+/// let err = NodeReplicated::builder(Register::default())
+///     .log_capacity(1000) // not a power of two
+///     .build()
+///     .unwrap_err();
 /// assert!(matches!(err, Error::InvalidLogCapacity { requested: 1000, .. }));
 /// println!("{err}"); // "log capacity 1000 is invalid: ..."
 /// ```

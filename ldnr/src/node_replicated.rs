@@ -24,19 +24,29 @@ use crate::shared::Shared;
 ///
 /// ```
 /// use std::sync::Arc;
-/// use ldnr::{NoAffinity, NodeId, NodeReplicated};
-/// # #[derive(Clone, Default)] struct Nop;
-/// # impl ldnr::Dispatch for Nop {
-/// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
-/// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
-/// # }
-/// let nr = NodeReplicated::builder(Nop)
-///     .replicas(&[NodeId(0), NodeId(0)]) // two replicas; a one-node machine may share a node
+/// use ldnr::{AffinityManager, NoAffinity, NodeReplicated};
+///
+/// // A register: reads return the number, writes replace it and return the old one.
+/// #[derive(Clone, Default)]
+/// struct Register(u64);
+///
+/// impl ldnr::Dispatch for Register {
+///     type ReadOperation = ();
+///     type WriteOperation = u64;
+///     type Response = u64;
+///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+/// }
+///
+/// // One node, nothing to steer; `ldnr-affinity` has the managers of real machines.
+/// let manager = Arc::new(NoAffinity);
+/// let nr = NodeReplicated::builder(Register::default())
+///     .replicas(&manager.nodes()) // one replica per node (default: one replica)
 ///     .log_capacity(1 << 12)
 ///     .max_threads(64)
-///     .affinity(Arc::new(NoAffinity))
+///     .affinity(manager)
 ///     .build()?;
-/// assert_eq!(nr.replicas().len(), 2);
+/// assert_eq!(nr.replicas().len(), 1);
 /// # Ok::<(), ldnr::Error>(())
 /// ```
 pub struct Builder<D> {
@@ -222,12 +232,19 @@ where
     /// # Examples
     ///
     /// ```
-    /// # #[derive(Clone, Default)] struct Nop;
-    /// # impl ldnr::Dispatch for Nop {
-    /// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
-    /// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
-    /// # }
-    /// let nr = ldnr::NodeReplicated::builder(Nop).build().unwrap();
+    /// // A register: reads return the number, writes replace it and return the old one.
+    /// #[derive(Clone, Default)]
+    /// struct Register(u64);
+    ///
+    /// impl ldnr::Dispatch for Register {
+    ///     type ReadOperation = ();
+    ///     type WriteOperation = u64;
+    ///     type Response = u64;
+    ///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+    ///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+    /// }
+    ///
+    /// let nr = ldnr::NodeReplicated::builder(Register::default()).build().unwrap();
     /// assert_eq!(nr.replicas().len(), 1);
     /// ```
     pub fn builder(initial: D) -> Builder<D> {
@@ -254,12 +271,19 @@ where
     /// # Examples
     ///
     /// ```
-    /// # #[derive(Clone, Default)] struct Nop;
-    /// # impl ldnr::Dispatch for Nop {
-    /// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
-    /// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
-    /// # }
-    /// let nr = ldnr::NodeReplicated::builder(Nop).max_threads(1).build().unwrap();
+    /// // A register: reads return the number, writes replace it and return the old one.
+    /// #[derive(Clone, Default)]
+    /// struct Register(u64);
+    ///
+    /// impl ldnr::Dispatch for Register {
+    ///     type ReadOperation = ();
+    ///     type WriteOperation = u64;
+    ///     type Response = u64;
+    ///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+    ///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+    /// }
+    ///
+    /// let nr = ldnr::NodeReplicated::builder(Register::default()).max_threads(1).build().unwrap();
     /// let _tkn = nr.register().unwrap();
     /// assert!(matches!(nr.register(), Err(ldnr::Error::TooManyThreads { limit: 1 })));
     /// ```
@@ -288,16 +312,23 @@ where
     /// # Examples
     ///
     /// ```
-    /// # #[derive(Clone, Default)] struct Nop;
-    /// # impl ldnr::Dispatch for Nop {
-    /// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
-    /// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
-    /// # }
-    /// let nr = ldnr::NodeReplicated::builder(Nop).max_threads(1).build()?;
+    /// // A register: reads return the number, writes replace it and return the old one.
+    /// #[derive(Clone, Default)]
+    /// struct Register(u64);
+    ///
+    /// impl ldnr::Dispatch for Register {
+    ///     type ReadOperation = ();
+    ///     type WriteOperation = u64;
+    ///     type Response = u64;
+    ///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+    ///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+    /// }
+    ///
+    /// let nr = ldnr::NodeReplicated::builder(Register::default()).max_threads(1).build()?;
     /// for _ in 0..3 {
     ///     // One slot, used over and over.
     ///     let tkn = nr.register()?;
-    ///     nr.execute_mut((), tkn);
+    ///     nr.execute_mut(1, tkn);
     ///     nr.deregister(tkn)?;
     ///     assert_eq!(nr.deregister(tkn), Err(ldnr::Error::StaleToken));
     /// }
@@ -324,12 +355,18 @@ where
     /// # Examples
     ///
     /// ```
-    /// # #[derive(Clone, Default)] struct Counter(u64);
-    /// # impl ldnr::Dispatch for Counter {
-    /// #     type ReadOperation = (); type WriteOperation = u64; type Response = u64;
-    /// #     fn dispatch(&self, _: ()) -> u64 { self.0 }
-    /// #     fn dispatch_mut(&mut self, v: u64) -> u64 { self.0 += v; self.0 }
-    /// # }
+    /// // A counter: reads return it, writes add to it and return the sum.
+    /// #[derive(Clone, Default)]
+    /// struct Counter(u64);
+    ///
+    /// impl ldnr::Dispatch for Counter {
+    ///     type ReadOperation = ();
+    ///     type WriteOperation = u64;
+    ///     type Response = u64;
+    ///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+    ///     fn dispatch_mut(&mut self, by: u64) -> u64 { self.0 += by; self.0 }
+    /// }
+    ///
     /// let nr = ldnr::NodeReplicated::builder(Counter::default()).max_threads(4).build()?;
     /// // A hundred short-lived threads through four slots: each gives its slot back
     /// // when it exits (`join` waits for that).
@@ -371,13 +408,19 @@ where
     /// # Examples
     ///
     /// ```
-    /// # #[derive(Clone, Default)] struct Cell(u64);
-    /// # impl ldnr::Dispatch for Cell {
-    /// #     type ReadOperation = (); type WriteOperation = u64; type Response = u64;
-    /// #     fn dispatch(&self, _: ()) -> u64 { self.0 }
-    /// #     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
-    /// # }
-    /// let nr = ldnr::NodeReplicated::builder(Cell(7)).build().unwrap();
+    /// // A register: reads return the number, writes replace it and return the old one.
+    /// #[derive(Clone, Default)]
+    /// struct Register(u64);
+    ///
+    /// impl ldnr::Dispatch for Register {
+    ///     type ReadOperation = ();
+    ///     type WriteOperation = u64;
+    ///     type Response = u64;
+    ///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+    ///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+    /// }
+    ///
+    /// let nr = ldnr::NodeReplicated::builder(Register(7)).build().unwrap();
     /// let tkn = nr.register().unwrap();
     /// assert_eq!(nr.execute((), tkn), 7);
     /// ```
@@ -458,13 +501,19 @@ where
     /// # Examples
     ///
     /// ```
-    /// # #[derive(Clone, Default)] struct Cell(u64);
-    /// # impl ldnr::Dispatch for Cell {
-    /// #     type ReadOperation = (); type WriteOperation = u64; type Response = u64;
-    /// #     fn dispatch(&self, _: ()) -> u64 { self.0 }
-    /// #     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
-    /// # }
-    /// let nr = ldnr::NodeReplicated::builder(Cell(7)).build().unwrap();
+    /// // A register: reads return the number, writes replace it and return the old one.
+    /// #[derive(Clone, Default)]
+    /// struct Register(u64);
+    ///
+    /// impl ldnr::Dispatch for Register {
+    ///     type ReadOperation = ();
+    ///     type WriteOperation = u64;
+    ///     type Response = u64;
+    ///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+    ///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+    /// }
+    ///
+    /// let nr = ldnr::NodeReplicated::builder(Register(7)).build().unwrap();
     /// let tkn = nr.register().unwrap();
     /// assert_eq!(nr.execute_mut(9, tkn), 7);
     /// assert_eq!(nr.execute((), tkn), 9);
@@ -504,15 +553,23 @@ where
     ///
     /// ```
     /// use ldnr::NodeId;
-    /// # #[derive(Clone, Default)] struct Cell(u64);
-    /// # impl ldnr::Dispatch for Cell {
-    /// #     type ReadOperation = (); type WriteOperation = u64; type Response = u64;
-    /// #     fn dispatch(&self, _: ()) -> u64 { self.0 }
-    /// #     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
-    /// # }
-    /// let nr = ldnr::NodeReplicated::builder(Cell(0)).build()?;
+    ///
+    /// // A register: reads return the number, writes replace it and return the old one.
+    /// #[derive(Clone, Default)]
+    /// struct Register(u64);
+    ///
+    /// impl ldnr::Dispatch for Register {
+    ///     type ReadOperation = ();
+    ///     type WriteOperation = u64;
+    ///     type Response = u64;
+    ///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+    ///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+    /// }
+    ///
+    /// let nr = ldnr::NodeReplicated::builder(Register(0)).build()?;
     /// let tkn = nr.register()?;
     /// nr.execute_mut(5, tkn);
+    /// // `NoAffinity` knows one node; on a NUMA machine, name another one.
     /// let id = nr.add_replica(NodeId(0))?;
     /// assert_eq!(nr.replicas().len(), 2);
     /// nr.remove_replica(id)?;
@@ -540,12 +597,23 @@ where
     ///
     /// ```
     /// use ldnr::{Error, NodeId};
-    /// # #[derive(Clone, Default)] struct Nop;
-    /// # impl ldnr::Dispatch for Nop {
-    /// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
-    /// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
-    /// # }
-    /// let nr = ldnr::NodeReplicated::builder(Nop).replicas(&[NodeId(0), NodeId(0)]).build()?;
+    ///
+    /// // A register: reads return the number, writes replace it and return the old one.
+    /// #[derive(Clone, Default)]
+    /// struct Register(u64);
+    ///
+    /// impl ldnr::Dispatch for Register {
+    ///     type ReadOperation = ();
+    ///     type WriteOperation = u64;
+    ///     type Response = u64;
+    ///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+    ///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+    /// }
+    ///
+    /// // Two replicas (`NoAffinity` knows one node, so both are on node 0).
+    /// let nr = ldnr::NodeReplicated::builder(Register::default())
+    ///     .replicas(&[NodeId(0), NodeId(0)])
+    ///     .build()?;
     /// let ids: Vec<_> = nr.replicas().iter().map(|r| r.id).collect();
     /// nr.remove_replica(ids[0])?;
     /// assert_eq!(nr.remove_replica(ids[0]), Err(Error::UnknownReplica(ids[0])));
@@ -567,14 +635,26 @@ where
     ///
     /// ```
     /// use ldnr::NodeId;
-    /// # #[derive(Clone, Default)] struct Nop;
-    /// # impl ldnr::Dispatch for Nop {
-    /// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
-    /// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
-    /// # }
-    /// let nr = ldnr::NodeReplicated::builder(Nop).replicas(&[NodeId(0), NodeId(0)]).build().unwrap();
+    ///
+    /// // A register: reads return the number, writes replace it and return the old one.
+    /// #[derive(Clone, Default)]
+    /// struct Register(u64);
+    ///
+    /// impl ldnr::Dispatch for Register {
+    ///     type ReadOperation = ();
+    ///     type WriteOperation = u64;
+    ///     type Response = u64;
+    ///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+    ///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+    /// }
+    ///
+    /// // Two replicas (`NoAffinity` knows one node, so both are on node 0).
+    /// let nr = ldnr::NodeReplicated::builder(Register::default())
+    ///     .replicas(&[NodeId(0), NodeId(0)])
+    ///     .build()
+    ///     .unwrap();
     /// let tkn = nr.register().unwrap();
-    /// nr.execute_mut((), tkn);
+    /// nr.execute_mut(1, tkn);
     /// let infos = nr.replicas();
     /// assert_eq!(infos.len(), 2);
     /// assert_eq!(infos.iter().map(|r| r.threads).sum::<usize>(), 1);
@@ -595,13 +675,19 @@ where
     /// # Examples
     ///
     /// ```
-    /// use ldnr::NodeId;
-    /// # #[derive(Clone, Default)] struct Nop;
-    /// # impl ldnr::Dispatch for Nop {
-    /// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
-    /// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
-    /// # }
-    /// let nr = ldnr::NodeReplicated::builder(Nop).build().unwrap();
+    /// // A register: reads return the number, writes replace it and return the old one.
+    /// #[derive(Clone, Default)]
+    /// struct Register(u64);
+    ///
+    /// impl ldnr::Dispatch for Register {
+    ///     type ReadOperation = ();
+    ///     type WriteOperation = u64;
+    ///     type Response = u64;
+    ///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+    ///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+    /// }
+    ///
+    /// let nr = ldnr::NodeReplicated::builder(Register::default()).build().unwrap();
     /// let tkn = nr.register().unwrap();
     /// let only = nr.replicas()[0].id;
     /// assert_eq!(nr.replica_of(tkn), Some(only));

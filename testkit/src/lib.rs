@@ -14,6 +14,21 @@
 //!
 //! This crate depends on `ldnr` without its `std` feature, so that
 //! `cargo test -p ldnr --no-default-features` still builds `ldnr` without `std`.
+//!
+//! Its doctests also run the code blocks of the workspace README and of `ldnr`'s README.
+
+/// The workspace README's code blocks, compiled and run by `cargo test` (`--doc`) so
+/// that they work as shown. Here because this crate has every crate they import (the
+/// rest as dev-dependencies) and is not published.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
+/// `ldnr`'s README (the crate's page on crates.io), compiled and run the same way.
+/// (`ldnr-hashmap` and `ldnr-affinity` run their own READMEs.)
+#[cfg(doctest)]
+#[doc = include_str!("../../ldnr/README.md")]
+pub struct LdnrReadmeDoctests;
 
 pub mod churn;
 pub mod counters;

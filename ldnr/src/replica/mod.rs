@@ -49,12 +49,19 @@ pub(crate) use set::ReplicaSet;
 /// # Examples
 ///
 /// ```
-/// # #[derive(Clone, Default)] struct Nop;
-/// # impl ldnr::Dispatch for Nop {
-/// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
-/// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
-/// # }
-/// let nr = ldnr::NodeReplicated::builder(Nop).build().unwrap();
+/// // A register: reads return the number, writes replace it and return the old one.
+/// #[derive(Clone, Default)]
+/// struct Register(u64);
+///
+/// impl ldnr::Dispatch for Register {
+///     type ReadOperation = ();
+///     type WriteOperation = u64;
+///     type Response = u64;
+///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+/// }
+///
+/// let nr = ldnr::NodeReplicated::builder(Register::default()).build().unwrap();
 /// let info = nr.replicas();
 /// let id: ldnr::ReplicaId = info[0].id;
 /// assert_eq!(id, info[0].id);
@@ -69,12 +76,19 @@ impl ReplicaId {
     /// # Examples
     ///
     /// ```
-    /// # #[derive(Clone, Default)] struct Nop;
-    /// # impl ldnr::Dispatch for Nop {
-    /// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
-    /// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
-    /// # }
-    /// let nr = ldnr::NodeReplicated::builder(Nop).build().unwrap();
+    /// // A register: reads return the number, writes replace it and return the old one.
+    /// #[derive(Clone, Default)]
+    /// struct Register(u64);
+    ///
+    /// impl ldnr::Dispatch for Register {
+    ///     type ReadOperation = ();
+    ///     type WriteOperation = u64;
+    ///     type Response = u64;
+    ///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+    ///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+    /// }
+    ///
+    /// let nr = ldnr::NodeReplicated::builder(Register::default()).build().unwrap();
     /// let first = nr.replicas()[0].id;
     /// let added = nr.add_replica(ldnr::NodeId(0)).unwrap();
     /// assert_ne!(first.get(), added.get());
@@ -96,12 +110,19 @@ impl fmt::Debug for ReplicaId {
 /// # Examples
 ///
 /// ```
-/// # #[derive(Clone, Default)] struct Nop;
-/// # impl ldnr::Dispatch for Nop {
-/// #     type ReadOperation = (); type WriteOperation = (); type Response = ();
-/// #     fn dispatch(&self, _: ()) {} fn dispatch_mut(&mut self, _: ()) {}
-/// # }
-/// let nr = ldnr::NodeReplicated::builder(Nop).build().unwrap();
+/// // A register: reads return the number, writes replace it and return the old one.
+/// #[derive(Clone, Default)]
+/// struct Register(u64);
+///
+/// impl ldnr::Dispatch for Register {
+///     type ReadOperation = ();
+///     type WriteOperation = u64;
+///     type Response = u64;
+///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+/// }
+///
+/// let nr = ldnr::NodeReplicated::builder(Register::default()).build().unwrap();
 /// let _t = nr.register().unwrap();
 /// let info = &nr.replicas()[0];
 /// assert_eq!(info.node, ldnr::NodeId(0));
