@@ -211,14 +211,15 @@
 //!   panicked; there is no rollback and no poisoning. No lock stays held, no other thread
 //!   waits for it, and later operations work on every replica. NR 0.1.1, by contrast,
 //!   leaves the other threads waiting forever.
-//! - **`dispatch`** panics: the panic unwinds out of that thread's `execute`; its read
-//!   lock is released on the way. Nothing else is affected.
+//! - **`dispatch`**, or a [`read`](NodeReplicated::read) closure, panics: the panic
+//!   unwinds out of that thread's `execute`/`read`; its read lock is released on the
+//!   way. Nothing else is affected.
 //! - **`Clone` of `D`** panics in [`NodeReplicated::add_replica`]: the panic unwinds out
 //!   of `add_replica`; the clone source is unfrozen and the replica set is unchanged.
 //! - **`Drop` of a `WriteOperation`** panics: the log drops each operation when its slot
 //!   is reused a lap later, in whichever thread is combining then, after that thread's
 //!   batch is complete and its locks are released. The panic is caught and resumed from
-//!   that thread's `execute_mut`/`execute` once its own operation has finished (that
+//!   that thread's `execute_mut`/`execute`/`read` once its own operation has finished (that
 //!   operation ran, once; its response is dropped). A call that dropped several resumes
 //!   the first panic and drops the others. No operation is lost or run twice, and the
 //!   instance is not poisoned. When the instance is dropped, an operation still in the
@@ -265,7 +266,7 @@
 //! | `thread_token` threads at the thread limit, joined only by the end of `std::thread::scope` | a thread's slot is given back when its thread-locals are destroyed, which `scope` does not wait for: a new thread may briefly get [`Error::TooManyThreads`]. Join the threads (`join` waits for that), or keep headroom in the limit |
 //! | a [`ThreadToken`] of another instance (also of a dropped one) | panics: "a ThreadToken of another NodeReplicated instance" |
 //! | sending a `ThreadToken` to another thread | does not compile (`ThreadToken: !Send + !Sync`) |
-//! | `execute`, `execute_mut`, `register`, `deregister`, `add_replica` or `remove_replica` (or `thread_token` when it has to register) from inside user code that the instance runs on the calling thread (`dispatch`, `dispatch_mut`, `Clone` of `D` or of an operation, `Drop` of an operation, the affinity manager), with any token, also through another instance's callbacks (up to 8 nested instances) | panics: "re-entrant call" (inside `dispatch_mut` that is the operation's panic; inside a `Drop`, resumed by the combining call; see above). Without `std`, only `execute`/`execute_mut` with the token of the thread running `dispatch`/`dispatch_mut` are detected; the others may deadlock. Calling back into the instance from `dispatch_mut` breaks the determinism contract anyway |
+//! | `read`, `execute`, `execute_mut`, `register`, `deregister`, `add_replica` or `remove_replica` (or `thread_token` when it has to register) from inside user code that the instance runs on the calling thread (a `read` closure, `dispatch`, `dispatch_mut`, `Clone` of `D` or of an operation, `Drop` of an operation, the affinity manager), with any token, also through another instance's callbacks (up to 8 nested instances) | panics: "re-entrant call" (inside `dispatch_mut` that is the operation's panic; inside a `Drop`, resumed by the combining call; see above). Without `std`, only `execute`/`execute_mut` with the token of the thread running `dispatch`/`dispatch_mut` are detected; the others may deadlock. Calling back into the instance from `dispatch_mut` breaks the determinism contract anyway |
 //! | a `WriteOperation` whose `Drop` panics (the log drops it when its slot is reused) | the call that was combining then panics with it, after its own operation ran (once); nothing lost or run twice, not poisoned. Without `std`: poisoned |
 //! | the same, for an operation still in the log when the instance is dropped | the drop panics; everything else is still dropped |
 //! | a `Response` whose `Drop` panics (LD-NR drops every replica's response but the owner's) | caught and ignored; the operation was applied in full |

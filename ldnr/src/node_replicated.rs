@@ -435,20 +435,31 @@ where
     /// is a closure instead of a [`ReadOperation`](Dispatch::ReadOperation).
     ///
     /// Linearizable like [`execute`](Self::execute): `f` sees every write that completed
-    /// before `read` was called, and runs once, under the replica's read lock, in
-    /// parallel with other readers of that replica (never with its writes). It may borrow
-    /// from the caller (a `&str` key for a `String`-keyed map) and return anything,
-    /// borrowed data excepted: copy out what you need. Nothing is appended to the log.
+    /// before `read` was called, and runs at most once (exactly once unless `read`
+    /// panics before it, see below), under the replica's read lock, in parallel with
+    /// other readers of that replica (never with its writes). It may borrow from the
+    /// caller (a `&str` key for a `String`-keyed map) and return anything, borrowed data
+    /// excepted: copy out what you need. Nothing is appended to the log.
     ///
-    /// Keep `f` short: the replica's writers wait for it. It must not call this instance
-    /// (`read`, `execute`, `execute_mut`, …) on the calling thread.
+    /// Each call sees one state: two `read`s may see different ones (writes in between),
+    /// so compute whatever must agree inside one closure.
+    ///
+    /// Keep `f` short and never block in it: the writers of its replica wait for it, and
+    /// since every replica applies every write, so do the writers of every other replica
+    /// once the log is full. It must not call this instance (`read`, `execute`,
+    /// `execute_mut`, `register`, …) on the calling thread. Reading *another* instance
+    /// from `f` is allowed, but, as with nested locks, two threads nesting two instances
+    /// in opposite orders can deadlock while both have writers: nest in one order.
     ///
     /// # Panics
     ///
     /// If `f` panics: the panic unwinds out of `read` only (the read lock is released; the
-    /// instance is not poisoned). Also as for [`execute`](Self::execute): a token of
-    /// another instance or a deregistered one, a call from inside `f`, `dispatch` or
-    /// `dispatch_mut` on the same thread, and a poisoned instance.
+    /// instance is not poisoned). If the read had to bring its replica up to date and the
+    /// `Drop` of an operation it displaced from the log panicked, that panic is resumed
+    /// and `f` does not run (crate docs, "Panics"). Also as for
+    /// [`execute`](Self::execute): a token of another instance or a deregistered one, a
+    /// call from inside `f`, `dispatch` or `dispatch_mut` on the same thread, and a
+    /// poisoned instance.
     ///
     /// # Examples
     ///

@@ -12,6 +12,7 @@ pub(crate) struct Poison(AtomicBool);
 impl Poison {
     /// Panics with [`POISONED`] if the instance is poisoned.
     #[inline]
+    #[track_caller]
     pub(crate) fn check(&self) {
         if self.is_set() {
             poisoned();
@@ -32,6 +33,7 @@ impl Poison {
 
 #[cold]
 #[inline(never)]
+#[track_caller]
 fn poisoned() -> ! {
     panic!("{}", POISONED)
 }

@@ -58,8 +58,9 @@ impl<D: Dispatch> core::fmt::Debug for Shared<D> {
 #[track_caller]
 pub(crate) fn reentered() -> ! {
     panic!(
-        "ldnr: re-entrant call: `execute` or `execute_mut` was called from inside \
-         `dispatch`/`dispatch_mut` of the same instance with the calling thread's token"
+        "ldnr: re-entrant call: this instance was called from inside user code that it runs \
+         on the calling thread (a `read` closure, `dispatch`, `dispatch_mut`, a `Clone` or \
+         `Drop` of an operation, the affinity manager); the call would wait for itself"
     )
 }
 
