@@ -15,6 +15,7 @@ use crate::dispatcher::{Dispatcher, ThreadToken, DEFAULT_MAX_THREADS, MAX_THREAD
 use crate::error::Error;
 use crate::log::{Log, DEFAULT_LOG_CAPACITY, MAX_LOG_CAPACITY, MAX_REPLICAS, MIN_LOG_CAPACITY};
 use crate::poison::Poison;
+use crate::policy::{Policy, PolicyState};
 use crate::replica::{ReplicaId, ReplicaInfo, ReplicaSet};
 use crate::shared::Shared;
 
@@ -55,6 +56,7 @@ pub struct Builder<D> {
     log_capacity: usize,
     max_threads: usize,
     affinity: Arc<dyn AffinityManager>,
+    policy: Policy,
     /// The log's first index: 0, or just below the wrap point in tests (log L8).
     log_start: usize,
 }
@@ -66,6 +68,7 @@ impl<D> fmt::Debug for Builder<D> {
             .field("log_capacity", &self.log_capacity)
             .field("max_threads", &self.max_threads)
             .field("affinity", &self.affinity)
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
@@ -101,6 +104,17 @@ where
     /// The affinity manager. Default: [`NoAffinity`] (one node).
     pub fn affinity(mut self, manager: Arc<dyn AffinityManager>) -> Self {
         self.affinity = manager;
+        self
+    }
+
+    /// Who places the replicas after `build`: [`Policy::manual`] (the default: the
+    /// application, with [`add_replica`](NodeReplicated::add_replica) and
+    /// [`remove_replica`](NodeReplicated::remove_replica)) or
+    /// [`Policy::follow_threads`] (a replica on every node where threads are; see
+    /// [`Policy`]). The initial replicas are those of [`replicas`](Self::replicas) either
+    /// way; `follow_threads` changes them from the first registration on.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
         self
     }
 
@@ -158,6 +172,7 @@ where
             threads: Dispatcher::new(self.max_threads),
             memory: Memory::new(manager, known.len()),
             poison: Poison::default(),
+            policy: PolicyState::new(self.policy),
         };
         for &node in &nodes {
             let data = affinity::on_node(shared.memory.manager(), node, || self.initial.clone())?;
@@ -254,6 +269,7 @@ where
             log_capacity: DEFAULT_LOG_CAPACITY,
             max_threads: DEFAULT_MAX_THREADS,
             affinity: Arc::new(NoAffinity),
+            policy: Policy::manual(),
             log_start: 0,
         }
     }

@@ -1,13 +1,22 @@
-//! The poison flag: set when a panic unwound through a combiner, so that no replica
-//! applies the log again (see `replica::combiner`'s module docs for when that happens).
+//! The instance's attention word: the poison flag, set when a panic unwound through a
+//! combiner, so that no replica applies the log again (see `replica::combiner`'s module
+//! docs for when that happens), and the policy flag, set when the threads changed in a way
+//! the replication policy must look at (`policy`). Every operation loads the word once on
+//! entry; both flags cost that one load.
 
 use crate::error::POISONED;
-use crate::sync::{AtomicBool, Ordering};
+use crate::sync::{AtomicUsize, Ordering};
 
-/// Set when a panic unwound out of a combiner (see `replica::combiner`'s docs): a replica may be
-/// half-way through a batch, so no replica may apply the log again.
+/// The poison bit of the attention word.
+pub(crate) const POISON: usize = 1;
+/// The policy bit of the attention word: the replication policy has threads to look at.
+pub(crate) const POLICY: usize = 2;
+
+/// The attention word (poison and policy flags). Poisoned when a panic unwound out of a
+/// combiner (see `replica::combiner`'s docs): a replica may be half-way through a batch,
+/// so no replica may apply the log again.
 #[derive(Debug, Default)]
-pub(crate) struct Poison(AtomicBool);
+pub(crate) struct Poison(AtomicUsize);
 
 impl Poison {
     /// Panics with [`POISONED`] if the instance is poisoned.
@@ -21,7 +30,37 @@ impl Poison {
 
     #[inline]
     pub(crate) fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed) & POISON != 0
+    }
+
+    /// Both flags, for the entry of an operation; panics if poisoned.
+    #[inline]
+    #[track_caller]
+    pub(crate) fn flags(&self) -> usize {
+        let flags = self.0.load(Ordering::Relaxed);
+        if flags & POISON != 0 {
+            poisoned();
+        }
+        flags
+    }
+
+    /// Both flags, without the poison check.
+    #[inline]
+    pub(crate) fn flags_relaxed(&self) -> usize {
         self.0.load(Ordering::Relaxed)
+    }
+
+    /// Asks the next operation (or the caller) to run the replication policy.
+    pub(crate) fn request_policy(&self) {
+        // Release: an evaluation that takes the flag sees the change that raised it (it
+        // also reads the matching under the admin lock, which orders it anyway).
+        self.0.fetch_or(POLICY, Ordering::Release);
+    }
+
+    /// Takes the policy flag: whether it was raised.
+    pub(crate) fn take_policy(&self) -> bool {
+        self.0.load(Ordering::Relaxed) & POLICY != 0
+            && self.0.fetch_and(!POLICY, Ordering::Acquire) & POLICY != 0
     }
 
     /// A guard that poisons the instance if a panic unwinds past it.
@@ -41,7 +80,7 @@ fn poisoned() -> ! {
 /// Marks the instance poisoned when dropped without [`disarm`](Self::disarm), that is
 /// when a panic unwinds through the code it guards.
 #[must_use]
-pub(crate) struct PoisonOnUnwind<'a>(&'a AtomicBool);
+pub(crate) struct PoisonOnUnwind<'a>(&'a AtomicUsize);
 
 impl PoisonOnUnwind<'_> {
     #[inline]
@@ -52,6 +91,6 @@ impl PoisonOnUnwind<'_> {
 
 impl Drop for PoisonOnUnwind<'_> {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
+        self.0.fetch_or(POISON, Ordering::Release);
     }
 }

@@ -13,7 +13,8 @@ use crate::affinity::Memory;
 use crate::dispatch::Dispatch;
 use crate::dispatcher::{Dispatcher, ThreadToken, MIGRATION_CHECK_EVERY};
 use crate::log::Log;
-use crate::poison::Poison;
+use crate::poison::{Poison, POLICY};
+use crate::policy::PolicyState;
 use crate::replica::context::Context;
 use crate::replica::{ReplicaId, ReplicaInfo, ReplicaSet};
 use crate::sync::{Callbacks, Ordering};
@@ -28,6 +29,7 @@ pub(crate) struct Shared<D: Dispatch> {
     pub(crate) threads: Dispatcher<D::WriteOperation, D::Response>,
     pub(crate) memory: Memory,
     pub(crate) poison: Poison,
+    pub(crate) policy: PolicyState,
 }
 
 // SAFETY: `Shared` owns the replicas (`D`), the log (`WriteOperation`) and the response
@@ -77,12 +79,17 @@ where
     #[track_caller]
     pub(crate) fn enter(&self, tkn: ThreadToken) -> usize {
         let tid = self.threads.check(tkn);
-        self.poison.check();
+        let flags = self.poison.flags();
         let ctx = self.threads.context(tid);
         if ctx.busy() {
             reentered();
         }
         self.check_callbacks();
+        if flags & POLICY != 0 {
+            // Outside every lock and callback: the replication policy has thread events
+            // to act on (`policy`).
+            self.run_policy();
+        }
         // SAFETY: the token proves the caller owns the context.
         if self.memory.steers() && unsafe { ctx.tick(MIGRATION_CHECK_EVERY) } {
             self.follow(tid);
@@ -109,6 +116,14 @@ where
         // held by this very thread (an affinity manager asking for a snapshot from inside
         // `register`), and the exits are given back by the next admin path anyway.
         self.give_back_exited_soon();
+        // The policy runs here too (the exits just given back may concern it), unless
+        // this is user code that the instance runs (an affinity manager asking from
+        // inside `register`): it would wait for the locks its caller holds.
+        #[cfg(feature = "std")]
+        if self.poison.flags_relaxed() & POLICY != 0 && !Callbacks::running(self.threads.instance())
+        {
+            self.run_policy();
+        }
         self.threads.consistent(|| {
             self.replicas
                 .iter()

@@ -62,6 +62,24 @@ where
     /// dispatcher rules).
     #[track_caller]
     pub(crate) fn register(&self) -> Result<ThreadToken, Error> {
+        let tkn = self.register_here()?;
+        // The registering thread runs the policy (outside the locks and the callback
+        // mark): it pays for a replica its node now wants.
+        self.threads_changed();
+        self.run_policy_now();
+        Ok(tkn)
+    }
+
+    /// Runs the replication policy if an event asked for it.
+    #[inline]
+    pub(crate) fn run_policy_now(&self) {
+        if self.policy.active() && self.poison.flags_relaxed() & crate::poison::POLICY != 0 {
+            self.run_policy();
+        }
+    }
+
+    #[track_caller]
+    fn register_here(&self) -> Result<ThreadToken, Error> {
         self.check_callbacks();
         // The affinity manager runs under the mark, so that it cannot call back in while
         // the admin lock is held. It is asked before anything changes: a panic in it
@@ -101,6 +119,8 @@ where
         let admin = self.threads.admin();
         self.give_back_exited(&admin);
         self.leave(&admin, tid);
+        drop(admin);
+        self.run_policy_now();
         Ok(())
     }
 
@@ -209,6 +229,7 @@ where
             .threads
             .fetch_sub(1, Ordering::Relaxed);
         self.threads.release(admin, tid);
+        self.threads_changed();
     }
 
     /// Gives back the indices of threads that exited holding a token of `thread_token`.
@@ -244,12 +265,22 @@ where
     #[cold]
     #[inline(never)]
     pub(crate) fn follow(&self, tid: usize) {
+        if self.follow_here(tid) {
+            // The thread moved: it runs the policy before its operation (it pays for a
+            // replica its new node now wants).
+            self.threads_changed();
+            self.run_policy_now();
+        }
+    }
+
+    /// `follow` without the policy; whether the thread's node changed.
+    fn follow_here(&self, tid: usize) -> bool {
         let ctx = self.threads.context(tid);
         let _inside = self.callbacks();
         let manager = self.memory.manager();
         let node = manager.current_node();
         if node.0 == ctx.node.load(Ordering::Relaxed) {
-            return;
+            return false;
         }
         let admin = self.threads.admin();
         let current = ctx.replica.load(Ordering::Relaxed);
@@ -273,6 +304,7 @@ where
             // Release: pairs with the Acquire loads on the operation paths.
             ctx.replica.store(best, Ordering::Release);
         }
+        true
     }
 
     /// Puts thread `tid` in the reader set of replica `slot` (and out of the one it was

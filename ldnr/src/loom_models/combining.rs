@@ -32,6 +32,7 @@ fn summing(threads: usize) -> Shared<Sum> {
         threads: Dispatcher::new(threads),
         memory: Memory::new(alloc::sync::Arc::new(NoAffinity), 1),
         poison: Poison::default(),
+        policy: crate::policy::PolicyState::new(crate::policy::Policy::manual()),
     };
     shared
         .replicas

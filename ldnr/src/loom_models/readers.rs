@@ -163,6 +163,7 @@ fn summing_on_two(on: &[usize], manager: alloc::sync::Arc<Movable>) -> Shared<Su
         threads: Dispatcher::new(on.len()),
         memory: Memory::new(manager, 2),
         poison: Poison::default(),
+        policy: crate::policy::PolicyState::new(crate::policy::Policy::manual()),
     };
     for slot in 0..2 {
         shared.replicas.install(

@@ -1,0 +1,329 @@
+//! Replication policies: who decides where replicas live.
+//!
+//! With [`Policy::manual`] (the default) the application does, through
+//! [`add_replica`](crate::NodeReplicated::add_replica) and
+//! [`remove_replica`](crate::NodeReplicated::remove_replica). With
+//! [`Policy::follow_threads`] the instance does: a replica on every node where enough
+//! registered threads are, none where none are.
+//!
+//! # How `follow_threads` works
+//!
+//! The policy looks at the threads only when they change: a registration, a
+//! deregistration, a thread that exited with a `thread_token` registration, and a thread
+//! the dispatcher re-matched after the operating system moved it (see the crate docs on
+//! migration). Each such event raises a flag in the instance's attention word, which every
+//! operation already loads on entry (the poison flag lives in the same word), so the
+//! policy costs an operation nothing until there is something to do.
+//!
+//! The policy then runs in a thread that is outside any operation, lock and callback:
+//!
+//! - the thread that registers, deregisters or was re-matched runs it itself, at the end
+//!   of that call (`register` and `thread_token` return after the new replica is built;
+//!   a re-matched thread builds it before its operation);
+//! - a thread's exit is noticed by whichever thread gives its index back; the policy then
+//!   runs at the start of the next operation of any thread, or in
+//!   [`replicas`](crate::NodeReplicated::replicas).
+//!
+//! So the thread that changes the picture pays for the change (a clone of the structure
+//! for a new node), and no other thread waits for it: the clone source is frozen, and its
+//! threads are served by a stand-in meanwhile, as for every `add_replica`.
+//!
+//! A run counts the registered threads per node and computes the wanted nodes: every node
+//! with at least `min_threads` threads, the `max_replicas` busiest of them (ties: the
+//! lower node number), or, if no node has enough, the node of the busiest replica (there
+//! is always at least one replica). It then adds a replica on each wanted node that has
+//! none (threads of that node move to it), and removes every replica on a node that is not
+//! wanted, and every second replica of a node — adds first, so a thread always has a
+//! replica to move to. Runs are serialized; an event during a run makes it run again.
+//!
+//! **Hysteresis.** None by time: the policy follows the counts at each event, so the
+//! replica set settles as soon as the last event's run returns. A thread that hops between
+//! nodes is re-matched at most once per
+//! [`MIGRATION_CHECK_EVERY`](crate::dispatcher::MIGRATION_CHECK_EVERY) of its operations,
+//! which bounds the clones it can cause (one per 1,024 operations); `min_threads` above 1
+//! keeps a lone hopping thread from causing any.
+//!
+//! **Manual calls** still work under `follow_threads`, and the policy has the last word:
+//! a replica added by hand on a node without threads, or one removed by hand on a node
+//! with threads, is changed back at the policy's next run (the next thread event).
+
+use alloc::vec::Vec;
+
+use crate::affinity::NodeId;
+use crate::dispatch::Dispatch;
+use crate::log::MAX_REPLICAS;
+use crate::shared::Shared;
+use crate::sync::{AtomicBool, Ordering};
+
+/// Who decides where the replicas of an instance live
+/// ([`Builder::policy`](crate::Builder::policy)).
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use ldnr::{NodeReplicated, Policy};
+///
+/// #[derive(Clone, Default)]
+/// struct Register(u64);
+/// impl ldnr::Dispatch for Register {
+///     type ReadOperation = ();
+///     type WriteOperation = u64;
+///     type Response = u64;
+///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+/// }
+///
+/// let nr = NodeReplicated::builder(Register::default())
+///     .policy(Policy::follow_threads().min_threads(1).max_replicas(8))
+///     .build()?;
+/// let tkn = nr.thread_token()?;
+/// nr.execute_mut(7, tkn);
+/// // One node here (no affinity manager): one replica, on the threads' node.
+/// assert_eq!(nr.replicas().len(), 1);
+/// # Ok::<(), ldnr::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    kind: Kind,
+    min_threads: usize,
+    max_replicas: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Manual,
+    FollowThreads,
+}
+
+impl Policy {
+    /// The application places replicas (`add_replica`, `remove_replica`); the default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(ldnr::Policy::default(), ldnr::Policy::manual());
+    /// ```
+    pub const fn manual() -> Self {
+        Self {
+            kind: Kind::Manual,
+            min_threads: 1,
+            max_replicas: MAX_REPLICAS,
+        }
+    }
+
+    /// A replica on every node where at least [`min_threads`](Self::min_threads)
+    /// registered threads are (default 1), at most
+    /// [`max_replicas`](Self::max_replicas) of them (default: as many as an instance may
+    /// have), never fewer than one. See the [module docs](self) for when it runs and who
+    /// pays.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let p = ldnr::Policy::follow_threads().min_threads(2).max_replicas(4);
+    /// assert!(p.follows_threads());
+    /// ```
+    pub const fn follow_threads() -> Self {
+        Self {
+            kind: Kind::FollowThreads,
+            min_threads: 1,
+            max_replicas: MAX_REPLICAS,
+        }
+    }
+
+    /// How many registered threads a node needs for a replica of its own (at least 1).
+    pub const fn min_threads(mut self, threads: usize) -> Self {
+        self.min_threads = if threads == 0 { 1 } else { threads };
+        self
+    }
+
+    /// The most replicas the policy keeps (1 to [`MAX_REPLICAS`](crate::MAX_REPLICAS)).
+    pub const fn max_replicas(mut self, replicas: usize) -> Self {
+        self.max_replicas = if replicas == 0 {
+            1
+        } else if replicas > MAX_REPLICAS {
+            MAX_REPLICAS
+        } else {
+            replicas
+        };
+        self
+    }
+
+    /// Whether this is [`follow_threads`](Self::follow_threads).
+    pub const fn follows_threads(&self) -> bool {
+        matches!(self.kind, Kind::FollowThreads)
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self::manual()
+    }
+}
+
+/// The policy of one instance and the lock that serializes its runs.
+#[derive(Debug)]
+pub(crate) struct PolicyState {
+    policy: Policy,
+    running: AtomicBool,
+}
+
+impl PolicyState {
+    pub(crate) fn new(policy: Policy) -> Self {
+        Self {
+            policy,
+            running: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether thread events concern the policy.
+    #[inline]
+    pub(crate) fn active(&self) -> bool {
+        self.policy.follows_threads()
+    }
+}
+
+/// The nodes `follow_threads` wants, from `(node, threads)` counts and the node of the
+/// busiest live replica (the fallback when no node has enough threads).
+fn wanted(policy: &Policy, mut counts: Vec<(NodeId, usize)>, fallback: NodeId) -> Vec<NodeId> {
+    counts.retain(|&(_, n)| n >= policy.min_threads);
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0 .0.cmp(&b.0 .0)));
+    counts.truncate(policy.max_replicas);
+    let mut nodes: Vec<NodeId> = counts.into_iter().map(|(node, _)| node).collect();
+    if nodes.is_empty() {
+        nodes.push(fallback);
+    }
+    nodes
+}
+
+impl<D> Shared<D>
+where
+    D: Dispatch + Clone + Send + Sync,
+{
+    /// Notes a thread event for the policy: the next operation (or the caller, through
+    /// [`run_policy`](Self::run_policy)) runs it.
+    #[inline]
+    pub(crate) fn threads_changed(&self) {
+        if self.policy.active() {
+            self.poison.request_policy();
+        }
+    }
+
+    /// Runs the policy if a thread event asked for it and no other thread runs it now.
+    /// The caller is outside every operation, lock and callback of this instance.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn run_policy(&self) {
+        if !self.policy.active() {
+            return;
+        }
+        loop {
+            if self
+                .policy
+                .running
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                // The running thread takes our event on its next round.
+                return;
+            }
+            while self.poison.take_policy() {
+                if self.poison.is_set() {
+                    break;
+                }
+                self.policy_round();
+            }
+            self.policy.running.store(false, Ordering::Release);
+            // An event raised after our last `take_policy` and before the release may
+            // have been skipped by its thread (it saw us running): look again.
+            if !self.policy_requested() {
+                return;
+            }
+        }
+    }
+
+    fn policy_requested(&self) -> bool {
+        // A relaxed look is enough: the next operation's entry looks again anyway.
+        self.poison.flags_relaxed() & crate::poison::POLICY != 0
+    }
+
+    /// One run of `follow_threads`: adds, then removes.
+    fn policy_round(&self) {
+        let (counts, live, fallback) = {
+            let admin = self.threads.admin();
+            self.give_back_exited(&admin);
+            let mut counts: Vec<(NodeId, usize)> = Vec::new();
+            for (_, ctx) in self.threads.registrations(&admin) {
+                let node = NodeId(ctx.node.load(Ordering::Relaxed));
+                match counts.iter_mut().find(|(n, _)| *n == node) {
+                    Some((_, c)) => *c += 1,
+                    None => counts.push((node, 1)),
+                }
+            }
+            let live: Vec<(crate::ReplicaId, NodeId, usize)> = self
+                .replicas
+                .iter()
+                .filter_map(|(_, r)| {
+                    r.id()
+                        .map(|id| (id, r.node(), r.threads.load(Ordering::Relaxed)))
+                })
+                .collect();
+            let fallback = live
+                .iter()
+                .max_by(|a, b| a.2.cmp(&b.2).then(b.0.get().cmp(&a.0.get())))
+                .map(|r| r.1)
+                .expect("an instance always has a live replica");
+            (counts, live, fallback)
+        };
+        let want = wanted(&self.policy.policy, counts, fallback);
+        // Adds first: threads of a wanted node move to its new replica.
+        for &node in &want {
+            if !live.iter().any(|r| r.1 == node) {
+                // A failure (the node's memory policy refused, the instance full) leaves
+                // that node served by the nearest replica; the next event tries again.
+                let _ = self.add_replica(node);
+            }
+        }
+        // Then removals: replicas on nodes not wanted, and second replicas of a node.
+        let mut kept: Vec<NodeId> = Vec::new();
+        for &(id, node, _) in &live {
+            if want.contains(&node) && !kept.contains(&node) {
+                kept.push(node);
+                continue;
+            }
+            // `LastReplica` cannot happen (a wanted node has a replica now, or the
+            // fallback's replica stays), `UnknownReplica` only if a manual call removed it
+            // meanwhile: either way there is nothing to do.
+            let _ = self.remove_replica(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wanted_nodes_follow_the_counts() {
+        let p = Policy::follow_threads();
+        let n = |i| NodeId(i);
+        assert_eq!(
+            wanted(&p, alloc::vec![(n(2), 1), (n(0), 3)], n(0)),
+            [n(0), n(2)]
+        );
+        assert_eq!(wanted(&p, alloc::vec![], n(1)), [n(1)]);
+        let p = Policy::follow_threads().min_threads(2).max_replicas(2);
+        let counts = alloc::vec![(n(0), 1), (n(1), 2), (n(2), 5), (n(3), 2)];
+        assert_eq!(wanted(&p, counts, n(0)), [n(2), n(1)]);
+        assert_eq!(wanted(&p, alloc::vec![(n(3), 1)], n(3)), [n(3)]);
+        assert_eq!(Policy::follow_threads().min_threads(0).min_threads, 1);
+        assert_eq!(Policy::follow_threads().max_replicas(0).max_replicas, 1);
+        assert_eq!(
+            Policy::follow_threads()
+                .max_replicas(usize::MAX)
+                .max_replicas,
+            MAX_REPLICAS
+        );
+    }
+}

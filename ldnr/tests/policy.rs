@@ -1,0 +1,382 @@
+//! `Policy::follow_threads` on four pretend nodes: the replica set grows node by node as
+//! threads register there, shrinks as they leave (deregistration and thread exit), follows
+//! a thread that moves, respects `min_threads` and `max_replicas`, wins over manual calls
+//! at its next run, and keeps every operation exactly once and linearizable while it
+//! reshapes the set under load.
+
+use std::cell::Cell;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{mpsc, Arc, Barrier};
+
+use ldnr::{AffinityError, AffinityManager, Dispatch, NodeId, NodeReplicated, Policy, SavedPolicy};
+use ldnr_testkit::counters::{Counters, Get, Inc};
+use ldnr_testkit::lincheck::{check_map_by_key, Clock};
+use ldnr_testkit::map::{negative_control, recorded_map_ops, TestMap};
+use ldnr_testkit::{watchdog, LIMIT};
+
+const NODES: usize = 4;
+
+thread_local! {
+    /// The node the calling thread pretends to run on.
+    static NODE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Four nodes; each thread is where it says it is (`on`); memory steering does nothing.
+#[derive(Debug, Default)]
+struct Pretend {
+    clones_on: [AtomicUsize; NODES],
+}
+
+impl AffinityManager for Pretend {
+    fn current_node(&self) -> NodeId {
+        NodeId(NODE.with(Cell::get))
+    }
+    fn nodes(&self) -> Vec<NodeId> {
+        (0..NODES).map(NodeId).collect()
+    }
+    fn set_memory_node(&self, node: NodeId) -> Result<SavedPolicy, AffinityError> {
+        if node.0 >= NODES {
+            return Err(AffinityError::UnknownNode(node));
+        }
+        self.clones_on[node.0].fetch_add(1, SeqCst);
+        Ok(SavedPolicy::UNCHANGED)
+    }
+    fn restore_memory_policy(&self, _saved: SavedPolicy) {}
+}
+
+/// The calling thread now runs on `node`.
+fn on(node: usize) {
+    NODE.with(|n| n.set(node));
+}
+
+fn nodes_of<D: Dispatch + Clone + Send + Sync>(nr: &NodeReplicated<D>) -> BTreeSet<usize> {
+    let infos = nr.replicas();
+    let nodes: BTreeSet<usize> = infos.iter().map(|r| r.node.0).collect();
+    assert_eq!(nodes.len(), infos.len(), "one replica per node: {infos:?}");
+    nodes
+}
+
+fn set(nodes: &[usize]) -> BTreeSet<usize> {
+    nodes.iter().copied().collect()
+}
+
+fn following(policy: Policy) -> NodeReplicated<Counters> {
+    on(0);
+    NodeReplicated::builder(Counters(vec![0; 8]))
+        .affinity(Arc::new(Pretend::default()))
+        .policy(policy)
+        .log_capacity(64)
+        .build()
+        .unwrap()
+}
+
+/// A thread on `node` that registers (with `register`, or `thread_token` if `managed`),
+/// reports, waits for `go` and then leaves (deregisters, or exits).
+fn resident<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    nr: &'s NodeReplicated<Counters>,
+    node: usize,
+    managed: bool,
+    registered: mpsc::Sender<usize>,
+    go: mpsc::Receiver<()>,
+) -> std::thread::ScopedJoinHandle<'s, ()> {
+    s.spawn(move || {
+        on(node);
+        let tkn = if managed {
+            nr.thread_token().unwrap()
+        } else {
+            nr.register().unwrap()
+        };
+        nr.execute_mut(Inc(node), tkn);
+        registered.send(node).unwrap();
+        go.recv().unwrap();
+        if !managed {
+            nr.deregister(tkn).unwrap();
+        }
+    })
+}
+
+/// Threads appear node by node: after each registration returns, there is a replica on
+/// exactly the nodes with threads (the node-0 replica of `build` goes once node 0 has no
+/// thread). They leave node by node: the set shrinks, never below one replica.
+#[test]
+fn replicas_grow_and_shrink_with_the_threads() {
+    for managed in [false, true] {
+        watchdog("grow and shrink", LIMIT, move || {
+            let nr = following(Policy::follow_threads());
+            assert_eq!(
+                nodes_of(&nr),
+                set(&[0]),
+                "build: one replica, the builder's node"
+            );
+            std::thread::scope(|s| {
+                let (tx, rx) = mpsc::channel();
+                let mut leave = Vec::new();
+                let mut handles = Vec::new();
+                for node in [1, 3, 2] {
+                    let (go_tx, go_rx) = mpsc::channel();
+                    handles.push(resident(s, &nr, node, managed, tx.clone(), go_rx));
+                    leave.push(go_tx);
+                    assert_eq!(rx.recv().unwrap(), node);
+                    let mut want: Vec<usize> = vec![1, 3, 2][..leave.len()].to_vec();
+                    want.sort();
+                    assert_eq!(nodes_of(&nr), set(&want), "after a thread on node {node}");
+                }
+                // Leave in another order; each leaver's replica goes once it is joined
+                // (an exiting `thread_token` thread is noticed by the next `replicas`).
+                let mut left = BTreeSet::from([1, 2, 3]);
+                for (i, node) in [(1, 3), (0, 1)] {
+                    leave[i].send(()).unwrap();
+                    handles.remove(if i == 1 { 1 } else { 0 }).join().unwrap();
+                    left.remove(&node);
+                    assert_eq!(nodes_of(&nr), left, "after the thread on node {node} left");
+                }
+                leave[2].send(()).unwrap();
+                handles.pop().unwrap().join().unwrap();
+            });
+            // Nobody is left: one replica stays.
+            assert_eq!(nr.replicas().len(), 1);
+            // Every increment is still there, on the replica that remains.
+            on(0);
+            let t = nr.register().unwrap();
+            for node in [1, 2, 3] {
+                assert_eq!(nr.execute(Get(node), t), 1, "node {node}'s increment");
+            }
+            assert_eq!(nodes_of(&nr), set(&[0]));
+        });
+    }
+}
+
+/// A thread that moves to another node takes the replica with it when it was its old
+/// node's last thread: after at most `MIGRATION_CHECK_EVERY` (1,024) of its operations
+/// there is a replica on the new node and none on the old one.
+#[test]
+fn a_moving_thread_moves_the_replica() {
+    watchdog("moving thread", LIMIT, || {
+        let nr = following(Policy::follow_threads());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                on(1);
+                let tkn = nr.register().unwrap();
+                assert_eq!(nodes_of(&nr), set(&[1]));
+                on(3);
+                let mut ops = 0;
+                while nodes_of(&nr) != set(&[3]) {
+                    nr.execute_mut(Inc(0), tkn);
+                    ops += 1;
+                    assert!(
+                        ops <= 1025,
+                        "still {:?} after {ops} operations",
+                        nodes_of(&nr)
+                    );
+                }
+                assert_eq!(nr.execute(Get(0), tkn), ops);
+            });
+        });
+    });
+}
+
+/// `min_threads(2)`: a node gets a replica at its second thread; `max_replicas(2)`: only
+/// the two busiest nodes do.
+#[test]
+fn min_threads_and_max_replicas() {
+    watchdog("min and max", LIMIT, || {
+        let nr = following(Policy::follow_threads().min_threads(2).max_replicas(2));
+        std::thread::scope(|s| {
+            let (tx, rx) = mpsc::channel();
+            let mut gos = Vec::new();
+            let mut join = Vec::new();
+            let mut add = |node: usize| {
+                let (go_tx, go_rx) = mpsc::channel();
+                join.push(resident(s, &nr, node, false, tx.clone(), go_rx));
+                gos.push(go_tx);
+                assert_eq!(rx.recv().unwrap(), node);
+                nodes_of(&nr)
+            };
+            // No node has two threads: the builder's replica stays (never none).
+            assert_eq!(add(1), set(&[0]));
+            assert_eq!(add(2), set(&[0]));
+            assert_eq!(add(1), set(&[1]), "node 1 has two threads");
+            assert_eq!(add(3), set(&[1]));
+            assert_eq!(add(3), set(&[1, 3]));
+            assert_eq!(add(3), set(&[1, 3]));
+            assert_eq!(
+                add(2),
+                set(&[1, 3]),
+                "three nodes qualify; node 3 and node 1 (ties: lower)"
+            );
+            assert_eq!(add(2), set(&[2, 3]), "node 2 has three threads, node 1 two");
+            for go in gos {
+                go.send(()).unwrap();
+            }
+            for j in join {
+                j.join().unwrap();
+            }
+        });
+        assert_eq!(nr.replicas().len(), 1);
+    });
+}
+
+/// Manual calls work under the policy, which has the last word at its next run: a replica
+/// added on a node without threads, or removed from a node with threads, is changed back
+/// at the next thread event.
+#[test]
+fn the_policy_wins_over_manual_calls_at_its_next_run() {
+    watchdog("manual calls", LIMIT, || {
+        let nr = following(Policy::follow_threads());
+        on(0);
+        let me = nr.register().unwrap();
+        let extra = nr.add_replica(NodeId(2)).unwrap();
+        assert_eq!(
+            nodes_of(&nr),
+            set(&[0, 2]),
+            "the manual add holds until an event"
+        );
+        let only = nr
+            .replicas()
+            .iter()
+            .find(|r| r.node == NodeId(0))
+            .unwrap()
+            .id;
+        assert!(nr.remove_replica(only).is_ok());
+        assert_eq!(nodes_of(&nr), set(&[2]));
+        // A thread event: the policy puts the set back to the threads' nodes.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                on(0);
+                let t = nr.register().unwrap();
+                nr.deregister(t).unwrap();
+            });
+        });
+        assert_eq!(nodes_of(&nr), set(&[0]));
+        assert!(nr.replicas().iter().all(|r| r.id != extra));
+        nr.execute_mut(Inc(1), me);
+        assert_eq!(nr.execute(Get(1), me), 1);
+    });
+}
+
+/// `Policy::manual()` (the default) never changes the set on its own.
+#[test]
+fn the_manual_policy_changes_nothing() {
+    let nr = following(Policy::manual());
+    std::thread::scope(|s| {
+        for node in 1..NODES {
+            let nr = &nr;
+            s.spawn(move || {
+                on(node);
+                let t = nr.register().unwrap();
+                nr.execute_mut(Inc(node), t);
+            });
+        }
+    });
+    assert_eq!(nodes_of(&nr), set(&[0]));
+}
+
+/// Workers register on random nodes, run recorded map operations, move to other nodes and
+/// leave, in rounds, while the policy reshapes the replica set: every round's history is
+/// linearizable (WGL), and every replica that is left holds the same map.
+#[test]
+fn policy_driven_churn_stays_linearizable() {
+    watchdog("policy churn", LIMIT, || {
+        const WORKERS: usize = 4;
+        const ROUNDS: u64 = 12;
+        let manager = Arc::new(Pretend::default());
+        for round in 0..ROUNDS {
+            // A fresh, empty map per round: the checker starts every key empty.
+            on(0);
+            let nr = NodeReplicated::builder(TestMap::default())
+                .affinity(manager.clone())
+                .policy(Policy::follow_threads())
+                .log_capacity(16)
+                .build()
+                .unwrap();
+            let clock = Clock::new();
+            let barrier = Barrier::new(WORKERS);
+            let history: Vec<_> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..WORKERS)
+                    .map(|w| {
+                        let (nr, clock, barrier) = (&nr, &clock, &barrier);
+                        s.spawn(move || {
+                            let seed = round * 31 + w as u64;
+                            on((seed % NODES as u64) as usize);
+                            let tkn = nr.register().unwrap();
+                            barrier.wait();
+                            let mut events =
+                                recorded_map_ops(nr, tkn, clock, w, seed, 6, |i| i < 600);
+                            // Move and go on: the policy follows on the migration check.
+                            on(((seed + 1 + round) % NODES as u64) as usize);
+                            events.extend(recorded_map_ops(nr, tkn, clock, w, seed + 7, 6, |i| {
+                                i < 1_300
+                            }));
+                            nr.deregister(tkn).unwrap();
+                            events
+                        })
+                    })
+                    .collect();
+                hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+            });
+            if let Err(v) = check_map_by_key(&history) {
+                panic!("round {round}: {v}");
+            }
+            if round == 0 {
+                negative_control(&history);
+            }
+            // Every replica that is left has applied every write.
+            let writes = history
+                .iter()
+                .filter(|e| !matches!(e.op, ldnr_testkit::lincheck::MapOp::Get(_)))
+                .count();
+            let infos = nr.replicas();
+            assert!(
+                infos.iter().all(|r| r.applied == writes),
+                "round {round}: {infos:?}"
+            );
+        }
+        let made: usize = manager.clones_on.iter().map(|c| c.load(SeqCst)).sum();
+        assert!(
+            made > ROUNDS as usize,
+            "the policy added replicas: {made} clones"
+        );
+    });
+}
+
+/// Exactly once under policy churn: threads increment their own counters while moving
+/// between nodes and re-registering; each increment's response is the previous count + 1
+/// and the final counts are exact on every replica.
+#[test]
+fn policy_driven_churn_keeps_increments_exactly_once() {
+    watchdog("policy exactly once", LIMIT, || {
+        const WORKERS: usize = 4;
+        const PER: u64 = 3_000;
+        let nr = following(Policy::follow_threads());
+        std::thread::scope(|s| {
+            for w in 0..WORKERS {
+                let nr = &nr;
+                s.spawn(move || {
+                    let mut tkn = None;
+                    for i in 0..PER {
+                        if i % 500 == 0 {
+                            if let Some(t) = tkn.take() {
+                                nr.deregister(t).unwrap();
+                            }
+                            on((w + i as usize / 500) % NODES);
+                            tkn = Some(nr.register().unwrap());
+                        }
+                        if i % 700 == 350 {
+                            on((w + 1 + i as usize) % NODES);
+                        }
+                        let got = nr.execute_mut(Inc(w), tkn.unwrap());
+                        assert_eq!(got, i + 1, "worker {w}, increment {i}");
+                    }
+                    nr.deregister(tkn.unwrap()).unwrap();
+                });
+            }
+        });
+        on(0);
+        let t = nr.register().unwrap();
+        for w in 0..WORKERS {
+            assert_eq!(nr.execute(Get(w), t), PER);
+        }
+    });
+}
