@@ -64,6 +64,8 @@ mod builder;
 mod handle;
 mod map;
 mod ops;
+#[cfg(feature = "serde")]
+mod serde;
 mod traits;
 
 use std::collections::hash_map::RandomState;
@@ -90,7 +92,9 @@ use ops::Replicated;
 /// (`Clone`), mutated by whichever thread combines (`Send`) and read by many threads at
 /// once (`Sync`). See the [module docs](self) for what each operation clones.
 ///
-/// `Debug` shows the entries, read from the calling thread's replica, like a `HashMap`.
+/// `Debug` shows the entries, read from the calling thread's replica, like a `HashMap`;
+/// with the `serde` feature, the map serializes as its entries and deserializes into a
+/// new map with the default configuration.
 ///
 /// # Examples
 ///
