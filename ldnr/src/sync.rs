@@ -250,10 +250,7 @@ shuttle::thread_local! {
 #[cfg(feature = "std")]
 #[inline]
 fn with_marks<R>(f: impl FnOnce(&Marks) -> R) -> Option<R> {
-    #[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
-    return MARKS.try_with(f).ok();
-    #[cfg(any(ldnr_loom, ldnr_shuttle))]
-    return Some(MARKS.with(f));
+    MARKS.try_with(f).ok()
 }
 
 // The registrations `NodeReplicated::thread_token` handed to the calling thread, one per
@@ -294,29 +291,20 @@ shuttle::thread_local! {
 #[cfg(feature = "std")]
 #[inline]
 pub(crate) fn last_token() -> Option<(core::num::NonZeroUsize, u64)> {
-    #[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
-    return LAST.try_with(core::cell::Cell::get).ok().flatten();
-    #[cfg(any(ldnr_loom, ldnr_shuttle))]
-    return LAST.with(core::cell::Cell::get);
+    LAST.try_with(core::cell::Cell::get).ok().flatten()
 }
 
 /// Forgets the last token `thread_token` handed out on this thread (it is exiting).
 #[cfg(feature = "std")]
 pub(crate) fn forget_last_token() {
-    #[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
     let _ = LAST.try_with(|l| l.set(None));
-    #[cfg(any(ldnr_loom, ldnr_shuttle))]
-    LAST.with(|l| l.set(None));
 }
 
 /// Records the last token `thread_token` handed out on this thread.
 #[cfg(feature = "std")]
 #[inline]
 pub(crate) fn set_last_token(last: (core::num::NonZeroUsize, u64)) {
-    #[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
     let _ = LAST.try_with(|l| l.set(Some(last)));
-    #[cfg(any(ldnr_loom, ldnr_shuttle))]
-    LAST.with(|l| l.set(Some(last)));
 }
 
 /// Runs `f` on the calling thread's held tokens; `None` if the thread-local is gone (the
@@ -326,10 +314,7 @@ pub(crate) fn set_last_token(last: (core::num::NonZeroUsize, u64)) {
 pub(crate) fn held_tokens<R>(
     f: impl FnOnce(&mut alloc::vec::Vec<alloc::boxed::Box<dyn core::any::Any>>) -> R,
 ) -> Option<R> {
-    #[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
-    return HELD.try_with(|h| f(&mut h.borrow_mut())).ok();
-    #[cfg(any(ldnr_loom, ldnr_shuttle))]
-    return Some(HELD.with(|h| f(&mut h.borrow_mut())));
+    HELD.try_with(|h| f(&mut h.borrow_mut())).ok()
 }
 
 /// Marks the calling thread as running user code of `instance` until dropped (also when

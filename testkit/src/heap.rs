@@ -24,20 +24,38 @@ struct Shard(AtomicIsize);
 static LIVE: [Shard; SHARDS] = [const { Shard(AtomicIsize::new(0)) }; SHARDS];
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
-thread_local! {
-    // A `const`-initialized `Cell<usize>` needs no destructor and no lazy registration,
-    // so reading it inside the allocator never allocates.
-    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+/// What the allocator keeps per thread.
+struct Local {
+    /// The thread's shard of [`LIVE`], `usize::MAX` until its first allocation.
+    shard: Cell<usize>,
+    /// Allocations made by the thread ([`allocations`]).
+    allocations: Cell<u64>,
 }
 
+thread_local! {
+    // `const`-initialized `Cell`s need no destructor and no lazy registration, so using
+    // them inside the allocator never allocates.
+    static LOCAL: Local = const {
+        Local {
+            shard: Cell::new(usize::MAX),
+            allocations: Cell::new(0),
+        }
+    };
+}
+
+/// The calling thread's shard; with `allocated`, also counts one allocation of the
+/// thread (one thread-local access for both).
 #[inline]
-fn shard() -> &'static AtomicIsize {
-    let i = SHARD
-        .try_with(|s| {
-            let mut i = s.get();
+fn shard(allocated: bool) -> &'static AtomicIsize {
+    let i = LOCAL
+        .try_with(|l| {
+            if allocated {
+                l.allocations.set(l.allocations.get() + 1);
+            }
+            let mut i = l.shard.get();
             if i == usize::MAX {
                 i = NEXT_SHARD.fetch_add(1, Relaxed) % SHARDS;
-                s.set(i);
+                l.shard.set(i);
             }
             i
         })
@@ -45,7 +63,8 @@ fn shard() -> &'static AtomicIsize {
     &LIVE[i].0
 }
 
-/// The system allocator, counting the bytes it has handed out and not taken back.
+/// The system allocator, counting the bytes it has handed out and not taken back, and
+/// each thread's allocations.
 ///
 /// Install it in a binary (not in a library):
 ///
@@ -75,7 +94,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         // SAFETY: forwarded with the caller's guarantees (a non-zero-size layout).
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
-            shard().fetch_add(layout.size() as isize, Relaxed);
+            shard(true).fetch_add(layout.size() as isize, Relaxed);
         }
         p
     }
@@ -85,7 +104,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         // SAFETY: as in `alloc`.
         let p = unsafe { System.alloc_zeroed(layout) };
         if !p.is_null() {
-            shard().fetch_add(layout.size() as isize, Relaxed);
+            shard(true).fetch_add(layout.size() as isize, Relaxed);
         }
         p
     }
@@ -95,7 +114,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         // SAFETY: `ptr` was allocated by `System` (through this allocator) with `layout`,
         // as the caller guarantees.
         unsafe { System.dealloc(ptr, layout) };
-        shard().fetch_sub(layout.size() as isize, Relaxed);
+        shard(false).fetch_sub(layout.size() as isize, Relaxed);
     }
 
     #[inline]
@@ -104,7 +123,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         // and `new_size` is valid for it, as the caller guarantees.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            shard().fetch_add(new_size as isize - layout.size() as isize, Relaxed);
+            shard(true).fetch_add(new_size as isize - layout.size() as isize, Relaxed);
         }
         p
     }
@@ -122,6 +141,35 @@ unsafe impl GlobalAlloc for CountingAlloc {
 /// ```
 pub fn live_bytes() -> isize {
     LIVE.iter().map(|s| s.0.load(Relaxed)).sum()
+}
+
+/// How many allocations (`alloc`, `alloc_zeroed` and `realloc` calls that succeeded) the
+/// calling thread has made through [`CountingAlloc`] since it started. Always zero when
+/// the binary does not install it.
+///
+/// Take the difference around the code under test: it counts allocations that were freed
+/// again (a temporary `String`), which [`live_bytes`] cannot see, and only the calling
+/// thread's, so tests running in parallel do not disturb it.
+///
+/// # Examples
+///
+/// ```
+/// use ldnr_testkit::heap::{self, CountingAlloc};
+///
+/// #[global_allocator]
+/// static ALLOC: CountingAlloc = CountingAlloc;
+///
+/// fn main() {
+///     let before = heap::allocations();
+///     drop(std::hint::black_box(String::from("temporary")));
+///     assert_eq!(heap::allocations() - before, 1);
+///     let before = heap::allocations();
+///     let n = std::hint::black_box(2u64) + 2;
+///     assert_eq!((n, heap::allocations() - before), (4, 0));
+/// }
+/// ```
+pub fn allocations() -> u64 {
+    LOCAL.try_with(|l| l.allocations.get()).unwrap_or(0)
 }
 
 /// Whether the running binary installed [`CountingAlloc`] as its global allocator.

@@ -1,107 +1,17 @@
-//! Tests of the typed map, `ldnr_hashmap::ReplicatedHashMap`: equivalence with std's
-//! `HashMap` (proptest), exactly-once under concurrent writers, `String` keys and values,
-//! replicas that agree, and the replica set changing under load.
+//! Tests of the typed map, `ldnr_hashmap::ReplicatedHashMap`, under threads and replica
+//! changes: exactly-once under concurrent writers, `String` keys and values, replicas
+//! that agree, the replica set changing under load, errors as values. (The model test
+//! against std's `HashMap` is `tests/model.rs`; the newer methods are `tests/methods.rs`.)
 //!
-//! Every test body runs under [`within`], so a hang fails the test with a message instead
-//! of stalling the suite.
+//! Every test body runs under `ldnr_testkit::watchdog`, so a hang fails the test with a
+//! message instead of stalling the suite.
 
-use std::collections::HashMap;
-use std::sync::mpsc;
 use std::sync::Barrier;
 use std::thread;
-use std::time::Duration;
 
 use ldnr::{Error, NodeId};
 use ldnr_hashmap::ReplicatedHashMap;
-use proptest::prelude::*;
-
-/// Generous: each body takes well under a second in a debug build.
-const LIMIT: Duration = Duration::from_secs(120);
-
-/// Runs `body` on a fresh thread and returns its result; panics if it runs longer than
-/// [`LIMIT`] (the thread is left behind: a hung thread cannot be stopped), and re-raises
-/// its panic if it panicked.
-fn within<T: Send + 'static>(what: &str, body: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let worker = thread::spawn(move || {
-        let out = body();
-        // The receiver is gone only if the test already failed on the timeout.
-        let _ = tx.send(());
-        out
-    });
-    match rx.recv_timeout(LIMIT) {
-        // Sent just before returning, or dropped by a panic: either way it ends now.
-        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
-            Ok(out) => out,
-            Err(panic) => std::panic::resume_unwind(panic),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{what}: still running after {LIMIT:?}, probably hung")
-        }
-    }
-}
-
-/// One step of the model test.
-#[derive(Debug, Clone)]
-enum Step {
-    Insert(u8, u32),
-    Remove(u8),
-    Get(u8),
-    ContainsKey(u8),
-    Len,
-}
-
-fn step() -> impl Strategy<Value = Step> {
-    // Few keys, so that inserts replace and removes hit.
-    let key = 0u8..16;
-    prop_oneof![
-        3 => (key.clone(), any::<u32>()).prop_map(|(k, v)| Step::Insert(k, v)),
-        2 => key.clone().prop_map(Step::Remove),
-        2 => key.clone().prop_map(Step::Get),
-        1 => key.prop_map(Step::ContainsKey),
-        1 => Just(Step::Len),
-    ]
-}
-
-/// Runs `steps` on one thread against the replicated map (built with `replicas` on node
-/// 0 and a 4-entry log, so the log wraps and an undriven replica must be caught up) and
-/// against std's map, comparing every answer and the final contents.
-fn matches_model(steps: Vec<Step>, replicas: usize) {
-    let map = ReplicatedHashMap::<u8, u32>::builder()
-        .replicas(&vec![NodeId(0); replicas])
-        .log_capacity(ldnr::MIN_LOG_CAPACITY)
-        .build()
-        .expect("a valid configuration");
-    let h = map.handle().expect("below the thread limit");
-    let mut model = HashMap::new();
-    for (i, s) in steps.iter().enumerate() {
-        match *s {
-            Step::Insert(k, v) => assert_eq!(h.insert(k, v), model.insert(k, v), "step {i}"),
-            Step::Remove(k) => assert_eq!(h.remove(&k), model.remove(&k), "step {i}"),
-            Step::Get(k) => assert_eq!(h.get(&k), model.get(&k).copied(), "step {i}"),
-            Step::ContainsKey(k) => {
-                assert_eq!(h.contains_key(&k), model.contains_key(&k), "step {i}")
-            }
-            Step::Len => assert_eq!(h.len(), model.len(), "step {i}"),
-        }
-        assert_eq!(h.is_empty(), model.is_empty(), "step {i}");
-    }
-    for k in 0..16 {
-        assert_eq!(h.get(&k), model.get(&k).copied(), "final contents, key {k}");
-    }
-}
-
-proptest! {
-    #[test]
-    fn one_replica_matches_std_hashmap(steps in prop::collection::vec(step(), 0..200)) {
-        within("model test, one replica", move || matches_model(steps, 1));
-    }
-
-    #[test]
-    fn two_replicas_match_std_hashmap(steps in prop::collection::vec(step(), 0..200)) {
-        within("model test, two replicas", move || matches_model(steps, 2));
-    }
-}
+use ldnr_testkit::{watchdog, LIMIT};
 
 /// Threads, keys per thread: every thread inserts its own keys, then removes the odd ones.
 const THREADS: u64 = 4;
@@ -109,7 +19,7 @@ const KEYS: u64 = 2_000;
 
 #[test]
 fn concurrent_writers_each_take_effect_exactly_once() {
-    within("exactly-once", || {
+    watchdog("exactly-once", LIMIT, || {
         // A small log: it wraps hundreds of times during the run.
         let map = ReplicatedHashMap::<u64, u64>::builder()
             .replicas(&[NodeId(0), NodeId(0)])
@@ -165,7 +75,7 @@ fn concurrent_writers_each_take_effect_exactly_once() {
 
 #[test]
 fn string_keys_and_values() {
-    within("strings", || {
+    watchdog("strings", LIMIT, || {
         let map = ReplicatedHashMap::<String, String>::builder()
             .replicas(&[NodeId(0), NodeId(0)])
             .build()
@@ -177,25 +87,27 @@ fn string_keys_and_values() {
         }
         assert_eq!(h.insert(key(7), "seven".into()), Some("x".repeat(7)));
         assert_eq!(h.get(&key(7)).as_deref(), Some("seven"));
+        assert_eq!(h.get("key-7").as_deref(), Some("seven"), "by &str");
         assert_eq!(h.remove(&key(8)), Some("x".repeat(8)));
-        assert_eq!(h.remove(&key(8)), None);
+        assert_eq!(h.remove("key-8"), None, "by &str");
         assert!(!h.contains_key(&key(8)));
-        assert!(h.contains_key(&key(99)));
-        assert_eq!(h.get(&"missing".to_string()), None);
+        assert!(h.contains_key("key-99"));
+        assert_eq!(h.get("missing"), None);
         assert_eq!(h.len(), 99);
 
         // Owned heap values survive a replica added from, and one removed under, them.
         let first = map.replicas()[0].id;
         map.add_replica(NodeId(0)).expect("room for a replica");
         map.remove_replica(first).expect("not the last replica");
-        assert_eq!(h.get(&key(99)), Some("x".repeat(99)));
+        assert_eq!(h.get("key-99"), Some("x".repeat(99)));
         assert_eq!(h.len(), 99);
+        assert_eq!(map.get("key-98"), Some("x".repeat(98)), "handle-free");
     });
 }
 
 #[test]
 fn two_replicas_serve_the_same_contents() {
-    within("replicas agree", || {
+    watchdog("replicas agree", LIMIT, || {
         let map = ReplicatedHashMap::<u64, u64>::builder()
             .replicas(&[NodeId(0), NodeId(0)])
             .build()
@@ -234,7 +146,7 @@ fn two_replicas_serve_the_same_contents() {
 
 #[test]
 fn replicas_change_while_threads_write() {
-    within("replica churn", || {
+    watchdog("replica churn", LIMIT, || {
         let map = ReplicatedHashMap::<u64, u64>::builder()
             .log_capacity(256)
             .build()
@@ -263,38 +175,39 @@ fn replicas_change_while_threads_write() {
 
 #[test]
 fn errors_are_values() {
-    let map = ReplicatedHashMap::<u64, u64>::builder()
-        .max_threads(1)
-        .build()
-        .expect("a valid configuration");
-    let h = map.handle().expect("the first handle");
-    assert_eq!(
-        map.handle().map(|again| again.replica()),
-        Ok(h.replica()),
-        "the same"
-    );
-    thread::scope(|s| {
-        s.spawn(|| {
-            assert_eq!(
-                map.handle().map(|_| ()),
-                Err(Error::TooManyThreads { limit: 1 }),
-                "a second thread while the first holds the only slot"
-            );
+    watchdog("errors", LIMIT, || {
+        let map = ReplicatedHashMap::<u64, u64>::builder()
+            .max_threads(1)
+            .build()
+            .expect("a valid configuration");
+        let h = map.handle().expect("the first handle");
+        assert_eq!(
+            map.handle().map(|again| again.replica()),
+            Ok(h.replica()),
+            "the same"
+        );
+        thread::scope(|s| {
+            s.spawn(|| {
+                assert_eq!(
+                    map.handle().map(|_| ()),
+                    Err(Error::TooManyThreads { limit: 1 }),
+                    "a second thread while the first holds the only slot"
+                );
+            });
         });
+        let only = map.replicas()[0].id;
+        assert_eq!(map.remove_replica(only), Err(Error::LastReplica));
+        assert!(ReplicatedHashMap::<u64, u64>::builder()
+            .log_capacity(3)
+            .build()
+            .is_err());
     });
-    let only = map.replicas()[0].id;
-    assert_eq!(map.remove_replica(only), Err(Error::LastReplica));
-    assert!(ReplicatedHashMap::<u64, u64>::builder()
-        .log_capacity(3)
-        .build()
-        .is_err());
 }
 
 #[test]
-fn debug_shows_replicas_and_token() {
+fn debug_of_handle_and_builder() {
     let map = ReplicatedHashMap::<u64, u64>::new().expect("a valid configuration");
     let h = map.handle().expect("below the thread limit");
-    assert!(format!("{map:?}").starts_with("ReplicatedHashMap { replicas: ["));
     assert!(format!("{h:?}").contains("ThreadToken"));
     assert!(format!("{:?}", ReplicatedHashMap::<u64, u64>::builder()).contains("log_capacity"));
 }
