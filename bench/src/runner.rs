@@ -220,7 +220,7 @@ pub(crate) fn run(system: &System, phases: &[Phase], env: Env<'_>) -> RunResult 
                 result.system, phase.threads, phase.write_pct
             ));
             write_pct.store(phase.write_pct, Ordering::Relaxed);
-            system.begin_phase(i, &env.placement.active_nodes(phase.threads));
+            system.begin_phase(i);
             for (t, done) in done.iter().enumerate().take(phase.threads).skip(started) {
                 let worker = Worker {
                     index: t,

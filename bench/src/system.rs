@@ -44,8 +44,9 @@ pub const LOG_ENTRIES: usize = 1 << 15;
 /// How LD-NR's replica set changes during a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Policy {
-    /// One replica per node that has workers: starts with one on node 0 and adds one
-    /// (with `add_replica`, under load) when a node gets its first worker.
+    /// One replica per node that has workers: the core's `Policy::follow_threads` (it
+    /// starts with one replica on node 0; a worker that registers on a node without a
+    /// replica adds one, under load, and pays for the clone).
     Dynamic,
     /// A fixed number of replicas, on the placement's nodes in turn (the first, the
     /// second, …, wrapping around).
@@ -269,6 +270,8 @@ impl System {
     /// The replicas it has now (0 for a structure that does not replicate).
     pub fn replicas(&self) -> usize {
         match &self.map {
+            // The core's policy changes the set on its own: ask the instance.
+            Map::Ldnr(l) if l.policy == Policy::Dynamic => l.map.replicas().len(),
             Map::Ldnr(l) => l.live().len(),
             Map::Nr(n) => n.replicas.len(),
             _ => 0,
@@ -290,12 +293,12 @@ impl System {
         matches!(self.map, Map::Nr(_))
     }
 
-    /// Called at the start of phase `phase`, with the nodes that have workers in it,
-    /// while the workers of the previous phase keep running: LD-NR adds or removes
-    /// replicas here, as its [`Policy`] says.
-    pub fn begin_phase(&self, phase: usize, active: &[NodeId]) {
+    /// Called at the start of phase `phase`, while the workers of the previous phase keep
+    /// running: with [`Policy::Schedule`], LD-NR adds or removes replicas here (with
+    /// [`Policy::Dynamic`] the core's policy follows the workers as they register).
+    pub fn begin_phase(&self, phase: usize) {
         if let Map::Ldnr(l) = &self.map {
-            l.begin_phase(phase, active);
+            l.begin_phase(phase);
         }
     }
 
@@ -361,8 +364,13 @@ impl Ldnr {
         let at: Vec<NodeId> = (0..initial.max(1))
             .map(|i| nodes[i % nodes.len()])
             .collect();
+        let follow = match policy {
+            Policy::Dynamic => ldnr::Policy::follow_threads(),
+            Policy::Static(_) | Policy::Schedule(_) => ldnr::Policy::manual(),
+        };
         let map = NodeReplicated::builder(U64Map::with_keys(keys))
             .replicas(&at)
+            .policy(follow)
             .log_capacity(LOG_ENTRIES)
             .max_threads(max_threads.max(1))
             .affinity(placement.manager())
@@ -386,17 +394,11 @@ impl Ldnr {
         live.push((id, node));
     }
 
-    fn begin_phase(&self, phase: usize, active: &[NodeId]) {
+    fn begin_phase(&self, phase: usize) {
         let mut live = self.live();
         match &self.policy {
-            Policy::Static(_) => {}
-            Policy::Dynamic => {
-                for &node in active {
-                    if !live.iter().any(|&(_, n)| n == node) {
-                        self.add(&mut live, node);
-                    }
-                }
-            }
+            // The core's policy follows the workers as they register.
+            Policy::Static(_) | Policy::Dynamic => {}
             Policy::Schedule(counts) => {
                 let target = counts.get(phase).copied().unwrap_or(live.len()).max(1);
                 while live.len() > target {
