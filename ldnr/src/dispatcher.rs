@@ -233,6 +233,10 @@ pub(crate) struct Dispatcher<W, R> {
     reconfig: AtomicBool,
     /// Odd while the admin lock holder changes the matching (D3).
     epoch: AtomicUsize,
+    /// Operations of registrations given back (statistics). Admin lock only.
+    pub(crate) retired_ops: AtomicUsize,
+    /// Threads a migration check found on another node (statistics). Admin lock only.
+    pub(crate) migrations: AtomicUsize,
 }
 
 impl<W, R> core::fmt::Debug for Dispatcher<W, R> {
@@ -293,6 +297,8 @@ impl<W, R> Dispatcher<W, R> {
             admin: AtomicBool::new(false),
             reconfig: AtomicBool::new(false),
             epoch: AtomicUsize::new(0),
+            retired_ops: AtomicUsize::new(0),
+            migrations: AtomicUsize::new(0),
         }
     }
 
@@ -474,6 +480,9 @@ impl<W, R> Dispatcher<W, R> {
     /// holds the admin lock and has taken the thread out of its replica.
     pub(crate) fn release(&self, _admin: &AdminGuard<'_>, tid: usize) {
         let ctx = &self.contexts[tid];
+        // The owner is the caller or gone: its operation count moves to the total.
+        bump(&self.retired_ops, ctx.ops.load(Ordering::Relaxed));
+        ctx.ops.store(0, Ordering::Relaxed);
         ctx.generation.store(
             ctx.generation.load(Ordering::Relaxed) + 1,
             Ordering::Relaxed,
@@ -595,6 +604,14 @@ impl<W, R> Drop for Dispatcher<W, R> {
     fn drop(&mut self) {
         self.exits.close();
     }
+}
+
+/// Adds `by` to a counter that only the admin lock holder writes.
+pub(crate) fn bump(counter: &AtomicUsize, by: usize) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
 }
 
 #[cfg(all(test, not(ldnr_loom)))]

@@ -724,6 +724,37 @@ where
         self.shared.replica_of(self.shared.threads.check(tkn))
     }
 
+    /// What the instance did: operations started, threads found on another node by a
+    /// migration check, replicas the policy added and removed. What each
+    /// replica's combiners did is in [`replicas`](Self::replicas). Read without locks:
+    /// exact while no thread registers or leaves.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// #[derive(Clone, Default)]
+    /// struct Register(u64);
+    /// impl ldnr::Dispatch for Register {
+    ///     type ReadOperation = ();
+    ///     type WriteOperation = u64;
+    ///     type Response = u64;
+    ///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+    ///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+    /// }
+    ///
+    /// let nr = ldnr::NodeReplicated::builder(Register::default()).build()?;
+    /// let tkn = nr.register()?;
+    /// for v in 0..10 {
+    ///     nr.execute_mut(v, tkn);
+    /// }
+    /// nr.deregister(tkn)?;
+    /// assert_eq!(nr.stats().operations, 10, "kept after the thread left");
+    /// # Ok::<(), ldnr::Error>(())
+    /// ```
+    pub fn stats(&self) -> crate::Stats {
+        self.shared.stats()
+    }
+
     /// The log capacity in entries.
     pub fn log_capacity(&self) -> usize {
         self.shared.log.capacity()

@@ -51,9 +51,10 @@ use alloc::vec::Vec;
 
 use crate::affinity::NodeId;
 use crate::dispatch::Dispatch;
+use crate::dispatcher::bump;
 use crate::log::MAX_REPLICAS;
 use crate::shared::Shared;
-use crate::sync::{AtomicBool, Ordering};
+use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 
 /// Who decides where the replicas of an instance live
 /// ([`Builder::policy`](crate::Builder::policy)).
@@ -167,6 +168,10 @@ impl Default for Policy {
 pub(crate) struct PolicyState {
     policy: Policy,
     running: AtomicBool,
+    /// Replicas the policy added and removed (statistics; written by the running
+    /// thread only).
+    pub(crate) added: AtomicUsize,
+    pub(crate) removed: AtomicUsize,
 }
 
 impl PolicyState {
@@ -174,6 +179,8 @@ impl PolicyState {
         Self {
             policy,
             running: AtomicBool::new(false),
+            added: AtomicUsize::new(0),
+            removed: AtomicUsize::new(0),
         }
     }
 
@@ -282,7 +289,9 @@ where
             if !live.iter().any(|r| r.1 == node) {
                 // A failure (the node's memory policy refused, the instance full) leaves
                 // that node served by the nearest replica; the next event tries again.
-                let _ = self.add_replica(node);
+                if self.add_replica(node).is_ok() {
+                    bump(&self.policy.added, 1);
+                }
             }
         }
         // Then removals: replicas on nodes not wanted, and second replicas of a node.
@@ -295,7 +304,9 @@ where
             // `LastReplica` cannot happen (a wanted node has a replica now, or the
             // fallback's replica stays), `UnknownReplica` only if a manual call removed it
             // meanwhile: either way there is nothing to do.
-            let _ = self.remove_replica(id);
+            if self.remove_replica(id).is_ok() {
+                bump(&self.policy.removed, 1);
+            }
         }
     }
 }

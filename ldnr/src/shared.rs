@@ -16,7 +16,7 @@ use crate::log::Log;
 use crate::poison::{Poison, POLICY};
 use crate::policy::PolicyState;
 use crate::replica::context::Context;
-use crate::replica::{ReplicaId, ReplicaInfo, ReplicaSet};
+use crate::replica::{ReplicaId, ReplicaInfo, ReplicaSet, Stats};
 use crate::sync::{Callbacks, Ordering};
 
 /// A thread's context in an instance over `D`.
@@ -84,6 +84,7 @@ where
         if ctx.busy() {
             reentered();
         }
+        ctx.count_op();
         self.check_callbacks();
         if flags & POLICY != 0 {
             // Outside every lock and callback: the replication policy has thread events
@@ -128,15 +129,39 @@ where
             self.replicas
                 .iter()
                 .filter_map(|(slot, r)| {
-                    r.id().map(|id| ReplicaInfo {
-                        id,
-                        node: r.node(),
-                        threads: r.threads.load(Ordering::Relaxed),
-                        applied: self.log.applied(slot),
+                    r.id().map(|id| {
+                        let [batches, appended, helped, freezes, frozen_ns] = r.counters();
+                        ReplicaInfo {
+                            id,
+                            node: r.node(),
+                            threads: r.threads.load(Ordering::Relaxed),
+                            applied: self.log.applied(slot),
+                            batches,
+                            appended,
+                            helped,
+                            freezes,
+                            frozen: core::time::Duration::from_nanos(frozen_ns as u64),
+                        }
                     })
                 })
                 .collect()
         })
+    }
+
+    /// The instance's statistics (see [`Stats`]). Without the admin lock (callable from
+    /// anywhere, even an affinity manager inside `register`): the counts are exact when
+    /// no thread registers or leaves meanwhile.
+    pub(crate) fn stats(&self) -> Stats {
+        let live: usize = self.threads.contexts()[..self.threads.registered()]
+            .iter()
+            .map(|ctx| ctx.ops.load(Ordering::Relaxed))
+            .fold(0usize, usize::wrapping_add);
+        Stats {
+            operations: live.wrapping_add(self.threads.retired_ops.load(Ordering::Relaxed)),
+            migrations: self.threads.migrations.load(Ordering::Relaxed),
+            policy_added: self.policy.added.load(Ordering::Relaxed),
+            policy_removed: self.policy.removed.load(Ordering::Relaxed),
+        }
     }
 
     /// The replica thread `tid` is matched to now.

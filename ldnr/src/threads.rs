@@ -292,6 +292,7 @@ where
         let there = manager.distance(node, self.replicas.shell(best).node());
         let _change = self.threads.changing(&admin);
         ctx.node.store(node.0, Ordering::Relaxed);
+        crate::dispatcher::bump(&self.threads.migrations, 1);
         if there < here {
             self.replicas
                 .shell(current)

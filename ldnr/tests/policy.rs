@@ -137,6 +137,13 @@ fn replicas_grow_and_shrink_with_the_threads() {
             });
             // Nobody is left: one replica stays.
             assert_eq!(nr.replicas().len(), 1);
+            let st = nr.stats();
+            assert!(st.policy_added >= 3, "{st:?}");
+            assert_eq!(
+                1 + st.policy_added - st.policy_removed,
+                1,
+                "the build's replica plus adds minus removes: {st:?}"
+            );
             // Every increment is still there, on the replica that remains.
             on(0);
             let t = nr.register().unwrap();
@@ -172,6 +179,7 @@ fn a_moving_thread_moves_the_replica() {
                     );
                 }
                 assert_eq!(nr.execute(Get(0), tkn), ops);
+                assert_eq!(nr.stats().migrations, 1, "one move, seen once");
             });
         });
     });

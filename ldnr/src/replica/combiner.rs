@@ -343,6 +343,7 @@ where
                 self.apply(&combiner, log, slot, end, start, chunk);
             }
             core::mem::forget(unappended);
+            combiner.count_batch(batch.len());
             let claimed = if own { &batch[1..] } else { &batch[..] };
             for &tid in claimed {
                 contexts[tid].complete();
@@ -412,7 +413,9 @@ where
             // Another replica is live (ours), so this is the shared mode (L6); `apply`
             // does nothing if the replica was removed in the meantime.
             let log = self.log.appender(self.replicas.is_sole());
+            let from = self.log.position(lag);
             self.apply(&helper, log, lag, tail, 0, &[]);
+            helper.count_helped(self.log.position(lag).wrapping_sub(from));
         }
     }
 

@@ -136,6 +136,10 @@ pub(crate) struct Context<W, R> {
     pub(crate) generation: AtomicUsize,
     /// This thread's slot of every replica's reader-writer lock.
     pub(crate) reader: ReaderSlot,
+    /// Operations this registration started (statistics). Written by the owner only
+    /// (relaxed load and store), on the line its operations write anyway (the reader
+    /// slot, the state); folded into the instance's total when the index is given back.
+    pub(crate) ops: AtomicUsize,
     /// Whether the owner is combining (it may be inside `dispatch_mut` of any thread's
     /// operation). Owner-only; with `reader`, what detects a re-entrant call.
     applying: AtomicBool,
@@ -185,6 +189,7 @@ impl<W, R> Context<W, R> {
             replica: AtomicUsize::new(0),
             node: AtomicUsize::new(0),
             reader: ReaderSlot::new(),
+            ops: AtomicUsize::new(0),
             applying: AtomicBool::new(false),
             op: UnsafeCell::new(MaybeUninit::uninit()),
             response: UnsafeCell::new(MaybeUninit::uninit()),
@@ -256,6 +261,15 @@ impl<W, R> Context<W, R> {
     pub(crate) unsafe fn set_listed(&self, slot: usize) {
         // SAFETY: owner only, by the caller's contract.
         self.owner.with_mut(|s| unsafe { (*s).listed = slot });
+    }
+
+    /// Counts an operation of the owner (statistics). Owner only.
+    #[inline]
+    pub(crate) fn count_op(&self) {
+        self.ops.store(
+            self.ops.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
     }
 
     /// Counts one operation; `true` once every `every` operations (and on the first

@@ -139,6 +139,64 @@ pub struct ReplicaInfo {
     pub threads: usize,
     /// How many log entries it has applied.
     pub applied: usize,
+    /// Batches its combiners appended and applied (flat combining: one per combining
+    /// turn that had operations).
+    pub batches: usize,
+    /// Write operations those batches appended (`appended / batches` is the mean batch).
+    pub appended: usize,
+    /// Log entries applied to it by combiners of other replicas (cross-combining: it
+    /// lagged while the log filled).
+    pub helped: usize,
+    /// Times it was frozen as the clone source of `add_replica`.
+    pub freezes: usize,
+    /// How long it was frozen in all (with `std`; zero without).
+    pub frozen: core::time::Duration,
+}
+
+/// What an instance did, as [`NodeReplicated::stats`](crate::NodeReplicated::stats)
+/// reports it; the per-replica figures are in [`ReplicaInfo`].
+///
+/// Every counter is written by a thread that owns its cache line already (a thread's own
+/// context, a replica's combiner-lock line, the admin lock holder), so keeping them costs
+/// the operation paths no shared write.
+///
+/// # Examples
+///
+/// ```
+/// use ldnr::NodeReplicated;
+///
+/// #[derive(Clone, Default)]
+/// struct Register(u64);
+/// impl ldnr::Dispatch for Register {
+///     type ReadOperation = ();
+///     type WriteOperation = u64;
+///     type Response = u64;
+///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+/// }
+///
+/// let nr = NodeReplicated::builder(Register::default()).build()?;
+/// let tkn = nr.register()?;
+/// nr.execute_mut(1, tkn);
+/// nr.execute((), tkn);
+/// assert_eq!(nr.stats().operations, 2);
+/// let r = &nr.replicas()[0];
+/// assert_eq!((r.batches, r.appended), (1, 1));
+/// # Ok::<(), ldnr::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Operations started (reads and writes, of every thread that ever registered).
+    pub operations: usize,
+    /// Threads that a migration check found on another node than before (the operating
+    /// system moved them); each was matched again, to a replica of its new node if
+    /// there is one (or the [`Policy`](crate::Policy) adds one).
+    pub migrations: usize,
+    /// Replicas the replication policy added ([`Policy`](crate::Policy)).
+    pub policy_added: usize,
+    /// Replicas the replication policy removed.
+    pub policy_removed: usize,
 }
 
 /// A replica slot ("shell"). Shells are allocated once per instance and reused: a
@@ -181,6 +239,49 @@ struct CombinerLock {
     wanted: AtomicBool,
     /// Set while a reconfiguration holds the lock to clone this replica (P6).
     frozen: AtomicBool,
+    /// The replica's statistics, on the line its combiners write anyway.
+    counters: Counters,
+}
+
+/// What the combiners of one replica did (for [`ReplicaInfo`]). Written only by the
+/// holder of the replica's combiner lock, so a relaxed load and store (no read-modify-
+/// write) keeps them exact; they sit on the lock's own cache line, which every holder
+/// has just written, so counting adds no shared line to the write path. Read (relaxed)
+/// by snapshots.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    /// Batches combined (appended and applied) by this replica's combiners.
+    batches: AtomicUsize,
+    /// Write operations those batches appended to the log.
+    appended: AtomicUsize,
+    /// Log entries applied to this replica by combiners of other replicas
+    /// (cross-combining).
+    helped: AtomicUsize,
+    /// Times this replica was frozen as a clone source.
+    freezes: AtomicUsize,
+    /// Nanoseconds it spent frozen (with `std`).
+    frozen_ns: AtomicUsize,
+}
+
+impl Counters {
+    fn new() -> Self {
+        Self {
+            batches: AtomicUsize::new(0),
+            appended: AtomicUsize::new(0),
+            helped: AtomicUsize::new(0),
+            freezes: AtomicUsize::new(0),
+            frozen_ns: AtomicUsize::new(0),
+        }
+    }
+
+    /// Adds `by` to `counter`. Combiner-lock holder only.
+    #[inline]
+    fn bump(counter: &AtomicUsize, by: usize) {
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(by),
+            Ordering::Relaxed,
+        );
+    }
 }
 
 /// Proof that the calling thread holds a replica's combiner lock; releases it on drop.
@@ -199,6 +300,7 @@ impl<D> Replica<D> {
                 locked: AtomicBool::new(false),
                 wanted: AtomicBool::new(false),
                 frozen: AtomicBool::new(false),
+                counters: Counters::new(),
             }),
             rw: RwLock::new(),
             readers: ReaderSet::new(threads),
@@ -216,6 +318,19 @@ impl<D> Replica<D> {
             0 => None,
             n => Some(ReplicaId(n - 1)),
         }
+    }
+
+    /// The replica's statistics: `(batches, appended, helped, freezes, frozen ns)`, read
+    /// as they are now.
+    pub(crate) fn counters(&self) -> [usize; 5] {
+        let c = &self.combiner.counters;
+        [
+            c.batches.load(Ordering::Relaxed),
+            c.appended.load(Ordering::Relaxed),
+            c.helped.load(Ordering::Relaxed),
+            c.freezes.load(Ordering::Relaxed),
+            c.frozen_ns.load(Ordering::Relaxed),
+        ]
     }
 
     /// The node of the live replica.
@@ -290,7 +405,12 @@ impl<D> Replica<D> {
         let combiner = self.combine_blocking();
         // Release: pairs with the Acquire in `is_frozen`.
         self.combiner.frozen.store(true, Ordering::Release);
-        FreezeGuard { combiner }
+        Counters::bump(&self.combiner.counters.freezes, 1);
+        FreezeGuard {
+            combiner,
+            #[cfg(feature = "std")]
+            since: std::time::Instant::now(),
+        }
     }
 
     /// Runs `f` on the data under the read lock the caller holds; `None` if the shell
@@ -320,6 +440,28 @@ impl<D> Replica<D> {
 impl<'a, D> CombinerGuard<'a, D> {
     pub(crate) fn replica(&self) -> &'a Replica<D> {
         self.replica
+    }
+
+    /// Counts a batch of `ops` write operations this combiner appended and applied.
+    #[inline]
+    pub(crate) fn count_batch(&self, ops: usize) {
+        let c = &self.replica.combiner.counters;
+        Counters::bump(&c.batches, 1);
+        Counters::bump(&c.appended, ops);
+    }
+
+    /// Counts `entries` log entries applied to this replica by a combiner of another.
+    #[inline]
+    pub(crate) fn count_helped(&self, entries: usize) {
+        Counters::bump(&self.replica.combiner.counters.helped, entries);
+    }
+
+    /// Starts the counters of a new replica in this shell from zero.
+    pub(crate) fn reset_counters(&self) {
+        let c = &self.replica.combiner.counters;
+        for counter in [&c.batches, &c.appended, &c.helped, &c.freezes, &c.frozen_ns] {
+            counter.store(0, Ordering::Relaxed);
+        }
     }
 
     /// The batch buffer.
@@ -376,6 +518,9 @@ impl<'a, D> CombinerGuard<'a, D> {
 #[derive(Debug)]
 pub(crate) struct FreezeGuard<'a, D> {
     combiner: CombinerGuard<'a, D>,
+    /// When the freeze began (its length goes to the replica's counters).
+    #[cfg(feature = "std")]
+    since: std::time::Instant,
 }
 
 impl<'a, D> core::ops::Deref for FreezeGuard<'a, D> {
@@ -387,6 +532,12 @@ impl<'a, D> core::ops::Deref for FreezeGuard<'a, D> {
 
 impl<D> Drop for FreezeGuard<'_, D> {
     fn drop(&mut self) {
+        // Still under the combiner lock (released by the field drop after this).
+        #[cfg(feature = "std")]
+        Counters::bump(
+            &self.combiner.replica.combiner.counters.frozen_ns,
+            usize::try_from(self.since.elapsed().as_nanos()).unwrap_or(usize::MAX),
+        );
         // Relaxed: a hint only; correctness rests on the combiner lock, which the field
         // drop releases right after.
         self.combiner

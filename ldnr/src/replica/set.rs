@@ -150,6 +150,7 @@ impl<D> ReplicaSet<D> {
         // A thread that still holds a reference from the shell's previous life may hold
         // its locks for a moment (to hand back operations); wait for it.
         let combiner = shell.combine_blocking();
+        combiner.reset_counters();
         let _write = shell.rw.write(slot, readers);
         log.activate(slot, position);
         // SAFETY: the write lock is held.
