@@ -360,4 +360,4 @@ pub use error::Error;
 pub use log::{DEFAULT_LOG_CAPACITY, MAX_LOG_CAPACITY, MAX_REPLICAS, MIN_LOG_CAPACITY};
 pub use node_replicated::{Builder, NodeReplicated};
 pub use policy::Policy;
-pub use replica::{ReplicaId, ReplicaInfo, Stats};
+pub use replica::{ReplicaId, ReplicaInfo, ReplicaStats, Stats};

@@ -725,8 +725,8 @@ where
     }
 
     /// What the instance did: operations started, threads found on another node by a
-    /// migration check, replicas the policy added and removed. What each
-    /// replica's combiners did is in [`replicas`](Self::replicas). Read without locks:
+    /// migration check, replicas the policy added and removed, and per replica what its
+    /// combiners did. Read without locks:
     /// exact while no thread registers or leaves.
     ///
     /// # Examples

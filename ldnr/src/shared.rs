@@ -16,7 +16,7 @@ use crate::log::Log;
 use crate::poison::{Poison, POLICY};
 use crate::policy::PolicyState;
 use crate::replica::context::Context;
-use crate::replica::{ReplicaId, ReplicaInfo, ReplicaSet, Stats};
+use crate::replica::{ReplicaId, ReplicaInfo, ReplicaSet, ReplicaStats, Stats};
 use crate::sync::{Callbacks, Ordering};
 
 /// A thread's context in an instance over `D`.
@@ -129,19 +129,11 @@ where
             self.replicas
                 .iter()
                 .filter_map(|(slot, r)| {
-                    r.id().map(|id| {
-                        let [batches, appended, helped, freezes, frozen_ns] = r.counters();
-                        ReplicaInfo {
-                            id,
-                            node: r.node(),
-                            threads: r.threads.load(Ordering::Relaxed),
-                            applied: self.log.applied(slot),
-                            batches,
-                            appended,
-                            helped,
-                            freezes,
-                            frozen: core::time::Duration::from_nanos(frozen_ns as u64),
-                        }
+                    r.id().map(|id| ReplicaInfo {
+                        id,
+                        node: r.node(),
+                        threads: r.threads.load(Ordering::Relaxed),
+                        applied: self.log.applied(slot),
                     })
                 })
                 .collect()
@@ -161,6 +153,24 @@ where
             migrations: self.threads.migrations.load(Ordering::Relaxed),
             policy_added: self.policy.added.load(Ordering::Relaxed),
             policy_removed: self.policy.removed.load(Ordering::Relaxed),
+            replicas: self
+                .replicas
+                .iter()
+                .filter_map(|(_, r)| {
+                    r.id().map(|id| {
+                        let [batches, appended, helped, freezes, frozen_ns] = r.counters();
+                        ReplicaStats {
+                            id,
+                            node: r.node(),
+                            batches,
+                            appended,
+                            helped,
+                            freezes,
+                            frozen: core::time::Duration::from_nanos(frozen_ns as u64),
+                        }
+                    })
+                })
+                .collect(),
         }
     }
 

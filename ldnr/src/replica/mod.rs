@@ -139,6 +139,16 @@ pub struct ReplicaInfo {
     pub threads: usize,
     /// How many log entries it has applied.
     pub applied: usize,
+}
+
+/// What the combiners of one replica did, as [`Stats::replicas`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplicaStats {
+    /// The replica's id.
+    pub id: ReplicaId,
+    /// The node its memory is on.
+    pub node: NodeId,
     /// Batches its combiners appended and applied (flat combining: one per combining
     /// turn that had operations).
     pub batches: usize,
@@ -154,7 +164,7 @@ pub struct ReplicaInfo {
 }
 
 /// What an instance did, as [`NodeReplicated::stats`](crate::NodeReplicated::stats)
-/// reports it; the per-replica figures are in [`ReplicaInfo`].
+/// reports it.
 ///
 /// Every counter is written by a thread that owns its cache line already (a thread's own
 /// context, a replica's combiner-lock line, the admin lock holder), so keeping them costs
@@ -179,8 +189,9 @@ pub struct ReplicaInfo {
 /// let tkn = nr.register()?;
 /// nr.execute_mut(1, tkn);
 /// nr.execute((), tkn);
-/// assert_eq!(nr.stats().operations, 2);
-/// let r = &nr.replicas()[0];
+/// let stats = nr.stats();
+/// assert_eq!(stats.operations, 2);
+/// let r = &stats.replicas[0];
 /// assert_eq!((r.batches, r.appended), (1, 1));
 /// # Ok::<(), ldnr::Error>(())
 /// ```
@@ -197,6 +208,9 @@ pub struct Stats {
     pub policy_added: usize,
     /// Replicas the replication policy removed.
     pub policy_removed: usize,
+    /// Per live replica: batches, operations appended, entries applied by other
+    /// replicas' combiners, freezes.
+    pub replicas: Vec<ReplicaStats>,
 }
 
 /// A replica slot ("shell"). Shells are allocated once per instance and reused: a
