@@ -151,6 +151,14 @@
 //! from before a removal never touches freed memory; the data, the big part, is freed at
 //! once.
 //!
+//! Who calls them is the [`Policy`] ([`Builder::policy`]): the application
+//! ([`Policy::manual`], the default), or the instance itself ([`Policy::follow_threads`]: a
+//! replica on every node where registered threads are, added by the thread that registers
+//! or moves there, removed when the node's last thread leaves). A policy run happens only
+//! in a thread outside every lock and callback of the instance, so it is an ordinary
+//! `add_replica` / `remove_replica` with the guarantees above. [`NodeReplicated::stats`]
+//! reports what the policy and each replica's combiners did.
+//!
 //! # Example
 //!
 //! ```

@@ -6,46 +6,7 @@
 //! [`Policy::follow_threads`] the instance does: a replica on every node where enough
 //! registered threads are, none where none are.
 //!
-//! # How `follow_threads` works
-//!
-//! The policy looks at the threads only when they change: a registration, a
-//! deregistration, a thread that exited with a `thread_token` registration, and a thread
-//! the dispatcher re-matched after the operating system moved it (see the crate docs on
-//! migration). Each such event raises a flag in the instance's attention word, which every
-//! operation already loads on entry (the poison flag lives in the same word), so the
-//! policy costs an operation nothing until there is something to do.
-//!
-//! The policy then runs in a thread that is outside any operation, lock and callback:
-//!
-//! - the thread that registers, deregisters or was re-matched runs it itself, at the end
-//!   of that call (`register` and `thread_token` return after the new replica is built;
-//!   a re-matched thread builds it before its operation);
-//! - a thread's exit is noticed by whichever thread gives its index back; the policy then
-//!   runs at the start of the next operation of any thread, or in
-//!   [`replicas`](crate::NodeReplicated::replicas).
-//!
-//! So the thread that changes the picture pays for the change (a clone of the structure
-//! for a new node), and no other thread waits for it: the clone source is frozen, and its
-//! threads are served by a stand-in meanwhile, as for every `add_replica`.
-//!
-//! A run counts the registered threads per node and computes the wanted nodes: every node
-//! with at least `min_threads` threads, the `max_replicas` busiest of them (ties: the
-//! lower node number), or, if no node has enough, the node of the busiest replica (there
-//! is always at least one replica). It then adds a replica on each wanted node that has
-//! none (threads of that node move to it), and removes every replica on a node that is not
-//! wanted, and every second replica of a node — adds first, so a thread always has a
-//! replica to move to. Runs are serialized; an event during a run makes it run again.
-//!
-//! **Hysteresis.** None by time: the policy follows the counts at each event, so the
-//! replica set settles as soon as the last event's run returns. A thread that hops between
-//! nodes is re-matched at most once per
-//! [`MIGRATION_CHECK_EVERY`](crate::dispatcher::MIGRATION_CHECK_EVERY) of its operations,
-//! which bounds the clones it can cause (one per 1,024 operations); `min_threads` above 1
-//! keeps a lone hopping thread from causing any.
-//!
-//! **Manual calls** still work under `follow_threads`, and the policy has the last word:
-//! a replica added by hand on a node without threads, or one removed by hand on a node
-//! with threads, is changed back at the policy's next run (the next thread event).
+//! (How `follow_threads` works is on [`Policy`]: those docs are public.)
 
 use alloc::vec::Vec;
 
@@ -59,6 +20,47 @@ use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 /// Who decides where the replicas of an instance live
 /// ([`Builder::policy`](crate::Builder::policy)).
 ///
+/// # How `follow_threads` works
+///
+/// The policy looks at the threads only when they change: a registration, a
+/// deregistration, a thread that exited with a `thread_token` registration, and a thread
+/// the dispatcher re-matched after the operating system moved it (see the crate docs on
+/// migration). Each such event raises a flag in the instance's attention word, which every
+/// operation already loads on entry (the poison flag lives in the same word), so the
+/// policy costs an operation nothing until there is something to do.
+///
+/// The policy then runs in a thread that is outside any operation, lock and callback:
+///
+/// - the thread that registers, deregisters or was re-matched runs it itself, at the end
+///   of that call (`register` and `thread_token` return after the new replica is built;
+///   a re-matched thread builds it before its operation);
+/// - a thread's exit is noticed by whichever thread gives its index back; the policy then
+///   runs at the start of the next operation of any thread, or in
+///   [`replicas`](crate::NodeReplicated::replicas).
+///
+/// So the thread that changes the picture pays for the change (a clone of the structure
+/// for a new node), and no other thread waits for it: the clone source is frozen, and its
+/// threads are served by a stand-in meanwhile, as for every `add_replica`.
+///
+/// A run counts the registered threads per node and computes the wanted nodes: every node
+/// with at least `min_threads` threads, the `max_replicas` busiest of them (ties: the
+/// lower node number), or, if no node has enough, the node of the busiest replica (there
+/// is always at least one replica). It then adds a replica on each wanted node that has
+/// none (threads of that node move to it), and removes every replica on a node that is not
+/// wanted, and every second replica of a node — adds first, so a thread always has a
+/// replica to move to. Runs are serialized; an event during a run makes it run again.
+///
+/// **Hysteresis.** None by time: the policy follows the counts at each event, so the
+/// replica set settles as soon as the last event's run returns. A thread that hops between
+/// nodes is re-matched at most once per
+/// 1,024 of its operations (the migration check's interval),
+/// which bounds the clones it can cause (one per 1,024 operations); `min_threads` above 1
+/// keeps a lone hopping thread from causing any.
+///
+/// **Manual calls** still work under `follow_threads`, and the policy has the last word:
+/// a replica added by hand on a node without threads, or one removed by hand on a node
+/// with threads, is changed back at the policy's next run (the next thread event).
+///
 /// # Examples
 ///
 /// ```
@@ -68,16 +70,16 @@ use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 /// #[derive(Clone, Default)]
 /// struct Register(u64);
 /// impl ldnr::Dispatch for Register {
-///     type ReadOperation = ();
-///     type WriteOperation = u64;
-///     type Response = u64;
-///     fn dispatch(&self, _: ()) -> u64 { self.0 }
-///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+///    type ReadOperation = ();
+///    type WriteOperation = u64;
+///    type Response = u64;
+///    fn dispatch(&self, _: ()) -> u64 { self.0 }
+///    fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
 /// }
 ///
 /// let nr = NodeReplicated::builder(Register::default())
-///     .policy(Policy::follow_threads().min_threads(1).max_replicas(8))
-///     .build()?;
+///    .policy(Policy::follow_threads().min_threads(1).max_replicas(8))
+///    .build()?;
 /// let tkn = nr.thread_token()?;
 /// nr.execute_mut(7, tkn);
 /// // One node here (no affinity manager): one replica, on the threads' node.
@@ -116,7 +118,7 @@ impl Policy {
     /// A replica on every node where at least [`min_threads`](Self::min_threads)
     /// registered threads are (default 1), at most
     /// [`max_replicas`](Self::max_replicas) of them (default: as many as an instance may
-    /// have), never fewer than one. See the [module docs](self) for when it runs and who
+    /// have), never fewer than one. See the [type docs](Policy) for when it runs and who
     /// pays.
     ///
     /// # Examples
