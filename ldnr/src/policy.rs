@@ -52,10 +52,9 @@ use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 ///
 /// **Hysteresis.** None by time: the policy follows the counts at each event, so the
 /// replica set settles as soon as the last event's run returns. A thread that hops between
-/// nodes is re-matched at most once per
-/// 1,024 of its operations (the migration check's interval),
-/// which bounds the clones it can cause (one per 1,024 operations); `min_threads` above 1
-/// keeps a lone hopping thread from causing any.
+/// nodes is re-matched at most once per 1,024 of its operations (the migration check's
+/// interval), which bounds the clones it can cause; `min_threads` above 1 keeps a lone
+/// hopping thread from causing any.
 ///
 /// **Manual calls** still work under `follow_threads`, and the policy has the last word:
 /// a replica added by hand on a node without threads, or one removed by hand on a node
