@@ -36,6 +36,7 @@ pub mod heap;
 pub mod lincheck;
 pub mod map;
 pub mod nodes;
+pub mod pretend;
 pub mod replicas;
 pub mod rng;
 pub mod soak;
