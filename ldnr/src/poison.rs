@@ -52,9 +52,15 @@ impl Poison {
 
     /// Asks the next operation (or the caller) to run the replication policy.
     pub(crate) fn request_policy(&self) {
-        // Release: an evaluation that takes the flag sees the change that raised it (it
-        // also reads the matching under the admin lock, which orders it anyway).
-        self.0.fetch_or(POLICY, Ordering::Release);
+        // SeqCst: the event's half of the Dekker pair in `policy::run_rounds` (the flag
+        // raised, then `running` looked at); it also releases the change that raised it.
+        self.0.fetch_or(POLICY, Ordering::SeqCst);
+    }
+
+    /// Whether the policy flag is raised (`SeqCst`: the finishing run's half of the
+    /// Dekker pair in `policy::run_rounds`).
+    pub(crate) fn policy_raised(&self) -> bool {
+        self.0.load(Ordering::SeqCst) & POLICY != 0
     }
 
     /// Takes the policy flag: whether it was raised.

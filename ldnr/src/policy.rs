@@ -14,8 +14,9 @@ use crate::affinity::NodeId;
 use crate::dispatch::Dispatch;
 use crate::dispatcher::bump;
 use crate::log::MAX_REPLICAS;
+use crate::poison::Poison;
 use crate::shared::Shared;
-use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicUsize, Backoff, Ordering};
 
 /// Who decides where the replicas of an instance live
 /// ([`Builder::policy`](crate::Builder::policy)).
@@ -205,6 +206,60 @@ fn wanted(policy: &Policy, mut counts: Vec<(NodeId, usize)>, fallback: NodeId) -
     nodes
 }
 
+/// Runs `round` while the policy flag of `poison` is raised, in one thread at a time
+/// (`running`); see [`Shared::run_policy`] for `wait`.
+///
+/// No event is lost: an event raises the flag before its thread calls this, and the flag
+/// is taken only at the start of a round, so either a round that starts after the raise
+/// sees it, or the flag stays raised when every run has returned (for the next
+/// operation's entry). The hand-over between a finishing run (`running` cleared, then the
+/// flag looked at) and a new event (flag raised, then `running` looked at) is a Dekker
+/// pair, hence `SeqCst` on both sides: one of the two sees the other. A round that
+/// unwinds clears `running` on the way out (its event is not raised again: the same
+/// panic would come back with every operation).
+pub(crate) fn run_rounds(
+    poison: &Poison,
+    running: &AtomicBool,
+    wait: bool,
+    mut round: impl FnMut(),
+) {
+    struct Running<'a>(&'a AtomicBool);
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            // SeqCst: the first half of the Dekker pair with `request_policy`.
+            self.0.store(false, Ordering::SeqCst);
+        }
+    }
+    let mut backoff = Backoff::new();
+    loop {
+        if running
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed)
+            .is_err()
+        {
+            if !wait {
+                // The running thread looks at the flag before it stops.
+                return;
+            }
+            backoff.snooze();
+            continue;
+        }
+        let guard = Running(running);
+        while poison.take_policy() {
+            if poison.is_set() {
+                break;
+            }
+            round();
+        }
+        drop(guard);
+        // SeqCst: the second half of the Dekker pair (an event raised while we finished
+        // is seen here, or its thread sees `running` clear and runs it itself).
+        if poison.policy_raised() {
+            continue;
+        }
+        return;
+    }
+}
+
 impl<D> Shared<D>
 where
     D: Dispatch + Clone + Send + Sync,
@@ -218,42 +273,20 @@ where
         }
     }
 
-    /// Runs the policy if a thread event asked for it and no other thread runs it now.
-    /// The caller is outside every operation, lock and callback of this instance.
+    /// Runs the policy while a thread event asks for it. With `wait`, the caller (the
+    /// thread whose event it is) waits for a run by another thread to finish and then
+    /// looks again, so that its event is acted on when this returns; without (an
+    /// operation that saw the flag of another thread's exit), it leaves the event to the
+    /// running thread. The caller is outside every operation, lock and callback of this
+    /// instance.
     #[cold]
     #[inline(never)]
-    pub(crate) fn run_policy(&self) {
-        if !self.policy.active() {
-            return;
+    pub(crate) fn run_policy(&self, wait: bool) {
+        if self.policy.active() {
+            run_rounds(&self.poison, &self.policy.running, wait, || {
+                self.policy_round()
+            });
         }
-        loop {
-            if self
-                .policy
-                .running
-                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-            {
-                // The running thread takes our event on its next round.
-                return;
-            }
-            while self.poison.take_policy() {
-                if self.poison.is_set() {
-                    break;
-                }
-                self.policy_round();
-            }
-            self.policy.running.store(false, Ordering::Release);
-            // An event raised after our last `take_policy` and before the release may
-            // have been skipped by its thread (it saw us running): look again.
-            if !self.policy_requested() {
-                return;
-            }
-        }
-    }
-
-    fn policy_requested(&self) -> bool {
-        // A relaxed look is enough: the next operation's entry looks again anyway.
-        self.poison.flags_relaxed() & crate::poison::POLICY != 0
     }
 
     /// One run of `follow_threads`: adds, then removes.

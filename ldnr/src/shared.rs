@@ -89,7 +89,7 @@ where
         if flags & POLICY != 0 {
             // Outside every lock and callback: the replication policy has thread events
             // to act on (`policy`).
-            self.run_policy();
+            self.run_policy(false);
         }
         // SAFETY: the token proves the caller owns the context.
         if self.memory.steers() && unsafe { ctx.tick(MIGRATION_CHECK_EVERY) } {
@@ -123,7 +123,7 @@ where
         #[cfg(feature = "std")]
         if self.poison.flags_relaxed() & POLICY != 0 && !Callbacks::running(self.threads.instance())
         {
-            self.run_policy();
+            self.run_policy(true);
         }
         self.threads.consistent(|| {
             self.replicas

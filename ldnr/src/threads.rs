@@ -70,11 +70,12 @@ where
         Ok(tkn)
     }
 
-    /// Runs the replication policy if an event asked for it.
+    /// Runs the replication policy for the calling thread's own event: returns once a
+    /// run has acted on it.
     #[inline]
     pub(crate) fn run_policy_now(&self) {
-        if self.policy.active() && self.poison.flags_relaxed() & crate::poison::POLICY != 0 {
-            self.run_policy();
+        if self.policy.active() {
+            self.run_policy(true);
         }
     }
 

@@ -23,7 +23,11 @@
 //!   replicas while writers of both take their write locks, and the real read path
 //!   (`Shared::read`, `join_readers`) of a thread that `follow`s its node to another
 //!   replica and of one whose replica is frozen as a clone source (read from the
-//!   stand-in, replica P6) while the replicas' combiners write.
+//!   stand-in, replica P6) while the replicas' combiners write;
+//! - `policy_*`: the replication policy's hand-over (`policy::run_rounds`: one run at a
+//!   time, no thread event lost between a finishing run and an event raised meanwhile)
+//!   and the attention word (taking the policy flag never clears a concurrent poison;
+//!   checked to fail with a non-atomic clear).
 //!
 //! Models with three threads in which two can spin on the third run with a preemption
 //! bound of 1. With two threads that can both spin (yielding) on a third, preempted one,
@@ -111,5 +115,6 @@ const LOG_CAP: usize = 4;
 
 mod combining;
 mod log;
+mod policy;
 mod readers;
 mod rwlock;
