@@ -133,6 +133,10 @@ pub(crate) struct Options {
     /// A smoke run: small map, short phases, seconds in total.
     #[arg(long, global = true)]
     pub(crate) quick: bool,
+    /// add-under-load: the replica is added by `Policy::follow_threads` (a thread that
+    /// registers on a third pretend node pays for it) instead of a call to add_replica.
+    #[arg(long, global = true)]
+    pub(crate) policy: bool,
     /// Do not pin worker threads to single CPUs (with --affinity linux they stay
     /// pinned to their node's CPUs).
     #[arg(long, global = true)]
@@ -223,9 +227,15 @@ fn add_under_load_main(o: &Options) {
     let keys = o.keys.unwrap_or(if o.quick { 1 << 16 } else { 1 << 20 });
     let workers = o.threads.unwrap_or(2).max(1);
     let steady = Duration::from_secs_f64(o.duration.unwrap_or(if o.quick { 0.3 } else { 2.0 }));
-    let r = crate::experiments::add_under_load(keys, workers, o.writes.unwrap_or(10), steady);
+    let r =
+        crate::experiments::add_under_load(keys, workers, o.writes.unwrap_or(10), steady, o.policy);
     println!(
-        "add_replica of a {keys}-key map: {:.1} ms; bare clone(): {:.1} ms; ratio {:.2}",
+        "{} of a {keys}-key map: {:.1} ms; bare clone(): {:.1} ms; ratio {:.2}",
+        if o.policy {
+            "follow_threads adding a replica for a registering thread"
+        } else {
+            "add_replica"
+        },
         r.add_time.as_secs_f64() * 1e3,
         r.clone_time.as_secs_f64() * 1e3,
         r.add_time.as_secs_f64() / r.clone_time.as_secs_f64()

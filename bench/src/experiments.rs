@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use ldnr::{NodeId, NodeReplicated};
 
+use ldnr_testkit::pretend::{on, Pretend};
 use ldnr_testkit::rng::Rng;
 
 use crate::workload::Ops;
@@ -34,6 +35,7 @@ pub(crate) fn add_under_load(
     workers: usize,
     write_pct: u32,
     steady: Duration,
+    policy: bool,
 ) -> AddUnderLoad {
     let initial = U64Map::with_keys(keys);
     let t0 = Instant::now();
@@ -41,19 +43,31 @@ pub(crate) fn add_under_load(
     let clone_time = t0.elapsed();
     drop(copy);
 
-    let map = NodeReplicated::builder(initial)
-        .replicas(&[NodeId(0), NodeId(0)])
-        .log_capacity(1 << 20)
-        .build()
-        .expect("a valid configuration");
+    // With `policy`, three pretend nodes under `follow_threads`: the workers alternate
+    // between nodes 0 and 1 (a replica each), and a thread that registers on node 2 makes
+    // the policy add the third replica, in `register`. Else two replicas on node 0 and a
+    // call to `add_replica`.
+    let builder = NodeReplicated::builder(initial).log_capacity(1 << 20);
+    let map = if policy {
+        builder
+            .affinity(std::sync::Arc::new(Pretend::new(3)))
+            .policy(ldnr::Policy::follow_threads())
+    } else {
+        builder.replicas(&[NodeId(0), NodeId(0)])
+    }
+    .build()
+    .expect("a valid configuration");
+    let registered = std::sync::atomic::AtomicUsize::new(0);
     let counters: Vec<AtomicU64> = (0..workers).map(|_| AtomicU64::new(0)).collect();
     let stop = AtomicBool::new(false);
     let window = std::sync::Mutex::new((Duration::ZERO, Vec::new(), Vec::new(), Duration::ZERO));
     std::thread::scope(|s| {
         for (t, counter) in counters.iter().enumerate() {
-            let (map, stop) = (&map, &stop);
+            let (map, stop, registered) = (&map, &stop, &registered);
             s.spawn(move || {
+                on(t % 2);
                 let tkn = map.register().expect("below the thread limit");
+                registered.fetch_add(1, Ordering::Relaxed);
                 let mut rng = Rng::new(t as u64 + 1);
                 while !stop.load(Ordering::Relaxed) {
                     for op in Ops::new(&mut rng, 32, keys, write_pct) {
@@ -69,6 +83,9 @@ pub(crate) fn add_under_load(
         }
         let snapshot =
             || -> Vec<u64> { counters.iter().map(|c| c.load(Ordering::Relaxed)).collect() };
+        while registered.load(Ordering::Relaxed) < counters.len() {
+            std::thread::yield_now();
+        }
         std::thread::sleep(steady / 4);
         let before0 = snapshot();
         let b0 = Instant::now();
@@ -76,14 +93,23 @@ pub(crate) fn add_under_load(
         let before1 = snapshot();
         let steady_time = b0.elapsed();
         let a0 = Instant::now();
-        let id = map.add_replica(NodeId(0)).expect("room for a replica");
+        if policy {
+            on(2);
+            let tkn = map.register().expect("below the thread limit");
+            assert!(
+                map.replicas().iter().any(|r| r.node == NodeId(2)),
+                "the policy added node 2's replica"
+            );
+            let _ = tkn;
+        } else {
+            map.add_replica(NodeId(0)).expect("room for a replica");
+        }
         let add_time = a0.elapsed();
         let after = snapshot();
         stop.store(true, Ordering::Relaxed);
         let steady_rates: Vec<u64> = before1.iter().zip(&before0).map(|(b, a)| b - a).collect();
         let during: Vec<u64> = after.iter().zip(&before1).map(|(b, a)| b - a).collect();
         *window.lock().expect("not poisoned") = (steady_time, steady_rates, during, add_time);
-        let _ = id;
     });
     let (steady_time, steady_ops, during_ops, add_time) =
         window.into_inner().expect("not poisoned");
