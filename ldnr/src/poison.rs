@@ -11,6 +11,9 @@ use crate::sync::{AtomicUsize, Ordering};
 pub(crate) const POISON: usize = 1;
 /// The policy bit of the attention word: the replication policy has threads to look at.
 pub(crate) const POLICY: usize = 2;
+/// Raised with [`POLICY`] for an event no thread will act on itself (a thread that
+/// exited): the next operation's entry runs the policy for it.
+pub(crate) const ORPHAN: usize = 4;
 
 /// The attention word (poison and policy flags). Poisoned when a panic unwound out of a
 /// combiner (see `replica::combiner`'s docs): a replica may be half-way through a batch,
@@ -44,17 +47,15 @@ impl Poison {
         flags
     }
 
-    /// Both flags, without the poison check.
-    #[inline]
-    pub(crate) fn flags_relaxed(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    /// Asks the next operation (or the caller) to run the replication policy.
-    pub(crate) fn request_policy(&self) {
+    /// Asks for a run of the replication policy: by the caller (it runs the policy
+    /// next), or, for an `orphan` event, by the next operation's entry.
+    pub(crate) fn request_policy(&self, orphan: bool) {
         // SeqCst: the event's half of the Dekker pair in `policy::run_rounds` (the flag
         // raised, then `running` looked at); it also releases the change that raised it.
-        self.0.fetch_or(POLICY, Ordering::SeqCst);
+        self.0.fetch_or(
+            if orphan { POLICY | ORPHAN } else { POLICY },
+            Ordering::SeqCst,
+        );
     }
 
     /// Whether the policy flag is raised (`SeqCst`: the finishing run's half of the
@@ -66,7 +67,7 @@ impl Poison {
     /// Takes the policy flag: whether it was raised.
     pub(crate) fn take_policy(&self) -> bool {
         self.0.load(Ordering::Relaxed) & POLICY != 0
-            && self.0.fetch_and(!POLICY, Ordering::Acquire) & POLICY != 0
+            && self.0.fetch_and(!(POLICY | ORPHAN), Ordering::Acquire) & POLICY != 0
     }
 
     /// A guard that poisons the instance if a panic unwinds past it.

@@ -34,9 +34,12 @@ use crate::sync::{AtomicBool, AtomicUsize, Backoff, Ordering};
 ///
 /// - the thread that registers, deregisters or was re-matched runs it itself, at the end
 ///   of that call (`register` and `thread_token` return after the new replica is built;
-///   a re-matched thread builds it before its operation);
+///   a re-matched thread builds it before its operation); if another thread is running
+///   the policy just then, it waits for that run and looks again, so its own event has
+///   been acted on when the call returns;
 /// - a thread's exit is noticed by whichever thread gives its index back; the policy then
-///   runs at the start of the next operation of any thread, or in
+///   runs at the start of the next operation of any thread (only for exits: operations
+///   never pay for other threads' registrations or moves), or in
 ///   [`replicas`](crate::NodeReplicated::replicas).
 ///
 /// So the thread that changes the picture pays for the change (a clone of the structure
@@ -52,10 +55,19 @@ use crate::sync::{AtomicBool, AtomicUsize, Backoff, Ordering};
 /// replica to move to. Runs are serialized; an event during a run makes it run again.
 ///
 /// **Hysteresis.** None by time: the policy follows the counts at each event, so the
-/// replica set settles as soon as the last event's run returns. A thread that hops between
-/// nodes is re-matched at most once per 1,024 of its operations (the migration check's
-/// interval), which bounds the clones it can cause; `min_threads` above 1 keeps a lone
-/// hopping thread from causing any.
+/// replica set settles as soon as the last event's run returns. On equal counts a node
+/// that has a replica keeps it (so with `max_replicas` reached, a thread that comes and
+/// goes on another node with as many threads never moves the replica back and forth). A
+/// thread that hops between nodes is re-matched at most once per 1,024 of its operations
+/// (the migration check's interval), which bounds the clones it can cause; `min_threads`
+/// above 1 keeps a lone hopping thread from causing any.
+///
+/// **Failures.** An add that fails (the node's memory policy refused) leaves that node
+/// served by the nearest replica until the next event; an instance full of replicas gets
+/// room from the run's removals first. A run that panics (the affinity manager, `Clone` or
+/// `Drop` of `D`) changes nothing it did not finish; with `std` the panic is caught there,
+/// so it never reaches the call that happened to run the policy. Both are counted in
+/// [`Stats::policy_failed`](crate::Stats::policy_failed).
 ///
 /// **Manual calls** still work under `follow_threads`, and the policy has the last word:
 /// a replica added by hand on a node without threads, or one removed by hand on a node
@@ -174,6 +186,8 @@ pub(crate) struct PolicyState {
     /// thread only).
     pub(crate) added: AtomicUsize,
     pub(crate) removed: AtomicUsize,
+    /// Adds that failed and rounds that panicked.
+    pub(crate) failed: AtomicUsize,
 }
 
 impl PolicyState {
@@ -183,6 +197,7 @@ impl PolicyState {
             running: AtomicBool::new(false),
             added: AtomicUsize::new(0),
             removed: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
         }
     }
 
@@ -193,11 +208,22 @@ impl PolicyState {
     }
 }
 
-/// The nodes `follow_threads` wants, from `(node, threads)` counts and the node of the
-/// busiest live replica (the fallback when no node has enough threads).
-fn wanted(policy: &Policy, mut counts: Vec<(NodeId, usize)>, fallback: NodeId) -> Vec<NodeId> {
+/// The nodes `follow_threads` wants, from `(node, threads)` counts, the nodes that have
+/// a replica now (`has`: on equal counts they win, so that a tie never moves a replica)
+/// and the node of the busiest live replica (the fallback when no node has enough
+/// threads).
+fn wanted(
+    policy: &Policy,
+    mut counts: Vec<(NodeId, usize)>,
+    has: &[NodeId],
+    fallback: NodeId,
+) -> Vec<NodeId> {
     counts.retain(|&(_, n)| n >= policy.min_threads);
-    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0 .0.cmp(&b.0 .0)));
+    counts.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then(has.contains(&b.0).cmp(&has.contains(&a.0)))
+            .then(a.0 .0.cmp(&b.0 .0))
+    });
     counts.truncate(policy.max_replicas);
     let mut nodes: Vec<NodeId> = counts.into_iter().map(|(node, _)| node).collect();
     if nodes.is_empty() {
@@ -232,9 +258,11 @@ pub(crate) fn run_rounds(
     }
     let mut backoff = Backoff::new();
     loop {
-        if running
-            .compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed)
-            .is_err()
+        // Test, then test-and-set: threads that find a run going leave its line alone.
+        if running.load(Ordering::Relaxed)
+            || running
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed)
+                .is_err()
         {
             if !wait {
                 // The running thread looks at the flag before it stops.
@@ -267,9 +295,9 @@ where
     /// Notes a thread event for the policy: the next operation (or the caller, through
     /// [`run_policy`](Self::run_policy)) runs it.
     #[inline]
-    pub(crate) fn threads_changed(&self) {
+    pub(crate) fn threads_changed(&self, orphan: bool) {
         if self.policy.active() {
-            self.poison.request_policy();
+            self.poison.request_policy(orphan);
         }
     }
 
@@ -284,7 +312,19 @@ where
     pub(crate) fn run_policy(&self, wait: bool) {
         if self.policy.active() {
             run_rounds(&self.poison, &self.policy.running, wait, || {
-                self.policy_round()
+                // A round that panics (the affinity manager, `D::clone` or `D::drop`)
+                // changed nothing it did not finish (I8); with `std` the panic is counted
+                // and dropped here, so it never reaches the unrelated call that happened
+                // to run the policy.
+                #[cfg(feature = "std")]
+                if let Err(payload) =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.policy_round()))
+                {
+                    bump(&self.policy.failed, 1);
+                    crate::replica::context::discard(payload);
+                }
+                #[cfg(not(feature = "std"))]
+                self.policy_round();
             });
         }
     }
@@ -317,14 +357,19 @@ where
                 .expect("an instance always has a live replica");
             (counts, live, fallback)
         };
-        let want = wanted(&self.policy.policy, counts, fallback);
-        // Adds first: threads of a wanted node move to its new replica.
+        let has: Vec<NodeId> = live.iter().map(|r| r.1).collect();
+        let want = wanted(&self.policy.policy, counts, &has, fallback);
+        // Adds first: threads of a wanted node move to its new replica. A failure (the
+        // node's memory policy refused) leaves that node served by the nearest replica;
+        // the next event tries again. An instance full of replicas gets room from the
+        // removals below: those adds are tried again after them.
+        let mut full = Vec::new();
         for &node in &want {
-            if !live.iter().any(|r| r.1 == node) {
-                // A failure (the node's memory policy refused, the instance full) leaves
-                // that node served by the nearest replica; the next event tries again.
-                if self.add_replica(node).is_ok() {
-                    bump(&self.policy.added, 1);
+            if !has.contains(&node) {
+                match self.add_replica(node) {
+                    Ok(_) => bump(&self.policy.added, 1),
+                    Err(crate::Error::TooManyReplicas { .. }) => full.push(node),
+                    Err(_) => bump(&self.policy.failed, 1),
                 }
             }
         }
@@ -342,6 +387,16 @@ where
                 bump(&self.policy.removed, 1);
             }
         }
+        for node in full {
+            match self.add_replica(node) {
+                Ok(_) => {
+                    bump(&self.policy.added, 1);
+                    // Its node's threads moved to it: the removals get another round.
+                    self.poison.request_policy(false);
+                }
+                Err(_) => bump(&self.policy.failed, 1),
+            }
+        }
     }
 }
 
@@ -354,14 +409,16 @@ mod tests {
         let p = Policy::follow_threads();
         let n = |i| NodeId(i);
         assert_eq!(
-            wanted(&p, alloc::vec![(n(2), 1), (n(0), 3)], n(0)),
+            wanted(&p, alloc::vec![(n(2), 1), (n(0), 3)], &[], n(0)),
             [n(0), n(2)]
         );
-        assert_eq!(wanted(&p, alloc::vec![], n(1)), [n(1)]);
+        assert_eq!(wanted(&p, alloc::vec![], &[], n(1)), [n(1)]);
         let p = Policy::follow_threads().min_threads(2).max_replicas(2);
         let counts = alloc::vec![(n(0), 1), (n(1), 2), (n(2), 5), (n(3), 2)];
-        assert_eq!(wanted(&p, counts, n(0)), [n(2), n(1)]);
-        assert_eq!(wanted(&p, alloc::vec![(n(3), 1)], n(3)), [n(3)]);
+        assert_eq!(wanted(&p, counts.clone(), &[], n(0)), [n(2), n(1)]);
+        // On a tie, a node that has a replica keeps it.
+        assert_eq!(wanted(&p, counts, &[n(3)], n(0)), [n(2), n(3)]);
+        assert_eq!(wanted(&p, alloc::vec![(n(3), 1)], &[], n(3)), [n(3)]);
         assert_eq!(Policy::follow_threads().min_threads(0).min_threads, 1);
         assert_eq!(Policy::follow_threads().max_replicas(0).max_replicas, 1);
         assert_eq!(

@@ -13,7 +13,7 @@ use crate::affinity::Memory;
 use crate::dispatch::Dispatch;
 use crate::dispatcher::{Dispatcher, ThreadToken, MIGRATION_CHECK_EVERY};
 use crate::log::Log;
-use crate::poison::{Poison, POLICY};
+use crate::poison::{Poison, ORPHAN};
 use crate::policy::PolicyState;
 use crate::replica::context::Context;
 use crate::replica::{ReplicaId, ReplicaInfo, ReplicaSet, ReplicaStats, Stats};
@@ -86,9 +86,10 @@ where
         }
         ctx.count_op();
         self.check_callbacks();
-        if flags & POLICY != 0 {
-            // Outside every lock and callback: the replication policy has thread events
-            // to act on (`policy`).
+        if flags & ORPHAN != 0 {
+            // Outside every lock and callback: a thread exited, and the replication
+            // policy has to act on it (`policy`); the other events are run by their
+            // own threads.
             self.run_policy(false);
         }
         // SAFETY: the token proves the caller owns the context.
@@ -121,8 +122,7 @@ where
         // this is user code that the instance runs (an affinity manager asking from
         // inside `register`): it would wait for the locks its caller holds.
         #[cfg(feature = "std")]
-        if self.poison.flags_relaxed() & POLICY != 0 && !Callbacks::running(self.threads.instance())
-        {
+        if self.poison.policy_raised() && !Callbacks::running(self.threads.instance()) {
             self.run_policy(true);
         }
         self.threads.consistent(|| {
@@ -144,15 +144,23 @@ where
     /// anywhere, even an affinity manager inside `register`): the counts are exact when
     /// no thread registers or leaves meanwhile.
     pub(crate) fn stats(&self) -> Stats {
-        let live: usize = self.threads.contexts()[..self.threads.registered()]
-            .iter()
-            .map(|ctx| ctx.ops.load(Ordering::Relaxed))
-            .fold(0usize, usize::wrapping_add);
+        // Between changes to the matching (D3): a registration given back moves its count
+        // to `retired_ops` inside one, so it is counted once, never twice or not at all.
+        let operations = self.threads.consistent(|| {
+            self.threads.contexts()[..self.threads.registered()]
+                .iter()
+                .map(|ctx| ctx.ops.load(Ordering::Relaxed))
+                .fold(
+                    self.threads.retired_ops.load(Ordering::Relaxed),
+                    usize::wrapping_add,
+                )
+        });
         Stats {
-            operations: live.wrapping_add(self.threads.retired_ops.load(Ordering::Relaxed)),
+            operations,
             migrations: self.threads.migrations.load(Ordering::Relaxed),
             policy_added: self.policy.added.load(Ordering::Relaxed),
             policy_removed: self.policy.removed.load(Ordering::Relaxed),
+            policy_failed: self.policy.failed.load(Ordering::Relaxed),
             replicas: self
                 .replicas
                 .iter()

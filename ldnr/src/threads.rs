@@ -65,7 +65,7 @@ where
         let tkn = self.register_here()?;
         // The registering thread runs the policy (outside the locks and the callback
         // mark): it pays for a replica its node now wants.
-        self.threads_changed();
+        self.threads_changed(false);
         self.run_policy_now();
         Ok(tkn)
     }
@@ -121,6 +121,7 @@ where
         self.give_back_exited(&admin);
         self.leave(&admin, tid);
         drop(admin);
+        self.threads_changed(false);
         self.run_policy_now();
         Ok(())
     }
@@ -230,7 +231,6 @@ where
             .threads
             .fetch_sub(1, Ordering::Relaxed);
         self.threads.release(admin, tid);
-        self.threads_changed();
     }
 
     /// Gives back the indices of threads that exited holding a token of `thread_token`.
@@ -244,6 +244,9 @@ where
                 && ctx.replica.load(Ordering::Relaxed) != crate::dispatcher::FREE
             {
                 self.leave(admin, tid);
+                // Nobody runs the policy for a thread that exited: the next operation
+                // does.
+                self.threads_changed(true);
             }
         }
         #[cfg(not(feature = "std"))]
@@ -269,7 +272,7 @@ where
         if self.follow_here(tid) {
             // The thread moved: it runs the policy before its operation (it pays for a
             // replica its new node now wants).
-            self.threads_changed();
+            self.threads_changed(false);
             self.run_policy_now();
         }
     }

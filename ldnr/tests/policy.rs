@@ -352,3 +352,123 @@ fn policy_driven_churn_keeps_increments_exactly_once() {
         }
     });
 }
+
+/// A policy run whose `add_replica` fails (the node's memory policy refused) or panics
+/// (the affinity manager) changes nothing, is counted in `policy_failed`, never reaches
+/// the thread that ran it (with `std`), and leaves the policy working for later events.
+#[test]
+fn a_failing_or_panicking_policy_run_changes_nothing_and_the_policy_goes_on() {
+    ldnr_testkit::quiet_panics(&["pretend:"]);
+    watchdog("failing policy", LIMIT, || {
+        on(0);
+        let manager = Arc::new(Pretend::new(NODES));
+        let nr = NodeReplicated::builder(Counters(vec![0; 4]))
+            .affinity(manager.clone())
+            .policy(Policy::follow_threads())
+            .build()
+            .unwrap();
+        let me = nr.register().unwrap();
+        manager.refuse.store(2, std::sync::atomic::Ordering::SeqCst);
+        manager
+            .panic_on
+            .store(3, std::sync::atomic::Ordering::SeqCst);
+        std::thread::scope(|s| {
+            for node in [2, 3] {
+                let nr = &nr;
+                s.spawn(move || {
+                    on(node);
+                    // Registration succeeds; its node gets no replica.
+                    let t = nr.register().expect("the failed add is not the caller's");
+                    assert_eq!(nr.execute_mut(Inc(node), t), 1);
+                    nr.deregister(t).unwrap();
+                })
+                .join()
+                .unwrap();
+            }
+        });
+        let st = nr.stats();
+        assert_eq!(st.policy_failed, 2, "{st:?}");
+        assert_eq!(nodes_of(&nr), set(&[0]));
+        // The policy still works: node 1 gets its replica.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                on(1);
+                let t = nr.register().unwrap();
+                assert_eq!(nodes_of(&nr), set(&[0, 1]));
+                nr.deregister(t).unwrap();
+            });
+        });
+        assert_eq!(nodes_of(&nr), set(&[0]));
+        assert_eq!(nr.execute(Get(2), me) + nr.execute(Get(3), me), 2);
+    });
+}
+
+/// Hysteresis on ties: with room for one replica and two nodes with as many threads, a
+/// thread that comes and goes on the node without the replica never moves it back and
+/// forth (a tie keeps the replica where it is).
+#[test]
+fn a_tie_never_moves_the_replica() {
+    watchdog("ties", LIMIT, || {
+        let nr = following(Policy::follow_threads().max_replicas(1));
+        let (tx, rx) = mpsc::channel();
+        std::thread::scope(|s| {
+            let mut gos = Vec::new();
+            let mut joins = Vec::new();
+            for node in [1, 1, 2, 2] {
+                let (go_tx, go_rx) = mpsc::channel();
+                joins.push(resident(s, &nr, node, false, tx.clone(), go_rx));
+                gos.push(go_tx);
+                rx.recv().unwrap();
+            }
+            let settled = nodes_of(&nr);
+            assert_eq!(settled.len(), 1);
+            let before = nr.stats().policy_added;
+            for _ in 0..10 {
+                let other = if settled.contains(&1) { 2 } else { 1 };
+                std::thread::scope(|s2| {
+                    s2.spawn(|| {
+                        on(other);
+                        let t = nr.register().unwrap();
+                        nr.deregister(t).unwrap();
+                    });
+                });
+            }
+            // One move at most: to the node that got a third thread, and not back.
+            let moves = nr.stats().policy_added - before;
+            assert!(moves <= 1, "{moves} clones for ten visits");
+            for go in gos {
+                go.send(()).unwrap();
+            }
+            for j in joins {
+                j.join().unwrap();
+            }
+        });
+    });
+}
+
+/// An instance full of replicas (placed by hand) makes room before the policy's add: the
+/// add that found no room is tried again after the removals, in the same call.
+#[test]
+fn a_full_instance_makes_room_for_the_policy() {
+    watchdog("full instance", LIMIT, || {
+        on(0);
+        let nr = NodeReplicated::builder(Counters(vec![0; 1]))
+            .affinity(Arc::new(Pretend::new(NODES)))
+            .policy(Policy::follow_threads())
+            .replicas(&vec![NodeId(0); ldnr::MAX_REPLICAS])
+            .build()
+            .unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                on(1);
+                let t = nr.register().unwrap();
+                assert_eq!(
+                    nodes_of(&nr),
+                    set(&[1]),
+                    "room made, replica added, rest removed"
+                );
+                nr.deregister(t).unwrap();
+            });
+        });
+    });
+}

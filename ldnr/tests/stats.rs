@@ -89,3 +89,41 @@ fn a_clone_source_counts_its_freeze() {
         );
     });
 }
+
+/// The operation count never goes backwards while threads register, work and leave (a
+/// registration given back moves its count to the total inside one matching change, and
+/// `stats` reads between changes).
+#[test]
+fn the_operation_count_never_goes_backwards() {
+    watchdog("monotonic operations", LIMIT, || {
+        let nr = NodeReplicated::builder(Counters(vec![0; 4]))
+            .build()
+            .unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for t in 0..3 {
+                let (nr, done) = (&nr, &done);
+                s.spawn(move || {
+                    for _ in 0..300 {
+                        let tkn = nr.register().unwrap();
+                        for _ in 0..20 {
+                            nr.execute_mut(Inc(t), tkn);
+                        }
+                        nr.deregister(tkn).unwrap();
+                    }
+                    done.store(true, std::sync::atomic::Ordering::Relaxed);
+                });
+            }
+            let mut last = 0;
+            let mut looks = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) || looks < 100 {
+                let now = nr.stats().operations;
+                assert!(now >= last, "went back from {last} to {now}");
+                last = now;
+                looks += 1;
+                std::thread::yield_now();
+            }
+        });
+        assert_eq!(nr.stats().operations, 3 * 300 * 20);
+    });
+}

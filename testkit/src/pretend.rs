@@ -38,6 +38,10 @@ pub struct Pretend {
     nodes: usize,
     /// Memory policies set per node.
     pub policies_on: Vec<AtomicUsize>,
+    /// A node whose memory policy the manager refuses (`usize::MAX`: none).
+    pub refuse: AtomicUsize,
+    /// A node whose memory policy makes the manager panic (`usize::MAX`: none).
+    pub panic_on: AtomicUsize,
 }
 
 impl Pretend {
@@ -46,6 +50,8 @@ impl Pretend {
         Self {
             nodes,
             policies_on: (0..nodes).map(|_| AtomicUsize::new(0)).collect(),
+            refuse: AtomicUsize::new(usize::MAX),
+            panic_on: AtomicUsize::new(usize::MAX),
         }
     }
 
@@ -63,6 +69,12 @@ impl AffinityManager for Pretend {
         (0..self.nodes).map(NodeId).collect()
     }
     fn set_memory_node(&self, node: NodeId) -> Result<SavedPolicy, AffinityError> {
+        if self.panic_on.load(SeqCst) == node.0 {
+            panic!("pretend: the memory policy of node {} panics", node.0);
+        }
+        if self.refuse.load(SeqCst) == node.0 {
+            return Err(AffinityError::Os(12));
+        }
         match self.policies_on.get(node.0) {
             Some(c) => {
                 c.fetch_add(1, SeqCst);

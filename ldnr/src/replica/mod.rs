@@ -208,6 +208,11 @@ pub struct Stats {
     pub policy_added: usize,
     /// Replicas the replication policy removed.
     pub policy_removed: usize,
+    /// Changes the replication policy tried and could not make: an `add_replica` that
+    /// failed (the node's memory policy refused, the instance full) or a run that panicked
+    /// (a panicking affinity manager or `Clone` of `D`; with `std`, caught: the thread
+    /// that ran the policy goes on).
+    pub policy_failed: usize,
     /// Per live replica: batches, operations appended, entries applied by other
     /// replicas' combiners, freezes.
     pub replicas: Vec<ReplicaStats>,
