@@ -46,8 +46,8 @@ pub const DEFAULT_FRESH_PAGES_THRESHOLD: usize = 128 * 1024;
 /// The cost, for the whole program: every allocation at or above the threshold is an
 /// `mmap` plus a page fault per page touched, every free a `munmap`. Measured on this
 /// project's machine (`cargo run --release -p ldnr-affinity --example alloc_cost`):
-/// allocating, touching and freeing 1 MiB 20,000 times takes about 25 times longer, with
-/// about 20,000 times more minor page faults. With a custom global allocator (jemalloc,
+/// allocating, touching and freeing 1 MiB 20,000 times took 0.23 s and 512 minor page
+/// faults without it, 10.5 s and 5.1 million with it. With a custom global allocator (jemalloc,
 /// mimalloc) it has no effect; configure that allocator instead.
 ///
 /// # Examples
