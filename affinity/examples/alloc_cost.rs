@@ -14,6 +14,8 @@ use std::time::Instant;
 
 use ldnr_affinity::LinuxAffinity;
 
+// `ru_minflt` is a C `long`: 32 bits on 32-bit targets, where the conversion is needed.
+#[allow(clippy::useless_conversion)]
 fn minor_faults() -> i64 {
     #[cfg(target_os = "linux")]
     {
@@ -23,7 +25,7 @@ fn minor_faults() -> i64 {
             libc::getrusage(libc::RUSAGE_SELF, &mut usage);
             usage
         };
-        usage.ru_minflt
+        i64::from(usage.ru_minflt)
     }
     #[cfg(not(target_os = "linux"))]
     0

@@ -167,21 +167,16 @@ impl LinuxAffinity {
         // `numactl --membind` / `--interleave` (or a parent's set_mempolicy): memory may
         // come only from those nodes, so replicas go only there.
         if let Ok(inherited) = MemoryPolicy::current() {
-            let mode = inherited.mode();
-            if matches!(
-                mode,
-                PolicyMode::Bind | PolicyMode::Interleave | PolicyMode::WeightedInterleave
-            ) {
-                let allowed =
-                    process::allowed_memory_nodes().unwrap_or_else(|_| topology.memory_nodes());
-                let set = inherited.effective_nodes(&allowed);
+            let allowed =
+                process::allowed_memory_nodes().unwrap_or_else(|_| topology.memory_nodes());
+            if let Some((set, binds)) = inherited_restriction(&inherited, &allowed) {
                 match topology.restrict(None, Some(&set)) {
                     Ok(t) => topology = t,
                     Err(e) => notes.push(format!(
                         "the inherited memory policy ({inherited:?}) is ignored: {e}"
                     )),
                 }
-                inherited_bind = mode == PolicyMode::Bind;
+                inherited_bind = binds;
             }
         }
         Self::build(topology, notes, inherited_bind)
@@ -452,6 +447,18 @@ impl LinuxAffinity {
             other => other,
         })
     }
+}
+
+/// The nodes an inherited policy lets memory come from, for a thread whose cpuset allows
+/// `allowed`, and whether it binds: `MPOL_BIND` (`numactl --membind`) and the interleave
+/// modes name the nodes; the others (default, local, preferred) restrict nothing.
+fn inherited_restriction(policy: &MemoryPolicy, allowed: &[NodeId]) -> Option<(Vec<NodeId>, bool)> {
+    let mode = policy.mode();
+    matches!(
+        mode,
+        PolicyMode::Bind | PolicyMode::Interleave | PolicyMode::WeightedInterleave
+    )
+    .then(|| (policy.effective_nodes(allowed), mode == PolicyMode::Bind))
 }
 
 /// Tries, on the calling thread, what steering will do: read the policy, set `mode` for

@@ -195,6 +195,103 @@ fn an_inherited_bind_restricts_nodes_and_makes_steering_bind() {
     assert_eq!(LinuxAffinity::new().binding_mode(), Binding::Preferred);
 }
 
+/// What `numactl` leaves behind, on a pretend four-node machine whose cpuset allows nodes
+/// 2 and 3.
+#[test]
+fn inherited_policies_restrict_to_their_nodes() {
+    let allowed = [NodeId(2), NodeId(3)];
+    let bind = MemoryPolicy::new(PolicyMode::Bind, 0, &[NodeId(3)]);
+    assert_eq!(
+        inherited_restriction(&bind, &allowed),
+        Some((vec![NodeId(3)], true))
+    );
+    let interleave = MemoryPolicy::new(PolicyMode::Interleave, 0, &allowed);
+    assert_eq!(
+        inherited_restriction(&interleave, &allowed),
+        Some((allowed.to_vec(), false))
+    );
+    // `--membind` with relative nodes: bit 1 is the second allowed node.
+    let relative = MemoryPolicy::new(
+        PolicyMode::Bind,
+        crate::policy::MPOL_F_RELATIVE_NODES,
+        &[NodeId(1)],
+    );
+    assert_eq!(
+        inherited_restriction(&relative, &allowed),
+        Some((vec![NodeId(3)], true))
+    );
+    for free in [
+        MemoryPolicy::default_policy(),
+        MemoryPolicy::new(PolicyMode::Local, 0, &[]),
+        MemoryPolicy::new(PolicyMode::Preferred, 0, &[NodeId(2)]),
+    ] {
+        assert_eq!(inherited_restriction(&free, &allowed), None, "{free:?}");
+    }
+    // Applied to the topology, the bound set is where replicas go.
+    let four = Topology::new(
+        (0..4)
+            .map(|i| NodeInfo::new(NodeId(i), vec![i], true))
+            .collect(),
+        None,
+    )
+    .unwrap();
+    let (set, _) = inherited_restriction(&interleave, &allowed).unwrap();
+    let t = four.restrict(None, Some(&set)).unwrap();
+    assert_eq!(t.replica_nodes(), allowed);
+}
+
+/// A thread-local destructor that runs after the saved-policy stack is gone (it was
+/// made after this one's, so glibc destroys it first) asks for a policy: it must get an
+/// error, not a panic (an abort, in a destructor), and its policy must not change.
+#[test]
+fn set_memory_node_after_the_threads_stack_is_gone() {
+    use std::sync::mpsc;
+    if !policies_available() {
+        return;
+    }
+    struct Late(mpsc::Sender<(Result<SavedPolicy, AffinityError>, bool)>);
+    impl Drop for Late {
+        fn drop(&mut self) {
+            let linux = steering(Binding::Bind);
+            let before = MemoryPolicy::current().ok();
+            let result = linux.set_memory_node(linux.nodes()[0]);
+            let same = MemoryPolicy::current().ok() == before;
+            if let Ok(saved) = result {
+                let _ = linux.restore_memory_policy(saved);
+            }
+            let _ = self.0.send((result, same));
+        }
+    }
+    thread_local! {
+        static LATE: std::cell::RefCell<Option<Late>> = const { std::cell::RefCell::new(None) };
+    }
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        LATE.with(|l| *l.borrow_mut() = Some(Late(tx)));
+        // Now the stack's destructor is registered after LATE's.
+        let linux = steering(Binding::Bind);
+        let saved = linux.set_memory_node(linux.nodes()[0]).unwrap();
+        linux.restore_memory_policy(saved).unwrap();
+    })
+    .join()
+    .unwrap();
+    let (result, same) = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the destructor ran");
+    match result {
+        Err(e) => {
+            assert_eq!(e, AffinityError::StalePolicy);
+            assert!(same, "a policy that could not be saved was changed");
+        }
+        // glibc runs thread-local destructors in reverse order of registration; where
+        // another order left the stack alive, the call simply worked.
+        Ok(_) if cfg!(target_env = "gnu") => {
+            panic!("the stack outlived a destructor registered before it")
+        }
+        Ok(_) => {}
+    }
+}
+
 #[test]
 fn one_node_changes_nothing() {
     let linux = LinuxAffinity::with_topology(Topology::single_node());
