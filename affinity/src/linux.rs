@@ -224,8 +224,14 @@ impl LinuxAffinity {
             notes.push("no node has both CPUs and memory this process may use".into());
             single = Some(me.topology.memory_nodes().first().copied().unwrap_or(first));
         }
+        // Only where there is something to steer to (else it runs as one node anyway).
         let probe_node = me.nodes.first().copied().unwrap_or(first);
-        if let Err(why) = probe(probe_node, me.mode()) {
+        let tried = if single.is_none() {
+            probe(probe_node, me.mode())
+        } else {
+            Ok(())
+        };
+        if let Err(why) = tried {
             notes.push(why);
             // Without policies memory comes from where threads run: name the node this
             // thread runs on, if it can hold replicas.
