@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# Real multi-node NUMA test: placement of replica memory and thread matching, checked in
-# QEMU guests with 2 and 4 NUMA nodes (software emulation; works on a one-node machine).
+# Real multi-node NUMA test: placement of replica memory, thread matching and deployment
+# settings, checked in QEMU guests (software emulation; works on a one-node machine): by
+# default one with 2 nodes plus a CPU-less memory node ("2+1"), and one with 4 nodes.
 #
 # usage: scripts/numa-vm-test.sh
 #
-# Builds affinity/examples/numa_vm_check.rs as a static binary, boots one guest per
-# layout in $LAYOUTS with scripts/numa-vm.sh, runs the binary in it and sums up what
-# it printed. Targets (exit 1 if missed): every hashmap replica's pages >= 99% on the
-# replica's node in every phase (construction, after add_replica, after writes); every
-# thread pinned to a node's CPU matched to a replica on that node; and every thread that
-# registered on node 0 and was re-pinned to the last node served by the last node's
+# Builds affinity/examples/numa_vm_check (main.rs, deploy.rs) as a static binary, boots
+# one guest per layout in $LAYOUTS with scripts/numa-vm.sh, runs the binary in it and
+# sums up what it printed. The binary runs LinuxAffinity with the opt-in
+# fix_mmap_threshold() (process-wide; the library leaves malloc alone unless asked), as
+# this test always has. Targets (exit 1 if missed): every hashmap replica's pages >= 99%
+# on the replica's node in every phase (construction, after add_replica, after writes);
+# every thread pinned to a node's CPU matched to a replica on that node; every thread
+# that registered on node 0 and was re-pinned to the last node served by the last node's
 # replica within 10,000 of its operations, with the replicas agreeing afterwards (one
-# `MOVE` line per such thread, at least one per guest). The BTreeMap figures are
-# reported, not enforced (see ldnr-affinity's docs on small allocations).
+# `MOVE` line per such thread, at least one per guest); a memory-only node reported apart
+# and never offered for replicas or threads (MEMONLY, in guests that have one); an
+# inherited MPOL_BIND honoured (INHERIT); and a cpuset cgroup of one node giving a
+# manager of that node only, on which build and add_replica work and memory lands there
+# (CPUSET). The BTreeMap figures are reported, not enforced (see ldnr-affinity's docs on
+# small allocations).
 #
 # The last line of a run that produced results is exactly
 #   placement: P% of replica pages on their node (N pages; hashmap H%, btreemap B%)
@@ -21,14 +28,15 @@
 # downloadable, QEMU does not start), it says "numa-vm-test: skipped: ..." and exits 0
 # without a placement line.
 #
-# env: WORK (default /tmp/numa-vm), LAYOUTS (default "2 4" nodes), MEM_PER_NODE_MB
+# env: WORK (default /tmp/numa-vm), LAYOUTS (default "2+1 4": nodes with CPUs, plus
+#      CPU-less memory nodes after a "+"), MEM_PER_NODE_MB
 #      (default 1024), TIMEOUT (per guest, s, default 900), CHECK_ARGS (extra arguments
 #      for numa_vm_check, e.g. "--writes 200000"), CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export WORK=${WORK:-/tmp/numa-vm}
-LAYOUTS=${LAYOUTS:-"2 4"}
+LAYOUTS=${LAYOUTS:-"2+1 4"}
 export MEM_PER_NODE_MB=${MEM_PER_NODE_MB:-1024}
 export TIMEOUT=${TIMEOUT:-900}
 TARGET=x86_64-unknown-linux-gnu
@@ -54,28 +62,35 @@ BIN=$TARGET_DIR/$TARGET/release/examples/numa_vm_check
 # 3. One guest per layout; its console goes to a log.
 started=0; failed=""
 LOGS=()
-for nodes in $LAYOUTS; do
-  log=$WORK/guest-${nodes}nodes.log
+for layout in $LAYOUTS; do
+  nodes=${layout%%+*}
+  memonly=0; [ "$layout" = "$nodes" ] || memonly=${layout#*+}
+  total=$((nodes + memonly))
+  log=$WORK/guest-${layout}nodes.log
   LOGS+=("$log")
-  echo "numa-vm-test: guest with $nodes nodes x 1 vCPU x ${MEM_PER_NODE_MB} MiB (log: $log)"
+  echo "numa-vm-test: guest with $nodes nodes x 1 vCPU + $memonly memory-only, ${MEM_PER_NODE_MB} MiB each (log: $log)"
   t0=$(date +%s); rc=0
-  GUEST_ARGS="--timeout $((TIMEOUT - 60)) ${CHECK_ARGS:-}" \
+  GUEST_ARGS="--timeout $((TIMEOUT - 60)) ${CHECK_ARGS:-}" MEMORY_ONLY_NODES=$memonly \
     scripts/numa-vm.sh "$nodes" 1 "$BIN" > "$log" 2>&1 || rc=$?
   # Console output: drop carriage returns and the firmware's terminal escapes.
   sed 's/\r//g; s/\x1b\[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g; s/.*\(GUEST: nodes=\)/\1/' "$log" > "$log.txt"
   mv "$log.txt" "$log"
   if ! grep -q '^GUEST: nodes=' "$log"; then
-    echo "numa-vm-test: the $nodes-node guest did not start (qemu exit $rc); last lines:"
+    echo "numa-vm-test: the $layout-node guest did not start (qemu exit $rc); last lines:"
     tail -n 5 "$log" | sed 's/^/    /'
     continue
   fi
   started=$((started + 1))
   seen=$(sed -n 's/^GUEST: nodes=\([0-9]*\).*/\1/p' "$log")
   echo "numa-vm-test:   booted with $seen nodes; ran $(( $(date +%s) - t0 )) s"
-  [ "$seen" = "$nodes" ] || failed="$failed; the $nodes-node guest shows $seen nodes"
-  [ "$seen" -lt 2 ] || grep -q '^MOVE ' "$log" || failed="$failed; $nodes nodes: no thread was moved"
+  [ "$seen" = "$total" ] || failed="$failed; the $layout-node guest shows $seen nodes"
+  [ "$nodes" -lt 2 ] || grep -q '^MOVE ' "$log" || failed="$failed; $layout nodes: no thread was moved"
+  [ "$nodes" -lt 2 ] || grep -q '^CPUSET .*ok=1$' "$log" || failed="$failed; $layout nodes: no passing cpuset check"
+  [ "$nodes" -lt 2 ] || grep -q '^INHERIT .*ok=1$' "$log" || failed="$failed; $layout nodes: no passing inherited-bind check"
+  [ "$memonly" -eq 0 ] || [ "$(grep -c '^MEMONLY node=.*ok=1$' "$log")" = "$memonly" ] ||
+    failed="$failed; $layout nodes: memory-only nodes not all checked"
   grep -q '^GUEST: exit=0 numa_vm_check' "$log" ||
-    failed="$failed; $nodes nodes: $(grep -E '^RESULT|^GUEST: exit' "$log" | tr '\n' ' ' || echo 'no result (crashed or timed out)')"
+    failed="$failed; $layout nodes: $(grep -E '^RESULT|^GUEST: exit' "$log" | tr '\n' ' ' || echo 'no result (crashed or timed out)')"
 done
 [ "$started" -gt 0 ] || skip "QEMU could not start a guest here"
 
@@ -116,6 +131,7 @@ summary=$(awk '
     if (f["agree"] != "yes") stuck = stuck sprintf("; %s replicas differ after the moves", guest)
   }
   /^PROBE / { sub(/^PROBE /, ""); printf "  %-7s probe: %s\n", guest, $0 }
+  /^(MEMONLY|INHERIT|CPUSET) / { kind = tolower($1); sub(/^[A-Z]+ /, ""); printf "  %-7s %s: %s\n", guest, kind, $0 }
   /^TIME total/ { printf "  %-7s check ran %s s inside the guest\n", guest, $3 }
   END {
     for (m in pages) printf "TOTAL %s %d %d\n", m, pages[m], on[m]

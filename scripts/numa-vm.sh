@@ -9,10 +9,12 @@
 #   lists; static binaries need none) and run in order with $GUEST_ARGS; after each,
 #   the guest prints "GUEST: exit=<status> <name>". Then it powers off. The guest's
 #   console goes to stdout. Node k has vCPUs k*CPUS_PER_NODE .. and MEM_PER_NODE_MB of
-#   memory; the distance between different nodes is 20.
+#   memory; after them come MEMORY_ONLY_NODES nodes with memory and no CPUs (as CXL or
+#   persistent memory shows up); the distance between different nodes is 20.
 #
 # env:  WORK (default /tmp/numa-vm)  MEM_PER_NODE_MB (default 512)  TIMEOUT (s, default 300)
 #       GUEST_ARGS (arguments for every binary, default none)
+#       MEMORY_ONLY_NODES (CPU-less memory nodes after the others, default 0)
 #
 # exit: the status of QEMU (124: TIMEOUT reached); 3 if the guest's packages cannot be
 #       fetched (no apt, no network, not x86_64 Debian/Ubuntu): callers treat that as
@@ -87,14 +89,20 @@ EOF
 chmod +x "$I/init"
 (cd "$I" && find . | cpio -o -H newc 2>/dev/null | gzip -1 > "$WORK/initrd.gz")
 
-# 3. NUMA layout: NODES nodes with CPN vCPUs and MEM MiB each.
+# 3. NUMA layout: NODES nodes with CPN vCPUs and MEM MiB each, then MEMORY_ONLY_NODES
+#    nodes with MEM MiB and no CPUs.
+MEMONLY=${MEMORY_ONLY_NODES:-0}
 NUMA=""; c=0; n=0
 while [ $n -lt "$NODES" ]; do
   NUMA="$NUMA -object memory-backend-ram,id=m$n,size=${MEM}M -numa node,nodeid=$n,cpus=$c-$((c + CPN - 1)),memdev=m$n"
   c=$((c + CPN)); n=$((n + 1))
 done
+while [ $n -lt $((NODES + MEMONLY)) ]; do
+  NUMA="$NUMA -object memory-backend-ram,id=m$n,size=${MEM}M -numa node,nodeid=$n,memdev=m$n"
+  n=$((n + 1))
+done
 # shellcheck disable=SC2086 # $NUMA is a list of options
 exec timeout "$TIMEOUT" "$Q/usr/bin/qemu-system-x86_64" -L "$Q/usr/share/seabios" -L "$Q/usr/share/qemu" \
-  -accel tcg,thread=multi -cpu max -smp $((NODES * CPN)) -m $((NODES * MEM))M $NUMA \
+  -accel tcg,thread=multi -cpu max -smp $((NODES * CPN)) -m $(((NODES + MEMONLY) * MEM))M $NUMA \
   -kernel "$KERNEL" -initrd "$WORK/initrd.gz" -append "console=ttyS0 quiet panic=-1" \
   -nographic -no-reboot -nic none

@@ -11,13 +11,10 @@ use hwlocality::object::types::ObjectType;
 use ldnr::{AffinityError, AffinityManager, NodeId, SavedPolicy};
 
 use crate::linux::Binding;
-use crate::policy::{MemoryPolicy, PolicyMode};
+use crate::policy::MemoryPolicy;
+use crate::saved;
+use crate::sys::{EINVAL, ENOSYS};
 use crate::topology::{NodeInfo, Topology};
-
-/// Stands for hwloc's `NEXTTOUCH` policy in a saved word (no Linux mode has this number).
-const NEXT_TOUCH: i32 = 0x4e54;
-const EINVAL: i32 = 22;
-const ENOSYS: i32 = 38;
 
 /// hwloc could not build a topology.
 ///
@@ -42,23 +39,31 @@ impl std::error::Error for HwlocError {}
 /// distances) and thread memory binding, or a *synthetic* topology for testing
 /// matching decisions on a small machine.
 ///
-/// - Real topology ([`HwlocAffinity::new`]): the thread's node from
+/// - Real topology ([`HwlocAffinity::new`]): what this process may use (hwloc leaves out
+///   what the cpuset disallows; each node's CPUs are also cut to the affinity mask of the
+///   thread that made the manager); the thread's node from
 ///   `hwloc_get_last_cpu_location`; memory steered with `hwloc_set_membind` on the
 ///   calling thread (a single node, non-strict by default, which hwloc maps to
-///   `MPOL_PREFERRED` on Linux; [`Binding::Bind`] adds `STRICT`: `MPOL_BIND`).
+///   `MPOL_PREFERRED`, or `MPOL_PREFERRED_MANY` on Linux 5.15+; [`Binding::Bind`] adds
+///   `STRICT`: `MPOL_BIND`).
 /// - Synthetic topology ([`HwlocAffinity::from_synthetic`]): nodes, CPUs and distances
 ///   as described; the calling thread's node is the node of the CPU it runs on as
 ///   numbered in the description; memory binding does nothing (hwloc cannot bind
 ///   through a synthetic topology).
 ///
-/// Restoring: the previous binding is what hwloc reports (`hwloc_get_membind`), which
-/// is coarser than the kernel's policy — Linux's `MPOL_PREFERRED` and `MPOL_BIND` both
-/// read as hwloc's `BIND`, `MPOL_DEFAULT` and `MPOL_LOCAL` as `FIRSTTOUCH`. A thread
-/// left at the default policy gets the default back; for an exact restore of any policy
-/// use [`LinuxAffinity`](crate::LinuxAffinity). Like it, this manager does not fix
-/// malloc's mmap threshold; call
-/// [`placement::fresh_pages_for_large_allocations`](crate::placement::fresh_pages_for_large_allocations)
-/// yourself.
+/// A node's CPUs are the processing units whose nearest node it is (the first of the
+/// unit's node set), so a memory-only node (CXL, persistent memory, HBM), whose hwloc
+/// locality is a package's CPUs, has none: as with [`LinuxAffinity`](crate::LinuxAffinity)
+/// it is not in [`nodes`](AffinityManager::nodes) and never a thread's node.
+///
+/// Restoring is exact: the previous policy is read from the kernel
+/// (`get_mempolicy`, mode, flags and mask) and put back with `set_mempolicy`, through the
+/// same per-thread stack as [`LinuxAffinity`](crate::LinuxAffinity), so guards dropped
+/// out of order restore exactly too. (hwloc's own `hwloc_get_membind` is coarser: Linux's
+/// `MPOL_PREFERRED` and `MPOL_BIND` both read as `BIND`.) Where the kernel's policy
+/// cannot be read, [`set_memory_node`](AffinityManager::set_memory_node) fails rather
+/// than change a policy it could not restore. Like `LinuxAffinity`, this manager leaves
+/// malloc's settings alone.
 ///
 /// # Examples
 ///
@@ -80,8 +85,13 @@ impl std::error::Error for HwlocError {}
 pub struct HwlocAffinity {
     hwloc: hwlocality::Topology,
     topology: Topology,
-    memory_nodes: Vec<NodeId>,
+    /// The replica nodes (with memory and CPUs).
+    nodes: Vec<NodeId>,
+    /// Nodes with memory and no CPU: steered to on request, never a replica's by default.
+    memory_only: Vec<NodeId>,
     synthetic: bool,
+    /// Whether binding changes anything: a real topology with more than one memory node.
+    steer: bool,
     binding: Binding,
 }
 
@@ -142,23 +152,49 @@ impl HwlocAffinity {
     }
 
     fn from_hwloc(hwloc: hwlocality::Topology, synthetic: bool) -> Result<Self, HwlocError> {
+        // The CPUs the creating thread may run on (real machines only: a synthetic
+        // topology numbers its own CPUs).
+        let allowed = (!synthetic)
+            .then(|| crate::pin::allowed_cpus().ok())
+            .flatten();
         let mut nodes = Vec::new();
         for obj in hwloc.objects_with_type(ObjectType::NUMANode) {
             let Some(id) = obj.os_index() else { continue };
-            let cpus = obj
-                .cpuset()
-                .map(|set| set.iter_set().map(usize::from).collect())
-                .unwrap_or_default();
-            nodes.push(NodeInfo::new(NodeId(id), cpus, true));
+            nodes.push(NodeInfo::new(NodeId(id), Vec::new(), true));
         }
+        // Each processing unit belongs to its nearest node: the first of its node set.
+        for pu in hwloc.objects_with_type(ObjectType::PU) {
+            let (Some(cpu), Some(first)) =
+                (pu.os_index(), pu.nodeset().and_then(|set| set.first_set()))
+            else {
+                continue;
+            };
+            if allowed
+                .as_ref()
+                .is_some_and(|a| a.binary_search(&cpu).is_err())
+            {
+                continue;
+            }
+            if let Some(node) = nodes.iter_mut().find(|n| n.id.0 == usize::from(first)) {
+                node.cpus.push(cpu);
+            }
+        }
+        let nodes: Vec<NodeInfo> = nodes
+            .into_iter()
+            .map(|n| NodeInfo::new(n.id, n.cpus, n.has_memory))
+            .collect();
         let distances = node_distances(&hwloc, &nodes);
         let topology = if nodes.is_empty() {
             Topology::single_node()
         } else {
             Topology::new(nodes, distances).map_err(|e| HwlocError(e.to_string()))?
         };
+        let memory_only = topology.memory_only_nodes();
+        let nodes = topology.replica_nodes();
         Ok(Self {
-            memory_nodes: topology.memory_nodes(),
+            steer: !synthetic && nodes.len() + memory_only.len() > 1,
+            nodes,
+            memory_only,
             hwloc,
             topology,
             synthetic,
@@ -178,6 +214,20 @@ impl HwlocAffinity {
     pub fn binding(mut self, binding: Binding) -> Self {
         self.binding = binding;
         self
+    }
+
+    /// The nodes with memory and no CPU of this process (see
+    /// [`LinuxAffinity::memory_only_nodes`](crate::LinuxAffinity::memory_only_nodes)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hw = ldnr_affinity::HwlocAffinity::from_synthetic("numa:2 pu:1")?;
+    /// assert!(hw.memory_only_nodes().is_empty());
+    /// # Ok::<(), ldnr_affinity::HwlocError>(())
+    /// ```
+    pub fn memory_only_nodes(&self) -> Vec<NodeId> {
+        self.memory_only.clone()
     }
 
     /// The topology in this crate's terms.
@@ -241,57 +291,6 @@ impl HwlocAffinity {
         set.set(node.0);
         set
     }
-
-    /// The calling thread's binding, as a policy in this crate's terms.
-    fn current_binding(&self) -> Result<MemoryPolicy, AffinityError> {
-        let (set, policy) = self
-            .hwloc
-            .memory_binding::<NodeSet>(MemoryBindingFlags::THREAD)
-            .map_err(os_error)?;
-        let nodes: Vec<NodeId> = set.iter_set().map(|i| NodeId(usize::from(i))).collect();
-        let all = nodes.len() >= self.memory_nodes.len()
-            && self.memory_nodes.iter().all(|n| nodes.contains(n));
-        let policy = match policy {
-            Some(MemoryBindingPolicy::FirstTouch) if all => {
-                MemoryPolicy::new(PolicyMode::Default, 0, &[])
-            }
-            Some(MemoryBindingPolicy::FirstTouch) => {
-                MemoryPolicy::new(PolicyMode::Local, 0, &nodes)
-            }
-            Some(MemoryBindingPolicy::Bind) => MemoryPolicy::new(PolicyMode::Bind, 0, &nodes),
-            Some(MemoryBindingPolicy::Interleave) => {
-                MemoryPolicy::new(PolicyMode::Interleave, 0, &nodes)
-            }
-            Some(MemoryBindingPolicy::NextTouch) => {
-                MemoryPolicy::new(PolicyMode::Other(NEXT_TOUCH), 0, &nodes)
-            }
-            _ => return Err(AffinityError::Os(EINVAL)),
-        };
-        Ok(policy)
-    }
-
-    fn rebind(&self, policy: &MemoryPolicy) -> Result<(), AffinityError> {
-        let mut set = NodeSet::new();
-        for n in policy.nodes() {
-            set.set(n.0);
-        }
-        let bind = |p| {
-            self.hwloc
-                .bind_memory(&set, p, MemoryBindingFlags::THREAD)
-                .map_err(os_error)
-        };
-        match policy.mode() {
-            PolicyMode::Default => self
-                .hwloc
-                .unbind_memory(MemoryBindingFlags::THREAD)
-                .map_err(os_error),
-            PolicyMode::Local => bind(MemoryBindingPolicy::FirstTouch),
-            PolicyMode::Bind => bind(MemoryBindingPolicy::Bind),
-            PolicyMode::Interleave => bind(MemoryBindingPolicy::Interleave),
-            PolicyMode::Other(NEXT_TOUCH) => bind(MemoryBindingPolicy::NextTouch),
-            _ => Err(AffinityError::Os(EINVAL)),
-        }
-    }
 }
 
 impl AffinityManager for HwlocAffinity {
@@ -310,7 +309,7 @@ impl AffinityManager for HwlocAffinity {
     }
 
     fn nodes(&self) -> Vec<NodeId> {
-        self.memory_nodes.clone()
+        self.nodes.clone()
     }
 
     fn distance(&self, a: NodeId, b: NodeId) -> u32 {
@@ -318,31 +317,44 @@ impl AffinityManager for HwlocAffinity {
     }
 
     fn set_memory_node(&self, node: NodeId) -> Result<SavedPolicy, AffinityError> {
-        if !self.memory_nodes.contains(&node) {
+        if !self.nodes.contains(&node) && !self.memory_only.contains(&node) {
             return Err(AffinityError::UnknownNode(node));
         }
-        if self.synthetic || self.memory_nodes.len() == 1 {
+        if !self.steer {
             return Ok(SavedPolicy::UNCHANGED);
         }
-        let previous = self.current_binding()?;
-        if previous.is_single(PolicyMode::Bind, node) {
-            return Ok(SavedPolicy::UNCHANGED);
+        let strict = self.binding == Binding::Bind;
+        // What hwloc's binding is on Linux, to recognise a thread already there.
+        let mine = MemoryPolicy::new(self.binding.mode(), 0, &[node]);
+        let below = MemoryPolicy::current()?;
+        let change = below != mine;
+        let saved = saved::push(below, mine)?;
+        if change {
+            let mut flags = MemoryBindingFlags::THREAD;
+            if strict {
+                flags |= MemoryBindingFlags::STRICT;
+            }
+            if let Err(e) =
+                self.hwloc
+                    .bind_memory(&Self::node_set(node), MemoryBindingPolicy::Bind, flags)
+            {
+                saved::discard(saved);
+                return Err(os_error(e));
+            }
         }
-        let mut flags = MemoryBindingFlags::THREAD;
-        if self.binding == Binding::Bind {
-            flags |= MemoryBindingFlags::STRICT;
-        }
-        self.hwloc
-            .bind_memory(&Self::node_set(node), MemoryBindingPolicy::Bind, flags)
-            .map_err(os_error)?;
-        Ok(previous.save())
+        Ok(saved)
     }
 
-    fn restore_memory_policy(&self, saved: SavedPolicy) {
-        if let Some(previous) = MemoryPolicy::restore_from(saved) {
-            // Nothing to report to and nothing better to fall back to (see LinuxAffinity).
-            let _ = self.rebind(&previous);
+    fn restore_memory_policy(&self, saved: SavedPolicy) -> Result<(), AffinityError> {
+        if saved.is_unchanged() {
+            return Ok(());
         }
+        saved::pop(saved, |below| {
+            below.apply().inspect_err(|_| {
+                // Never leave the thread on the replica's node (see LinuxAffinity).
+                let _ = MemoryPolicy::default_policy().apply();
+            })
+        })
     }
 }
 
@@ -385,23 +397,43 @@ fn os_error<S: SpecializedBitmap>(e: HybridError<MemoryBindingError<S>>) -> Affi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::PolicyMode;
 
+    /// A policy such as `numactl --membind=0` comes back as exactly that, not as the
+    /// preferred node hwloc would read it as.
     #[test]
-    fn bindings_read_back_and_restore_through_saved_words() {
-        let hw = HwlocAffinity::new().unwrap();
-        let node = hw.nodes()[0];
-        let (Ok(before), Ok(kernel_before)) = (hw.current_binding(), MemoryPolicy::current())
-        else {
-            return; // no memory binding here
+    fn previous_policies_come_back_exactly() {
+        let hw = HwlocAffinity {
+            steer: true,
+            ..HwlocAffinity::new().unwrap()
         };
-        for policy in [
+        let node = hw.nodes()[0];
+        if MemoryPolicy::current().is_err() {
+            return; // no memory policies here
+        }
+        for start in [
             MemoryPolicy::new(PolicyMode::Bind, 0, &[node]),
             MemoryPolicy::new(PolicyMode::Interleave, 0, &[node]),
+            MemoryPolicy::new(PolicyMode::Local, 0, &[]),
+            MemoryPolicy::default_policy(),
         ] {
-            hw.restore_memory_policy(policy.clone().save());
-            assert_eq!(hw.current_binding().unwrap(), policy);
+            start.apply().unwrap();
+            let saved = hw.set_memory_node(node).unwrap();
+            let during = MemoryPolicy::current().unwrap();
+            // hwloc prefers the node (MPOL_PREFERRED_MANY where the kernel has it), and
+            // binds to every node of the machine as the default policy.
+            let whole_machine = hw.topology().nodes().len() == 1;
+            assert!(
+                (matches!(
+                    during.mode(),
+                    PolicyMode::Preferred | PolicyMode::PreferredMany
+                ) && during.nodes() == [node])
+                    || (whole_machine && during == MemoryPolicy::default_policy()),
+                "{during:?}"
+            );
+            hw.restore_memory_policy(saved).unwrap();
+            assert_eq!(MemoryPolicy::current().unwrap(), start);
         }
-        hw.restore_memory_policy(before.save());
-        assert_eq!(MemoryPolicy::current().unwrap(), kernel_before);
+        MemoryPolicy::default_policy().apply().unwrap();
     }
 }

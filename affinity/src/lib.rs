@@ -16,9 +16,11 @@
 //!
 //! # Choosing a manager
 //!
-//! - On a Linux NUMA machine, use [`LinuxAffinity::new`]. It degrades to one node (and
-//!   no-op policies) where the kernel or container shows no NUMA, so it is also a safe
-//!   default everywhere else.
+//! - On Linux, use [`LinuxAffinity::new`]. It works with what the process may use
+//!   (cpuset, affinity mask, `numactl` settings) and runs as one node (no memory
+//!   policies) where the kernel, a container or a seccomp filter offers no NUMA, so it
+//!   is also a safe default everywhere else: [`LinuxAffinity::degraded`] says why. The
+//!   workspace README's deployment table says what it does in each setting.
 //! - Use `HwlocAffinity` (feature `hwloc`) if you already use hwloc for thread placement, or to test
 //!   matching decisions against a described machine (`"pack:4 numa:1 core:24 pu:1"`).
 //! - Use [`SimulatedAffinity`] in tests and benchmarks that should exercise several
@@ -28,36 +30,46 @@
 //! matters: an unpinned thread is matched to the node it happens to run on when it
 //! registers.
 //!
+//! Memory-only nodes (CXL, persistent memory, HBM: memory, no CPUs) are reported apart
+//! ([`LinuxAffinity::memory_only_nodes`], [`Topology::memory_only_nodes`]): no manager
+//! lists them in `nodes()` or says a thread is on one.
+//!
 //! # Placement
 //!
 //! A memory policy places a page when it is *first touched*, so steering the policy is
-//! not enough: the allocator must hand out pages that have not been touched yet.
+//! not enough: the allocator must hand out pages that have not been touched yet. What
+//! follows is measured in the multi-node VM test (`scripts/numa-vm-test.sh`: glibc,
+//! nodes with free memory); nothing here is guaranteed beyond it.
 //!
-//! **Guaranteed** (with [`LinuxAffinity::new`], glibc, and a node with free memory):
-//! every allocation of at least [`placement::DEFAULT_FRESH_PAGES_THRESHOLD`] (128 KiB)
-//! made for a replica — a hash table's bucket array, a vector's buffer, including the
-//! new table of every resize — lands on the replica's node. `new()` fixes glibc's mmap
-//! threshold ([`placement::fresh_pages_for_large_allocations`]) so such allocations are
-//! always fresh `mmap`s, which glibc otherwise stops doing after large blocks are freed:
-//! in the VM test, an 8 MiB buffer allocated for node 1 right after one for node 0 was
-//! freed had 0 of 2048 pages on node 1 without the fix, 2048 of 2048 with it.
-//! Measured in the multi-node VM test (`scripts/numa-vm-test.sh`): a 68 MiB
-//! `HashMap` table is ≥ 99% on its replica's node after construction, after
-//! `add_replica`, and after a write phase that resizes it.
+//! **Large allocations** (a hash table's bucket array, a vector's buffer) land on the
+//! replica's node when malloc maps them fresh. glibc does that for a request of at least
+//! its mmap threshold (128 KiB at start) that its free heap memory cannot serve, but it
+//! raises the threshold after each large free, and then serves the next such request
+//! from reused heap pages: an 8 MiB buffer allocated for node 1 right after one for node
+//! 0 was freed had 0 of 2048 pages on node 1. [`LinuxAffinity::fix_mmap_threshold`]
+//! (opt-in: it changes malloc for the whole program, and every large allocation then
+//! costs an `mmap`, page faults and a `munmap`, see
+//! [`placement::fresh_pages_for_large_allocations`]) turns the raising off: with it, that
+//! buffer had 2048 of 2048 pages on node 1. Blocks above 32 MiB (the ceiling of the
+//! raised threshold on 64-bit glibc) were mapped fresh either way: the VM test's 68 MiB
+//! `HashMap` tables were 100% on their replica's node after construction, after
+//! `add_replica`, and after a write phase that resized them, with and without the
+//! opt-in. Even so, a large request that malloc can carve from freed, coalesced heap
+//! memory (say, after many small blocks were freed) reuses those pages wherever they
+//! are; [`placement::release_free_memory`] gives such memory back first.
 //!
-//! **Not guaranteed**: structures made of many small allocations (a `BTreeMap`, a
-//! linked structure, boxed values). Small blocks come from malloc's arenas, which reuse
-//! freed blocks, and a freed block keeps the node it was first touched on. A clone made
-//! on fresh arena pages lands right (≥ 99.9% in the VM test), but in the same test a
-//! `BTreeMap` replica added with `add_replica` right after the thread freed another
-//! copy of the tree landed 0% on its node: malloc handed the freed blocks straight back.
-//! Calling [`placement::release_free_memory`] (glibc `malloc_trim(0)`) before `build`
-//! and `add_replica` gives whole free pages back to the kernel, so they are placed
-//! afresh: that brought the same replica to 99.7%, and every `BTreeMap` replica to
-//! ≥ 95% (99.3% overall) after a write phase with removals. Blocks that share a page with live data,
-//! and blocks freed and reused during writes, still keep their old node. A structure
-//! that needs placement to hold should keep its bulk in large allocations (arrays,
-//! arenas, slabs of nodes), or use a NUMA-aware allocator.
+//! **Small allocations** (a `BTreeMap`, a linked structure, boxed values) come from
+//! malloc's arenas, which reuse freed blocks, and a freed block keeps the node it was
+//! first touched on. A clone made on fresh arena pages lands right (≥ 99.9% in the VM
+//! test), but in the same test a `BTreeMap` replica added with `add_replica` right after
+//! the thread freed another copy of the tree landed 0% on its node: malloc handed the
+//! freed blocks straight back. Calling [`placement::release_free_memory`] (glibc
+//! `malloc_trim(0)`) before `build` and `add_replica` gives whole free pages back to the
+//! kernel, so they are placed afresh: that brought the same replica to 99.7%, and every
+//! `BTreeMap` replica to ≥ 95% (99.3% overall) after a write phase with removals. Blocks
+//! that share a page with live data, and blocks freed and reused during writes, still
+//! keep their old node. A structure that needs placement to hold should keep its bulk
+//! in large allocations (arrays, arenas, slabs of nodes), or use a NUMA-aware allocator.
 //!
 //! With [`Binding::Preferred`] (the default) a full node spills to other nodes rather
 //! than fail; [`Binding::Bind`] never spills (the kernel reclaims or kills instead).
@@ -102,29 +114,32 @@
 //! # Ok::<(), ldnr::Error>(())
 //! ```
 
+mod cpulist;
 #[cfg(feature = "hwloc")]
 mod hwloc;
 mod linux;
 mod pin;
 pub mod placement;
 mod policy;
+mod process;
+mod saved;
 mod simulated;
 mod sys;
+mod sysfs;
 mod topology;
 
+pub use cpulist::{parse_cpulist, ListParseError};
 #[cfg(feature = "hwloc")]
 pub use hwloc::{HwlocAffinity, HwlocError};
 pub use ldnr::{AffinityError, AffinityManager, NodeId, SavedPolicy};
 pub use linux::{Binding, LinuxAffinity};
 pub use pin::{allowed_cpus, current_cpu, pin_to_cpu, pin_to_cpus};
 pub use policy::{
-    MemoryPolicy, PolicyMode, INLINE_NODES, MPOL_F_NUMA_BALANCING, MPOL_F_RELATIVE_NODES,
-    MPOL_F_STATIC_NODES,
+    MemoryPolicy, PolicyMode, MPOL_F_NUMA_BALANCING, MPOL_F_RELATIVE_NODES, MPOL_F_STATIC_NODES,
 };
+pub use process::allowed_memory_nodes;
 pub use simulated::SimulatedAffinity;
-pub use topology::{
-    parse_cpulist, ListParseError, NodeInfo, Topology, TopologyError, SYSFS_NODE_DIR,
-};
+pub use topology::{NodeInfo, Topology, TopologyError, SYSFS_NODE_DIR};
 
 /// The README's code blocks, compiled and run by `cargo test` so that they stay true.
 #[cfg(doctest)]

@@ -1,11 +1,15 @@
-//! [`LinuxAffinity`]: the machine's own topology and memory policies, through sysfs and
-//! raw system calls (no system libraries).
+//! [`LinuxAffinity`]: the machine's own topology (as far as this process may use it) and
+//! memory policies, through sysfs and raw system calls (no system libraries).
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ldnr::{AffinityError, AffinityManager, NodeId, SavedPolicy};
 
 use crate::pin;
 use crate::placement;
 use crate::policy::{MemoryPolicy, PolicyMode};
+use crate::process;
+use crate::saved;
 use crate::sys;
 use crate::topology::Topology;
 
@@ -31,7 +35,7 @@ pub enum Binding {
 }
 
 impl Binding {
-    fn mode(self) -> PolicyMode {
+    pub(crate) fn mode(self) -> PolicyMode {
         match self {
             Binding::Preferred => PolicyMode::Preferred,
             Binding::Bind => PolicyMode::Bind,
@@ -40,34 +44,49 @@ impl Binding {
 }
 
 /// The affinity manager for Linux: nodes, CPUs and distances from
-/// `/sys/devices/system/node`, the calling thread's node from `getcpu`, replica memory
-/// placed with `set_mempolicy`.
+/// `/sys/devices/system/node` as far as this process may use them, the calling thread's
+/// node from `getcpu`, replica memory placed with `set_mempolicy`.
 ///
+/// - [`nodes`](AffinityManager::nodes): the nodes with memory *and* CPUs this process may
+///   use — the machine's nodes cut to the cpuset's `Mems_allowed`, each node's CPUs cut
+///   to the affinity mask of the thread that made the manager (`taskset`, `numactl
+///   --cpunodebind`), and to an inherited `MPOL_BIND` or `MPOL_INTERLEAVE` set
+///   (`numactl --membind`/`--interleave`). Memory-only nodes (CXL, persistent memory,
+///   HBM, or nodes whose CPUs are all outside the mask) are listed apart in
+///   [`LinuxAffinity::memory_only_nodes`]: no replica goes there by default, and no
+///   thread is ever said to be on one.
 /// - [`current_node`](AffinityManager::current_node): the node of the CPU the thread runs
 ///   on now (`getcpu`). A thread that is not pinned may move; pin threads (see
 ///   [`LinuxAffinity::pin_to_node`]) for a stable match.
 /// - [`set_memory_node`](AffinityManager::set_memory_node): saves the thread's policy
-///   (mode, flags and mask, exactly) and sets [`Binding::Preferred`] (or
-///   [`Binding::Bind`]) for the node; if the thread's policy is that already it changes
-///   nothing and returns [`SavedPolicy::UNCHANGED`]. Three system calls at most, once per
-///   batch a combiner applies.
+///   (mode, flags and mask, exactly) on a per-thread stack, then sets
+///   [`Binding::Preferred`] (or [`Binding::Bind`]; always `Bind` under an inherited
+///   `MPOL_BIND`, which a preferred node could spill out of) for the node. Two system
+///   calls, three with the restore, once per batch a combiner applies.
 /// - [`restore_memory_policy`](AffinityManager::restore_memory_policy): puts the saved
-///   policy back exactly.
+///   policy back exactly, also when guards are dropped out of order (a guard dropped while
+///   a newer one is live hands its saved policy to that one). If the kernel refuses the
+///   saved policy (its nodes left the cpuset meanwhile), the thread gets the default
+///   policy (`MPOL_DEFAULT`, never the replica's node), the error is returned, and
+///   [`LinuxAffinity::restore_failures`] counts it.
 ///
 /// If the kernel refuses a policy while a replica is made (in `build` or `add_replica`),
 /// the call returns [`Error::Affinity`](ldnr::Error::Affinity) with the kernel's
 /// [`AffinityError::Os`] and changes nothing; around a batch of log entries a refused
 /// policy fails no operation, and that batch's memory comes from the thread's own policy.
 ///
-/// [`LinuxAffinity::new`] also fixes glibc's mmap threshold
-/// ([`placement::fresh_pages_for_large_allocations`]): a policy only places pages that
-/// are touched for the first time, and that makes every large allocation (a hash table's
-/// array, a vector's buffer) fresh pages. See the [crate docs](crate#placement) for what
-/// is and is not guaranteed.
+/// **Runs as one node** where memory policies cannot be used: when the manager is made,
+/// it tries exactly what it will do later — read the thread's policy, set a node, read
+/// it back, put the first one back. If any step is refused (no NUMA in the kernel, a
+/// seccomp filter such as Docker's default without `CAP_SYS_NICE` or systemd's
+/// `SystemCallFilter=~@resources` with an error number), or there is no sysfs to read,
+/// [`nodes`](AffinityManager::nodes) is one node, `current_node` always says it, memory
+/// policies are never touched, and [`LinuxAffinity::degraded`] says why. It never fails.
 ///
-/// Where the kernel or a container offers no NUMA (no `/sys/devices/system/node`, or
-/// `get_mempolicy` fails with `ENOSYS`/`EPERM`), the manager runs as one node, `NodeId(0)`,
-/// and memory policies are no-ops; [`LinuxAffinity::degraded`] says why. It never fails.
+/// The manager changes nothing process-wide. Placement of large allocations improves
+/// with glibc's mmap threshold fixed; that is a process-wide change, made only when asked
+/// for ([`LinuxAffinity::fix_mmap_threshold`]). See the [crate docs](crate#placement) for
+/// what is and is not placed.
 ///
 /// # Examples
 ///
@@ -91,7 +110,7 @@ impl Binding {
 /// let linux = Arc::new(LinuxAffinity::new());
 /// let nodes = linux.nodes(); // [NodeId(0)] on a one-node machine
 /// let nr = NodeReplicated::builder(Register::default())
-///     .replicas(&nodes) // one replica per node
+///     .replicas(&nodes) // one replica per node this process may use
 ///     .affinity(linux.clone())
 ///     .build()?;
 /// assert_eq!(nr.replicas().len(), nodes.len());
@@ -99,14 +118,27 @@ impl Binding {
 /// ```
 #[derive(Debug)]
 pub struct LinuxAffinity {
+    /// The machine as this process may use it (for `new`), or as given.
     topology: Topology,
-    /// The nodes replicas may be put on (those with memory).
-    memory_nodes: Vec<NodeId>,
+    /// What `nodes()` says: the replica nodes, or the one node it runs as.
+    nodes: Vec<NodeId>,
+    /// Memory-only nodes `set_memory_node` also steers to (none when running as one node).
+    memory_only: Vec<NodeId>,
+    /// The nodes `current_node` may answer (with CPUs), ascending.
+    thread_nodes: Vec<NodeId>,
+    /// Set when memory policies cannot be used or no node has both CPUs and memory.
+    single: Option<NodeId>,
     binding: Binding,
+    /// The creating thread's policy was `MPOL_BIND`: steering binds too.
+    inherited_bind: bool,
+    /// The CPUs the creating thread could run on: pins stay inside them.
+    allowed_cpus: Option<Vec<usize>>,
     /// Whether to call `set_mempolicy` at all: false with one memory node (nothing to
     /// choose) and where memory policies are unavailable.
     steer: bool,
     degraded: Option<String>,
+    mmap_threshold_fixed: bool,
+    restore_failures: AtomicU64,
 }
 
 impl Default for LinuxAffinity {
@@ -116,33 +148,46 @@ impl Default for LinuxAffinity {
 }
 
 impl LinuxAffinity {
-    /// This machine's manager: reads the topology (one node where there is none to
-    /// read), probes for memory policies, and fixes glibc's mmap threshold so large
-    /// allocations get fresh pages ([`placement::fresh_pages_for_large_allocations`]
-    /// with [`placement::DEFAULT_FRESH_PAGES_THRESHOLD`]). Never fails.
+    /// This process's manager: reads the topology and cuts it to what the process may
+    /// use (one node where there is none to read), and tries memory policies (see the
+    /// type's docs). Never fails, and changes nothing process-wide.
     ///
     /// # Examples
     ///
     /// ```
     /// use ldnr::AffinityManager;
     /// let linux = ldnr_affinity::LinuxAffinity::new();
-    /// assert!(linux.nodes().contains(&linux.current_node()) || linux.nodes().len() > 1);
+    /// assert!(!linux.nodes().is_empty());
+    /// assert!(!linux.mmap_threshold_fixed());
     /// ```
     pub fn new() -> Self {
-        placement::fresh_pages_for_large_allocations(placement::DEFAULT_FRESH_PAGES_THRESHOLD);
-        let (topology, why) = Topology::detect_or_reason();
-        let mut me = Self::with_topology(topology);
-        if let Some(why) = why {
-            me.degraded = Some(why);
+        let (mut topology, why) = Topology::detect_or_reason();
+        let mut notes: Vec<String> = why.into_iter().collect();
+        let mut inherited_bind = false;
+        // `numactl --membind` / `--interleave` (or a parent's set_mempolicy): memory may
+        // come only from those nodes, so replicas go only there.
+        if let Ok(inherited) = MemoryPolicy::current() {
+            let allowed =
+                process::allowed_memory_nodes().unwrap_or_else(|_| topology.memory_nodes());
+            if let Some((set, binds)) = inherited_restriction(&inherited, &allowed) {
+                match topology.restrict(None, Some(&set)) {
+                    Ok(t) => topology = t,
+                    Err(e) => notes.push(format!(
+                        "the inherited memory policy ({inherited:?}) is ignored: {e}"
+                    )),
+                }
+                inherited_bind = binds;
+            }
         }
-        me
+        Self::build(topology, notes, inherited_bind)
     }
 
-    /// A manager for a given topology (for example one parsed from a copy of sysfs, or
-    /// the machine's own with some nodes left out). Leaves malloc's settings alone.
-    ///
-    /// Memory policies are still the real kernel's: asking for a node the kernel does
-    /// not have fails with [`AffinityError::Os`].
+    /// A manager for a given topology, as given (for example one parsed from a copy of
+    /// sysfs, or the machine's own with some nodes left out; it is not cut to the
+    /// process's cpuset — [`Topology::restrict`] does that). Memory policies are tried
+    /// as in [`LinuxAffinity::new`] and are still the real kernel's: asking for a node
+    /// the kernel does not have fails with [`AffinityError::Os`]. Pins stay inside the
+    /// CPUs the calling thread may use now.
     ///
     /// # Examples
     ///
@@ -154,23 +199,62 @@ impl LinuxAffinity {
     /// assert_eq!(linux.nodes(), [NodeId(0)]);
     /// ```
     pub fn with_topology(topology: Topology) -> Self {
-        let memory_nodes = topology.memory_nodes();
-        let mut degraded = None;
-        let mut steer = memory_nodes.len() > 1;
-        if let Err(e) = MemoryPolicy::current() {
-            degraded = Some(format!("memory policies are not available ({e})"));
-            steer = false;
-        }
-        Self {
-            topology,
-            memory_nodes,
-            binding: Binding::default(),
-            steer,
-            degraded,
-        }
+        Self::build(topology, Vec::new(), false)
     }
 
-    /// Chooses how memory is steered to a node (default [`Binding::Preferred`]).
+    fn build(topology: Topology, mut notes: Vec<String>, inherited_bind: bool) -> Self {
+        let nodes = topology.replica_nodes();
+        let mut me = Self {
+            memory_only: topology.memory_only_nodes(),
+            thread_nodes: topology.thread_nodes(),
+            nodes,
+            single: None,
+            binding: Binding::default(),
+            inherited_bind,
+            allowed_cpus: pin::allowed_cpus().ok(),
+            steer: false,
+            degraded: None,
+            mmap_threshold_fixed: false,
+            restore_failures: AtomicU64::new(0),
+            topology,
+        };
+        let first = me.topology.nodes()[0].id;
+        let mut single = None;
+        if me.nodes.is_empty() {
+            notes.push("no node has both CPUs and memory this process may use".into());
+            single = Some(me.topology.memory_nodes().first().copied().unwrap_or(first));
+        }
+        // Only where there is something to steer to (else it runs as one node anyway).
+        let probe_node = me.nodes.first().copied().unwrap_or(first);
+        let tried = if single.is_none() {
+            probe(probe_node, me.mode())
+        } else {
+            Ok(())
+        };
+        if let Err(why) = tried {
+            notes.push(why);
+            // Without policies memory comes from where threads run: name the node this
+            // thread runs on, if it can hold replicas.
+            let here = sys::getcpu()
+                .ok()
+                .map(|(_, node)| NodeId(node))
+                .filter(|n| me.nodes.contains(n));
+            single = single.or(here).or(Some(probe_node));
+        }
+        if let Some(node) = single {
+            notes.push(format!("runs as one node, {node}, without memory policies"));
+            me.single = Some(node);
+            me.nodes = vec![node];
+            me.memory_only.clear();
+        }
+        me.steer = me.single.is_none() && me.nodes.len() + me.memory_only.len() > 1;
+        me.degraded = (!notes.is_empty()).then(|| notes.join("; "));
+        me
+    }
+
+    /// Chooses how memory is steered to a node (default [`Binding::Preferred`]). Under
+    /// an inherited `MPOL_BIND` (`numactl --membind`) steering binds whatever is chosen
+    /// here: a preferred node would spill to nodes the operator excluded.
     ///
     /// # Examples
     ///
@@ -183,7 +267,8 @@ impl LinuxAffinity {
         self
     }
 
-    /// How memory is steered to a node.
+    /// How memory is steered to a node: the [`binding`](Self::binding) chosen, or
+    /// [`Binding::Bind`] under an inherited `MPOL_BIND`.
     ///
     /// # Examples
     ///
@@ -192,10 +277,54 @@ impl LinuxAffinity {
     /// assert_eq!(LinuxAffinity::new().binding(Binding::Bind).binding_mode(), Binding::Bind);
     /// ```
     pub fn binding_mode(&self) -> Binding {
-        self.binding
+        if self.inherited_bind {
+            Binding::Bind
+        } else {
+            self.binding
+        }
     }
 
-    /// The topology the manager works with.
+    fn mode(&self) -> PolicyMode {
+        self.binding_mode().mode()
+    }
+
+    /// Opt-in, process-wide: fixes glibc's mmap threshold at
+    /// [`placement::DEFAULT_FRESH_PAGES_THRESHOLD`] (128 KiB) so that large allocations
+    /// are fresh `mmap`s, whose pages a memory policy places, far more often (see
+    /// [`placement::fresh_pages_for_large_allocations`] for what it does, what it does
+    /// not guarantee, and its cost: every large allocation and free is a system call and
+    /// page faults, for the whole program). Left alone where `GLIBC_TUNABLES` sets the
+    /// threshold: the operator's setting wins. [`mmap_threshold_fixed`](Self::mmap_threshold_fixed)
+    /// says whether it took effect.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let linux = ldnr_affinity::LinuxAffinity::new().fix_mmap_threshold();
+    /// if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+    ///     assert!(!linux.mmap_threshold_fixed());
+    /// }
+    /// ```
+    pub fn fix_mmap_threshold(mut self) -> Self {
+        self.mmap_threshold_fixed =
+            placement::fresh_pages_for_large_allocations(placement::DEFAULT_FRESH_PAGES_THRESHOLD);
+        self
+    }
+
+    /// Whether [`fix_mmap_threshold`](Self::fix_mmap_threshold) was asked for and took
+    /// effect.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!ldnr_affinity::LinuxAffinity::new().mmap_threshold_fixed());
+    /// ```
+    pub fn mmap_threshold_fixed(&self) -> bool {
+        self.mmap_threshold_fixed
+    }
+
+    /// The topology the manager works with (for [`LinuxAffinity::new`], the machine's
+    /// cut to what this process may use).
     ///
     /// # Examples
     ///
@@ -207,8 +336,39 @@ impl LinuxAffinity {
         &self.topology
     }
 
-    /// Why the manager runs with less than the full NUMA support (one node, or memory
-    /// policies as no-ops); `None` when it has all of it.
+    /// The nodes with memory this process may use but no CPU it may run on (CXL,
+    /// persistent memory, HBM; or a node whose CPUs are outside the cpuset), ascending.
+    /// They are not in [`nodes`](AffinityManager::nodes), so no replica goes there by
+    /// default and no thread is matched to one as its own node;
+    /// [`set_memory_node`](AffinityManager::set_memory_node) steers to them (an
+    /// [`ldnr::AffinityGuard`] can put a program's own memory there). Empty when the
+    /// manager runs as one node.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ldnr::{AffinityManager, NodeId};
+    /// use ldnr_affinity::{LinuxAffinity, NodeInfo, Topology};
+    ///
+    /// // Node 1 is a CXL memory expander: memory, no CPUs.
+    /// let t = Topology::new(
+    ///     vec![NodeInfo::new(NodeId(0), vec![0], true), NodeInfo::new(NodeId(1), vec![], true)],
+    ///     None,
+    /// )?;
+    /// let linux = LinuxAffinity::with_topology(t);
+    /// assert_eq!(linux.nodes(), [NodeId(0)]);
+    /// if linux.degraded().is_none() {
+    ///     assert_eq!(linux.memory_only_nodes(), [NodeId(1)]);
+    /// }
+    /// # Ok::<(), ldnr_affinity::TopologyError>(())
+    /// ```
+    pub fn memory_only_nodes(&self) -> Vec<NodeId> {
+        self.memory_only.clone()
+    }
+
+    /// Why the manager runs with less than the full NUMA support (as one node without
+    /// memory policies, or with distances it could not use); `None` when it has all of
+    /// it.
     ///
     /// # Examples
     ///
@@ -222,14 +382,14 @@ impl LinuxAffinity {
     }
 
     /// Whether [`set_memory_node`](AffinityManager::set_memory_node) changes policies
-    /// (more than one memory node, and the kernel has memory policies).
+    /// (more than one memory node this process may use, and memory policies work).
     ///
     /// # Examples
     ///
     /// ```
     /// use ldnr::AffinityManager;
     /// let linux = ldnr_affinity::LinuxAffinity::new();
-    /// if linux.nodes().len() == 1 {
+    /// if linux.nodes().len() + linux.memory_only_nodes().len() == 1 {
     ///     assert!(!linux.steers_memory());
     /// }
     /// ```
@@ -237,13 +397,27 @@ impl LinuxAffinity {
         self.steer
     }
 
-    /// Pins the calling thread to the CPUs of `node`.
+    /// How many times the kernel refused to restore a saved policy (the thread was then
+    /// left with the default policy; see the type's docs).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(ldnr_affinity::LinuxAffinity::new().restore_failures(), 0);
+    /// ```
+    pub fn restore_failures(&self) -> u64 {
+        self.restore_failures.load(Ordering::Relaxed)
+    }
+
+    /// Pins the calling thread to the CPUs of `node` that the thread that made the
+    /// manager could run on: never wider than the operator's cpuset or `taskset` mask.
     ///
     /// # Errors
     ///
-    /// [`AffinityError::UnknownNode`] if the node is unknown or has no CPUs;
-    /// [`AffinityError::Os`] if the kernel refuses (for example, CPUs outside the
-    /// process's cpuset).
+    /// [`AffinityError::UnknownNode`] if the topology has no such node;
+    /// [`AffinityError::NoUsableCpus`] if none of its CPUs is allowed (a memory-only
+    /// node, a node outside the cpuset, or the cpuset shrank since);
+    /// [`AffinityError::Os`] if the kernel refuses otherwise.
     ///
     /// # Examples
     ///
@@ -258,23 +432,92 @@ impl LinuxAffinity {
     /// }).join().unwrap();
     /// ```
     pub fn pin_to_node(&self, node: NodeId) -> Result<(), AffinityError> {
-        let cpus = self.topology.cpus_of(node);
+        let info = self
+            .topology
+            .node(node)
+            .ok_or(AffinityError::UnknownNode(node))?;
+        let cpus: Vec<usize> = match &self.allowed_cpus {
+            Some(allowed) => info
+                .cpus
+                .iter()
+                .copied()
+                .filter(|c| allowed.binary_search(c).is_ok())
+                .collect(),
+            None => info.cpus.clone(),
+        };
         if cpus.is_empty() {
-            return Err(AffinityError::UnknownNode(node));
+            return Err(AffinityError::NoUsableCpus(node));
         }
-        pin::pin_to_cpus(cpus)
+        pin::pin_to_cpus(&cpus).map_err(|e| match e {
+            AffinityError::Os(sys::EINVAL) => AffinityError::NoUsableCpus(node),
+            other => other,
+        })
+    }
+}
+
+/// The nodes an inherited policy lets memory come from, for a thread whose cpuset allows
+/// `allowed`, and whether it binds: `MPOL_BIND` (`numactl --membind`) and the interleave
+/// modes name the nodes; the others (default, local, preferred) restrict nothing.
+fn inherited_restriction(policy: &MemoryPolicy, allowed: &[NodeId]) -> Option<(Vec<NodeId>, bool)> {
+    let mode = policy.mode();
+    matches!(
+        mode,
+        PolicyMode::Bind | PolicyMode::Interleave | PolicyMode::WeightedInterleave
+    )
+    .then(|| (policy.effective_nodes(allowed), mode == PolicyMode::Bind))
+}
+
+/// Tries, on the calling thread, what steering will do: read the policy, set `mode` for
+/// `node`, read it back, and put the first policy back. `Err` says what failed.
+fn probe(node: NodeId, mode: PolicyMode) -> Result<(), String> {
+    let before =
+        MemoryPolicy::current().map_err(|e| format!("get_mempolicy is refused ({})", os(e)))?;
+    let target = MemoryPolicy::new(mode, 0, &[node]);
+    target
+        .apply()
+        .map_err(|e| format!("set_mempolicy for {node} is refused ({})", os(e)))?;
+    let during = MemoryPolicy::current();
+    let restored = before.apply();
+    if restored.is_err() {
+        // Never leave the thread on the probe's node.
+        let _ = MemoryPolicy::default_policy().apply();
+    }
+    match (during, restored) {
+        (_, Err(e)) => Err(format!(
+            "set_mempolicy refuses to restore the thread's policy ({})",
+            os(e)
+        )),
+        (Err(e), _) => Err(format!(
+            "get_mempolicy is refused after set_mempolicy ({})",
+            os(e)
+        )),
+        (Ok(during), _) if during.is_single(mode, node) => Ok(()),
+        (Ok(during), _) => Err(format!(
+            "set_mempolicy did not keep the policy (set {target:?}, read back {during:?})"
+        )),
+    }
+}
+
+/// An affinity error with the operating system's words for its number.
+fn os(e: AffinityError) -> String {
+    match e {
+        AffinityError::Os(n) => std::io::Error::from_raw_os_error(n).to_string(),
+        other => other.to_string(),
     }
 }
 
 impl AffinityManager for LinuxAffinity {
     fn current_node(&self) -> NodeId {
-        let first = self.topology.nodes()[0].id;
-        if self.topology.nodes().len() == 1 {
-            return first;
+        if let Some(node) = self.single {
+            return node;
+        }
+        let first = self.nodes[0];
+        if self.thread_nodes.len() <= 1 {
+            return self.thread_nodes.first().copied().unwrap_or(first);
         }
         match sys::getcpu() {
             Ok((cpu, node)) => {
-                if self.topology.node(NodeId(node)).is_some() {
+                if self.thread_nodes.binary_search(&NodeId(node)).is_ok() {
                     NodeId(node)
                 } else {
                     // A topology other than the kernel's: go by the CPU.
@@ -286,7 +529,7 @@ impl AffinityManager for LinuxAffinity {
     }
 
     fn nodes(&self) -> Vec<NodeId> {
-        self.memory_nodes.clone()
+        self.nodes.clone()
     }
 
     fn distance(&self, a: NodeId, b: NodeId) -> u32 {
@@ -294,175 +537,41 @@ impl AffinityManager for LinuxAffinity {
     }
 
     fn set_memory_node(&self, node: NodeId) -> Result<SavedPolicy, AffinityError> {
-        if !self.memory_nodes.contains(&node) {
+        if !self.nodes.contains(&node) && !self.memory_only.contains(&node) {
             return Err(AffinityError::UnknownNode(node));
         }
         if !self.steer {
+            // One memory node: everything comes from it anyway.
             return Ok(SavedPolicy::UNCHANGED);
         }
-        let mode = self.binding.mode();
-        let previous = MemoryPolicy::current()?;
-        if previous.is_single(mode, node) {
-            return Ok(SavedPolicy::UNCHANGED);
+        let mine = MemoryPolicy::new(self.mode(), 0, &[node]);
+        let below = MemoryPolicy::current()?;
+        let change = below != mine;
+        // Saved before it is changed: a policy that could not be saved is not changed.
+        let saved = saved::push(below, mine.clone())?;
+        if change {
+            if let Err(e) = mine.apply() {
+                saved::discard(saved);
+                return Err(e);
+            }
         }
-        MemoryPolicy::new(mode, 0, &[node]).apply()?;
-        Ok(previous.save())
+        Ok(saved)
     }
 
-    fn restore_memory_policy(&self, saved: SavedPolicy) {
-        if let Some(previous) = MemoryPolicy::restore_from(saved) {
-            // The trait offers no way to report a failure here, and there is nothing
-            // better to fall back to: the saved policy was the thread's own a moment ago,
-            // so the kernel accepted it then.
-            let _ = previous.apply();
+    fn restore_memory_policy(&self, saved: SavedPolicy) -> Result<(), AffinityError> {
+        if saved.is_unchanged() {
+            return Ok(());
         }
+        saved::pop(saved, |below| {
+            below.apply().inspect_err(|_| {
+                self.restore_failures.fetch_add(1, Ordering::Relaxed);
+                // The saved policy is gone for good; the default is always accepted and
+                // names no replica's node.
+                let _ = MemoryPolicy::default_policy().apply();
+            })
+        })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::topology::NodeInfo;
-
-    /// The host's policies are per thread: each test changes only its own thread's.
-    fn policies_available() -> bool {
-        MemoryPolicy::current().is_ok()
-    }
-
-    #[test]
-    fn restores_the_default_policy_exactly() {
-        if !policies_available() {
-            return;
-        }
-        let linux = LinuxAffinity::new();
-        // Force steering on this (likely one-node) host: node 0 exists everywhere.
-        let linux = LinuxAffinity {
-            steer: true,
-            ..linux
-        };
-        let node = linux.nodes()[0];
-        let before = MemoryPolicy::current().unwrap();
-        let saved = linux.set_memory_node(node).unwrap();
-        let during = MemoryPolicy::current().unwrap();
-        assert!(during.is_single(PolicyMode::Preferred, node), "{during:?}");
-        linux.restore_memory_policy(saved);
-        assert_eq!(MemoryPolicy::current().unwrap(), before);
-    }
-
-    #[test]
-    fn restores_bind_and_preferred_policies_exactly() {
-        if !policies_available() {
-            return;
-        }
-        let base = LinuxAffinity::new();
-        let node = base.nodes()[0];
-        for (binding, start) in [
-            (
-                Binding::Preferred,
-                MemoryPolicy::new(PolicyMode::Bind, 0, &[node]),
-            ),
-            (
-                Binding::Bind,
-                MemoryPolicy::new(PolicyMode::Preferred, 0, &[node]),
-            ),
-            (Binding::Bind, MemoryPolicy::new(PolicyMode::Local, 0, &[])),
-            (
-                Binding::Preferred,
-                MemoryPolicy::new(PolicyMode::Interleave, 0, &[node]),
-            ),
-        ] {
-            let linux = LinuxAffinity {
-                steer: true,
-                ..LinuxAffinity::with_topology(base.topology().clone())
-            }
-            .binding(binding);
-            if start.apply().is_err() {
-                continue; // e.g. a cpuset that excludes the node
-            }
-            let before = MemoryPolicy::current().unwrap();
-            let saved = linux.set_memory_node(node).unwrap();
-            assert!(!saved.is_unchanged());
-            assert!(MemoryPolicy::current()
-                .unwrap()
-                .is_single(binding.mode(), node));
-            linux.restore_memory_policy(saved);
-            assert_eq!(MemoryPolicy::current().unwrap(), before, "{binding:?}");
-        }
-        MemoryPolicy::default_policy().apply().unwrap();
-    }
-
-    #[test]
-    fn no_change_when_already_on_the_node() {
-        if !policies_available() {
-            return;
-        }
-        let linux = LinuxAffinity {
-            steer: true,
-            ..LinuxAffinity::new()
-        };
-        let node = linux.nodes()[0];
-        MemoryPolicy::new(PolicyMode::Preferred, 0, &[node])
-            .apply()
-            .unwrap();
-        assert_eq!(linux.set_memory_node(node), Ok(SavedPolicy::UNCHANGED));
-        linux.restore_memory_policy(SavedPolicy::UNCHANGED);
-        assert!(MemoryPolicy::current()
-            .unwrap()
-            .is_single(PolicyMode::Preferred, node));
-        MemoryPolicy::default_policy().apply().unwrap();
-    }
-
-    #[test]
-    fn one_node_changes_nothing() {
-        let linux = LinuxAffinity::with_topology(Topology::single_node());
-        assert!(!linux.steers_memory());
-        assert_eq!(linux.set_memory_node(NodeId(0)), Ok(SavedPolicy::UNCHANGED));
-        assert_eq!(
-            linux.set_memory_node(NodeId(1)),
-            Err(AffinityError::UnknownNode(NodeId(1)))
-        );
-        assert_eq!(linux.current_node(), NodeId(0));
-    }
-
-    #[test]
-    fn nodes_the_kernel_lacks_fail_with_an_os_error() {
-        if !policies_available() || Topology::detect().nodes().len() > 8 {
-            return;
-        }
-        // A pretend topology with a node number no host here has.
-        let t = Topology::new(
-            vec![
-                NodeInfo::new(NodeId(0), vec![0], true),
-                NodeInfo::new(NodeId(9), vec![], true),
-            ],
-            None,
-        )
-        .unwrap();
-        let linux = LinuxAffinity::with_topology(t);
-        let before = MemoryPolicy::current().unwrap();
-        assert!(matches!(
-            linux.set_memory_node(NodeId(9)),
-            Err(AffinityError::Os(_))
-        ));
-        assert_eq!(MemoryPolicy::current().unwrap(), before);
-    }
-
-    #[test]
-    fn memoryless_nodes_hold_no_replicas_but_have_distances() {
-        let t = Topology::new(
-            vec![
-                NodeInfo::new(NodeId(0), vec![0], true),
-                NodeInfo::new(NodeId(1), vec![1], false),
-            ],
-            Some(vec![vec![10, 15], vec![15, 10]]),
-        )
-        .unwrap();
-        let linux = LinuxAffinity::with_topology(t);
-        assert_eq!(linux.nodes(), [NodeId(0)]);
-        assert_eq!(linux.distance(NodeId(1), NodeId(0)), 15);
-        assert_eq!(
-            linux.set_memory_node(NodeId(1)),
-            Err(AffinityError::UnknownNode(NodeId(1)))
-        );
-    }
-}
+mod tests;

@@ -32,7 +32,8 @@ pub fn pin_to_cpu(cpu: usize) -> Result<(), AffinityError> {
 ///
 /// # Errors
 ///
-/// [`AffinityError::Os`] as for [`pin_to_cpu`]; `EINVAL` also for an empty set.
+/// [`AffinityError::Os`] as for [`pin_to_cpu`]; `EINVAL` also for an empty set and for
+/// a CPU number of 2^22 or more (no kernel has that many; the mask would be huge).
 ///
 /// # Examples
 ///
@@ -46,10 +47,11 @@ pub fn pin_to_cpu(cpu: usize) -> Result<(), AffinityError> {
 /// }).join().unwrap();
 /// ```
 pub fn pin_to_cpus(cpus: &[usize]) -> Result<(), AffinityError> {
-    /// EINVAL: what the kernel says for an empty mask too.
-    const EINVAL: i32 = 22;
-    let Some(&max) = cpus.iter().max() else {
-        return Err(AffinityError::Os(EINVAL));
+    /// Kernels have at most 8192 CPUs (`NR_CPUS`).
+    const MAX_CPU: usize = 1 << 22;
+    let Some(&max) = cpus.iter().max().filter(|&&m| m < MAX_CPU) else {
+        // EINVAL: what the kernel says for an empty mask too.
+        return Err(AffinityError::Os(sys::EINVAL));
     };
     let mut mask = vec![0u64; max / 64 + 1];
     for &c in cpus {

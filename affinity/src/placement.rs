@@ -2,14 +2,19 @@
 //!
 //! A memory policy decides where a page goes when it is *first touched*. Memory that
 //! the allocator hands out again — pages it already has, touched before under some
-//! other policy — stays where it is. glibc's malloc does exactly that for anything
-//! below its mmap threshold, and it *raises* the threshold (up to 32 MiB) each time a
-//! large mmapped block is freed, so after a replica is dropped or a table is resized,
-//! the next table of that size may come from the heap, on the old node.
+//! other policy — stays where it is. glibc's malloc serves a request from its free
+//! chunks and the top of its heap first, and maps fresh pages (`mmap`) only for a
+//! request at or above its mmap threshold that those cannot serve; and it *raises* the
+//! threshold (up to 32 MiB) each time a large mapped block is freed, so after a replica
+//! is dropped or a table is resized, the next table of that size may come from the
+//! heap, on the old node.
 //!
-//! [`fresh_pages_for_large_allocations`] fixes the threshold (which also turns off the
-//! raising): every allocation at or above it is a fresh `mmap`, whose pages are placed
-//! by the policy in force when they are first written, and is unmapped when freed.
+//! [`fresh_pages_for_large_allocations`] (opt-in, process-wide) fixes the threshold,
+//! which turns off the raising: large allocations that the heap cannot serve are then
+//! fresh mappings again. It does not make *every* large allocation fresh: a large block
+//! can still come from freed memory that malloc coalesced (for example a 4 MiB block
+//! right after many small boxes were freed). [`release_free_memory`] gives such memory
+//! back to the kernel first.
 //!
 //! [`PageCensus`] asks the kernel where pages are (`move_pages` with no target nodes,
 //! a query that moves nothing), so tests can prove placement instead of assuming it.
@@ -20,31 +25,43 @@ use ldnr::{AffinityError, NodeId};
 
 use crate::sys;
 
-/// The threshold [`LinuxAffinity::new`](crate::LinuxAffinity::new) sets: 128 KiB, glibc's
-/// own starting value, so small-object behaviour is unchanged and only the dynamic
-/// raising is turned off.
+/// The threshold [`LinuxAffinity::fix_mmap_threshold`](crate::LinuxAffinity::fix_mmap_threshold)
+/// sets: 128 KiB, glibc's own starting value, so small-object behaviour is unchanged and
+/// only the dynamic raising is turned off.
 pub const DEFAULT_FRESH_PAGES_THRESHOLD: usize = 128 * 1024;
 
-/// Makes every allocation of `threshold` bytes or more get fresh pages from the kernel,
-/// for the whole process (glibc: `mallopt(M_MMAP_THRESHOLD, threshold)`).
+/// Fixes glibc's mmap threshold at `threshold` for the whole process
+/// (`mallopt(M_MMAP_THRESHOLD, threshold)`), so that allocations of that size or more
+/// that the heap's free memory cannot serve are fresh mappings, placed by the memory
+/// policy in force when they are first written, and unmapped when freed.
 ///
-/// Returns whether the allocator took the setting: `false` off glibc (musl, other
-/// systems) and for a threshold glibc rejects (above `HEAP_MAX/2`, 32 MiB on 64-bit).
+/// Returns whether the setting was made: `false` off glibc (musl, other systems), for a
+/// threshold glibc rejects (above `HEAP_MAX/2`, 32 MiB on 64-bit), and where
+/// `GLIBC_TUNABLES` sets `glibc.malloc.mmap_threshold` (the operator's setting is left
+/// alone).
 ///
-/// The cost: each such allocation is an `mmap` + page faults, each free a `munmap`; a
-/// program that allocates and frees large buffers in a loop runs slower. With a custom
-/// global allocator (jemalloc, mimalloc) this has no effect; configure that allocator
-/// to return memory to the kernel instead.
+/// What it does not do: a large request that glibc can serve from freed, coalesced heap
+/// memory still gets those pages, wherever they are (see the module docs).
+///
+/// The cost, for the whole program: every allocation at or above the threshold is an
+/// `mmap` plus a page fault per page touched, every free a `munmap`. Measured on this
+/// project's machine (`cargo run --release -p ldnr-affinity --example alloc_cost`):
+/// allocating, touching and freeing 1 MiB 20,000 times took 0.23 s and 512 minor page
+/// faults without it, 10.5 s and 5.1 million with it. With a custom global allocator (jemalloc,
+/// mimalloc) it has no effect; configure that allocator instead.
 ///
 /// # Examples
 ///
 /// ```
 /// use ldnr_affinity::placement::{fresh_pages_for_large_allocations, DEFAULT_FRESH_PAGES_THRESHOLD};
 /// let took = fresh_pages_for_large_allocations(DEFAULT_FRESH_PAGES_THRESHOLD);
-/// assert_eq!(took, cfg!(all(target_os = "linux", target_env = "gnu")));
+/// let operator_set = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("mmap_threshold"));
+/// assert_eq!(took, cfg!(all(target_os = "linux", target_env = "gnu")) && !operator_set);
 /// ```
 pub fn fresh_pages_for_large_allocations(threshold: usize) -> bool {
-    sys::set_mmap_threshold(threshold)
+    let operator_set =
+        std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.mmap_threshold"));
+    !operator_set && sys::set_mmap_threshold(threshold)
 }
 
 /// Gives the whole free pages inside malloc's heaps back to the kernel (glibc:
@@ -88,9 +105,11 @@ pub fn page_size() -> usize {
 }
 
 /// The node of the page that holds `addr`, or `None` if the page is not present (never
-/// touched, swapped out) or the kernel cannot say.
+/// touched, swapped out), not mapped, or the kernel cannot say. It never faults a page in:
+/// it asks whether the page is resident (`mincore`) before it asks where it is
+/// (`get_mempolicy`).
 ///
-/// One system call per address; for many pages use [`PageCensus`].
+/// Two system calls per address; for many pages use [`PageCensus`].
 ///
 /// # Examples
 ///
@@ -101,7 +120,11 @@ pub fn page_size() -> usize {
 /// }
 /// ```
 pub fn node_of_address(addr: usize) -> Option<NodeId> {
-    sys::node_of_address(addr).ok().map(NodeId)
+    let page = addr & !(page_size() - 1);
+    if !sys::page_resident(page).ok()? {
+        return None;
+    }
+    sys::node_of_address(page).ok().map(NodeId)
 }
 
 /// Where a set of pages is: how many on each node.
@@ -167,10 +190,9 @@ impl PageCensus {
 
     /// [`of_pages`](Self::of_pages) for pages the caller knows are touched (they hold
     /// live data): a page that `move_pages` reports absent is asked again on its own with
-    /// `get_mempolicy(MPOL_F_NODE | MPOL_F_ADDR)`. Some kernels report pages of a
-    /// transparent huge page as absent (seen in the VM test: ~97% of a freshly built
-    /// 64 MiB table at once). The second query faults in a page that really is absent,
-    /// so do not use this one to find untouched pages.
+    /// [`node_of_address`]. Some kernels report pages of a transparent huge page as absent
+    /// (seen in the VM test: ~97% of a freshly built 64 MiB table at once). A page that
+    /// really is absent stays absent (the second query faults nothing in).
     ///
     /// # Errors
     ///
@@ -200,13 +222,12 @@ impl PageCensus {
             sys::move_pages_query(chunk, status).map_err(AffinityError::Os)?;
             for (&page, &s) in chunk.iter().zip(status.iter()) {
                 // A negative status: not present (or see `of_touched_pages`).
-                let node = usize::try_from(s).ok().or_else(|| {
-                    ask_absent_again
-                        .then(|| sys::node_of_address(page).ok())
-                        .flatten()
-                });
+                let node = usize::try_from(s)
+                    .ok()
+                    .map(NodeId)
+                    .or_else(|| ask_absent_again.then(|| node_of_address(page)).flatten());
                 match node {
-                    Some(node) => *census.per_node.entry(NodeId(node)).or_default() += 1,
+                    Some(node) => *census.per_node.entry(node).or_default() += 1,
                     None => census.not_present += 1,
                 }
             }

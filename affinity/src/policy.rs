@@ -1,5 +1,4 @@
-//! A thread's Linux memory policy, read and written exactly, and packed into a
-//! [`SavedPolicy`] word.
+//! A thread's Linux memory policy, read and written exactly.
 //!
 //! The kernel keeps one memory policy per thread: a *mode* (`MPOL_DEFAULT`,
 //! `MPOL_PREFERRED`, `MPOL_BIND`, ...), *mode flags* (`MPOL_F_STATIC_NODES`,
@@ -8,32 +7,10 @@
 //! with `get_mempolicy`, and [`MemoryPolicy::apply`] gives them back with
 //! `set_mempolicy`, so a policy saved and re-applied is the same policy (with the flags,
 //! the kernel reports the mask as the user gave it, so relative and static masks
-//! round-trip too).
-//!
-//! # The saved word
-//!
-//! LD-NR sets and restores a policy around every batch a combiner applies, so the saved
-//! policy travels in one `u64` ([`SavedPolicy`]):
-//!
-//! ```text
-//!  63        61 60        58 57                                      0
-//! +------------+------------+----------------------------------------+
-//! | mode flags |    mode    |        node mask, nodes 0..=57         |
-//! | bal|rel|sta|   0..=6    |                                        |
-//! +------------+------------+----------------------------------------+
-//!   mode 7 with no flags: the policy did not fit (a node >= 58, or a mode
-//!   newer than this crate); bits 0..=57 index a per-thread side table instead.
-//!   All ones (mode 7, every flag, every node) is SavedPolicy::UNCHANGED, which
-//!   no encoding produces.
-//! ```
-//!
-//! So nothing is lost on machines with more nodes: a policy that names nodes past 57
-//! is kept in a thread-local table (it is a *thread's* policy, restored on the same
-//! thread), and the word holds its index.
+//! round-trip too). The managers keep the policies they replace in a per-thread stack
+//! (`saved.rs`), which makes restores exact in any order.
 
-use std::cell::RefCell;
-
-use ldnr::{AffinityError, NodeId, SavedPolicy};
+use ldnr::{AffinityError, NodeId};
 
 use crate::sys::{self, RawMask, MASK_BITS};
 
@@ -44,12 +21,6 @@ pub const MPOL_F_RELATIVE_NODES: i32 = 1 << 14;
 /// `MPOL_F_NUMA_BALANCING`: automatic NUMA balancing may move bound pages (Linux 5.12+).
 pub const MPOL_F_NUMA_BALANCING: i32 = 1 << 13;
 const FLAGS: i32 = MPOL_F_STATIC_NODES | MPOL_F_RELATIVE_NODES | MPOL_F_NUMA_BALANCING;
-
-/// How many nodes a [`SavedPolicy`] word holds inline (0..=57); see the module docs.
-pub const INLINE_NODES: usize = 58;
-const INLINE_MASK: u64 = (1 << INLINE_NODES) - 1;
-/// The mode value that marks a side-table index.
-const SPILLED: u64 = 7;
 
 /// The mode of a [`MemoryPolicy`], as `set_mempolicy(2)` names them.
 ///
@@ -283,62 +254,18 @@ impl MemoryPolicy {
             })
     }
 
-    /// Packs the policy into a word (see the module docs), spilling it to the calling
-    /// thread's side table if it does not fit.
-    pub(crate) fn save(self) -> SavedPolicy {
-        match self.inline() {
-            Some(word) => SavedPolicy(word),
-            None => SavedPolicy(SPILLED << INLINE_NODES | spill(self)),
+    /// The nodes this policy lets memory come from, for a thread whose cpuset allows
+    /// `allowed` (ascending): the mask, with a relative one (`MPOL_F_RELATIVE_NODES`)
+    /// folded onto `allowed` as the kernel does (bit `i` is the `i % n`-th allowed node).
+    pub(crate) fn effective_nodes(&self, allowed: &[NodeId]) -> Vec<NodeId> {
+        let nodes = self.nodes();
+        if self.flags() & MPOL_F_RELATIVE_NODES == 0 || allowed.is_empty() {
+            return nodes;
         }
-    }
-
-    /// The policy a word from [`MemoryPolicy::save`] holds, taking it out of the side
-    /// table if it was spilled. `None` for [`SavedPolicy::UNCHANGED`] and for a spilled
-    /// word from another thread (or one already restored).
-    pub(crate) fn restore_from(saved: SavedPolicy) -> Option<Self> {
-        if saved.is_unchanged() {
-            return None;
-        }
-        let tag = saved.0 >> INLINE_NODES;
-        if tag == SPILLED {
-            return unspill(saved.0 & INLINE_MASK);
-        }
-        let mode = (tag & 7) as i32;
-        let mut raw_mode = mode;
-        for (bit, flag) in [
-            (3, MPOL_F_STATIC_NODES),
-            (4, MPOL_F_RELATIVE_NODES),
-            (5, MPOL_F_NUMA_BALANCING),
-        ] {
-            if tag & (1 << bit) != 0 {
-                raw_mode |= flag;
-            }
-        }
-        let mut mask = [0; MASK_BITS / 64];
-        mask[0] = saved.0 & INLINE_MASK;
-        Some(Self { raw_mode, mask })
-    }
-
-    /// The inline encoding, if the policy fits.
-    fn inline(&self) -> Option<u64> {
-        let mode = self.raw_mode & !FLAGS;
-        if !(0..=6).contains(&mode) || self.mask[0] & !INLINE_MASK != 0 {
-            return None;
-        }
-        if self.mask[1..].iter().any(|&w| w != 0) {
-            return None;
-        }
-        let mut tag = mode as u64;
-        for (bit, flag) in [
-            (3, MPOL_F_STATIC_NODES),
-            (4, MPOL_F_RELATIVE_NODES),
-            (5, MPOL_F_NUMA_BALANCING),
-        ] {
-            if self.raw_mode & flag != 0 {
-                tag |= 1 << bit;
-            }
-        }
-        Some(tag << INLINE_NODES | self.mask[0])
+        let mut folded: Vec<NodeId> = nodes.iter().map(|n| allowed[n.0 % allowed.len()]).collect();
+        folded.sort_unstable();
+        folded.dedup();
+        folded
     }
 }
 
@@ -352,105 +279,24 @@ impl std::fmt::Debug for MemoryPolicy {
     }
 }
 
-thread_local! {
-    /// Policies that did not fit in a word, by index. Slots are reused; a slot is only
-    /// left occupied by a saved policy that is never restored.
-    static SPILLED_POLICIES: RefCell<Vec<Option<MemoryPolicy>>> = const { RefCell::new(Vec::new()) };
-}
-
-fn spill(policy: MemoryPolicy) -> u64 {
-    SPILLED_POLICIES.with(|table| {
-        let mut table = table.borrow_mut();
-        let slot = match table.iter().position(Option::is_none) {
-            Some(free) => free,
-            None => {
-                table.push(None);
-                table.len() - 1
-            }
-        };
-        table[slot] = Some(policy);
-        slot as u64
-    })
-}
-
-fn unspill(slot: u64) -> Option<MemoryPolicy> {
-    SPILLED_POLICIES
-        .try_with(|table| {
-            let mut table = table.borrow_mut();
-            table.get_mut(usize::try_from(slot).ok()?)?.take()
-        })
-        .ok()
-        .flatten()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn round_trip(p: MemoryPolicy) {
-        let word = p.clone().save();
-        assert!(!word.is_unchanged());
-        assert_eq!(MemoryPolicy::restore_from(word), Some(p));
-    }
-
     #[test]
-    fn words_round_trip() {
-        round_trip(MemoryPolicy::default_policy());
-        round_trip(MemoryPolicy::new(PolicyMode::Local, 0, &[]));
-        round_trip(MemoryPolicy::new(PolicyMode::Preferred, 0, &[NodeId(3)]));
-        round_trip(MemoryPolicy::new(
-            PolicyMode::Bind,
-            MPOL_F_NUMA_BALANCING,
-            &[NodeId(0), NodeId(57)],
-        ));
-        round_trip(MemoryPolicy::new(
+    fn parts_round_trip() {
+        let p = MemoryPolicy::new(
             PolicyMode::WeightedInterleave,
-            MPOL_F_STATIC_NODES | MPOL_F_RELATIVE_NODES | MPOL_F_NUMA_BALANCING,
-            &(0..58).map(NodeId).collect::<Vec<_>>(),
-        ));
-    }
-
-    #[test]
-    fn inline_words_are_laid_out_as_documented() {
-        let p = MemoryPolicy::new(PolicyMode::Bind, MPOL_F_STATIC_NODES, &[NodeId(1)]);
-        assert_eq!(p.save().0, (2 | 1 << 3) << 58 | 0b10);
-        // The example in ldnr's `SavedPolicy` docs: mode 2 (bind) on node 1.
-        assert_eq!(
-            MemoryPolicy::restore_from(SavedPolicy(2 << 58 | 0b10)),
-            Some(MemoryPolicy::new(PolicyMode::Bind, 0, &[NodeId(1)]))
+            MPOL_F_STATIC_NODES | MPOL_F_NUMA_BALANCING,
+            &[NodeId(0), NodeId(57), NodeId(900)],
         );
-    }
-
-    #[test]
-    fn big_nodes_and_unknown_modes_spill_and_come_back_once() {
-        let far = MemoryPolicy::new(PolicyMode::Interleave, 0, &[NodeId(1), NodeId(58)]);
-        let odd = MemoryPolicy {
-            raw_mode: 9,
-            mask: [0; MASK_BITS / 64],
-        };
-        let (a, b) = (far.clone().save(), odd.clone().save());
-        assert_eq!(a.0 >> INLINE_NODES, SPILLED);
-        assert_ne!(a, b);
-        assert_eq!(MemoryPolicy::restore_from(b), Some(odd));
-        assert_eq!(MemoryPolicy::restore_from(a), Some(far));
-        // Taken out: a second restore finds nothing, and another thread never finds it.
-        assert_eq!(MemoryPolicy::restore_from(a), None);
-        let c = MemoryPolicy::new(PolicyMode::Bind, 0, &[NodeId(900)]).save();
-        std::thread::spawn(move || assert_eq!(MemoryPolicy::restore_from(c), None))
-            .join()
-            .unwrap();
-        assert!(MemoryPolicy::restore_from(c).is_some());
-    }
-
-    #[test]
-    fn unchanged_is_never_produced_and_restores_nothing() {
-        assert_eq!(MemoryPolicy::restore_from(SavedPolicy::UNCHANGED), None);
-        let all = MemoryPolicy::new(
-            PolicyMode::WeightedInterleave,
-            FLAGS,
-            &(0..58).map(NodeId).collect::<Vec<_>>(),
-        );
-        assert!(!all.save().is_unchanged());
+        assert_eq!(p.mode(), PolicyMode::WeightedInterleave);
+        assert_eq!(p.flags(), MPOL_F_STATIC_NODES | MPOL_F_NUMA_BALANCING);
+        assert_eq!(p.nodes(), [NodeId(0), NodeId(57), NodeId(900)]);
+        // Unknown flag bits are dropped, nodes past the mask ignored.
+        let q = MemoryPolicy::new(PolicyMode::Bind, 1, &[NodeId(1), NodeId(MASK_BITS)]);
+        assert_eq!(q.flags(), 0);
+        assert_eq!(q.nodes(), [NodeId(1)]);
     }
 
     #[test]
@@ -461,5 +307,18 @@ mod tests {
         assert!(!p.is_single(PolicyMode::Preferred, NodeId(1)));
         let two = MemoryPolicy::new(PolicyMode::Preferred, 0, &[NodeId(1), NodeId(2)]);
         assert!(!two.is_single(PolicyMode::Preferred, NodeId(1)));
+    }
+
+    #[test]
+    fn relative_masks_fold_onto_the_allowed_nodes() {
+        let allowed = [NodeId(2), NodeId(5)];
+        let rel = MemoryPolicy::new(
+            PolicyMode::Bind,
+            MPOL_F_RELATIVE_NODES,
+            &[NodeId(0), NodeId(3)],
+        );
+        assert_eq!(rel.effective_nodes(&allowed), [NodeId(2), NodeId(5)]);
+        let abs = MemoryPolicy::new(PolicyMode::Bind, 0, &[NodeId(0), NodeId(3)]);
+        assert_eq!(abs.effective_nodes(&allowed), [NodeId(0), NodeId(3)]);
     }
 }

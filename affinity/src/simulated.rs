@@ -24,6 +24,11 @@ thread_local! {
 /// another spread evenly over `n` nodes). Memory policies are no-ops: all pretend nodes
 /// allocate from the same memory.
 ///
+/// As with a real machine, a memory-only node of the topology
+/// ([`Topology::memory_only_nodes`]) is never a thread's node (not handed out
+/// round-robin, refused by `enter`) and not in [`nodes`](AffinityManager::nodes); a
+/// CPU-only node can be a thread's node but holds no replica.
+///
 /// Tests and the benchmark driver use it to run the dispatcher, the replica set and the
 /// log exactly as on a NUMA machine. Distances are 10/20, or those of a [`Topology`]
 /// (for example a copy of a real machine's, or an hwloc synthetic one).
@@ -73,7 +78,11 @@ thread_local! {
 pub struct SimulatedAffinity {
     id: u64,
     topology: Topology,
-    /// The node index the next unassigned thread gets (modulo the node count).
+    /// Where threads may be: the topology's thread nodes, ascending.
+    thread_nodes: Vec<NodeId>,
+    /// Where replicas go: the topology's replica nodes.
+    replica_nodes: Vec<NodeId>,
+    /// The index in `thread_nodes` the next unassigned thread gets (modulo its length).
     next: AtomicUsize,
 }
 
@@ -92,7 +101,9 @@ impl SimulatedAffinity {
         Self::from_topology(Topology::uniform(nodes))
     }
 
-    /// Pretend nodes shaped like `topology`: its nodes with memory, its distances.
+    /// Pretend nodes shaped like `topology`: replicas on its
+    /// [`replica_nodes`](Topology::replica_nodes), threads on its
+    /// [`thread_nodes`](Topology::thread_nodes), its distances.
     ///
     /// # Examples
     ///
@@ -111,6 +122,8 @@ impl SimulatedAffinity {
     pub fn from_topology(topology: Topology) -> Self {
         Self {
             id: NEXT_MANAGER.fetch_add(1, Ordering::Relaxed),
+            thread_nodes: topology.thread_nodes(),
+            replica_nodes: topology.replica_nodes(),
             topology,
             next: AtomicUsize::new(0),
         }
@@ -131,7 +144,8 @@ impl SimulatedAffinity {
     ///
     /// # Errors
     ///
-    /// [`AffinityError::UnknownNode`] if the manager has no such node.
+    /// [`AffinityError::UnknownNode`] if the manager has no such node;
+    /// [`AffinityError::NoUsableCpus`] for a memory-only node (no thread runs there).
     ///
     /// # Examples
     ///
@@ -143,12 +157,13 @@ impl SimulatedAffinity {
     /// assert!(sim.enter(NodeId(3)).is_err());
     /// ```
     pub fn enter(&self, node: NodeId) -> Result<(), AffinityError> {
-        let index = self
-            .topology
-            .nodes()
-            .iter()
-            .position(|n| n.id == node)
+        self.topology
+            .node(node)
             .ok_or(AffinityError::UnknownNode(node))?;
+        let index = self
+            .thread_nodes
+            .binary_search(&node)
+            .map_err(|_| AffinityError::NoUsableCpus(node))?;
         ASSIGNED.with(|a| {
             let mut a = a.borrow_mut();
             match a.iter_mut().find(|(m, _)| *m == self.id) {
@@ -176,7 +191,7 @@ impl SimulatedAffinity {
                 a.borrow()
                     .iter()
                     .find(|(m, _)| *m == self.id)
-                    .map(|&(_, i)| self.topology.nodes()[i].id)
+                    .map(|&(_, i)| self.thread_nodes[i])
             })
             .ok()
             .flatten()
@@ -188,9 +203,9 @@ impl AffinityManager for SimulatedAffinity {
         if let Some(node) = self.assigned_node() {
             return node;
         }
-        let n = self.topology.nodes().len();
+        let n = self.thread_nodes.len();
         let index = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let node = self.topology.nodes()[index].id;
+        let node = self.thread_nodes[index];
         // During thread teardown the thread-local may be gone; the answer then simply
         // is not remembered.
         let _ = ASSIGNED.try_with(|a| a.borrow_mut().push((self.id, index)));
@@ -198,7 +213,7 @@ impl AffinityManager for SimulatedAffinity {
     }
 
     fn nodes(&self) -> Vec<NodeId> {
-        self.topology.memory_nodes()
+        self.replica_nodes.clone()
     }
 
     fn distance(&self, a: NodeId, b: NodeId) -> u32 {
@@ -213,7 +228,14 @@ impl AffinityManager for SimulatedAffinity {
         }
     }
 
-    fn restore_memory_policy(&self, _saved: SavedPolicy) {}
+    fn restore_memory_policy(&self, saved: SavedPolicy) -> Result<(), AffinityError> {
+        // `set_memory_node` only ever returns `UNCHANGED`, which LD-NR never restores.
+        if saved.is_unchanged() {
+            Ok(())
+        } else {
+            Err(AffinityError::StalePolicy)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -251,6 +273,40 @@ mod tests {
         a.enter(NodeId(2)).unwrap();
         assert_eq!(a.current_node(), NodeId(2));
         assert_eq!(b.current_node(), NodeId(1));
+    }
+
+    #[test]
+    fn memory_only_nodes_are_never_a_threads_node() {
+        use crate::topology::NodeInfo;
+        // Node 1 is memory-only (CXL), node 2 CPU-only.
+        let t = Topology::new(
+            vec![
+                NodeInfo::new(NodeId(0), vec![0], true),
+                NodeInfo::new(NodeId(1), vec![], true),
+                NodeInfo::new(NodeId(2), vec![1], false),
+            ],
+            None,
+        )
+        .unwrap();
+        let sim = SimulatedAffinity::from_topology(t);
+        assert_eq!(sim.nodes(), [NodeId(0)]);
+        let handed: Vec<NodeId> = (0..6)
+            .map(|_| std::thread::scope(|s| s.spawn(|| sim.current_node()).join().unwrap()))
+            .collect();
+        let want: Vec<NodeId> = [0, 2, 0, 2, 0, 2].into_iter().map(NodeId).collect();
+        assert_eq!(handed, want);
+        assert_eq!(
+            sim.enter(NodeId(1)),
+            Err(AffinityError::NoUsableCpus(NodeId(1)))
+        );
+        assert_eq!(
+            sim.enter(NodeId(3)),
+            Err(AffinityError::UnknownNode(NodeId(3)))
+        );
+        sim.enter(NodeId(2)).unwrap();
+        assert_eq!(sim.current_node(), NodeId(2));
+        assert_eq!(sim.set_memory_node(NodeId(1)), Ok(SavedPolicy::UNCHANGED));
+        assert!(sim.set_memory_node(NodeId(2)).is_err());
     }
 
     #[test]

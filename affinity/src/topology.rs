@@ -12,14 +12,25 @@
 //! ```
 //!
 //! [`Topology::from_sysfs`] parses such a directory (the real one or a copy, for tests);
-//! [`Topology::detect`] parses the real one and degrades to a single node where there is
-//! none (non-Linux systems, kernels without NUMA, containers that hide it).
+//! [`Topology::detect`] parses the real one, keeps what this process may use (see
+//! [`Topology::restrict`]), and degrades to a single node where there is none (non-Linux
+//! systems, kernels without NUMA, containers that hide it).
 //! Offline nodes are ignored: only the nodes listed in `online` count.
+//!
+//! Three kinds of node matter to LD-NR:
+//!
+//! | kind | CPUs | memory | threads run there | replicas go there |
+//! |---|---|---|---|---|
+//! | ordinary | yes | yes | yes | yes ([`Topology::replica_nodes`]) |
+//! | CPU-only (memoryless) | yes | no | yes | no: its threads use the nearest replica |
+//! | memory-only (CXL, PMEM, HBM; or CPUs all outside the cpuset) | no | yes | no | no ([`Topology::memory_only_nodes`]) |
+//!
+//! A replica on a memory-only node would serve no thread as its own node's replica, so
+//! managers do not offer those nodes for replicas or as a thread's node.
 
 use std::fmt;
-use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ldnr::NodeId;
 
@@ -73,7 +84,8 @@ impl NodeInfo {
 /// The NUMA nodes of a machine (or a pretend one) and the distances between them.
 ///
 /// Distances follow the ACPI SLIT convention: 10 from a node to itself, larger is
-/// farther. Where none are known, 10 and 20 are used.
+/// farther. Where none are known, 10 and 20 are used. Every node is strictly nearest to
+/// itself (checked when a topology is made): the dispatcher relies on it.
 ///
 /// # Examples
 ///
@@ -105,8 +117,9 @@ impl Topology {
     ///
     /// # Errors
     ///
-    /// [`TopologyError::Invalid`] if there are no nodes, a node id appears twice, or the
-    /// matrix is not `nodes.len()` square.
+    /// [`TopologyError::Invalid`] if there are no nodes or a node id appears twice;
+    /// [`TopologyError::Distances`] if the matrix is not `nodes.len()` square or a node is
+    /// not strictly nearer to itself than to every other node.
     ///
     /// # Examples
     ///
@@ -120,6 +133,12 @@ impl Topology {
     /// )?;
     /// assert_eq!(t.distance(NodeId(1), NodeId(0)), 32);
     /// assert!(Topology::new(vec![], None).is_err());
+    /// // Node 0 nearer to node 1 than to itself: refused.
+    /// let inverted = Topology::new(
+    ///     vec![NodeInfo::new(NodeId(0), vec![0], true), NodeInfo::new(NodeId(1), vec![1], true)],
+    ///     Some(vec![vec![30, 10], vec![10, 30]]),
+    /// );
+    /// assert!(matches!(inverted, Err(ldnr_affinity::TopologyError::Distances(_))));
     /// # Ok::<(), ldnr_affinity::TopologyError>(())
     /// ```
     pub fn new(
@@ -133,9 +152,17 @@ impl Topology {
         let distances = match distances {
             Some(d) => {
                 if d.len() != n || d.iter().any(|row| row.len() != n) {
-                    return Err(TopologyError::Invalid(format!(
+                    return Err(TopologyError::Distances(format!(
                         "the distance matrix is not {n} x {n}"
                     )));
+                }
+                for (i, row) in d.iter().enumerate() {
+                    if let Some(j) = (0..n).find(|&j| j != i && row[j] <= row[i]) {
+                        return Err(TopologyError::Distances(format!(
+                            "{} is not nearest to itself: distance {} to itself, {} to {}",
+                            nodes[i].id, row[i], row[j], nodes[j].id
+                        )));
+                    }
                 }
                 d
             }
@@ -163,7 +190,8 @@ impl Topology {
     }
 
     /// `nodes` pretend nodes numbered `0..nodes` (at least one), with memory and no
-    /// CPUs, 10/20 distances. For simulations.
+    /// CPUs listed (so every node runs threads, see [`Topology::thread_nodes`]), 10/20
+    /// distances. For simulations.
     ///
     /// # Examples
     ///
@@ -181,131 +209,112 @@ impl Topology {
         }
     }
 
-    /// One node, `NodeId(0)`, with the CPUs this process may use (`0..available_parallelism`).
-    /// What [`Topology::detect`] falls back to.
+    /// One node, `NodeId(0)`, with the CPUs the calling thread may run on
+    /// ([`allowed_cpus`](crate::allowed_cpus): its cpuset and affinity mask), or
+    /// `0..available_parallelism` where the kernel cannot say. What
+    /// [`Topology::detect`] falls back to.
     ///
     /// # Examples
     ///
     /// ```
     /// let t = ldnr_affinity::Topology::single_node();
     /// assert_eq!(t.nodes().len(), 1);
-    /// assert!(!t.nodes()[0].cpus.is_empty());
+    /// if let Ok(cpus) = ldnr_affinity::allowed_cpus() {
+    ///     assert_eq!(t.nodes()[0].cpus, cpus);
+    /// }
     /// ```
     pub fn single_node() -> Self {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpus = crate::pin::allowed_cpus()
+            .ok()
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| {
+                (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+            });
         Self {
-            nodes: vec![NodeInfo::new(NodeId(0), (0..cpus).collect(), true)],
+            nodes: vec![NodeInfo::new(NodeId(0), cpus, true)],
             distances: default_distances(1),
         }
     }
 
-    /// This machine's topology from [`SYSFS_NODE_DIR`], or [`Topology::single_node`]
-    /// where it cannot be read (see [`Topology::detect_or_reason`] for why).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert!(!ldnr_affinity::Topology::detect().nodes().is_empty());
-    /// ```
-    pub fn detect() -> Self {
-        Self::detect_or_reason().0
-    }
-
-    /// Like [`Topology::detect`], and also says why it fell back to one node (`None` if
-    /// it did not).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let (t, why) = ldnr_affinity::Topology::detect_or_reason();
-    /// if let Some(why) = why {
-    ///     assert_eq!(t.nodes().len(), 1, "fell back: {why}");
-    /// }
-    /// ```
-    pub fn detect_or_reason() -> (Self, Option<String>) {
-        if !cfg!(target_os = "linux") {
-            return (
-                Self::single_node(),
-                Some("not Linux: NUMA topology not available".into()),
-            );
-        }
-        match Self::from_sysfs(SYSFS_NODE_DIR) {
-            Ok(t) => (t, None),
-            Err(e) => (Self::single_node(), Some(e.to_string())),
-        }
-    }
-
-    /// Parses a directory laid out like [`SYSFS_NODE_DIR`] (see the module docs).
-    ///
-    /// Only nodes listed in `online` count. `has_memory` is optional (all online nodes
-    /// have memory when it is missing). A missing `nodeN/cpulist` means no CPUs; a
-    /// missing or malformed `nodeN/distance` row makes the whole matrix the default
-    /// 10/20, because a partial matrix would mislead matching more than none.
+    /// The part of this topology a process may use that may run on `cpus` and allocate
+    /// from `mems` (`None`: no restriction): each node's CPUs cut to `cpus`; a node not in
+    /// `mems` has no memory for it; a node left with neither is dropped, with its row and
+    /// column of distances.
     ///
     /// # Errors
     ///
-    /// [`TopologyError::Io`] if `online` cannot be read, [`TopologyError::Parse`] for a
-    /// malformed node or CPU list, [`TopologyError::Invalid`] if no node is online.
+    /// [`TopologyError::Invalid`] if no node is left with memory, or no node with CPUs
+    /// (the restriction does not fit this topology).
     ///
     /// # Examples
     ///
-    /// ```
-    /// use std::fs;
-    /// use ldnr::NodeId;
+    /// A pod pinned to node 1's CPUs and memory (`cpuset.cpus=4-7`, `cpuset.mems=1`):
     ///
-    /// let dir = tempfile::tempdir()?;
-    /// let d = dir.path();
-    /// fs::write(d.join("online"), "0-1\n")?;
-    /// for (n, cpus, dist) in [(0, "0-3,8-11", "10 21"), (1, "4-7,12-15", "21 10")] {
-    ///     fs::create_dir(d.join(format!("node{n}")))?;
-    ///     fs::write(d.join(format!("node{n}/cpulist")), cpus)?;
-    ///     fs::write(d.join(format!("node{n}/distance")), dist)?;
-    /// }
-    /// let t = ldnr_affinity::Topology::from_sysfs(d)?;
-    /// assert_eq!(t.cpus_of(NodeId(1)), [4, 5, 6, 7, 12, 13, 14, 15]);
-    /// assert_eq!(t.distance(NodeId(0), NodeId(1)), 21);
-    /// assert_eq!(t.node_of_cpu(9), Some(NodeId(0)));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn from_sysfs(dir: impl AsRef<Path>) -> Result<Self, TopologyError> {
-        let dir = dir.as_ref();
-        let online = parse_list(&read(&dir.join("online"))?, &dir.join("online"))?;
-        if online.is_empty() {
+    /// use ldnr::NodeId;
+    /// use ldnr_affinity::{NodeInfo, Topology};
+    ///
+    /// let t = Topology::new(
+    ///     vec![
+    ///         NodeInfo::new(NodeId(0), vec![0, 1, 2, 3], true),
+    ///         NodeInfo::new(NodeId(1), vec![4, 5, 6, 7], true),
+    ///     ],
+    ///     None,
+    /// )?;
+    /// let pod = t.restrict(Some(&[4, 5, 6, 7]), Some(&[NodeId(1)]))?;
+    /// assert_eq!(pod.replica_nodes(), [NodeId(1)]);
+    /// assert!(pod.node(NodeId(0)).is_none());
+    /// // Only node 1's CPUs, but memory from both: node 0 is memory-only for this process.
+    /// let wide = t.restrict(Some(&[4, 5]), None)?;
+    /// assert_eq!(wide.replica_nodes(), [NodeId(1)]);
+    /// assert_eq!(wide.memory_only_nodes(), [NodeId(0)]);
+    /// assert_eq!(wide.cpus_of(NodeId(1)), [4, 5]);
+    /// # Ok::<(), ldnr_affinity::TopologyError>(())
+    /// ```
+    pub fn restrict(
+        &self,
+        cpus: Option<&[usize]>,
+        mems: Option<&[NodeId]>,
+    ) -> Result<Topology, TopologyError> {
+        let keep: Vec<(usize, NodeInfo)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                let node_cpus: Vec<usize> = match cpus {
+                    Some(allowed) => n
+                        .cpus
+                        .iter()
+                        .copied()
+                        .filter(|c| allowed.contains(c))
+                        .collect(),
+                    None => n.cpus.clone(),
+                };
+                let memory = n.has_memory && mems.is_none_or(|m| m.contains(&n.id));
+                (memory || !node_cpus.is_empty())
+                    .then(|| (i, NodeInfo::new(n.id, node_cpus, memory)))
+            })
+            .collect();
+        if !keep.iter().any(|(_, n)| n.has_memory) {
             return Err(TopologyError::Invalid(format!(
-                "no online node in {}",
-                dir.display()
+                "no node left with memory (allowed memory nodes {mems:?})"
             )));
         }
-        let with_memory = match fs::read_to_string(dir.join("has_memory")) {
-            Ok(text) => Some(parse_list(&text, &dir.join("has_memory"))?),
-            Err(_) => None,
-        };
-        let mut nodes = Vec::with_capacity(online.len());
-        let mut rows = Vec::with_capacity(online.len());
-        for &n in &online {
-            let node_dir = dir.join(format!("node{n}"));
-            if !node_dir.is_dir() {
-                return Err(TopologyError::Invalid(format!(
-                    "node {n} is online but {} is missing",
-                    node_dir.display()
-                )));
-            }
-            let cpulist = node_dir.join("cpulist");
-            let cpus = match fs::read_to_string(&cpulist) {
-                Ok(text) => parse_list(&text, &cpulist)?,
-                Err(_) => Vec::new(),
-            };
-            let has_memory = with_memory.as_ref().is_none_or(|m| m.contains(&n));
-            nodes.push(NodeInfo::new(NodeId(n), cpus, has_memory));
-            // The kernel writes one distance per online node, in the order of `online`.
-            rows.push(
-                fs::read_to_string(node_dir.join("distance"))
-                    .ok()
-                    .and_then(|text| parse_distances(&text, online.len())),
-            );
+        if self.nodes.iter().any(|n| !n.cpus.is_empty())
+            && !keep.iter().any(|(_, n)| !n.cpus.is_empty())
+        {
+            return Err(TopologyError::Invalid(format!(
+                "no node left with CPUs (allowed CPUs {cpus:?})"
+            )));
         }
-        let distances = rows.into_iter().collect::<Option<Vec<_>>>();
-        Self::new(nodes, distances)
+        let distances = keep
+            .iter()
+            .map(|&(i, _)| keep.iter().map(|&(j, _)| self.distances[i][j]).collect())
+            .collect();
+        Ok(Topology {
+            nodes: keep.into_iter().map(|(_, n)| n).collect(),
+            distances,
+        })
     }
 
     /// The nodes, ascending by id.
@@ -334,7 +343,7 @@ impl Topology {
         self.index(id).map(|i| &self.nodes[i])
     }
 
-    /// The nodes that have memory, ascending: where replicas can be placed.
+    /// The nodes that have memory, ascending (with or without CPUs).
     ///
     /// # Examples
     ///
@@ -343,9 +352,81 @@ impl Topology {
     /// assert_eq!(ldnr_affinity::Topology::uniform(2).memory_nodes(), [NodeId(0), NodeId(1)]);
     /// ```
     pub fn memory_nodes(&self) -> Vec<NodeId> {
+        self.ids(|n| n.has_memory)
+    }
+
+    /// The nodes threads can run on (those with CPUs), ascending. A topology that lists
+    /// no CPU at all (a pretend one, such as [`Topology::uniform`]'s) runs threads on
+    /// every node.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ldnr::NodeId;
+    /// use ldnr_affinity::{NodeInfo, Topology};
+    /// let t = Topology::new(
+    ///     vec![NodeInfo::new(NodeId(0), vec![0], true), NodeInfo::new(NodeId(1), vec![], true)],
+    ///     None,
+    /// )?;
+    /// assert_eq!(t.thread_nodes(), [NodeId(0)]);
+    /// assert_eq!(Topology::uniform(2).thread_nodes(), [NodeId(0), NodeId(1)]);
+    /// # Ok::<(), ldnr_affinity::TopologyError>(())
+    /// ```
+    pub fn thread_nodes(&self) -> Vec<NodeId> {
+        self.ids(|n| self.runs_threads(n))
+    }
+
+    /// The nodes replicas go on, ascending: with memory, and threads run there
+    /// ([`Topology::thread_nodes`]). What the managers' `nodes()` return.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ldnr::NodeId;
+    /// use ldnr_affinity::{NodeInfo, Topology};
+    /// let t = Topology::new(
+    ///     vec![
+    ///         NodeInfo::new(NodeId(0), vec![0, 1], true),  // ordinary
+    ///         NodeInfo::new(NodeId(1), vec![2, 3], false), // CPU-only
+    ///         NodeInfo::new(NodeId(2), vec![], true),      // memory-only (CXL)
+    ///     ],
+    ///     None,
+    /// )?;
+    /// assert_eq!(t.replica_nodes(), [NodeId(0)]);
+    /// # Ok::<(), ldnr_affinity::TopologyError>(())
+    /// ```
+    pub fn replica_nodes(&self) -> Vec<NodeId> {
+        self.ids(|n| n.has_memory && self.runs_threads(n))
+    }
+
+    /// The nodes with memory that no thread runs on (CXL or persistent memory, HBM in
+    /// flat mode, or a node whose CPUs are all outside the process's cpuset), ascending.
+    /// Not offered for replicas, nor as a thread's node.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ldnr::NodeId;
+    /// use ldnr_affinity::{NodeInfo, Topology};
+    /// let t = Topology::new(
+    ///     vec![NodeInfo::new(NodeId(0), vec![0], true), NodeInfo::new(NodeId(1), vec![], true)],
+    ///     None,
+    /// )?;
+    /// assert_eq!(t.memory_only_nodes(), [NodeId(1)]);
+    /// # Ok::<(), ldnr_affinity::TopologyError>(())
+    /// ```
+    pub fn memory_only_nodes(&self) -> Vec<NodeId> {
+        self.ids(|n| n.has_memory && !self.runs_threads(n))
+    }
+
+    fn runs_threads(&self, n: &NodeInfo) -> bool {
+        !n.cpus.is_empty() || self.nodes.iter().all(|n| n.cpus.is_empty())
+    }
+
+    fn ids(&self, keep: impl Fn(&NodeInfo) -> bool) -> Vec<NodeId> {
         self.nodes
             .iter()
-            .filter(|n| n.has_memory)
+            .filter(|n| keep(n))
             .map(|n| n.id)
             .collect()
     }
@@ -419,121 +500,6 @@ fn default_distances(n: usize) -> Vec<Vec<u32>> {
         .collect()
 }
 
-fn read(path: &Path) -> Result<String, TopologyError> {
-    fs::read_to_string(path).map_err(|source| TopologyError::Io {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-fn parse_list(text: &str, path: &Path) -> Result<Vec<usize>, TopologyError> {
-    parse_cpulist(text).map_err(|_| TopologyError::Parse {
-        path: path.to_owned(),
-        text: text.trim().to_owned(),
-    })
-}
-
-fn parse_distances(text: &str, expected: usize) -> Option<Vec<u32>> {
-    let row: Vec<u32> = text
-        .split_whitespace()
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
-    (row.len() == expected).then_some(row)
-}
-
-/// Parses a Linux CPU or node list such as `"0-3,8-11"`, `"5"`, `"0-7:2"` or `""`.
-///
-/// Ranges are inclusive; `a-b:s` takes every `s`-th number of `a-b` (the kernel's
-/// stride syntax, also `a-b:used/group`). Whitespace around the list is ignored. The
-/// result is ascending and free of duplicates.
-///
-/// # Errors
-///
-/// [`ListParseError`] for anything else (a reversed range, a stray character, an
-/// unreasonable size).
-///
-/// # Examples
-///
-/// ```
-/// use ldnr_affinity::parse_cpulist;
-/// assert_eq!(parse_cpulist("0-3,8-11\n")?, [0, 1, 2, 3, 8, 9, 10, 11]);
-/// assert_eq!(parse_cpulist("")?, Vec::<usize>::new());
-/// assert_eq!(parse_cpulist("0-9:4")?, [0, 4, 8]);
-/// assert_eq!(parse_cpulist("0-7:2/4")?, [0, 1, 4, 5]);
-/// assert!(parse_cpulist("3-1").is_err());
-/// # Ok::<(), ldnr_affinity::ListParseError>(())
-/// ```
-pub fn parse_cpulist(text: &str) -> Result<Vec<usize>, ListParseError> {
-    /// A list bigger than this is a corrupt file, not a machine.
-    const MAX_ITEMS: usize = 1 << 20;
-    let err = || ListParseError {
-        text: text.trim().to_owned(),
-    };
-    let num = |s: &str| s.trim().parse::<usize>().map_err(|_| err());
-    let mut out = Vec::new();
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(out);
-    }
-    for part in text.split(',') {
-        let (range, stride) = match part.split_once(':') {
-            Some((r, s)) => (r, Some(s)),
-            None => (part, None),
-        };
-        let (lo, hi) = match range.split_once('-') {
-            Some((a, b)) => (num(a)?, num(b)?),
-            None => {
-                let v = num(range)?;
-                (v, v)
-            }
-        };
-        if lo > hi {
-            return Err(err());
-        }
-        // `used/group`: take the first `used` of every `group` numbers (a plain stride
-        // `s` is `1/s`).
-        let (used, group) = match stride {
-            None => (1, 1),
-            Some(s) => match s.split_once('/') {
-                Some((u, g)) => (num(u)?, num(g)?),
-                None => (1, num(s)?),
-            },
-        };
-        if used == 0 || group == 0 || used > group {
-            return Err(err());
-        }
-        if out.len() + (hi - lo) / group * used > MAX_ITEMS {
-            return Err(err());
-        }
-        out.extend((lo..=hi).filter(|v| (v - lo) % group < used));
-    }
-    out.sort_unstable();
-    out.dedup();
-    Ok(out)
-}
-
-/// A CPU or node list that [`parse_cpulist`] could not read.
-///
-/// # Examples
-///
-/// ```
-/// let e = ldnr_affinity::parse_cpulist("0-x").unwrap_err();
-/// assert_eq!(e.to_string(), "malformed CPU/node list \"0-x\"");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListParseError {
-    text: String,
-}
-
-impl fmt::Display for ListParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed CPU/node list {:?}", self.text)
-    }
-}
-
-impl std::error::Error for ListParseError {}
-
 /// Why a [`Topology`] could not be built.
 ///
 /// # Examples
@@ -561,6 +527,9 @@ pub enum TopologyError {
     },
     /// The parts do not describe a topology.
     Invalid(String),
+    /// The distance table cannot be used: a row is missing, short or not numbers, or a
+    /// node is not strictly nearest to itself.
+    Distances(String),
 }
 
 impl fmt::Display for TopologyError {
@@ -573,6 +542,7 @@ impl fmt::Display for TopologyError {
                 write!(f, "malformed list {text:?} in {}", path.display())
             }
             TopologyError::Invalid(why) => write!(f, "invalid topology: {why}"),
+            TopologyError::Distances(why) => write!(f, "invalid NUMA distances: {why}"),
         }
     }
 }
@@ -589,36 +559,6 @@ impl std::error::Error for TopologyError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpulists() {
-        assert_eq!(parse_cpulist("0").unwrap(), [0]);
-        assert_eq!(parse_cpulist(" 0-1 \n").unwrap(), [0, 1]);
-        assert_eq!(
-            parse_cpulist("0-3,8-11").unwrap(),
-            [0, 1, 2, 3, 8, 9, 10, 11]
-        );
-        assert_eq!(
-            parse_cpulist("8-11,0-3,2").unwrap(),
-            [0, 1, 2, 3, 8, 9, 10, 11]
-        );
-        assert_eq!(parse_cpulist("1,3,5").unwrap(), [1, 3, 5]);
-        assert_eq!(parse_cpulist("0-10:5").unwrap(), [0, 5, 10]);
-        assert_eq!(parse_cpulist("\n").unwrap(), Vec::<usize>::new());
-        for bad in [
-            "-",
-            "1-",
-            "a",
-            "3-1",
-            "0-3:0",
-            "0-3:3/2",
-            "0,,1",
-            "0-1-2",
-            "0-4294967296000",
-        ] {
-            assert!(parse_cpulist(bad).is_err(), "{bad:?} parsed");
-        }
-    }
 
     #[test]
     fn new_sorts_nodes_with_their_distances() {
@@ -639,8 +579,73 @@ mod tests {
     #[test]
     fn new_rejects_bad_parts() {
         let n = |i| NodeInfo::new(NodeId(i), vec![], true);
-        assert!(Topology::new(vec![n(0), n(0)], None).is_err());
-        assert!(Topology::new(vec![n(0), n(1)], Some(vec![vec![10]])).is_err());
-        assert!(Topology::new(vec![n(0)], Some(vec![vec![10, 20]])).is_err());
+        assert!(matches!(
+            Topology::new(vec![n(0), n(0)], None),
+            Err(TopologyError::Invalid(_))
+        ));
+        for bad in [
+            vec![vec![10]],
+            vec![vec![10, 20]],
+            vec![vec![10, 20], vec![20]],
+            // Not nearest to itself: equal, and farther.
+            vec![vec![10, 10], vec![20, 10]],
+            vec![vec![10, 20], vec![9, 10]],
+        ] {
+            let dims = bad.len();
+            let nodes = (0..dims.max(2)).map(n).collect();
+            match Topology::new(nodes, Some(bad.clone())) {
+                Err(TopologyError::Distances(why)) => assert!(!why.is_empty()),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        let e = Topology::new(vec![n(3), n(5)], Some(vec![vec![30, 10], vec![10, 30]]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node 3 is not nearest to itself"), "{e}");
+        // Asymmetric tables are fine (SLIT allows them).
+        assert!(Topology::new(vec![n(0), n(1)], Some(vec![vec![10, 20], vec![30, 10]])).is_ok());
+    }
+
+    fn four() -> Topology {
+        Topology::new(
+            (0..4)
+                .map(|i| NodeInfo::new(NodeId(i), vec![2 * i, 2 * i + 1], true))
+                .collect(),
+            Some(vec![
+                vec![10, 12, 20, 20],
+                vec![12, 10, 20, 20],
+                vec![20, 20, 10, 12],
+                vec![20, 20, 12, 10],
+            ]),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn restrict_cuts_cpus_and_memory_and_keeps_distances() {
+        let t = four();
+        // A cpuset of node 2's CPUs and nodes 2-3's memory.
+        let r = t
+            .restrict(Some(&[4, 5]), Some(&[NodeId(2), NodeId(3)]))
+            .unwrap();
+        assert_eq!(r.replica_nodes(), [NodeId(2)]);
+        assert_eq!(r.memory_only_nodes(), [NodeId(3)]);
+        assert_eq!(r.thread_nodes(), [NodeId(2)]);
+        assert!(r.node(NodeId(0)).is_none());
+        assert_eq!(r.distance(NodeId(2), NodeId(3)), 12);
+        assert_eq!(r.distances(), [[10, 12], [12, 10]]);
+        // A taskset of one CPU: the node keeps that CPU only.
+        let r = t.restrict(Some(&[3]), None).unwrap();
+        assert_eq!(r.cpus_of(NodeId(1)), [3]);
+        assert_eq!(r.replica_nodes(), [NodeId(1)]);
+        assert_eq!(r.memory_only_nodes(), [NodeId(0), NodeId(2), NodeId(3)]);
+        // CPUs allowed on a node whose memory is not: a CPU-only node for the process.
+        let r = t.restrict(None, Some(&[NodeId(0)])).unwrap();
+        assert_eq!(r.replica_nodes(), [NodeId(0)]);
+        assert_eq!(r.thread_nodes(), (0..4).map(NodeId).collect::<Vec<_>>());
+        // Nothing left.
+        assert!(t.restrict(None, Some(&[NodeId(7)])).is_err());
+        assert!(t.restrict(Some(&[99]), None).is_err());
+        assert_eq!(t.restrict(None, None).unwrap(), t);
     }
 }

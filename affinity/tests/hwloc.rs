@@ -102,6 +102,6 @@ fn the_real_machine_agrees_with_sysfs() {
     let before = MemoryPolicy::current().ok();
     let node = hw.nodes()[0];
     let saved = hw.set_memory_node(node).unwrap();
-    hw.restore_memory_policy(saved);
+    hw.restore_memory_policy(saved).unwrap();
     assert_eq!(MemoryPolicy::current().ok(), before);
 }

@@ -63,8 +63,10 @@ fn key_stream(seed: u64) -> Vec<u64> {
         .collect()
 }
 
+/// `$restore`: the version's `restore_memory_policy` (it returns a `Result` since the
+/// deployment issue, `()` before).
 macro_rules! version {
-    ($m:ident, $ldnr:ident, $hm:ident) => {
+    ($m:ident, $ldnr:ident, $hm:ident, $($restore:tt)*) => {
         #[allow(dead_code)]
         mod $m {
             use super::*;
@@ -92,7 +94,7 @@ macro_rules! version {
                 fn set_memory_node(&self, _node: NodeId) -> Result<SavedPolicy, AffinityError> {
                     Ok(SavedPolicy::UNCHANGED)
                 }
-                fn restore_memory_policy(&self, _: SavedPolicy) {}
+                $($restore)*
             }
             pub fn build(nodes: usize, replicas: &[usize], limit: usize) -> NodeReplicated<U64Map> {
                 let r: Vec<NodeId> = replicas.iter().map(|&n| NodeId(n)).collect();
@@ -170,8 +172,14 @@ macro_rules! version {
     };
 }
 
-version!(old, ldnr_old, ldnr_hashmap_old);
-version!(new, ldnr_new, ldnr_hashmap_new);
+version!(old, ldnr_old, ldnr_hashmap_old,
+    fn restore_memory_policy(&self, _: SavedPolicy) {}
+);
+version!(new, ldnr_new, ldnr_hashmap_new,
+    fn restore_memory_policy(&self, _: SavedPolicy) -> Result<(), AffinityError> {
+        Ok(())
+    }
+);
 
 struct Opts {
     rounds: usize,

@@ -13,6 +13,8 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
+use core::marker::PhantomData;
+use core::mem::ManuallyDrop;
 
 /// A NUMA node, numbered as the operating system numbers them.
 ///
@@ -36,10 +38,11 @@ impl fmt::Display for NodeId {
 /// What an [`AffinityManager`] needs to restore a thread's previous memory policy.
 ///
 /// An opaque word: LD-NR only hands it back to
-/// [`AffinityManager::restore_memory_policy`]. A manager may pack the previous policy
-/// into it (for Linux, the mode and a node mask of up to 58 nodes fit), or keep the
-/// previous policy in a thread-local stack and store a depth here. It is a word so that
-/// setting and restoring a policy around every batch costs no copying.
+/// [`AffinityManager::restore_memory_policy`], on the thread that got it. A manager may
+/// pack the previous policy into it, or keep the previous policy in a thread-local stack
+/// and store a key to it here (`ldnr-affinity`'s managers do, so that guards dropped out
+/// of order restore exactly). It is a word so that setting and restoring a policy around
+/// every batch costs no copying.
 ///
 /// # Examples
 ///
@@ -78,6 +81,12 @@ pub enum AffinityError {
     UnknownNode(NodeId),
     /// The operating system refused; the value is its error number.
     Os(i32),
+    /// The node has no CPU the calling thread may run on (all of them are outside the
+    /// process's cpuset or affinity mask, or it is a memory-only node).
+    NoUsableCpus(NodeId),
+    /// A [`SavedPolicy`] that is not outstanding on the calling thread: restored already,
+    /// saved on another thread, or the thread is exiting and its saved policies are gone.
+    StalePolicy,
 }
 
 impl fmt::Display for AffinityError {
@@ -85,6 +94,13 @@ impl fmt::Display for AffinityError {
         match self {
             AffinityError::UnknownNode(n) => write!(f, "{n} is not known to the affinity manager"),
             AffinityError::Os(e) => write!(f, "the operating system refused (error {e})"),
+            AffinityError::NoUsableCpus(n) => {
+                write!(f, "{n} has no CPU this thread may run on")
+            }
+            AffinityError::StalePolicy => f.write_str(
+                "the saved memory policy is not outstanding on this thread \
+                 (restored already, saved on another thread, or the thread is exiting)",
+            ),
         }
     }
 }
@@ -96,8 +112,13 @@ impl std::error::Error for AffinityError {}
 ///
 /// Implementations must be cheap to call: [`set_memory_node`](Self::set_memory_node) and
 /// [`restore_memory_policy`](Self::restore_memory_policy) run around every batch a combiner
-/// applies to a replica. A manager should return [`SavedPolicy::UNCHANGED`] when the
-/// thread's memory already comes from the asked node, and make restoring that a no-op.
+/// applies to a replica. A manager may return [`SavedPolicy::UNCHANGED`] when it changed
+/// nothing; LD-NR then does not call `restore_memory_policy` for it.
+///
+/// Guards ([`AffinityGuard`]) cannot leave their thread, but a program may hold several on
+/// one thread and drop them in any order: `restore_memory_policy` must then leave the
+/// thread with the policy it had before the first of them once the last one is gone,
+/// and with a live guard's node while one is live.
 ///
 /// # Examples
 ///
@@ -115,7 +136,9 @@ impl std::error::Error for AffinityError {}
 ///     fn set_memory_node(&self, node: NodeId) -> Result<SavedPolicy, AffinityError> {
 ///         if node.0 < 2 { Ok(SavedPolicy::UNCHANGED) } else { Err(AffinityError::UnknownNode(node)) }
 ///     }
-///     fn restore_memory_policy(&self, _saved: SavedPolicy) {}
+///     fn restore_memory_policy(&self, _saved: SavedPolicy) -> Result<(), AffinityError> {
+///         Ok(())
+///     }
 /// }
 ///
 /// let m = OnNodeOne;
@@ -127,7 +150,9 @@ pub trait AffinityManager: Send + Sync + fmt::Debug {
     /// The node of the CPU the calling thread runs on now.
     fn current_node(&self) -> NodeId;
 
-    /// Every node that can hold memory, in ascending order.
+    /// The nodes replicas can be placed on, in ascending order: nodes with memory that
+    /// threads can run on. (A memory-only node, such as CXL or persistent memory, would
+    /// hold a replica that no thread is matched to as its own node's.)
     fn nodes(&self) -> Vec<NodeId>;
 
     /// The relative distance between two nodes, as in the ACPI SLIT table: 10 for the same
@@ -150,7 +175,18 @@ pub trait AffinityManager: Send + Sync + fmt::Debug {
     fn set_memory_node(&self, node: NodeId) -> Result<SavedPolicy, AffinityError>;
 
     /// Restores the policy that [`set_memory_node`](Self::set_memory_node) replaced.
-    fn restore_memory_policy(&self, saved: SavedPolicy);
+    ///
+    /// # Errors
+    ///
+    /// [`AffinityError::StalePolicy`] for a `saved` that is not outstanding on this
+    /// thread (nothing changes); [`AffinityError::Os`] if the operating system refused
+    /// the previous policy (for example, its nodes left the process's cpuset meanwhile).
+    /// A manager should then leave the thread with a policy that does not name the
+    /// node `set_memory_node` set (such as the system default), and say so in its docs.
+    /// LD-NR reports the error from [`build`](crate::Builder::build) and
+    /// [`add_replica`](crate::NodeReplicated::add_replica); around a batch of log
+    /// entries it cannot fail the operations, which are done, and ignores it.
+    fn restore_memory_policy(&self, saved: SavedPolicy) -> Result<(), AffinityError>;
 }
 
 /// The default manager: one node (`NodeId(0)`), nothing to steer.
@@ -182,11 +218,18 @@ impl AffinityManager for NoAffinity {
         }
     }
 
-    fn restore_memory_policy(&self, _saved: SavedPolicy) {}
+    fn restore_memory_policy(&self, _saved: SavedPolicy) -> Result<(), AffinityError> {
+        Ok(())
+    }
 }
 
-/// Makes the calling thread's new memory come from one node until it is dropped, then
-/// restores the previous policy.
+/// Makes the calling thread's new memory come from one node until it is dropped (or
+/// [`restore`](AffinityGuard::restore)d), then restores the previous policy.
+///
+/// A memory policy belongs to a thread, so the guard stays on the thread that made it
+/// (`!Send`): dropped elsewhere it would restore the wrong thread's policy. Dropping
+/// ignores a failed restore (the manager reports it its own way); call
+/// [`restore`](AffinityGuard::restore) to get the error.
 ///
 /// # Examples
 ///
@@ -198,10 +241,22 @@ impl AffinityManager for NoAffinity {
 /// } // previous policy restored
 /// assert!(AffinityGuard::new(&NoAffinity, NodeId(3)).is_err());
 /// ```
+///
+/// The guard cannot be sent to another thread:
+///
+/// ```compile_fail,E0277
+/// use ldnr::{AffinityGuard, NoAffinity, NodeId};
+/// let guard = AffinityGuard::new(&NoAffinity, NodeId(0)).unwrap();
+/// std::thread::scope(|s| {
+///     s.spawn(move || drop(guard));
+/// });
+/// ```
 #[must_use = "the policy is restored as soon as the guard is dropped"]
 pub struct AffinityGuard<'a> {
     manager: &'a dyn AffinityManager,
     saved: SavedPolicy,
+    /// `!Send + !Sync`: the saved policy is the creating thread's.
+    _thread: PhantomData<*const ()>,
 }
 
 impl<'a> AffinityGuard<'a> {
@@ -213,7 +268,35 @@ impl<'a> AffinityGuard<'a> {
     #[inline]
     pub fn new(manager: &'a dyn AffinityManager, node: NodeId) -> Result<Self, AffinityError> {
         let saved = manager.set_memory_node(node)?;
-        Ok(Self { manager, saved })
+        Ok(Self {
+            manager,
+            saved,
+            _thread: PhantomData,
+        })
+    }
+
+    /// Restores the previous policy now, and says whether that worked.
+    ///
+    /// # Errors
+    ///
+    /// Whatever [`AffinityManager::restore_memory_policy`] returns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ldnr::{AffinityGuard, NoAffinity, NodeId};
+    /// let guard = AffinityGuard::new(&NoAffinity, NodeId(0))?;
+    /// guard.restore()?;
+    /// # Ok::<(), ldnr::AffinityError>(())
+    /// ```
+    pub fn restore(self) -> Result<(), AffinityError> {
+        // Not dropped afterwards: the restore happens once, here (also if it panics).
+        let this = ManuallyDrop::new(self);
+        if this.saved.is_unchanged() {
+            Ok(())
+        } else {
+            this.manager.restore_memory_policy(this.saved)
+        }
     }
 }
 
@@ -249,7 +332,9 @@ impl Memory {
     /// The memory policy of `node` for one batch of a replica there, if the manager
     /// steers memory. Best effort: the node was valid when the replica was made, and
     /// failing to set a policy must not fail an operation; the memory then comes from the
-    /// default policy.
+    /// default policy. Failing to restore it (the guard's drop) fails nothing either: the
+    /// batch is done, and the manager leaves the thread off the node and reports it its
+    /// own way (see [`AffinityManager::restore_memory_policy`]).
     #[inline]
     pub(crate) fn for_batch(&self, node: NodeId) -> Option<AffinityGuard<'_>> {
         if self.steer {
@@ -261,26 +346,26 @@ impl Memory {
 }
 
 /// Runs `f` with the calling thread's memory coming from `node`, and returns what it
-/// made. If restoring the previous policy panics, the value `f` made is dropped on the
-/// way out (it lives outside the guard's scope: a block's value is leaked when a local of
-/// the block panics in `Drop`, rust-lang/rust#47949).
+/// made; if the previous policy cannot be restored, drops it and returns the error (the
+/// caller changes nothing then). If `f` panics, the guard's drop restores the policy on
+/// the way out; if restoring panics, the value `f` made is dropped on the way out (a
+/// local of this function, so unwinding drops it).
 pub(crate) fn on_node<R>(
     manager: &dyn AffinityManager,
     node: NodeId,
     f: impl FnOnce() -> R,
 ) -> Result<R, AffinityError> {
-    let made;
-    {
-        let _policy = AffinityGuard::new(manager, node)?;
-        made = f();
-    }
+    let policy = AffinityGuard::new(manager, node)?;
+    let made = f();
+    policy.restore()?;
     Ok(made)
 }
 
 impl Drop for AffinityGuard<'_> {
     fn drop(&mut self) {
         if !self.saved.is_unchanged() {
-            self.manager.restore_memory_policy(self.saved);
+            // Ignored by design (see the type's docs): `restore` reports it.
+            let _ = self.manager.restore_memory_policy(self.saved);
         }
     }
 }

@@ -266,6 +266,8 @@
 //! | [`Builder::log_capacity`] not a power of two in `MIN_LOG_CAPACITY..=MAX_LOG_CAPACITY` | [`Error::InvalidLogCapacity`] |
 //! | [`Builder::max_threads`] of 0 or above [`MAX_THREADS`] | [`Error::InvalidThreadLimit`] |
 //! | the affinity manager fails to set a memory policy in `build` or `add_replica` | [`Error::Affinity`]; nothing changes |
+//! | the affinity manager fails to restore the previous memory policy in `build` or `add_replica` | [`Error::Affinity`]; nothing changes (the clone is dropped); the manager says what policy the thread is left with |
+//! | the affinity manager fails to set or restore a memory policy around a batch | the operations complete (they are done; that batch's memory may come from the thread's own policy); the manager reports it its own way |
 //! | [`NodeReplicated::register`] beyond the thread limit | [`Error::TooManyThreads`]; existing tokens keep working |
 //! | more threads registered at once than [`Builder::max_threads`] | [`Error::TooManyThreads`]; slots given back (`deregister`, or the exit of a thread that used `thread_token`) are reused |
 //! | a token used after `deregister` (also a copy of it, also after its slot was reused) | panics: "a ThreadToken that was deregistered"; `deregister` of it returns [`Error::StaleToken`] |

@@ -24,12 +24,13 @@ fn on_node(n: usize) {
 }
 
 /// A test affinity manager: nodes `0..nodes`, the current node from [`NODE`], a distance
-/// table where node 2 is closer to node 1 (15) than to node 0 (30), and a switch that
-/// makes `set_memory_node` fail as the operating system would.
+/// table where node 2 is closer to node 1 (15) than to node 0 (30), and switches that
+/// make `set_memory_node` or `restore_memory_policy` fail as the operating system would.
 #[derive(Debug, Default)]
 struct TestAffinity {
     nodes: usize,
     fail: AtomicBool,
+    fail_restore: AtomicBool,
     sets: AtomicUsize,
     restores: AtomicUsize,
 }
@@ -44,6 +45,7 @@ impl TestAffinity {
 }
 
 const EPERM: i32 = 1;
+const EINVAL: i32 = 22;
 
 impl AffinityManager for TestAffinity {
     fn current_node(&self) -> NodeId {
@@ -76,9 +78,13 @@ impl AffinityManager for TestAffinity {
         Ok(SavedPolicy(node.0 as u64))
     }
 
-    fn restore_memory_policy(&self, saved: SavedPolicy) {
+    fn restore_memory_policy(&self, saved: SavedPolicy) -> Result<(), AffinityError> {
         assert!(!saved.is_unchanged());
         self.restores.fetch_add(1, SeqCst);
+        if self.fail_restore.load(SeqCst) {
+            return Err(AffinityError::Os(EINVAL));
+        }
+        Ok(())
     }
 }
 
@@ -239,6 +245,58 @@ fn memory_policies_are_restored_and_failures_after_build_do_not_fail_operations(
     });
 }
 
+/// A previous policy the manager cannot restore (say, its nodes left the cpuset): `build`
+/// and `add_replica` report it and change nothing (the clone is dropped); around a batch
+/// the operations, which are done, succeed anyway.
+#[test]
+fn failing_restores_fail_build_and_add_replica_but_not_operations() {
+    watchdog("failing restores", LIMIT, || {
+        let aff = TestAffinity::new(3);
+        aff.fail_restore.store(true, SeqCst);
+        let err = map()
+            .replicas(&[NodeId(0), NodeId(1)])
+            .affinity(aff.clone())
+            .build()
+            .unwrap_err();
+        assert_eq!(err, Error::Affinity(AffinityError::Os(EINVAL)));
+        assert_eq!(
+            aff.sets.load(SeqCst),
+            1,
+            "build stopped at the first replica"
+        );
+        assert_eq!(aff.restores.load(SeqCst), 1);
+
+        aff.fail_restore.store(false, SeqCst);
+        let nr = map()
+            .replicas(&[NodeId(0), NodeId(1)])
+            .affinity(aff.clone())
+            .build()
+            .expect("restores work again");
+        on_node(0);
+        let tkn = nr.register().expect("below the thread limit");
+        nr.execute_mut(MapWrite::Insert(1, 1), tkn);
+        let before: Vec<_> = nr.replicas().iter().map(|r| (r.id, r.node)).collect();
+
+        aff.fail_restore.store(true, SeqCst);
+        assert_eq!(
+            nr.add_replica(NodeId(2)),
+            Err(Error::Affinity(AffinityError::Os(EINVAL)))
+        );
+        let after: Vec<_> = nr.replicas().iter().map(|r| (r.id, r.node)).collect();
+        assert_eq!(before, after, "add_replica changed nothing");
+        let restores = aff.restores.load(SeqCst);
+        for k in 2..50 {
+            assert_eq!(nr.execute_mut(MapWrite::Insert(k, k), tkn), None);
+        }
+        assert!(
+            aff.restores.load(SeqCst) > restores,
+            "batches tried to restore"
+        );
+        assert_eq!(nr.execute(MapRead::Len, tkn), Some(49));
+        assert_eq!(aff.sets.load(SeqCst), aff.restores.load(SeqCst));
+    });
+}
+
 #[test]
 fn register_past_the_thread_limit_fails_and_existing_tokens_keep_working() {
     watchdog("thread limit", LIMIT, || {
@@ -300,6 +358,8 @@ fn every_error_displays_a_message_and_only_affinity_has_a_source() {
         Error::InvalidThreadLimit { requested: 0 },
         Error::Affinity(AffinityError::Os(EPERM)),
         Error::Affinity(AffinityError::UnknownNode(NodeId(4))),
+        Error::Affinity(AffinityError::NoUsableCpus(NodeId(4))),
+        Error::Affinity(AffinityError::StalePolicy),
     ];
     let mut messages = std::collections::HashSet::new();
     for e in &errors {

@@ -373,7 +373,9 @@ fn an_affinity_manager_may_take_a_snapshot_inside_register() {
         fn set_memory_node(&self, _: NodeId) -> Result<SavedPolicy, AffinityError> {
             Ok(SavedPolicy::UNCHANGED)
         }
-        fn restore_memory_policy(&self, _: SavedPolicy) {}
+        fn restore_memory_policy(&self, _: SavedPolicy) -> Result<(), AffinityError> {
+            Ok(())
+        }
     }
 
     watchdog("snapshot inside register", LIMIT, || {

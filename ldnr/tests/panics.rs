@@ -338,7 +338,9 @@ impl AffinityManager for ExplodingAffinity {
         }
         Ok(SavedPolicy::UNCHANGED)
     }
-    fn restore_memory_policy(&self, _saved: SavedPolicy) {}
+    fn restore_memory_policy(&self, _saved: SavedPolicy) -> Result<(), AffinityError> {
+        Ok(())
+    }
 }
 
 /// A panic that escapes the apply path (here from the affinity manager, which is called

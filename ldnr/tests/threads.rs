@@ -148,7 +148,9 @@ impl AffinityManager for Moving {
             Err(AffinityError::UnknownNode(node))
         }
     }
-    fn restore_memory_policy(&self, _saved: SavedPolicy) {}
+    fn restore_memory_policy(&self, _saved: SavedPolicy) -> Result<(), AffinityError> {
+        Ok(())
+    }
 }
 
 /// A thread registered on node 0 moves to node 1: within 1,025 of its own operations it

@@ -204,6 +204,9 @@ impl Placement {
             Affinity::Linux => {
                 let linux = LinuxAffinity::new();
                 let mut machine = machine_nodes(linux.topology());
+                // Where the manager runs as one node (no memory policies), only that one.
+                let offered = linux.nodes();
+                machine.retain(|(n, _)| offered.contains(n));
                 machine.truncate(nodes);
                 if machine.is_empty() {
                     // No node with memory: LD-NR will say so when it is built.

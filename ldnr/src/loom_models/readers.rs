@@ -150,7 +150,9 @@ impl AffinityManager for Movable {
         }
     }
 
-    fn restore_memory_policy(&self, _saved: SavedPolicy) {}
+    fn restore_memory_policy(&self, _saved: SavedPolicy) -> Result<(), AffinityError> {
+        Ok(())
+    }
 }
 
 /// The shared state of an instance over [`Sum`] with two replicas, slot 0 on node 0 and

@@ -125,9 +125,10 @@ impl AffinityManager for Manager {
         }
     }
 
-    fn restore_memory_policy(&self, saved: SavedPolicy) {
+    fn restore_memory_policy(&self, saved: SavedPolicy) -> Result<(), AffinityError> {
         assert!(!saved.is_unchanged());
         self.hit(Method::RestoreMemoryPolicy);
+        Ok(())
     }
 }
 

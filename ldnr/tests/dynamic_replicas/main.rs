@@ -80,5 +80,7 @@ impl AffinityManager for TestNodes {
         }
     }
 
-    fn restore_memory_policy(&self, _saved: SavedPolicy) {}
+    fn restore_memory_policy(&self, _saved: SavedPolicy) -> Result<(), AffinityError> {
+        Ok(())
+    }
 }

@@ -353,7 +353,9 @@ impl AffinityManager for OnNodeZero {
         }
     }
 
-    fn restore_memory_policy(&self, _saved: SavedPolicy) {}
+    fn restore_memory_policy(&self, _saved: SavedPolicy) -> Result<(), AffinityError> {
+        Ok(())
+    }
 }
 
 /// An instance of `initial` on [`OnNodeZero`]'s two nodes, with replicas on `nodes` and a

@@ -215,7 +215,9 @@ impl AffinityManager for SimNodes {
         }
     }
 
-    fn restore_memory_policy(&self, _saved: SavedPolicy) {}
+    fn restore_memory_policy(&self, _saved: SavedPolicy) -> Result<(), AffinityError> {
+        Ok(())
+    }
 }
 
 /// One operation of a thread's script.

@@ -18,15 +18,24 @@
 //! 1024), be served there (a read sees the last node's replica's data), and afterwards
 //! every replica must hold the same map, the one the writes made.
 //!
+//! Before that, the deployment checks of `deploy.rs`: memory-only (CPU-less) nodes, an
+//! inherited `MPOL_BIND`, and a cpuset cgroup of one node entered by a child process.
+//!
+//! The manager is `LinuxAffinity::new().fix_mmap_threshold()`: the mmap-threshold fix is
+//! opt-in (it changes malloc for the whole process), and this check has always measured
+//! placement with it; `--no-fresh-pages` runs the control without it.
+//!
 //! Output: one `MOVE ...` line per moved thread and one `AGREE ...` line, one
 //! `PLACEMENT ...` line per replica and phase, one `MATCH ...` line per node and phase,
-//! then `RESULT ok` or `RESULT fail: ...`. A watchdog ends the process (exit code 124)
-//! if the run takes longer than `--timeout` seconds.
+//! `MEMONLY`, `INHERIT` and `CPUSET` lines, then `RESULT ok` or `RESULT fail: ...`. A
+//! watchdog ends the process (exit code 124) if the run takes longer than `--timeout`
+//! seconds.
 //!
 //! ```text
 //! numa_vm_check [--hash-keys N] [--tree-keys N] [--writes N] [--trials N] [--movers N]
 //!               [--timeout S]
 //!               [--no-fresh-pages]   (control: leave glibc's mmap threshold alone)
+//! numa_vm_check --cpuset-child NODE MEMORY_ONLY_NODES   (run by the cpuset check)
 //! ```
 //!
 //! On a one-node machine it runs too (every replica on node 0), which is how CI checks
@@ -42,6 +51,8 @@ use ldnr::{
 };
 use ldnr_affinity::placement::PageCensus;
 use ldnr_affinity::LinuxAffinity;
+
+mod deploy;
 
 /// The replicated structure: one of two maps, so one binary checks both.
 #[derive(Clone)]
@@ -171,6 +182,16 @@ fn options() -> Result<Options, String> {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--cpuset-child") {
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_secs(100));
+            println!("CPUSET child watchdog: not finished after 100 s ok=0");
+            std::process::exit(124);
+        });
+        let arg = |i: usize| args.get(i).map_or("", String::as_str);
+        return deploy::cpuset_child(arg(2), arg(3));
+    }
     let o = match options() {
         Ok(o) => o,
         Err(e) => {
@@ -185,17 +206,20 @@ fn main() -> ExitCode {
         std::process::exit(124);
     });
     let start = Instant::now();
+    // Opt-in, process-wide (see the module docs).
     let linux = Arc::new(if o.no_fresh_pages {
-        LinuxAffinity::with_topology(ldnr_affinity::Topology::detect())
-    } else {
         LinuxAffinity::new()
+    } else {
+        LinuxAffinity::new().fix_mmap_threshold()
     });
     let nodes = linux.nodes();
     println!(
-        "NUMA-VM-CHECK nodes={} degraded={:?} steers_memory={}",
+        "NUMA-VM-CHECK nodes={} memory_only={:?} degraded={:?} steers_memory={} mmap_threshold_fixed={}",
         nodes.len(),
+        linux.memory_only_nodes(),
         linux.degraded(),
-        linux.steers_memory()
+        linux.steers_memory(),
+        linux.mmap_threshold_fixed()
     );
     for n in linux.topology().nodes() {
         println!("  {}: cpus {:?} memory {}", n.id, n.cpus, n.has_memory);
@@ -209,7 +233,10 @@ fn main() -> ExitCode {
     }
 
     let mut failures = Vec::new();
-    reuse_probe(&linux, !o.no_fresh_pages, &mut failures);
+    reuse_probe(&linux, linux.mmap_threshold_fixed(), &mut failures);
+    deploy::memory_only(&linux, &mut failures);
+    deploy::inherited(&linux, &mut failures);
+    deploy::cpuset(&linux, &mut failures);
     moves(&linux, o.movers, &mut failures);
     let hash = Store::Hash((0..o.hash_keys).map(|k| (k, k)).collect());
     run(&linux, "hashmap", hash, o.hash_keys, &o, &mut failures);
@@ -237,9 +264,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// The failure the mmap-threshold fix prevents: an 8 MiB buffer allocated for node B
-/// right after one for node A was freed. Unfixed, glibc has raised its threshold (a
-/// 16 MiB block was freed before) and hands the same heap pages back, still on node A.
+/// The failure the (opt-in) mmap-threshold fix prevents: an 8 MiB buffer allocated for
+/// node B right after one for node A was freed. Unfixed, glibc has raised its threshold
+/// (a 16 MiB block was freed before) and hands the same heap pages back, still on node A.
 fn reuse_probe(linux: &Arc<LinuxAffinity>, fixed: bool, failures: &mut Vec<String>) {
     let nodes = linux.nodes();
     if nodes.len() < 2 {
