@@ -83,5 +83,7 @@ impl AffinityManager for Pretend {
             None => Err(AffinityError::UnknownNode(node)),
         }
     }
-    fn restore_memory_policy(&self, _saved: SavedPolicy) {}
+    fn restore_memory_policy(&self, _saved: SavedPolicy) -> Result<(), AffinityError> {
+        Ok(())
+    }
 }
