@@ -118,6 +118,7 @@ mod cpulist;
 #[cfg(feature = "hwloc")]
 mod hwloc;
 mod linux;
+pub mod node_alloc;
 mod pin;
 pub mod placement;
 mod policy;
@@ -133,6 +134,7 @@ pub use cpulist::{parse_cpulist, ListParseError};
 pub use hwloc::{HwlocAffinity, HwlocError};
 pub use ldnr::{AffinityError, AffinityManager, NodeId, SavedPolicy};
 pub use linux::{Binding, LinuxAffinity};
+pub use node_alloc::{alloc_node, set_alloc_node, AllocNodeGuard, NodeAlloc};
 pub use pin::{allowed_cpus, current_cpu, pin_to_cpu, pin_to_cpus};
 pub use policy::{
     MemoryPolicy, PolicyMode, MPOL_F_NUMA_BALANCING, MPOL_F_RELATIVE_NODES, MPOL_F_STATIC_NODES,

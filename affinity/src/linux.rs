@@ -555,6 +555,9 @@ impl AffinityManager for LinuxAffinity {
                 return Err(e);
             }
         }
+        // Where `NodeAlloc` is the global allocator, it now serves this thread from the
+        // node's arena; `restore_memory_policy` puts the previous node back.
+        crate::node_alloc::set_alloc_node(Some(node));
         Ok(saved)
     }
 

@@ -19,6 +19,10 @@
 //! `e[i + 1]`, which keeps S1; popping the top applies its `below`, which by S1 is what
 //! the live entries under it (or nobody) want.
 //!
+//! Each entry also keeps the thread's allocation node (see [`NodeAlloc`](crate::NodeAlloc))
+//! from before it, under the same rule: a middle entry hands it to the entry above, the
+//! top one puts it back. So the allocation node follows the policy exactly.
+//!
 //! Keys are `thread << 40 | sequence`: a thread number handed out once per thread, so a
 //! key taken to another thread finds nothing there ([`AffinityError::StalePolicy`]);
 //! a key restored twice finds nothing either.
@@ -26,8 +30,9 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ldnr::{AffinityError, SavedPolicy};
+use ldnr::{AffinityError, NodeId, SavedPolicy};
 
+use crate::node_alloc;
 use crate::policy::MemoryPolicy;
 
 /// Bits of a key that count a thread's entries.
@@ -42,6 +47,8 @@ struct Entry {
     key: u64,
     below: MemoryPolicy,
     mine: MemoryPolicy,
+    /// The allocation node before this entry (or before the entry under it, S1).
+    alloc_below: Option<NodeId>,
 }
 
 struct Stack {
@@ -60,7 +67,8 @@ thread_local! {
 
 /// Records that the calling thread's policy `below` is about to be replaced by `mine`,
 /// and returns the key to restore it with. Call it before changing the policy, and
-/// [`discard`] the key if the change fails.
+/// [`discard`] the key if the change fails. It records the thread's allocation node too;
+/// the caller sets the new one after the change.
 ///
 /// # Errors
 ///
@@ -75,7 +83,12 @@ pub(crate) fn push(below: MemoryPolicy, mine: MemoryPolicy) -> Result<SavedPolic
             });
             let key = thread | (stack.next & ((1 << SEQUENCE_BITS) - 1));
             stack.next = stack.next.wrapping_add(1);
-            stack.entries.push(Entry { key, below, mine });
+            stack.entries.push(Entry {
+                key,
+                below,
+                mine,
+                alloc_below: node_alloc::alloc_node(),
+            });
             SavedPolicy(key)
         })
         .map_err(|_| AffinityError::StalePolicy)
@@ -93,8 +106,8 @@ pub(crate) fn discard(saved: SavedPolicy) {
 }
 
 /// Ends the entry `saved`: if it is the newest, calls `apply` with the policy to put back
-/// (unless that is the policy already in force); otherwise hands its policy to the entry
-/// above it and changes nothing now (S1).
+/// (unless that is the policy already in force) and puts back the allocation node it
+/// replaced; otherwise hands both to the entry above it and changes nothing now (S1).
 ///
 /// # Errors
 ///
@@ -118,9 +131,13 @@ pub(crate) fn pop(
                 // have (S1).
                 Some(above) => {
                     above.below = entry.below;
+                    above.alloc_below = entry.alloc_below;
                     Ok(None)
                 }
-                None => Ok((entry.below != entry.mine).then_some(entry.below)),
+                None => {
+                    node_alloc::set_alloc_node(entry.alloc_below);
+                    Ok((entry.below != entry.mine).then_some(entry.below))
+                }
             }
         })
         .map_err(|_| AffinityError::StalePolicy)??;
@@ -204,6 +221,26 @@ mod tests {
         assert_eq!(pop_seen(other.0), Err(AffinityError::StalePolicy));
         assert_eq!(pop_seen(a), Ok(Some(pol(0))));
         assert_eq!(pop_seen(a), Err(AffinityError::StalePolicy), "twice");
+    }
+
+    #[test]
+    fn the_allocation_node_follows_the_entries_in_any_order() {
+        let a = push(pol(0), pol(1)).unwrap();
+        node_alloc::set_alloc_node(Some(NodeId(1)));
+        let b = push(pol(1), pol(2)).unwrap();
+        node_alloc::set_alloc_node(Some(NodeId(2)));
+        assert_eq!(pop_seen(a), Ok(None));
+        assert_eq!(node_alloc::alloc_node(), Some(NodeId(2)), "b is live");
+        assert_eq!(pop_seen(b), Ok(Some(pol(0))));
+        assert_eq!(node_alloc::alloc_node(), None, "back to the thread's own");
+        let c = push(pol(0), pol(3)).unwrap();
+        node_alloc::set_alloc_node(Some(NodeId(3)));
+        let d = push(pol(3), pol(4)).unwrap();
+        node_alloc::set_alloc_node(Some(NodeId(4)));
+        assert_eq!(pop_seen(d), Ok(Some(pol(3))));
+        assert_eq!(node_alloc::alloc_node(), Some(NodeId(3)), "c is live");
+        assert_eq!(pop_seen(c), Ok(Some(pol(0))));
+        assert_eq!(node_alloc::alloc_node(), None);
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use ldnr::{AffinityError, AffinityManager, NodeId, SavedPolicy};
 
+use crate::policy::MemoryPolicy;
+use crate::saved;
 use crate::topology::Topology;
 
 /// Hands each manager a number, so that per-thread node choices of different managers
@@ -84,6 +86,8 @@ pub struct SimulatedAffinity {
     replica_nodes: Vec<NodeId>,
     /// The index in `thread_nodes` the next unassigned thread gets (modulo its length).
     next: AtomicUsize,
+    /// Set the threads' allocation node for `NodeAlloc` around replica work.
+    node_alloc: bool,
 }
 
 impl SimulatedAffinity {
@@ -126,7 +130,32 @@ impl SimulatedAffinity {
             replica_nodes: topology.replica_nodes(),
             topology,
             next: AtomicUsize::new(0),
+            node_alloc: false,
         }
+    }
+
+    /// Steers [`NodeAlloc`](crate::NodeAlloc) to the pretend nodes: around replica work
+    /// (`set_memory_node` … `restore_memory_policy`) the thread's allocation node is the
+    /// replica's node, as with [`LinuxAffinity`](crate::LinuxAffinity) on a real
+    /// multi-node machine. With `NodeAlloc` as the global allocator, each pretend node's
+    /// replicas then allocate from that node's arena (on this machine's memory), so its
+    /// costs and its bookkeeping can be tested and measured on one node.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ldnr::{AffinityGuard, NodeId};
+    /// let sim = ldnr_affinity::SimulatedAffinity::new(2).with_node_alloc();
+    /// {
+    ///     let _g = AffinityGuard::new(&sim, NodeId(1))?;
+    ///     assert_eq!(ldnr_affinity::alloc_node(), Some(NodeId(1)));
+    /// }
+    /// assert_eq!(ldnr_affinity::alloc_node(), None);
+    /// # Ok::<(), ldnr::AffinityError>(())
+    /// ```
+    pub fn with_node_alloc(mut self) -> Self {
+        self.node_alloc = true;
+        self
     }
 
     /// The topology the nodes are shaped like.
@@ -221,20 +250,27 @@ impl AffinityManager for SimulatedAffinity {
     }
 
     fn set_memory_node(&self, node: NodeId) -> Result<SavedPolicy, AffinityError> {
-        if self.topology.node(node).is_some_and(|n| n.has_memory) {
-            Ok(SavedPolicy::UNCHANGED)
-        } else {
-            Err(AffinityError::UnknownNode(node))
+        if !self.topology.node(node).is_some_and(|n| n.has_memory) {
+            return Err(AffinityError::UnknownNode(node));
         }
+        if !self.node_alloc {
+            return Ok(SavedPolicy::UNCHANGED);
+        }
+        // The saved-policy stack keeps the allocation node for guards dropped in any
+        // order; the (pretend) memory policy itself never changes.
+        let none = MemoryPolicy::default_policy();
+        let saved = saved::push(none.clone(), none)?;
+        crate::node_alloc::set_alloc_node(Some(node));
+        Ok(saved)
     }
 
     fn restore_memory_policy(&self, saved: SavedPolicy) -> Result<(), AffinityError> {
-        // `set_memory_node` only ever returns `UNCHANGED`, which LD-NR never restores.
         if saved.is_unchanged() {
-            Ok(())
-        } else {
-            Err(AffinityError::StalePolicy)
+            return Ok(());
         }
+        // Without `with_node_alloc`, `set_memory_node` only ever returns `UNCHANGED`, so
+        // the stack finds nothing (`StalePolicy`), as before.
+        saved::pop(saved, |_| Ok(()))
     }
 }
 

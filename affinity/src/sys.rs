@@ -288,6 +288,66 @@ mod imp {
     pub(crate) fn trim_free_memory() -> bool {
         false
     }
+    /// Reserves `len` bytes of address space (no access, no memory, no commit charge).
+    pub(crate) fn reserve(len: usize) -> Option<usize> {
+        // SAFETY: an anonymous mapping at an address of the kernel's choosing touches no
+        // existing memory; the result is checked for failure.
+        let addr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        (addr != libc::MAP_FAILED).then_some(addr as usize)
+    }
+
+    /// Makes `[addr, addr + len)` of a range from [`reserve`] readable and writable.
+    pub(crate) fn commit(addr: usize, len: usize) -> bool {
+        // SAFETY: the caller passes part of a reservation of its own that holds no data
+        // yet; changing its protection affects no other memory.
+        unsafe { libc::mprotect(addr as *mut c_void, len, libc::PROT_READ | libc::PROT_WRITE) == 0 }
+    }
+
+    /// Sets the memory policy of the range `[addr, addr + len)` (no pages yet) to `mode`
+    /// for `node`: pages faulted in later follow it, whichever thread touches them.
+    pub(crate) fn bind_range(addr: usize, len: usize, mode: i32, node: usize) -> Result<(), i32> {
+        // Two words: enough for the nodes the allocator serves (fewer than 64), and the
+        // kernel reads `maxnode - 1` = 64 bits of it.
+        let mut words: [c_ulong; 2] = [0; 2];
+        let (w, b) = (node / WORD_BITS, node % WORD_BITS);
+        match words.get_mut(w) {
+            Some(word) => *word = 1 << b,
+            None => return Err(super::EINVAL),
+        }
+        // SAFETY: `mbind` reads `maxnode - 1` = 64 bits from `words` (two words of at
+        // least 32 bits) and changes only the policy of the given range, which the caller
+        // owns.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_mbind,
+                addr as *mut c_void,
+                len as c_ulong,
+                mode as c_int,
+                words.as_ptr(),
+                65 as c_ulong,
+                0 as c_uint,
+            )
+        };
+        check(ret)
+    }
+
+    /// Gives the pages of `[addr, addr + len)` back to the kernel; the range stays
+    /// mapped (with its memory policy) and reads zero when touched again.
+    pub(crate) fn discard(addr: usize, len: usize) {
+        // SAFETY: the caller owns the range and holds no data in it any more.
+        unsafe {
+            libc::madvise(addr as *mut c_void, len, libc::MADV_DONTNEED);
+        }
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -330,6 +390,21 @@ mod imp {
     pub(crate) fn trim_free_memory() -> bool {
         false
     }
+    pub(crate) fn reserve(_len: usize) -> Option<usize> {
+        None
+    }
+    pub(crate) fn commit(_addr: usize, _len: usize) -> bool {
+        false
+    }
+    pub(crate) fn bind_range(
+        _addr: usize,
+        _len: usize,
+        _mode: i32,
+        _node: usize,
+    ) -> Result<(), i32> {
+        Err(ENOSYS)
+    }
+    pub(crate) fn discard(_addr: usize, _len: usize) {}
 }
 
 pub(crate) use imp::*;
