@@ -21,10 +21,16 @@
 # (CPUSET). The BTreeMap figures are reported, not enforced (see ldnr-affinity's docs on
 # small allocations).
 #
+# Each guest runs the check twice: with the system allocator (numa_vm_check, as above)
+# and with NodeAlloc as the global allocator (numa_vm_check_node_alloc: the placement
+# phases and the reuse probe only, without the mmap-threshold fix). With NodeAlloc,
+# every replica of either map must be >= 99% on its node in every phase, and all of its
+# pages together >= 99.5%.
+#
 # The last line of a run that produced results is exactly
 #   placement: P% of replica pages on their node (N pages; hashmap H%, btreemap B%)
-# over every replica, phase and guest (the btreemap+trim variant is reported above it,
-# not counted). Where no guest can run here (not x86_64 Linux, Debian packages not
+# over every replica, phase and guest of the NodeAlloc run; the same line for the system
+# allocator is printed above it (the btreemap+trim variant beside it, not counted). Where no guest can run here (not x86_64 Linux, Debian packages not
 # downloadable, QEMU does not start), it says "numa-vm-test: skipped: ..." and exits 0
 # without a placement line.
 #
@@ -53,11 +59,15 @@ rc=0; scripts/numa-vm.sh --prepare || rc=$?
 [ "$rc" -eq 0 ] || { echo "numa-vm-test: preparing the guest failed ($rc)"; exit 1; }
 
 # 2. The check binary, static so the guest needs no libraries.
-echo "numa-vm-test: building numa_vm_check (static, $TARGET)"
+echo "numa-vm-test: building numa_vm_check and numa_vm_check_node_alloc (static, $TARGET)"
 RUSTFLAGS="-C target-feature=+crt-static" \
-  cargo build --release -p ldnr-affinity --example numa_vm_check --target "$TARGET"
+  cargo build --release -p ldnr-affinity --example numa_vm_check \
+  --example numa_vm_check_node_alloc --target "$TARGET"
 BIN=$TARGET_DIR/$TARGET/release/examples/numa_vm_check
-[ -x "$BIN" ] || { echo "numa-vm-test: $BIN was not built"; exit 1; }
+NODE_ALLOC_BIN=${BIN}_node_alloc
+for b in "$BIN" "$NODE_ALLOC_BIN"; do
+  [ -x "$b" ] || { echo "numa-vm-test: $b was not built"; exit 1; }
+done
 
 # 3. One guest per layout; its console goes to a log.
 started=0; failed=""
@@ -71,7 +81,7 @@ for layout in $LAYOUTS; do
   echo "numa-vm-test: guest with $nodes nodes x 1 vCPU + $memonly memory-only, ${MEM_PER_NODE_MB} MiB each (log: $log)"
   t0=$(date +%s); rc=0
   GUEST_ARGS="--timeout $((TIMEOUT - 60)) ${CHECK_ARGS:-}" MEMORY_ONLY_NODES=$memonly \
-    scripts/numa-vm.sh "$nodes" 1 "$BIN" > "$log" 2>&1 || rc=$?
+    scripts/numa-vm.sh "$nodes" 1 "$BIN" "$NODE_ALLOC_BIN" > "$log" 2>&1 || rc=$?
   # Console output: drop carriage returns and the firmware's terminal escapes.
   sed 's/\r//g; s/\x1b\[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g; s/.*\(GUEST: nodes=\)/\1/' "$log" > "$log.txt"
   mv "$log.txt" "$log"
@@ -89,8 +99,10 @@ for layout in $LAYOUTS; do
   [ "$nodes" -lt 2 ] || grep -q '^INHERIT .*ok=1$' "$log" || failed="$failed; $layout nodes: no passing inherited-bind check"
   [ "$memonly" -eq 0 ] || [ "$(grep -c '^MEMONLY node=.*ok=1$' "$log")" = "$memonly" ] ||
     failed="$failed; $layout nodes: memory-only nodes not all checked"
-  grep -q '^GUEST: exit=0 numa_vm_check' "$log" ||
-    failed="$failed; $layout nodes: $(grep -E '^RESULT|^GUEST: exit' "$log" | tr '\n' ' ' || echo 'no result (crashed or timed out)')"
+  for b in numa_vm_check numa_vm_check_node_alloc; do
+    grep -q "^GUEST: exit=0 $b\$" "$log" ||
+      failed="$failed; $layout nodes, $b: $(grep -E '^RESULT|^GUEST: exit' "$log" | tr '\n' ' ' || echo 'no result (crashed or timed out)')"
+  done
 done
 [ "$started" -gt 0 ] || skip "QEMU could not start a guest here"
 
@@ -101,11 +113,12 @@ summary=$(awk '
   /^PLACEMENT / {
     delete f
     for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
-    m = f["map"]; pages[m] += f["pages"]; on[m] += f["on_node"]
+    node = (f["alloc"] == "node")
+    m = (node ? "node:" : "") f["map"]; pages[m] += f["pages"]; on[m] += f["on_node"]
     share = f["pages"] ? 100 * f["on_node"] / f["pages"] : 100
-    printf "  %-7s %-13s %-12s replica %-2s node %s: %6.2f%% of %7d pages (elsewhere: %s)\n",
-      guest, m, f["phase"], f["replica"], f["node"], share, f["pages"], f["other"]
-    if (m == "hashmap" && share < 99) low = low sprintf("; %s hashmap %s replica %s: %.2f%%", guest, f["phase"], f["replica"], share)
+    printf "  %-7s %-6s %-13s %-12s replica %-2s node %s: %6.2f%% of %7d pages (elsewhere: %s)\n",
+      guest, (node ? "node" : "system"), f["map"], f["phase"], f["replica"], f["node"], share, f["pages"], f["other"]
+    if ((node || m == "hashmap") && share < 99) low = low sprintf("; %s %s %s %s replica %s: %.2f%%", guest, (node ? "NodeAlloc" : "system"), f["map"], f["phase"], f["replica"], share)
   }
   /^MATCH / {
     delete f
@@ -131,6 +144,7 @@ summary=$(awk '
     if (f["agree"] != "yes") stuck = stuck sprintf("; %s replicas differ after the moves", guest)
   }
   /^PROBE / { sub(/^PROBE /, ""); printf "  %-7s probe: %s\n", guest, $0 }
+  /^NODEALLOC / { sub(/^NODEALLOC /, ""); printf "  %-7s NodeAlloc: %s\n", guest, $0 }
   /^(MEMONLY|INHERIT|CPUSET) / { kind = tolower($1); sub(/^[A-Z]+ /, ""); printf "  %-7s %s: %s\n", guest, kind, $0 }
   /^TIME total/ { printf "  %-7s check ran %s s inside the guest\n", guest, $3 }
   END {
@@ -149,23 +163,31 @@ pct() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN { printf "%.2f", (b > 0 ? 100 *
 hp=$(total hashmap pages); ho=$(total hashmap on)
 bp=$(total btreemap pages); bo=$(total btreemap on)
 tp=$(total btreemap+trim pages); to=$(total btreemap+trim on)
+nhp=$(total node:hashmap pages); nho=$(total node:hashmap on)
+nbp=$(total node:btreemap pages); nbo=$(total node:btreemap on)
 read -r _ trials ok <<< "$(grep '^MATCHES ' <<< "$summary")"
 read -r _ moves moved maxops bound <<< "$(grep '^MOVES ' <<< "$summary")"
 low=$(sed -n 's/^LOW //p' <<< "$summary"); miss=$(sed -n 's/^MISS //p' <<< "$summary")
 stuck=$(sed -n 's/^STUCK //p' <<< "$summary")
-[ -n "$low" ] && failed="$failed; hashmap replicas below 99%: $low"
+[ -n "$low" ] && failed="$failed; replicas below 99%: $low"
 [ -n "$miss" ] && failed="$failed; threads matched elsewhere: $miss"
 [ -n "$stuck" ] && failed="$failed; moved threads: $stuck"
 [ "${hp:-0}" -gt 0 ] || failed="$failed; no hashmap pages were counted"
+[ "${nhp:-0}" -gt 0 ] && [ "${nbp:-0}" -gt 0 ] || failed="$failed; no pages were counted with NodeAlloc"
 
 echo "numa-vm-test: btreemap with release_free_memory() before build/add_replica: $(pct "$to" "$tp")% of ${tp:-0} pages"
 echo "numa-vm-test: matching: $ok of $trials pinned threads matched to their own node's replica"
 echo "numa-vm-test: moves: $moved of $moves threads re-pinned from node 0 to the last node served by its replica within $bound operations (at most $maxops)"
 echo "numa-vm-test: $started guest(s), $(( $(date +%s) - start )) s in all"
-N=$(( ${hp:-0} + ${bp:-0} ))
+S=$(( ${hp:-0} + ${bp:-0} ))
+echo "numa-vm-test: system allocator: placement: $(pct $(( ${ho:-0} + ${bo:-0} )) "$S")% of replica pages on their node ($S pages; hashmap $(pct "$ho" "$hp")%, btreemap $(pct "$bo" "$bp")%)"
+N=$(( ${nhp:-0} + ${nbp:-0} ))
+P=$(pct $(( ${nho:-0} + ${nbo:-0} )) "$N")
+awk -v p="$P" 'BEGIN { exit !(p >= 99.5) }' || failed="$failed; NodeAlloc placement $P% < 99.5%"
 if [ -n "$failed" ]; then
   echo "numa-vm-test: FAILED: ${failed#; }"
   [ "$N" -gt 0 ] || exit 1 # nothing measured: no placement line
 fi
-echo "placement: $(pct $(( ${ho:-0} + ${bo:-0} )) "$N")% of replica pages on their node ($N pages; hashmap $(pct "$ho" "$hp")%, btreemap $(pct "$bo" "$bp")%)"
+echo "numa-vm-test: NodeAlloc:"
+echo "placement: $P% of replica pages on their node ($N pages; hashmap $(pct "$nho" "$nhp")%, btreemap $(pct "$nbo" "$nbp")%)"
 [ -z "$failed" ]

@@ -11,7 +11,7 @@
 //! |---|---|---|---|---|
 //! | [`LinuxAffinity`] | `/sys/devices/system/node` | `getcpu` | `set_mempolicy`, restored exactly | nothing (raw syscalls) |
 //! | `HwlocAffinity` (feature `hwloc`) | hwloc, real or synthetic | `hwloc_get_last_cpu_location` | `hwloc_set_membind` | `libhwloc-dev libudev-dev` |
-//! | [`SimulatedAffinity`] | `n` pretend nodes (or a [`Topology`]'s) | set per thread, or round-robin | none | nothing |
+//! | [`SimulatedAffinity`] | `n` pretend nodes (or a [`Topology`]'s) | set per thread, or round-robin | none ([`NodeAlloc`]'s arenas with `with_node_alloc`) | nothing |
 //! | [`ldnr::NoAffinity`] | one node | node 0 | none | nothing (`no_std`) |
 //!
 //! # Choosing a manager
@@ -37,8 +37,37 @@
 //! # Placement
 //!
 //! A memory policy places a page when it is *first touched*, so steering the policy is
-//! not enough: the allocator must hand out pages that have not been touched yet. What
-//! follows is measured in the multi-node VM test (`scripts/numa-vm-test.sh`: glibc,
+//! not enough: the allocator must hand out pages that have not been touched yet, and
+//! must not hand memory that served one node to another. What holds depends on the
+//! global allocator.
+//!
+//! ## With [`NodeAlloc`]
+//!
+//! Opt in with one line in the program's binary crate:
+//!
+//! ```
+//! #[global_allocator]
+//! static ALLOC: ldnr_affinity::NodeAlloc = ldnr_affinity::NodeAlloc::new();
+//! ```
+//!
+//! [`LinuxAffinity`] (and [`SimulatedAffinity::with_node_alloc`], or an
+//! [`AllocNodeGuard`] by hand) sets the thread's allocation node to the replica's node
+//! around every clone and every applied batch, and puts the previous one back with the
+//! memory policy. Meanwhile every allocation comes from that node's arena: 2 MiB chunks
+//! whose range policy (`mbind`, `MPOL_PREFERRED`) names the node before any page of them
+//! exists, and blocks that are only ever reused for the same node (see
+//! [`node_alloc`] for the design, and why it has no thread caches). Guaranteed: every
+//! block allocated during replica work lies in such a range of the replica's node, and in
+//! no memory that served another node; the kernel places its pages there while the node
+//! has free memory. Measured in the VM test: NODE_ALLOC_NUMBERS. It makes
+//! [`LinuxAffinity::fix_mmap_threshold`] and [`placement::release_free_memory`]
+//! unnecessary for replica memory. Outside replica work, on one-node machines, where
+//! memory policies are refused (the manager runs as one node), and for programs that do
+//! not opt in, nothing changes: the system allocator serves every call.
+//!
+//! ## With the system allocator
+//!
+//! What follows is measured in the multi-node VM test (`scripts/numa-vm-test.sh`: glibc,
 //! nodes with free memory); nothing here is guaranteed beyond it.
 //!
 //! **Large allocations** (a hash table's bucket array, a vector's buffer) land on the
@@ -69,7 +98,7 @@
 //! `BTreeMap` replica to ≥ 95% (99.3% overall) after a write phase with removals. Blocks
 //! that share a page with live data, and blocks freed and reused during writes, still
 //! keep their old node. A structure that needs placement to hold should keep its bulk
-//! in large allocations (arrays, arenas, slabs of nodes), or use a NUMA-aware allocator.
+//! in large allocations (arrays, arenas, slabs of nodes), or use [`NodeAlloc`].
 //!
 //! With [`Binding::Preferred`] (the default) a full node spills to other nodes rather
 //! than fail; [`Binding::Bind`] never spills (the kernel reclaims or kills instead).

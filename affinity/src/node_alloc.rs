@@ -639,7 +639,7 @@ impl NodeAlloc {
     }
 }
 
-// SAFETY (for the impl as a whole): every block handed out is either the system
+// SAFETY: (for the impl as a whole) every block handed out is either the system
 // allocator's (and goes back to it: its address is outside the reservation) or a block
 // of an arena that no other live allocation overlaps: runs and large blocks are carved
 // from disjoint parts of a span under the arena's lock, a run's blocks are disjoint

@@ -18,7 +18,7 @@ use ldnr_affinity::{
     PolicyMode, SimulatedAffinity, Topology, SYSFS_NODE_DIR,
 };
 
-use crate::{Read as StoreRead, Store};
+use super::{Read as StoreRead, Store};
 
 /// A fresh anonymous mapping, touched page by page on the calling thread: where its
 /// pages are is where the thread's policy (or cpuset) put them.
@@ -348,7 +348,7 @@ pub(crate) fn cpuset_child(node: &str, memory_only: &str) -> ExitCode {
                 }
             }
             let tkn = nr.register().expect("register");
-            let crate::Response::Value(len) = nr.execute(StoreRead::Len, tkn) else {
+            let super::Response::Value(len) = nr.execute(StoreRead::Len, tkn) else {
                 unreachable!()
             };
             if len != Some(1000) {

@@ -38,21 +38,40 @@
 //! numa_vm_check --cpuset-child NODE MEMORY_ONLY_NODES   (run by the cpuset check)
 //! ```
 //!
+//! `numa_vm_check_node_alloc` (`../numa_vm_check_node_alloc.rs`) is this same check in a
+//! binary whose global allocator is `NodeAlloc`: it sets [`NODE_ALLOC`] before calling
+//! [`main`], runs the manager *without* the mmap-threshold fix (the node allocator makes
+//! it unnecessary; `--fresh-pages` turns it on anyway), enforces the reuse probe, and
+//! skips the `btreemap+trim` variant and the deployment and move checks. Every `PLACEMENT` and `PROBE` line says which
+//! allocator (`alloc=node` or `alloc=system`).
+//!
 //! On a one-node machine it runs too (every replica on node 0), which is how CI checks
 //! that it builds and works before booting guests.
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use ldnr::{
     AffinityGuard, AffinityManager, Dispatch, NodeId, NodeReplicated, ReplicaId, ThreadToken,
 };
 use ldnr_affinity::placement::PageCensus;
-use ldnr_affinity::LinuxAffinity;
+use ldnr_affinity::{LinuxAffinity, NodeAlloc};
 
 mod deploy;
+
+/// The global allocator, where it is `NodeAlloc` (set by `numa_vm_check_node_alloc`).
+pub(crate) static NODE_ALLOC: OnceLock<&'static NodeAlloc> = OnceLock::new();
+
+/// `alloc=node` or `alloc=system`, for the output lines.
+fn alloc_name() -> &'static str {
+    if NODE_ALLOC.get().is_some() {
+        "node"
+    } else {
+        "system"
+    }
+}
 
 /// The replicated structure: one of two maps, so one binary checks both.
 #[derive(Clone)]
@@ -143,6 +162,8 @@ struct Options {
     timeout: u64,
     /// Leave glibc's mmap threshold alone (the control experiment for the fix).
     no_fresh_pages: bool,
+    /// Fix it even with `NodeAlloc`.
+    fresh_pages: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -156,11 +177,16 @@ fn options() -> Result<Options, String> {
         movers: 4,
         timeout: 900,
         no_fresh_pages: false,
+        fresh_pages: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--no-fresh-pages" {
             o.no_fresh_pages = true;
+            continue;
+        }
+        if flag == "--fresh-pages" {
+            o.fresh_pages = true;
             continue;
         }
         let value = args
@@ -181,7 +207,7 @@ fn options() -> Result<Options, String> {
     Ok(o)
 }
 
-fn main() -> ExitCode {
+pub(crate) fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--cpuset-child") {
         std::thread::spawn(|| {
@@ -207,14 +233,22 @@ fn main() -> ExitCode {
     });
     let start = Instant::now();
     // Opt-in, process-wide (see the module docs).
-    let linux = Arc::new(if o.no_fresh_pages {
+    // With `NodeAlloc`, replica memory comes from its arenas, not malloc's heap: the
+    // fix is not needed (and not made unless asked for).
+    let fix = if NODE_ALLOC.get().is_some() {
+        o.fresh_pages
+    } else {
+        !o.no_fresh_pages
+    };
+    let linux = Arc::new(if !fix {
         LinuxAffinity::new()
     } else {
         LinuxAffinity::new().fix_mmap_threshold()
     });
     let nodes = linux.nodes();
     println!(
-        "NUMA-VM-CHECK nodes={} memory_only={:?} degraded={:?} steers_memory={} mmap_threshold_fixed={}",
+        "NUMA-VM-CHECK alloc={} nodes={} memory_only={:?} degraded={:?} steers_memory={} mmap_threshold_fixed={}",
+        alloc_name(),
         nodes.len(),
         linux.memory_only_nodes(),
         linux.degraded(),
@@ -234,25 +268,40 @@ fn main() -> ExitCode {
 
     let mut failures = Vec::new();
     reuse_probe(&linux, linux.mmap_threshold_fixed(), &mut failures);
-    deploy::memory_only(&linux, &mut failures);
-    deploy::inherited(&linux, &mut failures);
-    deploy::cpuset(&linux, &mut failures);
-    moves(&linux, o.movers, &mut failures);
+    // The deployment and move checks are about the manager, not the allocator: the
+    // system-allocator run makes them.
+    if NODE_ALLOC.get().is_none() {
+        deploy::memory_only(&linux, &mut failures);
+        deploy::inherited(&linux, &mut failures);
+        deploy::cpuset(&linux, &mut failures);
+        moves(&linux, o.movers, &mut failures);
+    }
     let hash = Store::Hash((0..o.hash_keys).map(|k| (k, k)).collect());
     run(&linux, "hashmap", hash, o.hash_keys, &o, &mut failures);
     let tree = Store::Tree((0..o.tree_keys).map(|k| (k, k)).collect());
     run(&linux, "btreemap", tree, o.tree_keys, &o, &mut failures);
     // The same, calling `placement::release_free_memory()` before `build` and
-    // `add_replica`: what that buys structures of small allocations.
-    let tree = Store::Tree((0..o.tree_keys).map(|k| (k, k)).collect());
-    run(
-        &linux,
-        "btreemap+trim",
-        tree,
-        o.tree_keys,
-        &o,
-        &mut failures,
-    );
+    // `add_replica`: what that buys structures of small allocations under malloc.
+    if NODE_ALLOC.get().is_none() {
+        let tree = Store::Tree((0..o.tree_keys).map(|k| (k, k)).collect());
+        run(
+            &linux,
+            "btreemap+trim",
+            tree,
+            o.tree_keys,
+            &o,
+            &mut failures,
+        );
+    } else if let Some(a) = NODE_ALLOC.get() {
+        println!(
+            "NODEALLOC active={} unbound_chunks={}",
+            a.is_active(),
+            a.unbound_chunks()
+        );
+        if nodes.len() > 1 && (!a.is_active() || a.unbound_chunks() > 0) {
+            failures.push(format!("NodeAlloc not bound: {a:?}"));
+        }
+    }
 
     println!("TIME total {:.1} s", start.elapsed().as_secs_f64());
     if failures.is_empty() {
@@ -286,12 +335,13 @@ fn reuse_probe(linux: &Arc<LinuxAffinity>, fixed: bool, failures: &mut Vec<Strin
     match PageCensus::of_pages(&pages) {
         Ok(c) => {
             println!(
-                "PROBE 8 MiB buffer for {b} after one for {a} was freed (mmap threshold {}): {} of {} pages on {b}",
+                "PROBE alloc={} 8 MiB buffer for {b} after one for {a} was freed (mmap threshold {}): {} of {} pages on {b}",
+                alloc_name(),
                 if fixed { "fixed" } else { "left alone" },
                 c.on(b),
                 c.pages()
             );
-            if fixed && c.share_on(b) < 0.99 {
+            if (fixed || NODE_ALLOC.get().is_some()) && c.share_on(b) < 0.99 {
                 failures.push(format!("reuse probe: {c}"));
             }
         }
@@ -466,7 +516,8 @@ fn census(
                     .map(|(n, k)| format!("{}:{k}", n.0))
                     .collect();
                 println!(
-                    "PLACEMENT map={name} phase={phase} replica={} node={} pages={} on_node={} absent={} other={} share={:.2}%",
+                    "PLACEMENT alloc={} map={name} phase={phase} replica={} node={} pages={} on_node={} absent={} other={} share={:.2}%",
+                    alloc_name(),
                     id.get(),
                     node.0,
                     c.pages(),
