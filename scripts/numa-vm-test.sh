@@ -12,7 +12,10 @@
 # registered on node 0 and was re-pinned to the last node served by the last node's
 # replica within 10,000 of its operations, with the replicas agreeing afterwards (one
 # `MOVE` line per such thread, at least one per guest). The BTreeMap figures are
-# reported, not enforced (see ldnr-affinity's docs on small allocations).
+# reported, not enforced (see ldnr-affinity's docs on small allocations). Then, in the
+# same guest, numa_vm_follow (crate ldnr-vspace): replicas that follow threads pinned
+# node by node, each >= 99% on its node, and memory given back as nodes empty (targets
+# and summary in scripts/numa-vm-follow.sh).
 #
 # The last line of a run that produced results is exactly
 #   placement: P% of replica pages on their node (N pages; hashmap H%, btreemap B%)
@@ -50,6 +53,12 @@ RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --release -p ldnr-affinity --example numa_vm_check --target "$TARGET"
 BIN=$TARGET_DIR/$TARGET/release/examples/numa_vm_check
 [ -x "$BIN" ] || { echo "numa-vm-test: $BIN was not built"; exit 1; }
+# Run after it in each guest: address-space replicas following pinned threads
+# (examples/vspace/examples/numa_vm_follow.rs, summed up by scripts/numa-vm-follow.sh).
+RUSTFLAGS="-C target-feature=+crt-static" \
+  cargo build --release -p ldnr-vspace --example numa_vm_follow --target "$TARGET"
+FOLLOW_BIN=$TARGET_DIR/$TARGET/release/examples/numa_vm_follow
+[ -x "$FOLLOW_BIN" ] || { echo "numa-vm-test: $FOLLOW_BIN was not built"; exit 1; }
 
 # 3. One guest per layout; its console goes to a log.
 started=0; failed=""
@@ -60,7 +69,7 @@ for nodes in $LAYOUTS; do
   echo "numa-vm-test: guest with $nodes nodes x 1 vCPU x ${MEM_PER_NODE_MB} MiB (log: $log)"
   t0=$(date +%s); rc=0
   GUEST_ARGS="--timeout $((TIMEOUT - 60)) ${CHECK_ARGS:-}" \
-    scripts/numa-vm.sh "$nodes" 1 "$BIN" > "$log" 2>&1 || rc=$?
+    scripts/numa-vm.sh "$nodes" 1 "$BIN" "$FOLLOW_BIN" > "$log" 2>&1 || rc=$?
   # Console output: drop carriage returns and the firmware's terminal escapes.
   sed 's/\r//g; s/\x1b\[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g; s/.*\(GUEST: nodes=\)/\1/' "$log" > "$log.txt"
   mv "$log.txt" "$log"
@@ -145,6 +154,7 @@ stuck=$(sed -n 's/^STUCK //p' <<< "$summary")
 echo "numa-vm-test: btreemap with release_free_memory() before build/add_replica: $(pct "$to" "$tp")% of ${tp:-0} pages"
 echo "numa-vm-test: matching: $ok of $trials pinned threads matched to their own node's replica"
 echo "numa-vm-test: moves: $moved of $moves threads re-pinned from node 0 to the last node served by its replica within $bound operations (at most $maxops)"
+scripts/numa-vm-follow.sh "${LOGS[@]}" || failed="$failed; follow: see 'numa-vm-test: follow' above"
 echo "numa-vm-test: $started guest(s), $(( $(date +%s) - start )) s in all"
 N=$(( ${hp:-0} + ${bp:-0} ))
 if [ -n "$failed" ]; then
