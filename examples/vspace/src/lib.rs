@@ -94,6 +94,11 @@
 
 mod space;
 
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use space::{
     AddressSpace, MapError, Mapping, Prot, SpaceWrite, SpaceWrites, PAGE_SIZE, PA_END, VA_END,
 };
