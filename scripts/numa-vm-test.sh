@@ -27,6 +27,10 @@
 # every replica of either map must be >= 99% on its node in every phase, and all of its
 # pages together >= 99.5%.
 #
+# Then, in the same guest, numa_vm_follow (crate ldnr-vspace): replicas that follow
+# threads pinned node by node, each >= 99% on its node, and memory given back as nodes
+# empty (targets and summary in scripts/numa-vm-follow.sh).
+#
 # The last line of a run that produced results is exactly
 #   placement: P% of replica pages on their node (N pages; hashmap H%, btreemap B%)
 # over every replica, phase and guest of the NodeAlloc run; the same line for the system
@@ -68,6 +72,12 @@ NODE_ALLOC_BIN=${BIN}_node_alloc
 for b in "$BIN" "$NODE_ALLOC_BIN"; do
   [ -x "$b" ] || { echo "numa-vm-test: $b was not built"; exit 1; }
 done
+# Run after them in each guest: address-space replicas following pinned threads
+# (examples/vspace/examples/numa_vm_follow.rs, summed up by scripts/numa-vm-follow.sh).
+RUSTFLAGS="-C target-feature=+crt-static" \
+  cargo build --release -p ldnr-vspace --example numa_vm_follow --target "$TARGET"
+FOLLOW_BIN=$TARGET_DIR/$TARGET/release/examples/numa_vm_follow
+[ -x "$FOLLOW_BIN" ] || { echo "numa-vm-test: $FOLLOW_BIN was not built"; exit 1; }
 
 # 3. One guest per layout; its console goes to a log.
 started=0; failed=""
@@ -81,7 +91,7 @@ for layout in $LAYOUTS; do
   echo "numa-vm-test: guest with $nodes nodes x 1 vCPU + $memonly memory-only, ${MEM_PER_NODE_MB} MiB each (log: $log)"
   t0=$(date +%s); rc=0
   GUEST_ARGS="--timeout $((TIMEOUT - 60)) ${CHECK_ARGS:-}" MEMORY_ONLY_NODES=$memonly \
-    scripts/numa-vm.sh "$nodes" 1 "$BIN" "$NODE_ALLOC_BIN" > "$log" 2>&1 || rc=$?
+    scripts/numa-vm.sh "$nodes" 1 "$BIN" "$NODE_ALLOC_BIN" "$FOLLOW_BIN" > "$log" 2>&1 || rc=$?
   # Console output: drop carriage returns and the firmware's terminal escapes.
   sed 's/\r//g; s/\x1b\[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g; s/.*\(GUEST: nodes=\)/\1/' "$log" > "$log.txt"
   mv "$log.txt" "$log"
@@ -178,6 +188,7 @@ stuck=$(sed -n 's/^STUCK //p' <<< "$summary")
 echo "numa-vm-test: btreemap with release_free_memory() before build/add_replica: $(pct "$to" "$tp")% of ${tp:-0} pages"
 echo "numa-vm-test: matching: $ok of $trials pinned threads matched to their own node's replica"
 echo "numa-vm-test: moves: $moved of $moves threads re-pinned from node 0 to the last node served by its replica within $bound operations (at most $maxops)"
+scripts/numa-vm-follow.sh "${LOGS[@]}" || failed="$failed; follow: see 'numa-vm-test: follow' above"
 echo "numa-vm-test: $started guest(s), $(( $(date +%s) - start )) s in all"
 S=$(( ${hp:-0} + ${bp:-0} ))
 echo "numa-vm-test: system allocator: placement: $(pct $(( ${ho:-0} + ${bo:-0} )) "$S")% of replica pages on their node ($S pages; hashmap $(pct "$ho" "$hp")%, btreemap $(pct "$bo" "$bp")%)"
