@@ -82,7 +82,12 @@ use crate::sys;
 /// allocator.
 pub const MAX_NODES: usize = 64;
 /// Address space of one node's arena.
+#[cfg(target_pointer_width = "64")]
 const SPAN: usize = 1 << 36;
+/// A 32-bit address space has no room for the arenas: [`NodeAlloc`] never reserves them
+/// there (see `reserve`) and passes every allocation to the system allocator.
+#[cfg(not(target_pointer_width = "64"))]
+const SPAN: usize = CHUNK;
 /// The granule a span is made usable (`mprotect`) and bound (`mbind`) in.
 const CHUNK: usize = 2 << 20;
 /// What a size class takes from its node's span at a time.
@@ -476,7 +481,10 @@ impl NodeAlloc {
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
-                    let base = sys::reserve(MAX_NODES * SPAN + CHUNK)
+                    // No arenas without room for them (32-bit targets).
+                    let base = cfg!(target_pointer_width = "64")
+                        .then(|| sys::reserve(MAX_NODES * SPAN + CHUNK))
+                        .flatten()
                         .map(|a| a.next_multiple_of(CHUNK))
                         .filter(|&b| b > FAILED);
                     // Release: pairs with the Acquire in `base` and in this loop.
@@ -726,5 +734,27 @@ unsafe impl GlobalAlloc for NodeAlloc {
     }
 }
 
-#[cfg(test)]
+// The arenas exist on 64-bit targets only (see `SPAN`).
+#[cfg(all(test, target_pointer_width = "64"))]
 mod tests;
+
+#[cfg(all(test, not(target_pointer_width = "64")))]
+mod tests {
+    use super::*;
+
+    /// Without room for arenas, allocations for a node come from the system allocator.
+    #[test]
+    fn a_32_bit_target_passes_everything_to_the_system_allocator() {
+        let a = NodeAlloc::new();
+        let previous = set_alloc_node(Some(NodeId(0)));
+        let layout = Layout::from_size_align(100, 8).unwrap();
+        // SAFETY: a non-zero size; the block is freed below with the same layout.
+        let p = unsafe { a.alloc(layout) };
+        assert!(!p.is_null());
+        assert_eq!(a.node_of(p), None);
+        assert!(!a.is_active());
+        // SAFETY: allocated above by `a` with `layout`.
+        unsafe { a.dealloc(p, layout) };
+        set_alloc_node(previous);
+    }
+}
