@@ -41,7 +41,11 @@ use ldnr::{NodeId, NodeReplicated, ThreadToken};
 use ldnr_affinity::SimulatedAffinity;
 use ldnr_testkit::heap::{live_bytes, CountingAlloc};
 use ldnr_testkit::rng::Rng;
+#[path = "shared/mod.rs"]
+mod shared;
+
 use ldnr_vspace::{AddressSpace, Prot, SpaceReads, SpaceWrites, PAGE_SIZE};
+use shared::prefilled;
 
 #[global_allocator]
 static ALLOCATOR: CountingAlloc = CountingAlloc;
@@ -102,23 +106,6 @@ fn options() -> Result<Options, String> {
 
 fn mib(bytes: isize) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
-}
-
-/// One-page mappings a page apart (so that none merge), alternately read-only and
-/// read-write: `mappings` of them from address 0.
-fn prefilled(mappings: u64) -> AddressSpace {
-    let mut space = AddressSpace::new();
-    for i in 0..mappings {
-        let prot = if i % 2 == 0 {
-            Prot::READ
-        } else {
-            Prot::READ | Prot::WRITE
-        };
-        space
-            .map(2 * i * PAGE_SIZE, PAGE_SIZE, prot)
-            .expect("fresh range");
-    }
-    space
 }
 
 /// A random address inside one of the prefilled mappings.

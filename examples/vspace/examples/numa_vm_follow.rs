@@ -45,7 +45,11 @@ use ldnr::{AffinityManager, NodeId, NodeReplicated, ThreadToken};
 use ldnr_affinity::placement::{self, PageCensus};
 use ldnr_affinity::LinuxAffinity;
 use ldnr_testkit::heap::{live_bytes, CountingAlloc};
+#[path = "shared/mod.rs"]
+mod shared;
+
 use ldnr_vspace::{AddressSpace, Prot, SpaceReads, SpaceWrites, PAGE_SIZE};
+use shared::prefilled;
 
 #[global_allocator]
 static ALLOCATOR: CountingAlloc = CountingAlloc;
@@ -163,22 +167,6 @@ fn rss() -> Option<usize> {
 
 fn mib(bytes: f64) -> f64 {
     bytes / (1024.0 * 1024.0)
-}
-
-/// One-page mappings a page apart (none merge), alternately read-only and read-write.
-fn prefilled(mappings: u64) -> AddressSpace {
-    let mut space = AddressSpace::new();
-    for i in 0..mappings {
-        let prot = if i % 2 == 0 {
-            Prot::READ
-        } else {
-            Prot::READ | Prot::WRITE
-        };
-        space
-            .map(2 * i * PAGE_SIZE, PAGE_SIZE, prot)
-            .expect("fresh range");
-    }
-    space
 }
 
 /// Checks a census of a replica on `node`; prints the `placed` fields.
