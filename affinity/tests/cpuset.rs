@@ -14,25 +14,9 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{after, finish, is_child, skipped, spawn_child};
-use ldnr::{AffinityManager, Dispatch, NodeId, NodeReplicated};
+use common::{after, finish, is_child, skipped, spawn_child, Counter};
+use ldnr::{AffinityManager, NodeId, NodeReplicated};
 use ldnr_affinity::{allowed_cpus, allowed_memory_nodes, LinuxAffinity, Topology};
-
-#[derive(Clone, Default)]
-struct Counter(u64);
-
-impl Dispatch for Counter {
-    type ReadOperation = ();
-    type WriteOperation = u64;
-    type Response = u64;
-    fn dispatch(&self, _: ()) -> u64 {
-        self.0
-    }
-    fn dispatch_mut(&mut self, by: u64) -> u64 {
-        self.0 += by;
-        self.0
-    }
-}
 
 const CPU: &str = "LDNR_CPUSET_CPU";
 

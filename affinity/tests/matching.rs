@@ -6,24 +6,12 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ldnr::{AffinityManager, Dispatch, NodeId, NodeReplicated, ThreadToken};
+use ldnr::{AffinityManager, NodeId, NodeReplicated, ThreadToken};
 use ldnr_affinity::{LinuxAffinity, SimulatedAffinity, Topology};
 
-#[derive(Clone, Default)]
-struct Counter(u64);
+mod common;
 
-impl Dispatch for Counter {
-    type ReadOperation = ();
-    type WriteOperation = u64;
-    type Response = u64;
-    fn dispatch(&self, _: ()) -> u64 {
-        self.0
-    }
-    fn dispatch_mut(&mut self, by: u64) -> u64 {
-        self.0 += by;
-        self.0
-    }
-}
+use common::Counter;
 
 /// Runs `body`, aborting the process with a message if it has not finished in time
 /// (a hang must fail the test run, not stall it).

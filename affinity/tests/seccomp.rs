@@ -12,25 +12,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{after, finish, fixture, is_child, skipped, spawn_child};
-use ldnr::{AffinityError, AffinityManager, Dispatch, NodeId, NodeReplicated, SavedPolicy};
+use common::{after, finish, fixture, is_child, skipped, spawn_child, Counter};
+use ldnr::{AffinityError, AffinityManager, NodeId, NodeReplicated, SavedPolicy};
 use ldnr_affinity::{LinuxAffinity, MemoryPolicy, Topology};
-
-#[derive(Clone, Default)]
-struct Counter(u64);
-
-impl Dispatch for Counter {
-    type ReadOperation = ();
-    type WriteOperation = u64;
-    type Response = u64;
-    fn dispatch(&self, _: ()) -> u64 {
-        self.0
-    }
-    fn dispatch_mut(&mut self, by: u64) -> u64 {
-        self.0 += by;
-        self.0
-    }
-}
 
 const EPERM: u32 = 1;
 

@@ -9,6 +9,25 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use ldnr::Dispatch;
+
+/// A counter the tests replicate: writes add, reads return the total.
+#[derive(Clone, Default)]
+pub(crate) struct Counter(pub(crate) u64);
+
+impl Dispatch for Counter {
+    type ReadOperation = ();
+    type WriteOperation = u64;
+    type Response = u64;
+    fn dispatch(&self, _: ()) -> u64 {
+        self.0
+    }
+    fn dispatch_mut(&mut self, by: u64) -> u64 {
+        self.0 += by;
+        self.0
+    }
+}
+
 /// Set (to the part's name) in a re-run test binary.
 pub(crate) const CHILD: &str = "LDNR_AFFINITY_TEST_CHILD";
 
