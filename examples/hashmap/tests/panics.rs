@@ -5,7 +5,7 @@
 //! Its own test binary: it installs a panic hook that records where these panics point.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Mutex, Once};
+use std::sync::{Mutex, MutexGuard, Once};
 use std::thread;
 
 use ldnr_hashmap::ReplicatedHashMap;
@@ -14,9 +14,16 @@ use ldnr_testkit::{watchdog, LIMIT};
 /// The message and the file and line of every panic whose message starts with `ldnr`.
 static SEEN: Mutex<Vec<(String, String, u32)>> = Mutex::new(Vec::new());
 
+/// Held by each test while it runs: the tests share `SEEN`, so one test's panics must
+/// not land between another's count before and after (they failed together when the
+/// harness ran them at the same moment).
+static SERIAL: Mutex<()> = Mutex::new(());
+
 /// Records this crate's (and LD-NR's) panics instead of printing them; any other panic
-/// goes to the default hook.
-fn record_panics() {
+/// goes to the default hook. Returns the guard that keeps the other tests of this file
+/// out until the caller's test is done.
+fn record_panics() -> MutexGuard<'static, ()> {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         let default = panic::take_hook();
@@ -31,6 +38,7 @@ fn record_panics() {
             }
         }));
     });
+    serial
 }
 
 /// Runs `f`, which must panic, and returns the recorded message and line.
@@ -52,7 +60,7 @@ fn panic_of<R>(f: impl FnOnce() -> R) -> (String, u32) {
 
 #[test]
 fn methods_without_a_handle_panic_at_the_caller_past_the_thread_limit() {
-    record_panics();
+    let _serial = record_panics();
     watchdog("thread limit", LIMIT, || {
         let map = ReplicatedHashMap::<String, u32>::builder()
             .max_threads(1)
@@ -117,7 +125,7 @@ fn methods_without_a_handle_panic_at_the_caller_past_the_thread_limit() {
 
 #[test]
 fn calling_the_map_inside_its_read_closure_panics_at_the_inner_call() {
-    record_panics();
+    let _serial = record_panics();
     watchdog("re-entry", LIMIT, || {
         let map = ReplicatedHashMap::<u32, u32>::new().expect("a valid configuration");
         let h = map.handle().expect("below the thread limit");
