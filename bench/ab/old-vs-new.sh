@@ -3,6 +3,7 @@
 #
 #   bench/ab/old-vs-new.sh [sections] [--rounds N] [--phase-ms N]
 #   OLD=7f18940 NEW=HEAD AB_DIR=/tmp/ldnr-ab-old-new   (the defaults)
+#   AB_MAIN=write_path.rs   runs another program of this folder instead of old_vs_new.rs
 #
 # Both commits' `ldnr` and `ldnr-hashmap` are copied (git archive) into $AB_DIR, renamed
 # ldnr_old/ldnr_new and ldnr_hashmap_old/ldnr_hashmap_new, and used as path dependencies
@@ -38,7 +39,7 @@ edition = "2021"
 ldnr = { package = "ldnr_$v", path = "../../ldnr" }
 TOML
 done
-cp "$repo/bench/ab/old_vs_new.rs" "$dir/ab/src/main.rs"
+cp "$repo/bench/ab/${AB_MAIN:-old_vs_new.rs}" "$dir/ab/src/main.rs"
 cat > "$dir/ab/Cargo.toml" <<'TOML'
 [package]
 name = "ldnr-ab"
