@@ -549,7 +549,11 @@ where
     #[track_caller]
     pub fn execute_mut(&self, op: D::WriteOperation, tkn: ThreadToken) -> D::Response {
         let tid = self.shared.enter(tkn);
-        self.shared.write(tid, op)
+        // SAFETY: the token is `!Send` and proves this thread owns context `tid`; a context
+        // is `EMPTY` between operations (C1; `put_op` checks it). Inlined, so the caller
+        // builds the operation right in the context instead of copying it through the stack.
+        unsafe { self.shared.threads.context(tid).put_op(op) };
+        self.shared.write(tid)
     }
 
     /// Adds a replica on `node` while operations run, and returns its id.

@@ -53,7 +53,9 @@ fn summing(threads: usize) -> Shared<Sum> {
 /// Thread `tid` writes `op` through the real write path (`Shared::write`, as
 /// `NodeReplicated::execute_mut` calls it) and returns the response.
 pub(super) fn write(shared: &Shared<Sum>, tid: usize, op: u64) -> u64 {
-    shared.write(tid, op)
+    // SAFETY: thread `tid` of the model owns context `tid`, `EMPTY` between operations.
+    unsafe { shared.threads.context(tid).put_op(op) };
+    shared.write(tid)
 }
 
 /// Checks that `(op, response)` pairs, responses being `fetch_add` results, come from

@@ -2,13 +2,12 @@
 //! the log to the replica's data and back.
 //!
 //! ```text
-//!   write(tid, op): try the replica's combiner lock
+//!   write(tid):  op in own context ─> try the replica's combiner lock
 //!       got it:  combine: collect pending ops ─> reserve log range ─> write ops
-//!                (`op` straight from the caller, the others from their contexts)
 //!                ─> apply the log up to the batch end (write lock, memory policy)
 //!                ─> publish position, ctail ─> complete the others ─> unlock
 //!                ─> drop what the writes displaced (L5)
-//!       missed:  op into own context, published on the replica's pending stack; wait for DONE,
+//!       missed:  publish op on the replica's pending stack; wait for DONE,
 //!                combining whenever the lock is free
 //!   read(tid):   wait until the replica's position ≥ the ctail seen on entry (or combine
 //!                to get there) ─> read lock ─> dispatch
@@ -49,20 +48,16 @@ use crate::sync::{Backoff, CachePadded, Callbacks, Ordering};
 /// poisoned, by `apply` or `check`), the operations of `batch[next..]`, claimed but not
 /// yet in the log, are marked `PENDING` again, so that dropping the instance drops them
 /// (context `Drop`); no combiner takes them any more, and their owners, waiting, see the
-/// poison. The combiner's own operation (`own`: batch entry 0) was never in its context:
-/// its context stays `EMPTY`, and the operation, a local of `combine`, is dropped by the
-/// unwind itself.
+/// poison.
 struct Unappended<'a, W, R> {
     contexts: &'a [CachePadded<Context<W, R>>],
     batch: &'a [usize],
     next: usize,
-    own: bool,
 }
 
 impl<W, R> Drop for Unappended<'_, W, R> {
     fn drop(&mut self) {
-        let first = self.next.max(usize::from(self.own));
-        for &tid in &self.batch[first.min(self.batch.len())..] {
+        for &tid in &self.batch[self.next..] {
             self.contexts[tid].abandon();
         }
     }
@@ -72,16 +67,10 @@ impl<D> Shared<D>
 where
     D: Dispatch + Clone + Send + Sync,
 {
-    /// The write path of thread `tid` for `op`: combine it (with whatever else waits on
-    /// its replica), moving it straight into the log, or put it in the thread's context,
-    /// publish it and wait for a combiner.
-    pub(crate) fn write(&self, tid: usize, op: D::WriteOperation) -> D::Response {
+    /// The write path of thread `tid`, whose operation is in its context: combine it
+    /// (with whatever else waits on its replica), or publish it and wait for a combiner.
+    pub(crate) fn write(&self, tid: usize) -> D::Response {
         let ctx = self.threads.context(tid);
-        // SAFETY: `tid` is the calling thread's own context (the façade checked its
-        // token); only the owner leaves `EMPTY` (C1).
-        unsafe { ctx.check_empty() };
-        // Where the operation is: here (`Some`), or in the context once published.
-        let mut op = Some(op);
         loop {
             // Acquire: pairs with the Release stores of the dispatcher and
             // reconfigurations, so the shell's installation happens before our use of it.
@@ -93,36 +82,21 @@ where
                 slot = self.replicas.stand_in(slot).unwrap_or(slot);
             }
             let replica = self.replicas.shell(slot);
-            let own = match op.take() {
-                Some(own) => own,
-                // SAFETY: the context is `REROUTE`d back to us, or was never published:
-                // the operation we stored is ours again, unexecuted, and taken once (C1).
-                None => unsafe { ctx.take_op() },
-            };
             if let Some(combiner) = replica.try_combine() {
-                // Fast path: combine our own operation without publishing it; it goes
-                // from here straight into the log, never through the context.
+                // Fast path: combine our own operation without publishing it.
                 let applying = ctx.applying();
-                let combined = self.combine(slot, combiner, tid, Some(own));
+                let live = self.combine(slot, combiner, tid, true);
                 drop(applying);
-                match combined {
-                    Ok(()) => {
-                        // SAFETY: `combine` stored the outcome of our own operation.
-                        let outcome = unsafe { ctx.take_response() };
-                        // Resumes the operation's panic, if it raised one, here, after the
-                        // combiner lock is released.
-                        return self.respond(ctx, outcome);
-                    }
-                    // The replica was removed: our operation is still ours; go again.
-                    Err(back) => {
-                        op = back;
-                        continue;
-                    }
+                if live {
+                    // SAFETY: `combine` stored the outcome of our own operation.
+                    let outcome = unsafe { ctx.take_response() };
+                    // Resumes the operation's panic, if it raised one, here, after the
+                    // combiner lock is released.
+                    return self.respond(ctx, outcome);
                 }
+                // The replica was removed: our operation is still ours; go again.
+                continue;
             }
-            // SAFETY: our own context, `EMPTY` (checked on entry; a `REROUTE` was reset
-            // below before we came back here), C1.
-            unsafe { ctx.put_op(own) };
             ctx.publish(tid, &replica.pending);
             // From here until the operation is decided, a combiner may take it: a panic
             // that escaped now would leave the context `PENDING`, so any unwind poisons.
@@ -158,8 +132,7 @@ where
                     backoff.snooze();
                 } else if let Some(combiner) = replica.try_combine() {
                     let _applying = ctx.applying();
-                    // A removed replica hands our operation back (`REROUTE`, seen above).
-                    let _ = self.combine(slot, combiner, tid, None);
+                    self.combine(slot, combiner, tid, false);
                     backoff = Backoff::new();
                 } else {
                     backoff.snooze();
@@ -293,7 +266,7 @@ where
                 // A combiner applies at least up to the tail it saw, which is at least
                 // `target`; on a removed replica we go elsewhere.
                 let _applying = ctx.applying();
-                if self.combine(slot, combiner, tid, None).is_err() {
+                if !self.combine(slot, combiner, tid, false) {
                     return;
                 }
             } else {
@@ -303,29 +276,28 @@ where
     }
 
     /// One round of flat combining on replica `slot` by thread `me`: collect pending
-    /// operations (and `me`'s own, `own`, which never goes through its context), append
-    /// them, apply the log, hand back responses (`me`'s own response goes to its
-    /// context, for `me` to take). Then, with the combiner lock
+    /// operations (and `me`'s own, if `own`), append them, apply the log, hand back
+    /// responses (`me`'s own stays in its context). Then, with the combiner lock
     /// released, drop the operations that the batch's writes displaced from the log (log
     /// L5): a panicking `Drop` can no longer leave anything half-done. With `std` such a
     /// panic is kept for `me` to resume when its own operation has finished (`respond`,
     /// `resume_deferred`); without `std` it poisons.
     ///
-    /// Returns `Err(own)` if the shell holds no replica (it was removed): then every
+    /// Returns `false` if the shell holds no replica (it was removed): then every
     /// operation waiting on it was handed back to its owner, and `me`'s own operation is
-    /// handed back to the caller, unexecuted.
+    /// still in its context.
     pub(crate) fn combine(
         &self,
         slot: usize,
         mut combiner: CombinerGuard<'_, D>,
         me: usize,
-        mut own: Option<D::WriteOperation>,
-    ) -> Result<(), Option<D::WriteOperation>> {
+        own: bool,
+    ) -> bool {
         let replica = combiner.replica();
         let contexts = self.threads.contexts();
         if !combiner.is_live() {
             self.hand_back(replica);
-            return Err(own);
+            return false;
         }
         #[cfg(feature = "std")]
         if self.threads.exits.pending() {
@@ -335,8 +307,7 @@ where
         let log = self.log.appender(self.replicas.is_sole());
         let mut batch = core::mem::take(combiner.batch());
         batch.clear();
-        let has_own = own.is_some();
-        if has_own {
+        if own {
             batch.push(me);
         }
         replica.pending.take(contexts, |tid| {
@@ -353,20 +324,15 @@ where
                 contexts,
                 batch: &batch,
                 next: 0,
-                own: has_own,
             };
             for chunk in batch.chunks(self.log.max_batch()) {
                 let start = self.reserve(&combiner, log, slot, chunk.len());
                 // No user code runs from the reservation until every reserved index is
                 // written (L5): the replicas would wait for an unwritten index for ever.
                 for (k, &tid) in chunk.iter().enumerate() {
-                    let op = match own.take() {
-                        // Our own operation is batch entry 0, so the first one written.
-                        Some(op) => op,
-                        // SAFETY: `tid` is a context we claimed above; each is taken
-                        // exactly once (C1).
-                        None => unsafe { contexts[tid].take_op() },
-                    };
+                    // SAFETY: `tid` is our own context (`own`, stored by us) or one we
+                    // claimed above; each is taken exactly once (C1).
+                    let op = unsafe { contexts[tid].take_op() };
                     if let Some(displaced) = self.log.write(start.wrapping_add(k), op) {
                         // SAFETY: `me` is the calling thread's own context.
                         unsafe { contexts[me].bury(displaced) };
@@ -378,7 +344,7 @@ where
             }
             core::mem::forget(unappended);
             combiner.count_batch(batch.len());
-            let claimed = if has_own { &batch[1..] } else { &batch[..] };
+            let claimed = if own { &batch[1..] } else { &batch[..] };
             for &tid in claimed {
                 contexts[tid].complete();
             }
@@ -395,7 +361,7 @@ where
             #[cfg(not(feature = "std"))]
             poison.disarm();
         }
-        Ok(())
+        true
     }
 
     /// Reserves `n` log entries for the combiner of `slot`, making room if needed: the

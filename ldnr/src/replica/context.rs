@@ -233,31 +233,11 @@ impl<W, R> Context<W, R> {
     /// it behind; the instance is then poisoned, which the caller checks first). Storing
     /// anyway would overwrite an operation a combiner may still take (C1).
     pub(crate) unsafe fn put_op(&self, op: W) {
-        // SAFETY: by the caller's contract.
-        unsafe { self.check_empty() };
-        // SAFETY: by the caller's contract and C1 no other thread accesses the slot.
-        self.op.with_mut(|p| unsafe { (*p).write(op) });
-    }
-
-    /// Panics unless the context is `EMPTY`, as [`put_op`](Self::put_op) does: a
-    /// write that combines its operation itself never stores it here, but must not
-    /// start while an earlier operation of this context is unfinished either (C1).
-    ///
-    /// # Safety
-    ///
-    /// Only the owner thread may call this.
-    ///
-    /// # Panics
-    ///
-    /// If the context is not `EMPTY` (see [`put_op`](Self::put_op)).
-    #[inline]
-    pub(crate) unsafe fn check_empty(&self) {
-        // Relaxed: only the owner moves the context out of `EMPTY` (C1), so a state other
-        // than `EMPTY` is this thread's own doing, or a combiner's that the owner has not
-        // waited for (its operation unfinished).
         if self.state.load(Ordering::Relaxed) != EMPTY {
             unfinished();
         }
+        // SAFETY: by the caller's contract and C1 no other thread accesses the slot.
+        self.op.with_mut(|p| unsafe { (*p).write(op) });
     }
 
     /// The replica slot whose reader set the owner is in, or [`UNLISTED`].
@@ -399,9 +379,9 @@ impl<W, R> Context<W, R> {
     ///
     /// # Safety
     ///
-    /// The caller is the combiner that claimed the context, or the owner taking back an
-    /// operation that was handed back to it (`REROUTE`, then reset) (C1); the operation
-    /// was stored and is taken once.
+    /// The caller is the owner in `EMPTY` that stored the operation and combines it
+    /// itself, or the combiner that claimed the context (C1); the operation was stored
+    /// and is taken once.
     pub(crate) unsafe fn take_op(&self) -> W {
         // SAFETY: by the caller's contract the slot is initialized and exclusively ours.
         self.op.with(|p| unsafe { (*p).assume_init_read() })
