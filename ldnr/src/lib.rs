@@ -59,13 +59,18 @@
 //!   panicking callback changes nothing.
 //!
 //! The log's invariants **L6** (the only live replica skips the atomic read-modify-writes
-//! of the append path) and **L7** (a garbage collection that overlapped a replica joining
-//! is redone) are what make dynamic replicas cheap and safe.
+//! of catching up), **L7** (a garbage collection that overlapped a replica joining
+//! is redone) and **L9** (the only live replica applies writes directly, without the
+//! log) are what make dynamic replicas cheap and safe.
 //!
 //! # Reads and writes
 //!
 //! A write is a [`WriteOperation`](Dispatch::WriteOperation) value: it is appended to the
-//! log and every replica applies it with [`dispatch_mut`](Dispatch::dispatch_mut). A read
+//! log and every replica applies it with [`dispatch_mut`](Dispatch::dispatch_mut). While
+//! an instance has one replica, there is nobody to replay the log to, so writes skip it:
+//! the combiner applies them to the replica directly, and a replica added later starts
+//! from a clone that already holds them. A single-replica instance costs a lock and flat
+//! combining, not a log. A read
 //! runs on the calling thread's replica only, never touches the log, and sees every write
 //! that completed before it started. Reads come in two forms:
 //!
@@ -231,7 +236,10 @@
 //!   operation ran, once; its response is dropped). A call that dropped several resumes
 //!   the first panic and drops the others. No operation is lost or run twice, and the
 //!   instance is not poisoned. When the instance is dropped, an operation still in the
-//!   log that panics makes the drop panic; everything else is still dropped.
+//!   log that panics makes the drop panic; everything else is still dropped. While the
+//!   instance has one replica the log is skipped and `dispatch_mut` consumes the
+//!   operation itself, so its `Drop` runs there: a panic in it is that operation's own
+//!   (as if `dispatch_mut` panicked, its effect kept).
 //! - **`Drop` of a `Response`** panics where LD-NR drops one (each replica computes a
 //!   response for every operation; only the owner's replica's is returned): caught and
 //!   ignored, the operation was applied in full.
@@ -277,7 +285,7 @@
 //! | a [`ThreadToken`] of another instance (also of a dropped one) | panics: "a ThreadToken of another NodeReplicated instance" |
 //! | sending a `ThreadToken` to another thread | does not compile (`ThreadToken: !Send + !Sync`) |
 //! | `read`, `execute`, `execute_mut`, `register`, `deregister`, `add_replica` or `remove_replica` (or `thread_token` when it has to register) from inside user code that the instance runs on the calling thread (a `read` closure, `dispatch`, `dispatch_mut`, `Clone` of `D` or of an operation, `Drop` of an operation, the affinity manager), with any token, also through another instance's callbacks (up to 8 nested instances) | panics: "re-entrant call" (inside `dispatch_mut` that is the operation's panic; inside a `Drop`, resumed by the combining call; see above). Without `std`, only `execute`/`execute_mut` with the token of the thread running `dispatch`/`dispatch_mut` are detected; the others may deadlock. Calling back into the instance from `dispatch_mut` breaks the determinism contract anyway |
-//! | a `WriteOperation` whose `Drop` panics (the log drops it when its slot is reused) | the call that was combining then panics with it, after its own operation ran (once); nothing lost or run twice, not poisoned. Without `std`: poisoned |
+//! | a `WriteOperation` whose `Drop` panics (the log drops it when its slot is reused) | the call that was combining then panics with it, after its own operation ran (once); nothing lost or run twice, not poisoned. With one replica (no log), the operation's own call panics with it, its effect kept. Without `std`: poisoned |
 //! | the same, for an operation still in the log when the instance is dropped | the drop panics; everything else is still dropped |
 //! | a `Response` whose `Drop` panics (LD-NR drops every replica's response but the owner's) | caught and ignored; the operation was applied in full |
 //! | a panic payload whose `Drop` panics (from `dispatch_mut`, or a second drop panic in one call) | the owner gets it as usual; where no one gets it, it is forgotten (leaked) rather than dropped |
@@ -315,7 +323,8 @@
 //!   **L5** (each operation is dropped exactly once, never between a reservation and its
 //!   write), **L6** (the only live replica may skip the clone lock), **L7** (a GC that
 //!   overlapped a replica joining is redone), **L8** (indices compared by wrapping
-//!   difference);
+//!   difference), **L9** (the only live replica applies writes directly: a replica
+//!   added later is cloned from it under its combiner lock);
 //! - `replica`: the replica's data — **P1** (mutation needs the combiner lock and the
 //!   write lock), **P2** (readers hold the read lock), **P4** (data is installed and taken
 //!   out only under both locks, in shells that are never freed);

@@ -46,11 +46,23 @@
 //!   of one under its combiner lock) is the only thread that clones entries and writes
 //!   `ctail` until it releases the lock: adding a replica needs that lock (the only
 //!   replica is the clone source), and helping needs a second live replica. Such a
-//!   combiner is also the only appender; it reserves, skips the clone lock and updates
-//!   `ctail` with plain loads and stores.
+//!   combiner is also the only appender (in fact it appends nothing, L9); it catches up
+//!   with what other replicas appended before they went, skipping the clone lock, and
+//!   updates `ctail` with plain loads and stores.
 //! - **L7** A replica joins at the position of an active replica (its clone source),
 //!   frozen while the new slot is activated; a garbage collection whose scan overlapped
 //!   an activation is redone, so `head` never passes a joining replica (I3).
+//! - **L9** *Direct mode.* The combiner of the only live replica (L6), holding its
+//!   combiner lock, with the replica at the tail (it applied every entry appended so
+//!   far), may apply operations straight to the replica without appending them. The
+//!   log exists so that other replicas can replay what one replica did; with no other
+//!   replica there is nobody to replay to. A replica added later is cloned from this one
+//!   under its combiner lock (the only replica is the clone source, and cloning needs
+//!   the lock) and is counted live before the lock is released, so the clone's state
+//!   includes every operation applied directly and it joins the log at the source's
+//!   position, from which both replay the same entries. Positions, `ctail` and `head` do
+//!   not move for a direct operation: a reader of the replica orders itself with it by
+//!   the read lock, as with any batch, and no other replica exists to read from.
 //!
 //! `head` is a cache of `min(position(r))` over the active replicas; it is recomputed
 //! only when a reservation does not fit (garbage collection). `ctail` is the largest
@@ -337,12 +349,10 @@ impl<W: Clone> Log<W> {
     }
 
     /// Reserves `n` consecutive indices and returns the first, or `None` if the log has no
-    /// room until the slowest active replica advances.
-    ///
-    /// `sole`: the caller is the combiner of the only live replica, the only appender
-    /// (L6), and a plain store replaces the CAS.
+    /// room until the slowest active replica advances. (The only live replica never
+    /// reserves: it applies its writes directly, L9.)
     #[inline(always)]
-    fn try_reserve(&self, n: usize, sole: bool) -> Option<usize> {
+    fn try_reserve(&self, n: usize) -> Option<usize> {
         debug_assert!(n <= self.max_batch());
         loop {
             // Acquire: pairs with the AcqRel CAS in `collect` (L2). Read before the tail,
@@ -364,11 +374,6 @@ impl<W: Clone> Log<W> {
                 }
             }
             let next = tail.wrapping_add(n);
-            if sole {
-                // Release: as the CAS below.
-                self.tail.store(next, Ordering::Release);
-                return Some(tail);
-            }
             // Release on success: a thread that sees the new tail (`Log::tail`) knows these
             // indices are owned by a writer that is about to write them.
             if self
@@ -518,7 +523,7 @@ impl<W: Clone> Appender<'_, W> {
     /// room until the slowest active replica advances.
     #[inline(always)]
     pub(crate) fn try_reserve(&self, n: usize) -> Option<usize> {
-        self.log.try_reserve(n, self.sole)
+        self.log.try_reserve(n)
     }
 
     /// Returns a clone of the operation of index `idx`, waiting until its writer wrote it.
@@ -588,9 +593,9 @@ mod tests {
     fn reserve_respects_capacity_and_gc() {
         let log: Log<u64> = Log::new(8);
         log.activate(0, 0);
-        assert_eq!(log.try_reserve(4, false), Some(0));
-        assert_eq!(log.try_reserve(4, false), Some(4));
-        assert_eq!(log.try_reserve(1, false), None, "a full log refuses");
+        assert_eq!(log.try_reserve(4), Some(0));
+        assert_eq!(log.try_reserve(4), Some(4));
+        assert_eq!(log.try_reserve(1), None, "a full log refuses");
         for i in 0..8 {
             assert!(log.write(i, i as u64).is_none(), "u64 needs no drop");
         }
@@ -598,12 +603,8 @@ mod tests {
             assert_eq!(log.read(i, false), i as u64);
         }
         log.publish(0, 3, false);
-        assert_eq!(
-            log.try_reserve(4, false),
-            None,
-            "only three entries are free"
-        );
-        assert_eq!(log.try_reserve(3, false), Some(8));
+        assert_eq!(log.try_reserve(4), None, "only three entries are free");
+        assert_eq!(log.try_reserve(3), Some(8));
         assert_eq!(log.ctail(), 3);
     }
 
@@ -612,18 +613,18 @@ mod tests {
         let log: Log<u64> = Log::new(4);
         log.activate(0, 0);
         log.activate(1, 0);
-        assert_eq!(log.try_reserve(2, false), Some(0));
-        assert_eq!(log.try_reserve(2, false), Some(2));
+        assert_eq!(log.try_reserve(2), Some(0));
+        assert_eq!(log.try_reserve(2), Some(2));
         for i in 0..4 {
             assert!(log.write(i, i as u64).is_none(), "u64 needs no drop");
         }
         log.publish(0, 4, false);
         assert_eq!(log.collect(), 0, "slot 1 still holds the head");
         assert_eq!(log.laggard(4), Some(1));
-        assert_eq!(log.try_reserve(1, false), None);
+        assert_eq!(log.try_reserve(1), None);
         log.publish(1, 1, false);
         assert_eq!(log.collect(), 1);
-        assert_eq!(log.try_reserve(1, false), Some(4));
+        assert_eq!(log.try_reserve(1), Some(4));
         assert_eq!(log.laggard(1), None, "nobody is below 1");
         assert_eq!(log.ctail(), 4);
     }
@@ -635,7 +636,7 @@ mod tests {
             let log: Log<Counted> = Log::new(4);
             log.activate(0, 0);
             for lap in 0..10 {
-                let start = log.try_reserve(2, false).unwrap();
+                let start = log.try_reserve(2).unwrap();
                 drop(log.write(start, Counted(token.clone())));
                 drop(log.write(start + 1, Counted(token.clone())));
                 drop(log.read(start, false));
@@ -656,7 +657,7 @@ mod tests {
             assert!(log.write(i, Counted(token.clone())).is_none(), "fresh slot");
         }
         log.publish(0, 4, false);
-        let start = log.try_reserve(2, false).unwrap();
+        let start = log.try_reserve(2).unwrap();
         let displaced = log.write(start, Counted(token.clone()));
         assert!(
             displaced.is_some(),
@@ -680,7 +681,7 @@ mod tests {
             }
             let mut next = start;
             for round in 0..8u64 {
-                let first = log.try_reserve(2, sole).expect("room after publishing");
+                let first = log.try_reserve(2).expect("room after publishing");
                 assert_eq!(first, next);
                 for k in 0..2 {
                     assert!(log

@@ -50,7 +50,7 @@ use crate::dispatch::Dispatch;
 use crate::dispatcher::{self, AdminGuard, Candidate};
 use crate::error::Error;
 use crate::log::MAX_REPLICAS;
-use crate::replica::ReplicaId;
+use crate::replica::{ReplicaId, Start};
 use crate::shared::Shared;
 use crate::sync::Ordering;
 
@@ -99,6 +99,7 @@ where
         // memory policy or in `clone` unfreezes it and changes nothing (I8).
         let frozen = self.replicas.shell(source).freeze();
         let position = self.log.position(source);
+        let direct = self.replicas.shell(source).direct();
         let data = affinity::on_node(manager, node, || {
             frozen
                 .frozen(D::clone)
@@ -107,10 +108,14 @@ where
 
         // Installed while the source is frozen at `position` and active, so GC stays at
         // or below it (I3), and counted live before the source unfreezes (log L6).
-        self.replicas
-            .install(slot, node, data, position, &self.log, || {
-                self.readers_of(slot)
-            });
+        self.replicas.install(
+            slot,
+            node,
+            data,
+            Start { position, direct },
+            &self.log,
+            || self.readers_of(slot),
+        );
         let shell = self.replicas.shell(slot);
         let id = self.replicas.next_id();
         let admin = self.threads.admin();

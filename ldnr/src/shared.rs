@@ -75,7 +75,7 @@ where
     /// # Panics
     ///
     /// On a token of another instance, a poisoned instance, and a re-entrant call.
-    #[inline]
+    #[inline(always)]
     #[track_caller]
     pub(crate) fn enter(&self, tkn: ThreadToken) -> usize {
         let tid = self.threads.check(tkn);
@@ -133,7 +133,7 @@ where
                         id,
                         node: r.node(),
                         threads: r.threads.load(Ordering::Relaxed),
-                        applied: self.log.applied(slot),
+                        applied: self.log.applied(slot).wrapping_add(r.direct()),
                     })
                 })
                 .collect()

@@ -4,7 +4,9 @@
 //!
 //! - a write operation's `Drop`, when the log drops it a lap later (the slot is reused):
 //!   the panic is resumed in the thread whose call was combining at that moment, after
-//!   that call's own operation completed (its response is dropped);
+//!   that call's own operation completed (its response is dropped); with one replica the
+//!   log is skipped and `dispatch_mut` drops the operation, so the panic is the
+//!   operation's own;
 //! - a write operation's `Drop` when the instance is dropped: the panic unwinds out of the
 //!   drop, and every other operation is still dropped;
 //! - a response's `Drop` on a replica that is not the owner's (where LD-NR drops the
@@ -193,43 +195,53 @@ fn assert_every_replica_holds_each_id_once(nr: &NodeReplicated<Journal>, n: u64)
     assert_eq!(ids, (0..n).collect::<Vec<_>>(), "every write exactly once");
 }
 
-/// One thread, one replica, a four-entry log: write `i` reuses the slot of write `i - 4`
+/// One thread, two replicas, a four-entry log: write `i` reuses the slot of write `i - 4`
 /// and drops that operation. Op 2's `Drop` panics: the panic reaches the call of write
 /// 6, whose own operation is applied (once) all the same; every later call works, the
-/// instance is not poisoned, and the op is dropped exactly once.
+/// instance is not poisoned, and the op is dropped exactly once. With one replica (no
+/// log, L9) the panic reaches write 2's own call instead, its effect kept.
 #[test]
 fn a_displaced_operation_that_panics_in_drop_reaches_the_combining_call() {
     quiet_panics(&[TAG]);
-    watchdog("drop panic, one thread", LIMIT, || {
-        let live = Arc::new(Live::default());
-        let nr = NodeReplicated::builder(Journal::new(&live))
-            .log_capacity(4)
-            .build()
-            .unwrap();
-        let tkn = nr.register().unwrap();
-        for id in 0..20u64 {
-            let op = Op::new(id, id == 2, &live);
-            if id == 6 {
-                let m = panic_message(|| nr.execute_mut(op, tkn));
-                assert_eq!(m, format!("{TAG} op 2 dropped"));
-            } else {
-                assert_eq!(nr.execute_mut(op, tkn).disarm(), id as usize);
-            }
+    for (replicas, panics_at) in [(2, 6), (1, 2)] {
+        watchdog("drop panic, one thread", LIMIT, move || {
+            one_thread_drop_panic(replicas, panics_at)
+        });
+    }
+}
+
+fn one_thread_drop_panic(replicas: usize, panics_at: u64) {
+    let live = Arc::new(Live::default());
+    let nr = NodeReplicated::builder(Journal::new(&live))
+        .replicas(&vec![NodeId(0); replicas])
+        .log_capacity(4)
+        .build()
+        .unwrap();
+    let tkn = nr.register().unwrap();
+    for id in 0..20u64 {
+        let op = Op::new(id, id == 2, &live);
+        if id == panics_at {
+            let m = panic_message(|| nr.execute_mut(op, tkn));
+            assert_eq!(m, format!("{TAG} op 2 dropped"), "{replicas} replicas");
+        } else {
+            assert_eq!(nr.execute_mut(op, tkn).disarm(), id as usize);
         }
-        assert_every_replica_holds_each_id_once(&nr, 20);
-        // Not poisoned: reconfiguration works, and so do operations on the new replica.
-        let added = nr.add_replica(NodeId(0)).unwrap();
-        assert_eq!(nr.replicas().len(), 2);
-        nr.remove_replica(nr.replicas()[0].id).unwrap();
-        assert_eq!(nr.replica_of(tkn), Some(added));
-        assert_eq!(nr.execute_mut(Op::new(20, false, &live), tkn).disarm(), 20);
-        drop(nr);
-        assert_eq!(
-            live.now(),
-            0,
-            "every operation and journal dropped exactly once"
-        );
-    });
+    }
+    assert_every_replica_holds_each_id_once(&nr, 20);
+    // Not poisoned: reconfiguration works, and so do operations on the new replica.
+    let added = nr.add_replica(NodeId(0)).unwrap();
+    assert_eq!(nr.replicas().len(), replicas + 1);
+    for r in nr.replicas().iter().filter(|r| r.id != added) {
+        nr.remove_replica(r.id).unwrap();
+    }
+    assert_eq!(nr.replica_of(tkn), Some(added));
+    assert_eq!(nr.execute_mut(Op::new(20, false, &live), tkn).disarm(), 20);
+    drop(nr);
+    assert_eq!(
+        live.now(),
+        0,
+        "every operation and journal dropped exactly once"
+    );
 }
 
 /// Four threads on two replicas share a four-entry log; every seventh operation panics

@@ -106,21 +106,21 @@ fn setter(nr: &NodeReplicated<Reg>, flags: &Flags, writes: u64) {
     );
 }
 
-/// Model 1: One replica, so the writer starts on the sole-replica fast path (L6: plain
-/// reservation, no clone lock, plain `ctail` store), capacity 4; the writer writes five
-/// times (the log wraps: index 4 reuses slot 0) while the other thread adds a replica,
-/// which freezes the writer's replica as its clone source (the writer waits for the
-/// clone, or combines on the new replica as a stand-in once that is visible) and must
-/// flip the writer off the fast path from its next batch on. Then the other thread
-/// registers (on the new replica, which serves no thread yet), reads while the writer may
-/// still write, and adds 0: a second appender that leaves the value alone, so that a
-/// writer still on the fast path would hand out an index twice.
+/// Model 1: One replica, so the writer starts in direct mode (L9: its writes skip the log),
+/// capacity 4; the writer writes five times while the other thread adds a replica, which
+/// freezes the writer's replica as its clone source (the writer waits for the clone, or
+/// combines on the new replica as a stand-in once that is visible): the clone must hold
+/// every write applied directly before it, and the writer must switch to the log from its
+/// next batch on (the log wraps if the add comes early: index 4 reuses slot 0). Then the
+/// other thread registers (on the new replica, which serves no thread yet), reads while
+/// the writer may still write, and adds 0: a write on the new replica that leaves the
+/// value alone, which a writer still in direct mode would never see.
 ///
 /// Asserts: the writer terminates and each of its responses is the previous value; the
 /// concurrent read returns a written value and the write after it sees at least that
 /// value; after both threads are done, each reads the last value on its own replica;
-/// both replicas end at position 6 with one thread each, the second thread on the new
-/// replica.
+/// both replicas have applied 6 writes (log entries and direct ones) with one thread
+/// each, the second thread on the new replica.
 ///
 /// Bound 1: about 20 000 executions, 5 s; bound 2 takes 500 000 executions and two
 /// minutes or more. Bound 1 catches the live count raised only after the source is
@@ -139,8 +139,8 @@ fn add_replica_racing_append_and_gc() {
         let tkn = nr.register().unwrap();
         let during = nr.execute((), tkn);
         assert!(during <= WRITES, "read a value never written: {during}");
-        // A second appender that leaves the value alone: if the writer could still be on
-        // the sole path (L6), its plain `tail` store would hand out an index twice.
+        // A write on the new replica that leaves the value alone: if the writer could still
+        // be in direct mode (L9), its later writes would never reach this replica.
         let seen = nr.execute_mut(Write::Add(0), tkn);
         assert!(
             (during..=WRITES).contains(&seen),

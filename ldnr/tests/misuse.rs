@@ -209,8 +209,9 @@ impl Dispatch for Calls {
 /// `dispatch_mut` with a *second* token of the same thread, or by reconfiguring or
 /// registering; from the structure's `Clone` while `add_replica` clones it (the source is
 /// frozen: with one replica this waited for itself for ever); from a write operation's
-/// `Drop` when the log drops it. Each panics with "re-entrant call" (from a write
-/// operation, as that operation's panic; from a `Drop`, in the call that was combining)
+/// `Drop` (with one replica when `dispatch_mut` consumes it, with two when the log drops
+/// it). Each panics with "re-entrant call" (from a write operation, as that operation's
+/// panic; from a `Drop` in the log, in the call that was combining)
 /// and the instance keeps working: the same replicas, every write applied once.
 #[test]
 fn every_call_back_into_the_instance_panics_instead_of_waiting_for_itself() {
@@ -255,13 +256,21 @@ fn every_call_back_into_the_instance_panics_instead_of_waiting_for_itself() {
         ON_CLONE.with(|c| c.set(Call::Nothing));
         assert!(m.contains("re-entrant call"), "clone: {m}");
         assert_eq!(ids(nr), before, "a failed add changes nothing");
-        // From a write operation's `Drop`: the log drops it four writes later.
-        let op = CallOp {
+        // From a write operation's `Drop`. With one replica the log is skipped (L9):
+        // `dispatch_mut` consumes the operation, so its `Drop` runs there and the panic is
+        // the operation's own, its effect kept.
+        let dropping = || CallOp {
             call: Call::Nothing,
             on_drop: Call::WriteWithSecondToken,
         };
         writes += 1;
-        assert_eq!(nr.execute_mut(op, tkn), writes);
+        let m = panic_message(|| nr.execute_mut(dropping(), tkn));
+        assert!(m.contains("re-entrant call"), "drop, one replica: {m}");
+        assert_eq!(nr.execute(Call::Nothing, tkn), writes, "applied once");
+        // With two replicas the log drops it four writes later, in the call combining then.
+        let added = nr.add_replica(NodeId(0)).unwrap();
+        writes += 1;
+        assert_eq!(nr.execute_mut(dropping(), tkn), writes);
         for k in 0..4 {
             writes += 1;
             if k == 3 {
@@ -273,7 +282,6 @@ fn every_call_back_into_the_instance_panics_instead_of_waiting_for_itself() {
         }
         assert_eq!(nr.execute(Call::Nothing, tkn), writes, "each write once");
         CALLS.with(|h| h.set(None));
-        let added = nr.add_replica(NodeId(0)).unwrap();
         assert_eq!(nr.replicas().len(), 2, "the instance still reconfigures");
         nr.remove_replica(added).unwrap();
     });

@@ -172,7 +172,10 @@ fn summing_on_two(on: &[usize], manager: alloc::sync::Arc<Movable>) -> Shared<Su
             slot,
             NodeId(slot),
             Sum(0),
-            0,
+            Start {
+                position: 0,
+                direct: 0,
+            },
             &shared.log,
             core::iter::empty,
         );

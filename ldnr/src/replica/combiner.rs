@@ -2,11 +2,15 @@
 //! the log to the replica's data and back.
 //!
 //! ```text
+//!   write_op:    alone (lock free, nothing pending, the only live replica, up to date,
+//!                log L9): apply op directly ─> unlock; otherwise op into own context
 //!   write(tid):  op in own context ─> try the replica's combiner lock
 //!       got it:  combine: collect pending ops ─> reserve log range ─> write ops
 //!                ─> apply the log up to the batch end (write lock, memory policy)
 //!                ─> publish position, ctail ─> complete the others ─> unlock
 //!                ─> drop what the writes displaced (L5)
+//!       sole:    (the only live replica, log L9) catch up with the log ─> apply the
+//!                batch directly (write lock, memory policy) ─> complete ─> unlock
 //!       missed:  publish op on the replica's pending stack; wait for DONE,
 //!                combining whenever the lock is free
 //!   read(tid):   wait until the replica's position ≥ the ctail seen on entry (or combine
@@ -16,6 +20,14 @@
 //! A combiner that cannot reserve (the log is full because a replica lags) applies its
 //! own replica, then the most lagging one whose combiner lock is free (cross-combining,
 //! [`help_laggard`](Shared::help_laggard)), under that replica's memory policy.
+//!
+//! The *sole* case (log L9): while a replica is the only live one, no other replica
+//! replays the log, so its combiners apply operations directly, and a thread alone on it
+//! ([`write_alone`](Shared::write_alone)) skips the batch and its context too. That path is what a
+//! single-replica instance runs, so it is kept to a lock, the write lock and the
+//! operation: a write through the log executes about 114 stores (callgrind), and with
+//! that many the store queue keeps one write's cache misses from overlapping the next's
+//! (`bench/ab/store_queue.rs`).
 //!
 //! Everything here works on [`Shared`]: the log, the replica set, the threads' contexts,
 //! the affinity manager and the poison flag — not on the public handle.
@@ -44,6 +56,13 @@ use crate::log::Appender;
 use crate::shared::{Ctx, Shared};
 use crate::sync::{Backoff, CachePadded, Callbacks, Ordering};
 
+/// What [`Shared::write_alone`] hands back when the write is not alone: the operation,
+/// and the replica's slot and combiner lock if it took them.
+type Missed<'a, D> = (
+    <D as Dispatch>::WriteOperation,
+    Option<(usize, CombinerGuard<'a, D>)>,
+);
+
 /// While a combiner appends its batch: if a panic unwinds (the instance is then
 /// poisoned, by `apply` or `check`), the operations of `batch[next..]`, claimed but not
 /// yet in the log, are marked `PENDING` again, so that dropping the instance drops them
@@ -67,6 +86,50 @@ impl<D> Shared<D>
 where
     D: Dispatch + Clone + Send + Sync,
 {
+    /// The write path of thread `tid` for `op`: first [`write_alone`](Self::write_alone),
+    /// inlined into the caller with the operation still in registers; otherwise the
+    /// operation goes into the thread's context and [`write`](Self::write) runs.
+    #[inline(always)]
+    #[track_caller]
+    pub(crate) fn write_op(&self, tid: usize, op: D::WriteOperation) -> D::Response {
+        let ctx = self.threads.context(tid);
+        match self.write_alone(ctx, op) {
+            Ok(outcome) => self.respond(ctx, outcome),
+            Err((op, held)) => {
+                // SAFETY: the token proves this thread owns context `tid`; a context is
+                // `EMPTY` between operations (C1; `put_op` checks it).
+                unsafe { ctx.put_op(op) };
+                // Got the lock but not alone (others wait, or the log has entries to
+                // apply): combine now rather than hand the lock back and try again.
+                if let Some((slot, combiner)) = held {
+                    if let Some(response) = self.combine_own(tid, slot, combiner) {
+                        return response;
+                    }
+                }
+                self.write(tid)
+            }
+        }
+    }
+
+    /// Combines the calling thread's own operation (in its context `tid`) with whatever
+    /// waits on replica `slot`, whose combiner lock it holds, and returns its response;
+    /// `None` if the replica was removed (the operation is still in the context).
+    #[inline]
+    fn combine_own(
+        &self,
+        tid: usize,
+        slot: usize,
+        combiner: CombinerGuard<'_, D>,
+    ) -> Option<D::Response> {
+        let ctx = self.threads.context(tid);
+        let applying = ctx.applying();
+        let live = self.combine(slot, combiner, tid, true);
+        drop(applying);
+        // SAFETY: when live, `combine` stored the outcome of our own operation. Its panic,
+        // if it raised one, resumes here, after the combiner lock is released.
+        live.then(|| self.respond(ctx, unsafe { ctx.take_response() }))
+    }
+
     /// The write path of thread `tid`, whose operation is in its context: combine it
     /// (with whatever else waits on its replica), or publish it and wait for a combiner.
     pub(crate) fn write(&self, tid: usize) -> D::Response {
@@ -83,16 +146,9 @@ where
             }
             let replica = self.replicas.shell(slot);
             if let Some(combiner) = replica.try_combine() {
-                // Fast path: combine our own operation without publishing it.
-                let applying = ctx.applying();
-                let live = self.combine(slot, combiner, tid, true);
-                drop(applying);
-                if live {
-                    // SAFETY: `combine` stored the outcome of our own operation.
-                    let outcome = unsafe { ctx.take_response() };
-                    // Resumes the operation's panic, if it raised one, here, after the
-                    // combiner lock is released.
-                    return self.respond(ctx, outcome);
+                // Combine our own operation without publishing it.
+                if let Some(response) = self.combine_own(tid, slot, combiner) {
+                    return response;
                 }
                 // The replica was removed: our operation is still ours; go again.
                 continue;
@@ -304,7 +360,8 @@ where
             self.give_back_exited_soon();
         }
         // The log's mode for this batch (L6), read under our combiner lock.
-        let log = self.log.appender(self.replicas.is_sole());
+        let sole = self.replicas.is_sole();
+        let log = self.log.appender(sole);
         let mut batch = core::mem::take(combiner.batch());
         batch.clear();
         if own {
@@ -319,6 +376,12 @@ where
         if batch.is_empty() {
             // Nothing to append: just catch up with what others appended.
             self.apply(&combiner, log, slot, self.log.tail(), 0, &[]);
+        } else if sole {
+            // Direct mode (L9): catch up with what a replica removed since appended, then
+            // apply the batch without the log.
+            self.apply(&combiner, log, slot, self.log.tail(), 0, &[]);
+            self.apply_direct(&combiner, slot, &batch);
+            combiner.count_direct(batch.len());
         } else {
             let mut unappended = Unappended {
                 contexts,
@@ -343,6 +406,8 @@ where
                 self.apply(&combiner, log, slot, end, start, chunk);
             }
             core::mem::forget(unappended);
+        }
+        if !batch.is_empty() {
             combiner.count_batch(batch.len());
             let claimed = if own { &batch[1..] } else { &batch[..] };
             for &tid in claimed {
@@ -362,6 +427,130 @@ where
             poison.disarm();
         }
         true
+    }
+
+    /// The write of the calling thread (context `ctx`) when it is all there is to do, in
+    /// direct mode (log L9): the combiner lock of its replica is free, nothing waits on
+    /// the pending stack, the replica is the only live one (read under the combiner
+    /// lock, L6) and has applied every entry appended so far, and no exited thread waits
+    /// to be given back. Then `op` is applied straight to the replica under its write
+    /// lock and memory policy (its panic caught as in `apply`; an unwind poisons, P1,
+    /// I6), and its outcome returned; it never enters the context or the log. Otherwise
+    /// `op` comes back untouched, with nothing changed, for the full path (with the
+    /// combiner lock and the replica's slot if it was taken: the caller combines). This is the
+    /// whole write of a single-replica instance used by one thread at a time, so it is
+    /// kept small and inlined into the caller: every store here counts (module docs).
+    #[inline(always)]
+    fn write_alone(
+        &self,
+        ctx: &Ctx<D>,
+        op: D::WriteOperation,
+    ) -> Result<Outcome<D::Response>, Missed<'_, D>> {
+        // Acquire: as in `write`. A frozen replica's lock is held by the clone, so
+        // `try_combine` fails and the full path finds the stand-in.
+        let slot = ctx.replica.load(Ordering::Acquire);
+        let replica = self.replicas.shell(slot);
+        let Some(combiner) = replica.try_combine() else {
+            return Err((op, None));
+        };
+        // The only live replica, under its combiner lock: the only appender (L6), so the
+        // tail cannot move while we hold the lock.
+        let alone = replica.pending.is_empty()
+            && self.replicas.is_sole()
+            && combiner.is_live()
+            && self.log.reached(self.log.position(slot), self.log.tail());
+        #[cfg(feature = "std")]
+        let alone = alone && !self.threads.exits.pending();
+        if !alone {
+            return Err((op, Some((slot, combiner))));
+        }
+        let applying = ctx.applying();
+        self.poison.check();
+        let inside = self.callbacks();
+        if !self.memory.steers() {
+            // No memory policy: nothing but `dispatch_mut` runs user code below, and its
+            // panic is the caller's own (the operation's owner). With `std` it unwinds
+            // from here as `respond` would resume it, releasing the locks on the way (the
+            // write keeps its partial effect, P1) and poisoning nothing; without `std` it
+            // poisons, as any panic in a combiner. No `catch_unwind`, no outcome in
+            // memory: this is the path of every single-node program.
+            #[cfg(not(feature = "std"))]
+            let poison = self.poison.on_unwind();
+            let write = replica.rw.write(slot, || self.readers_of(slot));
+            // SAFETY: the write lock is held until it is dropped below (P1).
+            let response = unsafe { combiner.mutate(|d| d.dispatch_mut(op)) };
+            let Some(response) = response else {
+                // Cannot happen: `is_live` was checked under our combiner lock (P4).
+                unreachable!("a live replica has data");
+            };
+            drop(write);
+            #[cfg(not(feature = "std"))]
+            poison.disarm();
+            drop(inside);
+            combiner.count_alone();
+            drop(combiner);
+            drop(applying);
+            return Ok(ok(response));
+        }
+        // As in `apply`: covers the user code below; an unwind past it poisons.
+        let poison = self.poison.on_unwind();
+        let policy = self.memory.for_batch(replica.node());
+        let write = replica.rw.write(slot, || self.readers_of(slot));
+        // SAFETY: the write lock is held until it is dropped below (P1).
+        let applied = unsafe { combiner.mutate(|d| outcome(|| d.dispatch_mut(op))) };
+        let Some(applied) = applied else {
+            // Cannot happen: `is_live` was checked under our combiner lock, and data is
+            // only taken out under it (P4).
+            unreachable!("a live replica has data");
+        };
+        drop(write);
+        drop(policy);
+        drop(inside);
+        poison.disarm();
+        combiner.count_alone();
+        drop(combiner);
+        drop(applying);
+        Ok(applied)
+    }
+
+    /// Applies the operations of `batch` (contexts whose operations the combiner owns:
+    /// its own, or claimed) straight to the combiner's replica in direct mode (log L9:
+    /// the only live replica, at the tail, under its combiner lock), under its write lock
+    /// and memory policy; each outcome goes to its context. Panics are isolated per
+    /// operation as in `apply`; an unwind past this poisons, and the operations not yet
+    /// taken are marked `PENDING` again for the instance's drop ([`Unappended`]).
+    fn apply_direct(&self, combiner: &CombinerGuard<'_, D>, slot: usize, batch: &[usize]) {
+        self.poison.check();
+        let contexts: &[CachePadded<Ctx<D>>] = self.threads.contexts();
+        let mut untaken = Unappended {
+            contexts,
+            batch,
+            next: 0,
+        };
+        let poison = self.poison.on_unwind();
+        let _inside = self.callbacks();
+        let replica = combiner.replica();
+        let policy = self.memory.for_batch(replica.node());
+        let write = replica.rw.write(slot, || self.readers_of(slot));
+        for &tid in batch {
+            // SAFETY: `tid` is the combiner's own context or one it claimed; each is taken
+            // exactly once (C1).
+            let op = unsafe { contexts[tid].take_op() };
+            untaken.next += 1;
+            // SAFETY: the write lock is held until it is dropped below (P1).
+            let applied = unsafe { combiner.mutate(|d| outcome(|| d.dispatch_mut(op))) };
+            let Some(applied) = applied else {
+                // Cannot happen: as in `write_alone`.
+                unreachable!("a live replica has data");
+            };
+            // SAFETY: the operation was taken above; its one outcome, read by the owner
+            // only after `DONE` or after `combine` returns (C1).
+            unsafe { contexts[tid].put_response(applied) };
+        }
+        core::mem::forget(untaken);
+        drop(write);
+        drop(policy);
+        poison.disarm();
     }
 
     /// Reserves `n` log entries for the combiner of `slot`, making room if needed: the

@@ -530,6 +530,13 @@ impl PendingStack {
         }
     }
 
+    /// Whether no context is on the stack now. A hint: a context pushed right after is
+    /// served by the next combiner, or its owner combines it when it finds the lock free.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.load(Ordering::Relaxed) == NIL
+    }
+
     /// Pops the whole stack and calls `f` with each thread index on it.
     pub(crate) fn take<W, R>(
         &self,

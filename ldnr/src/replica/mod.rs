@@ -41,7 +41,7 @@ mod set;
 
 use context::PendingStack;
 use rwlock::{ReaderSet, RwLock};
-pub(crate) use set::ReplicaSet;
+pub(crate) use set::{ReplicaSet, Start};
 
 /// Identifies a replica of one `NodeReplicated` instance. Ids are never reused, so a
 /// stale id of a removed replica is recognised as unknown.
@@ -137,7 +137,10 @@ pub struct ReplicaInfo {
     pub node: NodeId,
     /// How many registered threads it serves.
     pub threads: usize,
-    /// How many log entries it has applied.
+    /// How many writes it has applied: log entries, and, while it was the only replica
+    /// (or its clone source was, before the clone), writes applied to it directly
+    /// without the log (crate docs, "Reads and writes"). Replicas that hold the same
+    /// state report the same count.
     pub applied: usize,
 }
 
@@ -152,7 +155,9 @@ pub struct ReplicaStats {
     /// Batches its combiners appended and applied (flat combining: one per combining
     /// turn that had operations).
     pub batches: usize,
-    /// Write operations those batches appended (`appended / batches` is the mean batch).
+    /// Write operations those batches combined (`appended / batches` is the mean
+    /// batch): appended to the log, or, while this is the only replica, applied to it
+    /// directly (crate docs, "Reads and writes").
     pub appended: usize,
     /// Log entries applied to it by combiners of other replicas (cross-combining: it
     /// lagged while the log filled).
@@ -271,7 +276,7 @@ struct CombinerLock {
 pub(crate) struct Counters {
     /// Batches combined (appended and applied) by this replica's combiners.
     batches: AtomicUsize,
-    /// Write operations those batches appended to the log.
+    /// Write operations those batches combined (appended, or applied directly: log L9).
     appended: AtomicUsize,
     /// Log entries applied to this replica by combiners of other replicas
     /// (cross-combining).
@@ -280,6 +285,13 @@ pub(crate) struct Counters {
     freezes: AtomicUsize,
     /// Nanoseconds it spent frozen (with `std`).
     frozen_ns: AtomicUsize,
+    /// Writes its state holds that were applied directly, not through the log (log L9):
+    /// by its own combiners while it was the only replica, and by its clone source's
+    /// before the clone. With the log position, what [`ReplicaInfo::applied`] counts.
+    direct: AtomicUsize,
+    /// Writes combined alone (`write_alone`: a batch of one, applied directly); counted
+    /// in `batches`, `appended` and `direct` when read, so that path bumps one counter.
+    alone: AtomicUsize,
 }
 
 impl Counters {
@@ -290,6 +302,8 @@ impl Counters {
             helped: AtomicUsize::new(0),
             freezes: AtomicUsize::new(0),
             frozen_ns: AtomicUsize::new(0),
+            direct: AtomicUsize::new(0),
+            alone: AtomicUsize::new(0),
         }
     }
 
@@ -343,13 +357,23 @@ impl<D> Replica<D> {
     /// as they are now.
     pub(crate) fn counters(&self) -> [usize; 5] {
         let c = &self.combiner.counters;
+        let alone = c.alone.load(Ordering::Relaxed);
         [
-            c.batches.load(Ordering::Relaxed),
-            c.appended.load(Ordering::Relaxed),
+            c.batches.load(Ordering::Relaxed).wrapping_add(alone),
+            c.appended.load(Ordering::Relaxed).wrapping_add(alone),
             c.helped.load(Ordering::Relaxed),
             c.freezes.load(Ordering::Relaxed),
             c.frozen_ns.load(Ordering::Relaxed),
         ]
+    }
+
+    /// How many writes its state holds that were applied directly (log L9). Exact under
+    /// its combiner lock; a snapshot's reading otherwise.
+    pub(crate) fn direct(&self) -> usize {
+        let c = &self.combiner.counters;
+        c.direct
+            .load(Ordering::Relaxed)
+            .wrapping_add(c.alone.load(Ordering::Relaxed))
     }
 
     /// The node of the live replica.
@@ -475,12 +499,33 @@ impl<'a, D> CombinerGuard<'a, D> {
         Counters::bump(&self.replica.combiner.counters.helped, entries);
     }
 
-    /// Starts the counters of a new replica in this shell from zero.
-    pub(crate) fn reset_counters(&self) {
+    /// Starts the counters of a new replica in this shell from zero, but for the writes
+    /// its initial state holds that were applied directly (`direct`: its clone source's).
+    pub(crate) fn reset_counters(&self, direct: usize) {
         let c = &self.replica.combiner.counters;
-        for counter in [&c.batches, &c.appended, &c.helped, &c.freezes, &c.frozen_ns] {
+        for counter in [
+            &c.batches,
+            &c.appended,
+            &c.helped,
+            &c.freezes,
+            &c.frozen_ns,
+            &c.alone,
+        ] {
             counter.store(0, Ordering::Relaxed);
         }
+        c.direct.store(direct, Ordering::Relaxed);
+    }
+
+    /// Counts one write combined alone and applied directly (log L9).
+    #[inline]
+    pub(crate) fn count_alone(&self) {
+        Counters::bump(&self.replica.combiner.counters.alone, 1);
+    }
+
+    /// Counts a batch of `ops` writes applied directly (log L9).
+    #[inline]
+    pub(crate) fn count_direct(&self, ops: usize) {
+        Counters::bump(&self.replica.combiner.counters.direct, ops);
     }
 
     /// The batch buffer.

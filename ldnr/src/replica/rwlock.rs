@@ -116,22 +116,39 @@ impl ReaderSet {
 
     /// The thread indices in the set, below `limit` (the highest index registered + 1).
     #[inline]
-    pub(crate) fn members(&self, limit: usize) -> impl Iterator<Item = usize> + '_ {
-        self.words[..limit.div_ceil(BITS).min(self.words.len())]
-            .iter()
-            .enumerate()
-            .flat_map(|(w, word)| {
-                // Acquire: pairs with the Release in `remove` (R2).
-                let mut bits = word.load(Ordering::Acquire);
-                core::iter::from_fn(move || {
-                    if bits == 0 {
-                        return None;
-                    }
-                    let b = bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    Some(w * BITS + b)
-                })
-            })
+    pub(crate) fn members(&self, limit: usize) -> Members<'_> {
+        Members {
+            words: self.words[..limit.div_ceil(BITS).min(self.words.len())].iter(),
+            // The index of the word before the first: `next` adds `BITS` as it loads one.
+            base: 0usize.wrapping_sub(BITS),
+            bits: 0,
+        }
+    }
+}
+
+/// The thread indices in a [`ReaderSet`], lowest first: one word loaded at a time. (A
+/// plain struct rather than iterator adapters: the writer's scan runs on every write, and
+/// adapters keep more values live across it, which the compiler spills.)
+#[derive(Debug)]
+pub(crate) struct Members<'a> {
+    words: core::slice::Iter<'a, AtomicUsize>,
+    base: usize,
+    bits: usize,
+}
+
+impl Iterator for Members<'_> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        while self.bits == 0 {
+            // Acquire: pairs with the Release in `remove` (R2).
+            self.bits = self.words.next()?.load(Ordering::Acquire);
+            self.base = self.base.wrapping_add(BITS);
+        }
+        let b = self.bits.trailing_zeros() as usize;
+        self.bits &= self.bits - 1;
+        Some(self.base + b)
     }
 }
 
@@ -161,6 +178,9 @@ impl RwLock {
     }
 
     /// Takes the read lock of replica `slot` with the calling thread's reader slot.
+    /// (`#[inline]` here and on the guards' `drop`: without it a user's crate calls them
+    /// out of line, on every operation.)
+    #[inline]
     pub(crate) fn read<'a>(&self, reader: &'a ReaderSlot, slot: usize) -> ReadGuard<'a> {
         let mut backoff = Backoff::new();
         loop {
@@ -216,6 +236,7 @@ impl RwLock {
 }
 
 impl Drop for ReadGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         // Release: pairs with the Acquire in `ReaderSlot::reads`.
         self.reader.0.store(0, Ordering::Release);
@@ -223,6 +244,7 @@ impl Drop for ReadGuard<'_> {
 }
 
 impl Drop for WriteGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         // Release: pairs with the Acquire load in `RwLock::read`.
         self.lock.writer.store(false, Ordering::Release);

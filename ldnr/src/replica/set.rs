@@ -11,6 +11,14 @@ use crate::dispatcher::Candidate;
 use crate::log::{Log, MAX_REPLICAS};
 use crate::sync::{AtomicUsize, Ordering};
 
+/// Where a replica being installed starts: its log position and how many writes its
+/// initial state holds that were applied without the log (log L9: its clone source's).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Start {
+    pub(crate) position: usize,
+    pub(crate) direct: usize,
+}
+
 /// No stand-in: the frozen source is the only live replica, so its threads wait.
 const NO_STAND_IN: usize = usize::MAX;
 
@@ -118,7 +126,8 @@ impl<D> ReplicaSet<D> {
     }
 
     /// Installs `data` as the replica in shell `slot` on `node`, joining the log at
-    /// `position`, and counts it live; the caller then names it (`set_identity`). The one
+    /// `start.position` (`start.direct`: how many writes `data` holds that were applied
+    /// without the log, log L9), and counts it live; the caller then names it (`set_identity`). The one
     /// place that makes a replica live (for `build` and `add_replica`). The order matters:
     ///
     /// 1. the node, before any thread can apply the replica: a helper that applies it
@@ -138,7 +147,7 @@ impl<D> ReplicaSet<D> {
         slot: usize,
         node: NodeId,
         data: D,
-        position: usize,
+        start: Start,
         log: &Log<W>,
         readers: impl FnOnce() -> I,
     ) where
@@ -150,9 +159,9 @@ impl<D> ReplicaSet<D> {
         // A thread that still holds a reference from the shell's previous life may hold
         // its locks for a moment (to hand back operations); wait for it.
         let combiner = shell.combine_blocking();
-        combiner.reset_counters();
+        combiner.reset_counters(start.direct);
         let _write = shell.rw.write(slot, readers);
-        log.activate(slot, position);
+        log.activate(slot, start.position);
         // SAFETY: the write lock is held.
         let old = unsafe { combiner.replace(Some(data)) };
         debug_assert!(old.is_none(), "a free shell holds no data");
