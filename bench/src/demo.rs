@@ -10,9 +10,10 @@
 //! - `writes`: write ratios 0, 1, 10, 50 and 100% at fixed thread counts;
 //! - `replicas`: fixed threads, replicas removed then added; throughput and heap bytes;
 //! - `inactivity`: one replica's threads go idle; NR stalls, LD-NR goes on;
-//! - `versus-nr`: LD-NR and NR in alternating rounds at 1–2 threads and replicas and 0,
-//!   10, 100% writes, the median ratio per configuration (what targets (a) and (b) are
-//!   judged on; see the `pairs` module);
+//! - `versus-nr`: LD-NR, NR and `RwLock<HashMap>` in interleaved rounds at 1–2 threads
+//!   and replicas and 0, 10, 100% writes; the median LD-NR/NR and LD-NR/RwLock ratios
+//!   per configuration (what targets (a), (b) and (f) are judged on; see the `pairs`
+//!   module);
 //! - `add-under-load`: the cost of `add_replica` while threads run.
 //! - `soak`: a long checked run under continuous replica changes ([`ldnr_testkit::soak`]).
 //!
@@ -80,9 +81,10 @@ pub(crate) enum Command {
     Replicas,
     /// One replica's threads go idle: NR stalls, LD-NR goes on (child processes).
     Inactivity,
-    /// LD-NR and NR in alternating rounds (ABBA) per configuration; median ratios.
+    /// LD-NR, NR and RwLock<HashMap> in interleaved rounds (mirrored, rotating order) per
+    /// configuration; median LD-NR/NR and LD-NR/RwLock ratios.
     VersusNr {
-        /// Rounds per system and configuration.
+        /// Rounds per configuration (each runs all three structures once).
         #[arg(long, default_value_t = 10)]
         rounds: usize,
     },
@@ -391,6 +393,7 @@ pub fn main() {
     let progress = Progress::new(planned);
     let mut report = Report {
         measured: suite::run_jobs(&jobs, &s, &progress),
+        machine_nodes: real_nodes(),
         ..Report::default()
     };
     if wants(Command::Replicas) {
@@ -400,7 +403,7 @@ pub fn main() {
         report.inactivity = Some(run_inactivity(p, &progress));
     }
     if !pair_configs.is_empty() {
-        progress.say("running versus-nr (LD-NR and NR in alternating rounds) ...");
+        progress.say("running versus-nr (LD-NR, NR and RwLock<HashMap> in interleaved rounds) ...");
         let placement = Placement::new(s.affinity, s.nodes, s.pin);
         report.pairs = pairs::run(
             &pair_configs,

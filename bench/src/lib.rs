@@ -12,8 +12,8 @@
 //! - [`demo`]: the command line.
 //!
 //! Inside: `runner` (the phased, sampled run of one system), `suite` (the `scale`,
-//! `writes` and `replicas` experiments as lists of runs), `pairs` (LD-NR and NR in
-//! alternating rounds, for the targets' ratios), `inactivity` (one replica's threads go
+//! `writes` and `replicas` experiments as lists of runs), `pairs` (LD-NR, NR and
+//! `RwLock<HashMap>` in interleaved rounds, for the targets' ratios), `inactivity` (one replica's threads go
 //! idle; each system in a child process), `experiments` (`add-under-load`), `report`,
 //! `targets` and `charts` (CSV, tables, the targets' verdicts, PNG/SVG charts).
 //!

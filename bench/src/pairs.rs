@@ -1,23 +1,41 @@
-//! Paired, interleaved LD-NR / node-replication measurements: what the targets' ratios
-//! are judged on.
+//! Paired, interleaved measurements of LD-NR, node-replication 0.1.1 and
+//! `RwLock<HashMap>`: what the targets' ratios are judged on.
 //!
 //! On a shared or virtual machine throughput drifts by tens of percent over seconds (a
 //! neighbour's load, frequency changes), so a ratio of two phases run a minute apart
 //! measures the drift as much as the systems. Here each configuration (threads,
-//! replicas, write ratio) builds LD-NR and NR once and runs them in alternating rounds of
-//! one short phase each, in ABBA order (LD-NR, NR, NR, LD-NR, …) so that a linear drift
-//! affects both alike. Each round pair gives one ratio; the summary is the median ratio
-//! with its range.
+//! replicas, write ratio) builds three structures once and runs them in rounds of one
+//! short phase each:
 //!
-//! With one thread, a third structure runs in every round as a reference: the same
-//! `HashMap` behind a `std::sync::RwLock`, with no log and no replication. Any replicated
-//! map over this `HashMap` executes at least what it executes, so its ratio to NR is close
-//! to the most LD-NR could reach against NR at that configuration.
+//! - LD-NR with static replicas;
+//! - NR with as many replicas;
+//! - the same `HashMap` behind a `std::sync::RwLock`, with no log and no replication:
+//!   what a user would otherwise write. Any replicated map over this `HashMap` executes
+//!   at least what it executes, so with one thread its ratio to NR is close to the most
+//!   LD-NR could reach against NR there.
 //!
-//! Both systems get fresh worker threads every round (the runner's), which register
+//! Each round gives one LD-NR / NR and one LD-NR / `RwLock` ratio; the summary is the
+//! median ratio with its range.
+//!
+//! The order within a round generalises ABBA to three structures. Rounds come in
+//! mirrored pairs, so that a linear drift affects any two structures alike over each
+//! pair (as ABBA does for two), and each pair starts from the next rotation, so that over
+//! six rounds every structure runs first, in the middle and last twice (and once right
+//! after itself, across the mirror):
+//!
+//! ```text
+//! round    0      1      2      3      4      5      6 …
+//! order  L N R  R N L  N R L  L R N  R L N  N L R  L N R …   (L LD-NR, N NR, R RwLock)
+//! ```
+//!
+//! A round counts only if all three structures ran in it, so that the ratios stay round
+//! by round.
+//!
+//! Every structure gets fresh worker threads every round (the runner's), which register
 //! again: with `rounds` rounds each system ends with `threads × rounds` registered
-//! threads, of which `threads` run. Both pay for that alike (LD-NR's writer checks every
-//! registered thread's reader slot; NR's combiner scans every registered context).
+//! threads, of which `threads` run. Both replicated systems pay for that alike (LD-NR's
+//! writer checks every registered thread's reader slot; NR's combiner scans every
+//! registered context).
 
 use std::time::Duration;
 
@@ -31,13 +49,25 @@ use ldnr_testkit::nodes::Placement;
 pub(crate) struct Config {
     /// Worker threads.
     pub(crate) threads: usize,
-    /// Replicas of both systems.
+    /// Replicas of both replicated systems.
     pub(crate) replicas: usize,
     /// Percentage of writes.
     pub(crate) write_pct: u32,
 }
 
-/// What one configuration measured, per round (ops/s).
+impl std::fmt::Display for Config {
+    /// `2t/1r/10%w`: threads, replicas, writes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}t/{}r/{}%w",
+            self.threads, self.replicas, self.write_pct
+        )
+    }
+}
+
+/// What one configuration measured, per round (ops/s); round `i` of each structure ran
+/// in the same round.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Pair {
     /// The configuration.
@@ -46,52 +76,52 @@ pub(crate) struct Pair {
     pub(crate) ldnr: Vec<f64>,
     /// NR's throughput in each round.
     pub(crate) nr: Vec<f64>,
-    /// With one thread: `RwLock<HashMap>`'s throughput in each round (the reference);
-    /// empty otherwise.
-    pub(crate) reference: Vec<f64>,
+    /// `RwLock<HashMap>`'s throughput in each round.
+    pub(crate) rwlock: Vec<f64>,
+}
+
+/// The median of per-round ratios, and the lowest and highest of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Spread {
+    /// The median round's ratio (the mean of the middle two for an even count).
+    pub(crate) median: f64,
+    /// The lowest round's ratio.
+    pub(crate) min: f64,
+    /// The highest round's ratio.
+    pub(crate) max: f64,
+}
+
+impl Spread {
+    /// The spread of `a[i] / b[i]` over the rounds; `None` if no round ran.
+    fn of(a: &[f64], b: &[f64]) -> Option<Self> {
+        let ratios: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y.max(1e-9)).collect();
+        Some(Self {
+            min: ratios.iter().copied().reduce(f64::min)?,
+            max: ratios.iter().copied().reduce(f64::max)?,
+            median: median(ratios)?,
+        })
+    }
 }
 
 impl Pair {
-    /// LD-NR / NR of each round.
-    pub(crate) fn ratios(&self) -> Vec<f64> {
-        self.ldnr
-            .iter()
-            .zip(&self.nr)
-            .map(|(l, n)| l / n.max(1e-9))
-            .collect()
+    /// LD-NR / NR over the rounds; `None` if no round ran.
+    pub(crate) fn versus_nr(&self) -> Option<Spread> {
+        Spread::of(&self.ldnr, &self.nr)
     }
 
-    /// The median round's ratio (the mean of the middle two for an even count); `None`
-    /// if no round ran.
-    pub(crate) fn median_ratio(&self) -> Option<f64> {
-        median(self.ratios())
+    /// LD-NR / `RwLock<HashMap>` over the rounds; `None` if no round ran.
+    pub(crate) fn versus_rwlock(&self) -> Option<Spread> {
+        Spread::of(&self.ldnr, &self.rwlock)
     }
 
-    /// The median round's reference / NR ratio; `None` without a reference.
-    pub(crate) fn reference_ratio(&self) -> Option<f64> {
-        median(
-            self.reference
-                .iter()
-                .zip(&self.nr)
-                .map(|(r, n)| r / n.max(1e-9))
-                .collect(),
-        )
+    /// `RwLock<HashMap>` / NR over the rounds; `None` if no round ran.
+    pub(crate) fn rwlock_versus_nr(&self) -> Option<Spread> {
+        Spread::of(&self.rwlock, &self.nr)
     }
 
-    /// The lowest and highest round ratio.
-    pub(crate) fn range(&self) -> Option<(f64, f64)> {
-        let r = self.ratios();
-        let lo = r.iter().copied().reduce(f64::min)?;
-        let hi = r.iter().copied().reduce(f64::max)?;
-        Some((lo, hi))
-    }
-
-    /// The median throughput of each system (ops/s).
-    pub(crate) fn medians(&self) -> (f64, f64) {
-        (
-            median(self.ldnr.clone()).unwrap_or(0.0),
-            median(self.nr.clone()).unwrap_or(0.0),
-        )
+    /// The median throughput of LD-NR, NR and `RwLock<HashMap>` (ops/s).
+    pub(crate) fn medians(&self) -> [f64; 3] {
+        [&self.ldnr, &self.nr, &self.rwlock].map(|xs| median(xs.clone()).unwrap_or(0.0))
     }
 }
 
@@ -127,19 +157,28 @@ pub(crate) fn configs(thread_counts: &[usize], nodes: usize, writes: &[u32]) -> 
     out
 }
 
-/// The measured time `configs` take with `rounds` rounds of `phase` per structure (two,
-/// or three with the one-thread reference).
+/// How many structures every round runs: LD-NR, NR and `RwLock<HashMap>`, the indices
+/// 0, 1, 2 of [`order`].
+const STRUCTURES: usize = 3;
+
+/// The measured time `configs` take with `rounds` rounds of `phase` per structure.
 pub(crate) fn planned(configs: &[Config], rounds: usize, phase: Duration) -> Duration {
-    let structures: usize = configs
-        .iter()
-        .map(|c| if c.threads == 1 { 3 } else { 2 })
-        .sum();
-    phase * (structures * rounds) as u32
+    phase * (configs.len() * STRUCTURES * rounds) as u32
 }
 
-/// Runs every configuration: LD-NR (static replicas) and NR (and, with one thread, the
-/// `RwLock<HashMap>` reference), built once, then `rounds` alternating rounds of one
-/// `phase` each.
+/// The order in which round `round` runs the structures (0 LD-NR, 1 NR, 2 `RwLock`):
+/// mirrored pairs of rounds, each pair from the next rotation (see the module docs).
+fn order(round: usize) -> [usize; STRUCTURES] {
+    let mut order = [0, 1, 2];
+    order.rotate_left(round / 2 % STRUCTURES);
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
+/// Runs every configuration: LD-NR (static replicas), NR and `RwLock<HashMap>`, built
+/// once, then `rounds` rounds of one `phase` each per structure.
 pub(crate) fn run(
     configs: &[Config],
     rounds: usize,
@@ -157,9 +196,12 @@ pub(crate) fn run(
         ));
         let registered = config.threads * rounds.max(1);
         let heap_base = heap::live_bytes();
-        let ldnr = Kind::Ldnr(Policy::Static(config.replicas)).build(keys, placement, registered);
-        let nr = Kind::Nr(config.replicas).build(keys, placement, registered);
-        let reference = (config.threads == 1).then(|| Kind::Std.build(keys, placement, registered));
+        let systems: [System; STRUCTURES] = [
+            Kind::Ldnr(Policy::Static(config.replicas)),
+            Kind::Nr(config.replicas),
+            Kind::Std,
+        ]
+        .map(|kind| kind.build(keys, placement, registered));
         let env = Env {
             placement,
             keys,
@@ -176,38 +218,20 @@ pub(crate) fn run(
             config,
             ldnr: Vec::new(),
             nr: Vec::new(),
-            reference: Vec::new(),
-        };
-        let once = |system: &System| -> Option<f64> {
-            let r = runner::run(system, &phases, env);
-            r.phases.first().copied().flatten().map(|p| p.ops_per_sec)
+            rwlock: Vec::new(),
         };
         for round in 0..rounds {
-            // ABBA: LD-NR first in even rounds, NR first in odd ones (the reference, if
-            // any, last and first).
-            let run_ref = || reference.as_ref().map(once);
-            let (l, n, r) = if round % 2 == 0 {
-                let l = once(&ldnr);
-                let n = once(&nr);
-                (l, n, run_ref())
-            } else {
-                let r = run_ref();
-                let n = once(&nr);
-                (once(&ldnr), n, r)
-            };
-            // A round counts only if every structure of the configuration ran in it, so
-            // that the ratios stay round by round.
-            match (l, n, r) {
-                (Some(l), Some(n), None) => {
-                    pair.ldnr.push(l);
-                    pair.nr.push(n);
-                }
-                (Some(l), Some(n), Some(Some(r))) => {
-                    pair.ldnr.push(l);
-                    pair.nr.push(n);
-                    pair.reference.push(r);
-                }
-                _ => {}
+            let mut ran = [None; STRUCTURES];
+            for i in order(round) {
+                let r = runner::run(&systems[i], &phases, env);
+                ran[i] = r.phases.first().copied().flatten().map(|p| p.ops_per_sec);
+            }
+            // A round counts only if every structure ran in it, so that the ratios stay
+            // round by round.
+            if let [Some(l), Some(n), Some(r)] = ran {
+                pair.ldnr.push(l);
+                pair.nr.push(n);
+                pair.rwlock.push(r);
             }
         }
         out.push(pair);
@@ -220,7 +244,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn median_and_reference_ratios() {
+    fn spreads_are_taken_round_by_round() {
         let config = Config {
             threads: 1,
             replicas: 1,
@@ -230,11 +254,24 @@ mod tests {
             config,
             ldnr: vec![3.0, 9.0, 4.0],
             nr: vec![2.0, 3.0, 4.0],
-            reference: vec![2.4, 3.0, 8.0],
+            rwlock: vec![2.4, 3.0, 8.0],
         };
-        // Per round: LD-NR 1.5x, 3x, 1x NR; the reference 1.2x, 1x, 2x NR.
-        assert_eq!(pair.median_ratio(), Some(1.5));
-        assert_eq!(pair.reference_ratio(), Some(1.2));
+        // Per round: LD-NR 1.5x, 3x, 1x NR and 1.25x, 3x, 0.5x the RwLock; the RwLock
+        // 1.2x, 1x, 2x NR.
+        let spread = |median, min, max| Some(Spread { median, min, max });
+        assert_eq!(pair.versus_nr(), spread(1.5, 1.0, 3.0));
+        assert_eq!(pair.versus_rwlock(), spread(1.25, 0.5, 3.0));
+        assert_eq!(pair.rwlock_versus_nr(), spread(1.2, 1.0, 2.0));
+        assert_eq!(pair.medians(), [4.0, 3.0, 3.0]);
+        assert_eq!(config.to_string(), "1t/1r/10%w");
+        let empty = Pair {
+            config,
+            ldnr: Vec::new(),
+            nr: Vec::new(),
+            rwlock: Vec::new(),
+        };
+        assert_eq!(empty.versus_rwlock(), None);
+        assert_eq!(empty.medians(), [0.0; 3]);
     }
 
     #[test]
@@ -258,12 +295,46 @@ mod tests {
     }
 
     #[test]
-    fn planned_time_counts_the_reference() {
-        let c = configs(&[1, 2], 2, &[10]); // 1t/1r (+ reference), 2t/1r, 2t/2r
+    fn planned_time_counts_three_structures_per_configuration() {
+        let c = configs(&[1, 2], 2, &[10]); // 1t/1r, 2t/1r, 2t/2r
         assert_eq!(
             planned(&c, 4, Duration::from_millis(100)),
-            Duration::from_millis(2800)
+            Duration::from_millis(3600)
         );
+    }
+
+    #[test]
+    fn rounds_mirror_in_pairs_and_rotate_every_pair() {
+        let rounds: Vec<[usize; 3]> = (0..7).map(order).collect();
+        assert_eq!(
+            rounds,
+            [
+                [0, 1, 2],
+                [2, 1, 0],
+                [1, 2, 0],
+                [0, 2, 1],
+                [2, 0, 1],
+                [1, 0, 2],
+                [0, 1, 2]
+            ]
+        );
+        // Over six rounds each structure runs twice in each position, and over each
+        // mirrored pair any two structures' mean positions are equal.
+        for s in 0..STRUCTURES {
+            for position in 0..STRUCTURES {
+                let times = rounds[..6].iter().filter(|o| o[position] == s).count();
+                assert_eq!(times, 2, "structure {s} at position {position}");
+            }
+        }
+        for pair in rounds[..6].chunks(2) {
+            let at = |s| {
+                pair.iter()
+                    .map(|o| o.iter().position(|&x| x == s))
+                    .sum::<Option<usize>>()
+            };
+            assert_eq!(at(0), at(1));
+            assert_eq!(at(1), at(2));
+        }
     }
 
     #[test]
@@ -306,34 +377,37 @@ mod tests {
         pairs.remove(0)
     }
 
-    #[test]
-    fn a_quick_pair_runs_every_round_on_both_systems() {
-        let pair = quick(2, 2, 50, 3);
-        assert_eq!(pair.ldnr.len(), 3);
-        assert_eq!(pair.nr.len(), 3);
+    /// Every structure ran every round, each round's throughputs have the form of one,
+    /// and the medians lie within their ranges.
+    fn check(pair: &Pair, rounds: usize) {
+        assert_eq!(pair.ldnr.len(), rounds);
+        assert_eq!(pair.nr.len(), rounds);
+        assert_eq!(pair.rwlock.len(), rounds);
         // A throughput, not a count of work done: a 40 ms round on a loaded two-core
         // machine may see no operation complete, so only its form is checked.
         assert!(pair
             .ldnr
             .iter()
             .chain(&pair.nr)
+            .chain(&pair.rwlock)
             .all(|&x| x.is_finite() && x >= 0.0));
-        let (lo, hi) = pair.range().expect("three rounds");
-        let m = pair.median_ratio().expect("three rounds");
-        assert!(lo <= m && m <= hi);
-        // Two threads: no reference.
-        assert!(pair.reference.is_empty());
-        assert_eq!(pair.reference_ratio(), None);
+        for s in [
+            pair.versus_nr(),
+            pair.versus_rwlock(),
+            pair.rwlock_versus_nr(),
+        ] {
+            let s = s.expect("rounds ran");
+            assert!(s.min <= s.median && s.median <= s.max, "{s:?}");
+        }
     }
 
     #[test]
-    fn one_thread_runs_the_reference_in_every_round() {
-        let pairs = [quick(1, 1, 10, 2)];
-        assert_eq!(pairs[0].reference.len(), 2);
-        assert!(pairs[0]
-            .reference
-            .iter()
-            .all(|&x| x.is_finite() && x >= 0.0));
-        assert!(pairs[0].reference_ratio().is_some());
+    fn two_threads_run_all_three_structures_every_round() {
+        check(&quick(2, 2, 50, 3), 3);
+    }
+
+    #[test]
+    fn one_thread_runs_all_three_structures_every_round() {
+        check(&quick(1, 1, 10, 2), 2);
     }
 }

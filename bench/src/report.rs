@@ -3,14 +3,15 @@
 //!
 //! Ratios compare systems measured in the same invocation, on the same machine, at the
 //! same thread count and write ratio: LD-NR against node-replication 0.1.1 with the same
-//! number of replicas, and against the best of the other concurrent maps.
+//! number of replicas, against `RwLock<HashMap>` (in the paired rounds), and against the
+//! best of the other concurrent maps.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::inactivity;
-use crate::pairs::Pair;
+use crate::pairs::{Pair, Spread};
 use crate::suite::Measured;
 
 /// The inactivity experiment's parameters and runs.
@@ -31,8 +32,11 @@ pub(crate) struct Report {
     pub(crate) inactivity: Option<Inactivity>,
     /// Heap bytes of one more copy of the map (one replica's worth), if known.
     pub(crate) clone_bytes: Option<i64>,
-    /// The paired LD-NR / NR rounds, if they ran.
+    /// The paired rounds of LD-NR, NR and `RwLock<HashMap>`, if they ran.
     pub(crate) pairs: Vec<Pair>,
+    /// The machine's NUMA nodes (0 if unknown, taken as one): how many replicas a policy
+    /// of one replica per node would choose, for target (e).
+    pub(crate) machine_nodes: usize,
 }
 
 /// One measured phase, flattened.
@@ -157,7 +161,7 @@ impl Report {
             )?;
             for p in &self.pairs {
                 for (round, (l, n)) in p.ldnr.iter().zip(&p.nr).enumerate() {
-                    let r = p.reference.get(round).map(|r| format!("{r:.0}"));
+                    let r = p.rwlock.get(round).map(|r| format!("{r:.0}"));
                     writeln!(
                         f,
                         "{},{},{},{round},{l:.0},{n:.0},{}",
@@ -318,9 +322,9 @@ fn comparison_table(group: &[&Measured]) -> String {
 fn pairs_table(pairs: &[Pair]) -> String {
     let rounds = pairs.iter().map(|p| p.ldnr.len()).max().unwrap_or(0);
     let out = format!(
-        "LD-NR vs NR, paired: {rounds} alternating rounds per configuration (ABBA order), median\n\
-         (rwlock/nr, one thread: the same HashMap behind a RwLock, no log, no replication,\n\
-         against NR: about the most any replicated map over it could reach)\n"
+        "LD-NR vs NR vs RwLock<HashMap>, paired: {rounds} rounds per configuration (mirrored,\n\
+         rotating order), median ratio (lowest-highest round); rwlock: the same HashMap behind\n\
+         a RwLock, no log, no replication\n"
     );
     let mut t = Table::new(&[
         "threads",
@@ -328,23 +332,29 @@ fn pairs_table(pairs: &[Pair]) -> String {
         "writes",
         "ldnr Mops/s",
         "nr Mops/s",
-        "ldnr/nr median",
-        "range",
+        "rwlock Mops/s",
+        "ldnr/nr median (range)",
+        "ldnr/rwlock median (range)",
         "rwlock/nr",
     ]);
+    let spread = |s: Option<Spread>| {
+        s.map_or("-".into(), |s| {
+            format!("{:.2}x ({:.2}-{:.2})", s.median, s.min, s.max)
+        })
+    };
     for p in pairs {
-        let (l, n) = p.medians();
+        let [l, n, r] = p.medians();
         t.row(vec![
             p.config.threads.to_string(),
             p.config.replicas.to_string(),
             format!("{}%", p.config.write_pct),
             format!("{:.2}", l / 1e6),
             format!("{:.2}", n / 1e6),
-            p.median_ratio().map_or("-".into(), |r| format!("{r:.2}x")),
-            p.range()
-                .map_or("-".into(), |(lo, hi)| format!("{lo:.2}-{hi:.2}x")),
-            p.reference_ratio()
-                .map_or("-".into(), |r| format!("{r:.2}x")),
+            format!("{:.2}", r / 1e6),
+            spread(p.versus_nr()),
+            spread(p.versus_rwlock()),
+            p.rwlock_versus_nr()
+                .map_or("-".into(), |s| format!("{:.2}x", s.median)),
         ]);
     }
     out + &t.render()

@@ -51,7 +51,7 @@ pub(crate) struct Settings {
     pub(crate) replicas_phase: Duration,
     /// Phase length of `inactivity`.
     pub(crate) inactivity_phase: Duration,
-    /// Rounds per system and configuration of the paired LD-NR/NR comparison.
+    /// Rounds per configuration of the paired LD-NR/NR/`RwLock<HashMap>` comparison.
     pub(crate) pairs_rounds: usize,
     /// Phase length of one paired round.
     pub(crate) pairs_phase: Duration,
