@@ -390,6 +390,10 @@ pub fn main() {
             .as_ref()
             .map_or(Duration::ZERO, |p| 2 * p.phase * p.phases.len() as u32)
         + pairs::planned(&pair_configs, s.pairs_rounds, s.pairs_phase);
+    println!(
+        "planned: {:.1} s of measured phases (building the structures comes on top)",
+        planned.as_secs_f64()
+    );
     let progress = Progress::new(planned);
     let mut report = Report {
         measured: suite::run_jobs(&jobs, &s, &progress),
