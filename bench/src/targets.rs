@@ -275,8 +275,9 @@ impl RatioTarget {
             .map(|(r, bound)| format!("{} {:.2}x < {bound:.2}x", r.label(), r.median))
             .collect();
         let mut measured = format!(
-            "{pair}, {how}: min {min:.2}x over {} configs [{}]",
+            "{pair}, {how}: min {min:.2}x over {} config{} [{}]",
             judged.len(),
+            if judged.len() == 1 { "" } else { "s" },
             list.join(", ")
         );
         if !below.is_empty() {
@@ -653,10 +654,10 @@ mod tests {
         let t = quick(1.1);
         assert_eq!(t[0].met, None, "{}", t[0]);
         assert_eq!(t[1].met, None, "{}", t[1]);
-        assert!(
-            t[1].measured.ends_with("; not measured: 2t/1r/100%w"),
-            "{}",
-            t[1]
+        assert_eq!(
+            t[1].measured,
+            "LD-NR/RwLock<HashMap>, median of paired rounds: min 1.10x over 1 config \
+             [2t/1r/10%w 1.10x (1.10-1.10)]; not measured: 2t/1r/100%w"
         );
         assert_eq!(t[5].met, Some(true), "{}", t[5]);
         assert_eq!(quick(0.9)[1].met, Some(false));
