@@ -2,6 +2,7 @@
 //! pre-filled `u64 → u64` hash map of 64K and 1M keys, for:
 //!
 //! - `hashmap`: the bare sequential map (`ldnr_hashmap::Inner`, `get` / `insert`);
+//! - `rwlock`: the same map behind `std::sync::RwLock` (what a user would otherwise write);
 //! - `ldnr`: LD-NR with one replica (`ldnr_hashmap::U64Map`);
 //! - `nr`: node-replication 0.1.1 with one replica and its default (32 MiB) log, over
 //!   the same map, hasher and operation enums (the baseline).
@@ -14,7 +15,7 @@
 //! `cargo bench -p ldnr-bench --bench ops -- --test`.
 
 use std::hint::black_box;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use criterion::{measurement::WallTime, BenchmarkGroup, Criterion};
@@ -60,8 +61,9 @@ fn bench_size(c: &mut Criterion, n: u64, label: &str) {
     let read_keys = keys(n, 0x5eed_0001);
     let write_keys = keys(n, 0x5eed_0002);
 
-    // The bare map.
+    // The bare map, and the same map behind a lock.
     let mut map: Inner = U64Map::with_keys(n).0;
+    let locked = RwLock::new(U64Map::with_keys(n).0);
 
     // LD-NR, one replica (the builder's default: one replica on the current node).
     let ldnr = NodeReplicated::builder(U64Map::with_keys(n))
@@ -86,6 +88,9 @@ fn bench_size(c: &mut Criterion, n: u64, label: &str) {
     {
         let mut g = c.benchmark_group(format!("read/{label}"));
         bench_op(&mut g, "hashmap", &read_keys, |k, _| map.get(&k).copied());
+        bench_op(&mut g, "rwlock", &read_keys, |k, _| {
+            locked.read().expect("not poisoned").get(&k).copied()
+        });
         bench_op(&mut g, "ldnr", &read_keys, |k, _| {
             ldnr.execute(MapRead::Get(k), ltkn)
         });
@@ -97,6 +102,9 @@ fn bench_size(c: &mut Criterion, n: u64, label: &str) {
     {
         let mut g = c.benchmark_group(format!("write/{label}"));
         bench_op(&mut g, "hashmap", &write_keys, |k, v| map.insert(k, v));
+        bench_op(&mut g, "rwlock", &write_keys, |k, v| {
+            locked.write().expect("not poisoned").insert(k, v)
+        });
         bench_op(&mut g, "ldnr", &write_keys, |k, v| {
             ldnr.execute_mut(MapWrite::Insert(k, v), ltkn)
         });
@@ -108,6 +116,7 @@ fn bench_size(c: &mut Criterion, n: u64, label: &str) {
 
     // Writes replaced values only: the sizes are unchanged.
     assert_eq!(map.len() as u64, n);
+    assert_eq!(locked.read().expect("not poisoned").len() as u64, n);
     assert_eq!(ldnr.execute(MapRead::Len, ltkn), Some(n));
     assert_eq!(nr.execute(MapRead::Len, ntkn), Some(n));
 }
