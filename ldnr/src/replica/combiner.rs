@@ -376,34 +376,39 @@ where
         if batch.is_empty() {
             // Nothing to append: just catch up with what others appended.
             self.apply(&combiner, log, slot, self.log.tail(), 0, &[]);
-        } else if sole {
-            // Direct mode (L9): catch up with what a replica removed since appended, then
-            // apply the batch without the log.
-            self.apply(&combiner, log, slot, self.log.tail(), 0, &[]);
-            self.apply_direct(&combiner, slot, &batch);
-            combiner.count_direct(batch.len());
         } else {
+            // From here an unwind (a poisoned instance, an affinity manager's panic) marks
+            // the operations not yet taken `PENDING` again, so that the instance's drop
+            // drops them (C1).
             let mut unappended = Unappended {
                 contexts,
                 batch: &batch,
                 next: 0,
             };
-            for chunk in batch.chunks(self.log.max_batch()) {
-                let start = self.reserve(&combiner, log, slot, chunk.len());
-                // No user code runs from the reservation until every reserved index is
-                // written (L5): the replicas would wait for an unwritten index for ever.
-                for (k, &tid) in chunk.iter().enumerate() {
-                    // SAFETY: `tid` is our own context (`own`, stored by us) or one we
-                    // claimed above; each is taken exactly once (C1).
-                    let op = unsafe { contexts[tid].take_op() };
-                    if let Some(displaced) = self.log.write(start.wrapping_add(k), op) {
-                        // SAFETY: `me` is the calling thread's own context.
-                        unsafe { contexts[me].bury(displaced) };
+            if sole {
+                // Direct mode (L9): catch up with what a replica removed since appended,
+                // then apply the batch without the log.
+                self.apply(&combiner, log, slot, self.log.tail(), 0, &[]);
+                self.apply_direct(&combiner, slot, &mut unappended);
+                combiner.count_direct(batch.len());
+            } else {
+                for chunk in batch.chunks(self.log.max_batch()) {
+                    let start = self.reserve(&combiner, log, slot, chunk.len());
+                    // No user code runs from the reservation until every reserved index is
+                    // written (L5): the replicas would wait for an unwritten index for ever.
+                    for (k, &tid) in chunk.iter().enumerate() {
+                        // SAFETY: `tid` is our own context (`own`, stored by us) or one we
+                        // claimed above; each is taken exactly once (C1).
+                        let op = unsafe { contexts[tid].take_op() };
+                        if let Some(displaced) = self.log.write(start.wrapping_add(k), op) {
+                            // SAFETY: `me` is the calling thread's own context.
+                            unsafe { contexts[me].bury(displaced) };
+                        }
                     }
+                    unappended.next += chunk.len();
+                    let end = start.wrapping_add(chunk.len());
+                    self.apply(&combiner, log, slot, end, start, chunk);
                 }
-                unappended.next += chunk.len();
-                let end = start.wrapping_add(chunk.len());
-                self.apply(&combiner, log, slot, end, start, chunk);
             }
             core::mem::forget(unappended);
         }
@@ -434,8 +439,11 @@ where
     /// the pending stack, the replica is the only live one (read under the combiner
     /// lock, L6) and has applied every entry appended so far, and no exited thread waits
     /// to be given back. Then `op` is applied straight to the replica under its write
-    /// lock and memory policy (its panic caught as in `apply`; an unwind poisons, P1,
-    /// I6), and its outcome returned; it never enters the context or the log. Otherwise
+    /// lock and memory policy, and its outcome returned; it never enters the context or
+    /// the log. With a manager that steers memory, its panic is caught as in `apply` (an
+    /// unwind past the memory policy poisons, I6); without one, a `dispatch_mut` panic
+    /// unwinds straight to the caller, its owner, through the lock guards (with `std`
+    /// poisoning nothing, as `respond` would resume it; without `std` it poisons). Otherwise
     /// `op` comes back untouched, with nothing changed, for the full path (with the
     /// combiner lock and the replica's slot if it was taken: the caller combines). This is the
     /// whole write of a single-replica instance used by one thread at a time, so it is
@@ -477,6 +485,8 @@ where
             #[cfg(not(feature = "std"))]
             let poison = self.poison.on_unwind();
             let write = replica.rw.write(slot, || self.readers_of(slot));
+            // Counted first: a panic below still applied the write (partly, P1).
+            combiner.count_alone();
             // SAFETY: the write lock is held until it is dropped below (P1).
             let response = unsafe { combiner.mutate(|d| d.dispatch_mut(op)) };
             let Some(response) = response else {
@@ -487,7 +497,6 @@ where
             #[cfg(not(feature = "std"))]
             poison.disarm();
             drop(inside);
-            combiner.count_alone();
             drop(combiner);
             drop(applying);
             return Ok(ok(response));
@@ -513,20 +522,21 @@ where
         Ok(applied)
     }
 
-    /// Applies the operations of `batch` (contexts whose operations the combiner owns:
-    /// its own, or claimed) straight to the combiner's replica in direct mode (log L9:
-    /// the only live replica, at the tail, under its combiner lock), under its write lock
-    /// and memory policy; each outcome goes to its context. Panics are isolated per
-    /// operation as in `apply`; an unwind past this poisons, and the operations not yet
-    /// taken are marked `PENDING` again for the instance's drop ([`Unappended`]).
-    fn apply_direct(&self, combiner: &CombinerGuard<'_, D>, slot: usize, batch: &[usize]) {
+    /// Applies the operations of `untaken.batch` (contexts whose operations the combiner
+    /// owns: its own, or claimed) straight to the combiner's replica in direct mode (log
+    /// L9: the only live replica, at the tail, under its combiner lock), under its write
+    /// lock and memory policy; each outcome goes to its context. Panics are isolated per
+    /// operation as in `apply`; an unwind past this poisons, and the caller's `untaken`
+    /// marks the operations not yet taken `PENDING` again for the instance's drop.
+    fn apply_direct<'b>(
+        &self,
+        combiner: &CombinerGuard<'_, D>,
+        slot: usize,
+        untaken: &mut Unappended<'b, D::WriteOperation, D::Response>,
+    ) {
         self.poison.check();
-        let contexts: &[CachePadded<Ctx<D>>] = self.threads.contexts();
-        let mut untaken = Unappended {
-            contexts,
-            batch,
-            next: 0,
-        };
+        let contexts = untaken.contexts;
+        let batch = untaken.batch;
         let poison = self.poison.on_unwind();
         let _inside = self.callbacks();
         let replica = combiner.replica();
@@ -547,7 +557,6 @@ where
             // only after `DONE` or after `combine` returns (C1).
             unsafe { contexts[tid].put_response(applied) };
         }
-        core::mem::forget(untaken);
         drop(write);
         drop(policy);
         poison.disarm();

@@ -478,8 +478,10 @@ impl<W, R> Context<W, R> {
 impl<W, R> Drop for Context<W, R> {
     /// Drops what an operation left in the context when its owner stopped waiting for it
     /// (an instance poisoned while operations were pending): the operation of a `PENDING`
-    /// or `REROUTE` context, the response of a `DONE` one. `CLAIMED` operations are in
-    /// the log, which drops them.
+    /// or `REROUTE` context, the response of a `DONE` one. A `CLAIMED` operation was
+    /// taken by its combiner (into the log, which drops it, or straight into
+    /// `dispatch_mut`, log L9); one claimed but not taken when a combiner unwound was
+    /// marked `PENDING` again (`Unappended`).
     fn drop(&mut self) {
         match self.state.load(Ordering::Relaxed) {
             PENDING | REROUTE => self.op.with_mut(|p| {

@@ -26,9 +26,11 @@ pub(crate) struct ReplicaSet<D> {
     /// Replica shells, allocated once (P4); a shell's index is also its position slot
     /// in the log.
     shells: Box<[Replica<D>]>,
-    /// How many replicas are live. Changed only by `install` and `uninstall`, each while
-    /// it holds the combiner lock of a replica that keeps the count from dropping to or
-    /// rising from one unseen by a combiner (log L6).
+    /// How many replicas are live. Changed only by `install` and `uninstall`, each under
+    /// the combiner lock of the replica added or removed (an add also with its clone
+    /// source frozen, so the only replica's combiner cannot run): a combiner that reads a
+    /// count of one under its own lock is the only live replica until it releases it
+    /// (log L6, L9); one that reads more may be conservative.
     live: AtomicUsize,
     /// The slot that serves the threads of the replica frozen as a clone source (P6), or
     /// [`NO_STAND_IN`]. Chosen by `add_replica` before it freezes the source (the only
@@ -71,7 +73,9 @@ impl<D> ReplicaSet<D> {
     }
 
     /// Whether the caller's replica is the only live one (log L6). Meaningful only under
-    /// a live replica's combiner lock: the count cannot then drop to or rise from one.
+    /// a live replica's combiner lock: the count cannot then rise from one (a clone needs
+    /// that lock), and it drops to one only after the removed replica's last batch (under
+    /// that replica's lock), so reading "not sole" is never wrong, only conservative.
     #[inline]
     pub(crate) fn is_sole(&self) -> bool {
         // Acquire: pairs with the Release in `install` and `uninstall`.

@@ -171,3 +171,26 @@ fn restore_memory_policy_panicking_in_apply_poisons() {
         probe.assert_all_dropped();
     });
 }
+
+/// A removal leaves one replica that lags the log; its next write catches up first (log
+/// L9) and `set_memory_node` panics there: the instance is poisoned, and dropping it
+/// drops every operation exactly once — the caller's own, which a direct batch had not
+/// taken yet, included.
+#[test]
+fn set_memory_node_panicking_while_the_only_replica_catches_up_drops_every_operation() {
+    run("set_memory_node in a direct catch-up", || {
+        let (probe, m) = (Probe::new(), Manager::new());
+        let nr = build(&probe, &m, &[0, 1]);
+        let (on_0, on_1) = (register_on(&nr, 0), register_on(&nr, 1));
+        assert_ne!(nr.replica_of(on_0), nr.replica_of(on_1));
+        // Replica 1 appends; replica 0 has not applied it when replica 1 goes.
+        write(&nr, &probe, 1, on_1);
+        nr.remove_replica(nr.replica_of(on_1).unwrap()).unwrap();
+        m.arm(Method::SetMemoryNode, 0);
+        assert_boom(Method::SetMemoryNode, || write(&nr, &probe, 2, on_0));
+        m.disarm(Method::SetMemoryNode);
+        assert_poisoned(&nr, &probe, on_0);
+        drop(nr);
+        probe.assert_all_dropped();
+    });
+}
