@@ -7,7 +7,8 @@
 #
 # Both commits' `ldnr` and `ldnr-hashmap` are copied (git archive) into $AB_DIR, renamed
 # ldnr_old/ldnr_new and ldnr_hashmap_old/ldnr_hashmap_new, and used as path dependencies
-# of a scratch crate that runs old_vs_new.rs. Nothing in the workspace changes; no network.
+# of a scratch crate that runs old_vs_new.rs (with harness.rs, the paired rounds the
+# programs share). Nothing in the workspace changes; no network.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 old=${OLD:-7f18940}
@@ -40,6 +41,7 @@ ldnr = { package = "ldnr_$v", path = "../../ldnr" }
 TOML
 done
 cp "$repo/bench/ab/${AB_MAIN:-old_vs_new.rs}" "$dir/ab/src/main.rs"
+cp "$repo/bench/ab/harness.rs" "$dir/ab/src/harness.rs"
 cat > "$dir/ab/Cargo.toml" <<'TOML'
 [package]
 name = "ldnr-ab"

@@ -12,56 +12,19 @@
 //! 1- and a 2-node affinity manager). Options: `--rounds N` (default 40), `--phase-ms N`
 //! (default 5).
 
+mod harness;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
 use std::thread;
-use std::time::{Duration, Instant};
+
+use harness::{key_stream, ns_of, paired, pooled, stream, Opts, Phase};
 
 const KEYS: u64 = 1 << 16;
 const KEY_STREAM: usize = 1 << 16;
-const CHUNK: usize = 256;
-/// A phase is timed in slices of about this long; its cost is the median slice's, so
-/// that a slice in which the thread was preempted (this VM has two cores and neighbours)
-/// does not count.
-const SLICE: Duration = Duration::from_millis(1);
 const LIMIT: usize = 8192;
 const SMALL_STACK: usize = 128 << 10;
-
-type Phase<'a> = Box<dyn FnMut(Duration) -> f64 + 'a>;
-
-fn timed(phase: Duration, mut op: impl FnMut()) -> f64 {
-    let start = Instant::now();
-    let mut slices = Vec::new();
-    while slices.is_empty() || start.elapsed() < phase {
-        let t = Instant::now();
-        let mut n = 0u64;
-        loop {
-            for _ in 0..CHUNK {
-                op();
-            }
-            n += CHUNK as u64;
-            let e = t.elapsed();
-            if e >= SLICE {
-                slices.push(e.as_nanos() as f64 / n as f64);
-                break;
-            }
-        }
-    }
-    median(slices)
-}
-
-fn key_stream(seed: u64) -> Vec<u64> {
-    let mut x = seed | 1;
-    (0..KEY_STREAM)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % KEYS
-        })
-        .collect()
-}
 
 /// `$restore`: the version's `restore_memory_policy` (it returns a `Result` since the
 /// deployment issue, `()` before).
@@ -117,14 +80,8 @@ macro_rules! version {
                 tkn: ThreadToken,
                 keys: &'a [u64],
             ) -> Phase<'a> {
-                let (mut i, mut v) = (0usize, 0u64);
-                Box::new(move |phase| {
-                    timed(phase, || {
-                        let k = keys[i & (KEY_STREAM - 1)];
-                        i = i.wrapping_add(1);
-                        v = v.wrapping_add(1);
-                        black_box(nr.execute_mut(MapWrite::Insert(black_box(k), v), tkn));
-                    })
+                stream(keys, move |k, v| {
+                    black_box(nr.execute_mut(MapWrite::Insert(black_box(k), v), tkn));
                 })
             }
             pub fn reads<'a>(
@@ -132,13 +89,8 @@ macro_rules! version {
                 tkn: ThreadToken,
                 keys: &'a [u64],
             ) -> Phase<'a> {
-                let mut i = 0usize;
-                Box::new(move |phase| {
-                    timed(phase, || {
-                        let k = keys[i & (KEY_STREAM - 1)];
-                        i = i.wrapping_add(1);
-                        black_box(nr.execute(MapRead::Get(black_box(k)), tkn));
-                    })
+                stream(keys, move |k, _| {
+                    black_box(nr.execute(MapRead::Get(black_box(k)), tkn));
                 })
             }
             /// Idle threads: registered on `node`, read once, parked until `done`.
@@ -181,77 +133,19 @@ version!(new, ldnr_new, ldnr_hashmap_new,
     }
 );
 
-struct Opts {
-    rounds: usize,
-    phase: Duration,
-    sections: Vec<String>,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// The interquartile range.
-fn iqr(v: &[f64]) -> (f64, f64) {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    (at(0.25), at(0.75))
-}
-
-/// ns[variant][round], ABBA-rotated order, one uncounted warm-up round.
-fn paired(o: &Opts, vs: &mut [(String, Phase<'_>)]) -> Vec<Vec<f64>> {
-    let k = vs.len();
-    let mut ns = vec![Vec::new(); k];
-    for r in 0..=o.rounds {
-        let mut order: Vec<usize> = (0..k).collect();
-        order.rotate_left(r % k);
-        if (r / k) % 2 == 1 {
-            order.reverse();
-        }
-        let mut this = vec![0.0; k];
-        for &i in &order {
-            this[i] = (vs[i].1)(o.phase);
-        }
-        if r > 0 {
-            for i in 0..k {
-                ns[i].push(this[i]);
-            }
-        }
-    }
-    ns
-}
-
-fn ratio(ns: &[Vec<f64>], a: usize, b: usize) -> String {
-    let r: Vec<f64> = ns[a].iter().zip(&ns[b]).map(|(x, y)| x / y).collect();
-    let (lo, hi) = iqr(&r);
-    format!("{:.3}x [{:.3}–{:.3}]", median(r), lo, hi)
-}
-
-fn ns_of(ns: &[Vec<f64>], a: usize) -> String {
-    let (lo, hi) = iqr(&ns[a]);
-    format!("{:.1} [{:.1}–{:.1}]", median(ns[a].clone()), lo, hi)
-}
-
 fn exited(o: &Opts) {
     let counts = [1usize, 16, 256, 1024, 4096];
-    let keys = key_stream(0x5eed_0014);
+    let keys = key_stream(0x5eed_0014, KEY_STREAM, KEYS);
     let olds: Vec<_> = counts.iter().map(|_| old::build(1, &[0], LIMIT)).collect();
     let news: Vec<_> = counts.iter().map(|_| new::build(1, &[0], LIMIT)).collect();
-    let mut vs: Vec<(String, Phase<'_>)> = Vec::new();
+    let mut vs: Vec<Phase<'_>> = Vec::new();
     for (&n, nr) in counts.iter().zip(&olds) {
         let w = nr.register().unwrap();
         for _ in 1..n {
             let t = nr.register().unwrap();
             nr.execute(old::MapRead::Get(0), t);
         }
-        vs.push((format!("old {n}"), old::writes(nr, w, &keys)));
+        vs.push(old::writes(nr, w, &keys));
     }
     for (&n, nr) in counts.iter().zip(&news) {
         let w = nr.register().unwrap();
@@ -262,7 +156,7 @@ fn exited(o: &Opts) {
         for t in others {
             nr.deregister(t).unwrap();
         }
-        vs.push((format!("new {n}"), new::writes(nr, w, &keys)));
+        vs.push(new::writes(nr, w, &keys));
     }
     let ns = paired(o, &mut vs);
     println!(
@@ -277,17 +171,17 @@ fn exited(o: &Opts) {
     for (i, n) in counts.iter().enumerate() {
         println!(
             "| {n} | {} | {} | {} | {} | {} |",
-            ns_of(&ns, i),
-            ns_of(&ns, c + i),
-            ratio(&ns, c + i, i),
-            ratio(&ns, i, 0),
-            ratio(&ns, c + i, c)
+            ns_of(&ns, &[i]),
+            ns_of(&ns, &[c + i]),
+            pooled(&ns, &[c + i], &[i]),
+            pooled(&ns, &[i], &[0]),
+            pooled(&ns, &[c + i], &[c])
         );
     }
 }
 
 fn idle(o: &Opts) {
-    let keys = key_stream(0x5eed_0015);
+    let keys = key_stream(0x5eed_0015, KEY_STREAM, KEYS);
     let k = 1024;
     old::enter(0);
     new::enter(0);
@@ -301,16 +195,17 @@ fn idle(o: &Opts) {
         new::park(s, &n1, k, 1, &ready, &done, &wrong);
         ready.wait();
         assert_eq!(wrong.load(Ordering::Relaxed), 0);
-        let mut vs: Vec<(String, Phase<'_>)> = Vec::new();
-        for (name, nr) in [("old 0 idle", &o0), ("old 1024 idle", &o1)] {
+        let mut vs: Vec<Phase<'_>> = Vec::new();
+        // Variants: old with 0 and 1024 idle threads, then new with 0 and 1024.
+        for nr in [&o0, &o1] {
             let w = nr.register().unwrap();
             assert_eq!(nr.replica_of(w), Some(old::replica_on(nr, 0)));
-            vs.push((name.into(), old::writes(nr, w, &keys)));
+            vs.push(old::writes(nr, w, &keys));
         }
-        for (name, nr) in [("new 0 idle", &n0), ("new 1024 idle", &n1)] {
+        for nr in [&n0, &n1] {
             let w = nr.register().unwrap();
             assert_eq!(nr.replica_of(w), Some(new::replica_on(nr, 0)));
-            vs.push((name.into(), new::writes(nr, w, &keys)));
+            vs.push(new::writes(nr, w, &keys));
         }
         let ns = paired(o, &mut vs);
         println!(
@@ -323,38 +218,30 @@ fn idle(o: &Opts) {
         println!("|---|---|---|---|");
         println!(
             "| no idle | {} | {} | {} |",
-            ns_of(&ns, 0),
-            ns_of(&ns, 2),
-            ratio(&ns, 2, 0)
+            ns_of(&ns, &[0]),
+            ns_of(&ns, &[2]),
+            pooled(&ns, &[2], &[0])
         );
         println!(
             "| 1024 idle on replica 2 | {} | {} | {} |",
-            ns_of(&ns, 1),
-            ns_of(&ns, 3),
-            ratio(&ns, 3, 1)
+            ns_of(&ns, &[1]),
+            ns_of(&ns, &[3]),
+            pooled(&ns, &[3], &[1])
         );
         println!(
             "| 1024 idle / none | {} | {} | |",
-            ratio(&ns, 1, 0),
-            ratio(&ns, 3, 2)
+            pooled(&ns, &[1], &[0]),
+            pooled(&ns, &[3], &[2])
         );
         drop(vs);
         done.wait();
     });
 }
 
-/// Per round, the mean of variants `a` over the mean of variants `b`.
-fn pooled(ns: &[Vec<f64>], a: &[usize], b: &[usize]) -> String {
-    let mean = |of: &[usize], r: usize| of.iter().map(|&i| ns[i][r]).sum::<f64>() / of.len() as f64;
-    let r: Vec<f64> = (0..ns[0].len()).map(|r| mean(a, r) / mean(b, r)).collect();
-    let (lo, hi) = iqr(&r);
-    format!("{:.3}x [{:.3}–{:.3}]", median(r), lo, hi)
-}
-
 /// Two instances of each (version, manager) configuration, built alternately, pooled per
 /// round: one instance's layout alone moves a read by up to ~20 % here.
 fn pinned(o: &Opts) {
-    let keys = key_stream(0x5eed_0016);
+    let keys = key_stream(0x5eed_0016, KEY_STREAM, KEYS);
     old::enter(0);
     new::enter(0);
     // Variant index: copy * 4 + nodes_index * 2 + (0 old, 1 new).
@@ -369,7 +256,7 @@ fn pinned(o: &Opts) {
     let to: Vec<_> = olds.iter().map(|n| n.register().unwrap()).collect();
     let tn: Vec<_> = news.iter().map(|n| n.register().unwrap()).collect();
     for write in [false, true] {
-        let mut vs: Vec<(String, Phase<'_>)> = Vec::new();
+        let mut vs: Vec<Phase<'_>> = Vec::new();
         for i in 0..4 {
             let (po, pn) = if write {
                 (
@@ -382,8 +269,8 @@ fn pinned(o: &Opts) {
                     new::reads(&news[i], tn[i], &keys),
                 )
             };
-            vs.push((format!("old {} node #{}", i % 2 + 1, i / 2 + 1), po));
-            vs.push((format!("new {} node #{}", i % 2 + 1, i / 2 + 1), pn));
+            vs.push(po);
+            vs.push(pn);
         }
         let ns = paired(o, &mut vs);
         let what = if write { "write" } else { "read" };
@@ -398,14 +285,14 @@ fn pinned(o: &Opts) {
         println!("|---|---|---|---|");
         println!(
             "| 1 node | {} | {} | {} |",
-            ns_of(&ns, 0),
-            ns_of(&ns, 1),
+            ns_of(&ns, &[0]),
+            ns_of(&ns, &[1]),
             pooled(&ns, &n1, &o1)
         );
         println!(
             "| 2 nodes | {} | {} | {} |",
-            ns_of(&ns, 2),
-            ns_of(&ns, 3),
+            ns_of(&ns, &[2]),
+            ns_of(&ns, &[3]),
             pooled(&ns, &n2, &o2)
         );
         println!(
@@ -415,40 +302,22 @@ fn pinned(o: &Opts) {
         );
         println!(
             "| A/A: #2 / #1, 1 node | {} | {} | |",
-            ratio(&ns, 4, 0),
-            ratio(&ns, 5, 1)
+            pooled(&ns, &[4], &[0]),
+            pooled(&ns, &[5], &[1])
         );
     }
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut o = Opts {
-        rounds: 40,
-        phase: Duration::from_millis(5),
-        sections: vec![],
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--rounds" => o.rounds = it.next().unwrap().parse().unwrap(),
-            "--phase-ms" => o.phase = Duration::from_millis(it.next().unwrap().parse().unwrap()),
-            s => o.sections.push(s.into()),
-        }
-    }
-    let want = |s: &str| o.sections.is_empty() || o.sections.iter().any(|x| x == s);
-    println!(
-        "old = {}, new = {}",
-        include_str!("../../old/COMMIT").trim(),
-        include_str!("../../new/COMMIT").trim()
-    );
-    if want("exited") {
+    let o = Opts::from_args();
+    println!("{}", harness::commits());
+    if o.wants("exited") {
         exited(&o);
     }
-    if want("idle") {
+    if o.wants("idle") {
         idle(&o);
     }
-    if want("pinned") {
+    if o.wants("pinned") {
         pinned(&o);
     }
 }

@@ -36,51 +36,15 @@
 //! So the lever is the number of instructions (and branches) per write on the sole
 //! replica's path, not its fences.
 
+mod harness;
+
 use std::hint::black_box;
 use std::sync::RwLock;
-use std::time::{Duration, Instant};
+
+use harness::{key_stream, ns_of, paired, pooled, stream, Opts, Phase};
 
 /// Pre-generated keys (a power of two), read sequentially: 8 MiB, as in `benches/ops.rs`.
 const KEY_STREAM: usize = 1 << 20;
-const CHUNK: usize = 256;
-/// A phase is timed in slices of about this long; its cost is the median slice's, so a
-/// slice in which the thread was preempted does not count.
-const SLICE: Duration = Duration::from_millis(1);
-
-type Phase<'a> = Box<dyn FnMut(Duration) -> f64 + 'a>;
-
-fn timed(phase: Duration, mut op: impl FnMut()) -> f64 {
-    let start = Instant::now();
-    let mut slices = Vec::new();
-    while slices.is_empty() || start.elapsed() < phase {
-        let t = Instant::now();
-        let mut n = 0u64;
-        loop {
-            for _ in 0..CHUNK {
-                op();
-            }
-            n += CHUNK as u64;
-            let e = t.elapsed();
-            if e >= SLICE {
-                slices.push(e.as_nanos() as f64 / n as f64);
-                break;
-            }
-        }
-    }
-    median(slices)
-}
-
-fn key_stream(seed: u64, keys: u64) -> Vec<u64> {
-    let mut x = seed | 1;
-    (0..KEY_STREAM)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % keys
-        })
-        .collect()
-}
 
 macro_rules! version {
     ($m:ident, $ldnr:ident, $hm:ident) => {
@@ -101,18 +65,12 @@ macro_rules! version {
                 keys: &'a [u64],
                 write: bool,
             ) -> Phase<'a> {
-                let (mut i, mut v) = (0usize, 0u64);
-                Box::new(move |phase| {
-                    timed(phase, || {
-                        let k = keys[i & (KEY_STREAM - 1)];
-                        i = i.wrapping_add(1);
-                        v = v.wrapping_add(1);
-                        if write {
-                            black_box(nr.execute_mut(MapWrite::Insert(black_box(k), v), tkn));
-                        } else {
-                            black_box(nr.execute(MapRead::Get(black_box(k)), tkn));
-                        }
-                    })
+                stream(keys, move |k, v| {
+                    if write {
+                        black_box(nr.execute_mut(MapWrite::Insert(black_box(k), v), tkn));
+                    } else {
+                        black_box(nr.execute(MapRead::Get(black_box(k)), tkn));
+                    }
                 })
             }
         }
@@ -125,98 +83,23 @@ version!(new, ldnr_new, ldnr_hashmap_new);
 type Inner = std::collections::HashMap<u64, u64>;
 
 fn bare<'a>(map: &'a mut Inner, keys: &'a [u64], write: bool) -> Phase<'a> {
-    let (mut i, mut v) = (0usize, 0u64);
-    Box::new(move |phase| {
-        timed(phase, || {
-            let k = keys[i & (KEY_STREAM - 1)];
-            i = i.wrapping_add(1);
-            v = v.wrapping_add(1);
-            if write {
-                black_box(map.insert(black_box(k), v));
-            } else {
-                black_box(map.get(&black_box(k)).copied());
-            }
-        })
+    stream(keys, move |k, v| {
+        if write {
+            black_box(map.insert(black_box(k), v));
+        } else {
+            black_box(map.get(&black_box(k)).copied());
+        }
     })
 }
 
 fn locked<'a>(map: &'a RwLock<Inner>, keys: &'a [u64], write: bool) -> Phase<'a> {
-    let (mut i, mut v) = (0usize, 0u64);
-    Box::new(move |phase| {
-        timed(phase, || {
-            let k = keys[i & (KEY_STREAM - 1)];
-            i = i.wrapping_add(1);
-            v = v.wrapping_add(1);
-            if write {
-                black_box(map.write().unwrap().insert(black_box(k), v));
-            } else {
-                black_box(map.read().unwrap().get(&black_box(k)).copied());
-            }
-        })
+    stream(keys, move |k, v| {
+        if write {
+            black_box(map.write().unwrap().insert(black_box(k), v));
+        } else {
+            black_box(map.read().unwrap().get(&black_box(k)).copied());
+        }
     })
-}
-
-struct Opts {
-    rounds: usize,
-    phase: Duration,
-    sections: Vec<String>,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// The interquartile range.
-fn iqr(v: &[f64]) -> (f64, f64) {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    (at(0.25), at(0.75))
-}
-
-/// ns[variant][round], ABBA-rotated order, one uncounted warm-up round.
-fn paired(o: &Opts, vs: &mut [Phase<'_>]) -> Vec<Vec<f64>> {
-    let k = vs.len();
-    let mut ns = vec![Vec::new(); k];
-    for r in 0..=o.rounds {
-        let mut order: Vec<usize> = (0..k).collect();
-        order.rotate_left(r % k);
-        if (r / k) % 2 == 1 {
-            order.reverse();
-        }
-        let mut this = vec![0.0; k];
-        for &i in &order {
-            this[i] = (vs[i])(o.phase);
-        }
-        if r > 0 {
-            for i in 0..k {
-                ns[i].push(this[i]);
-            }
-        }
-    }
-    ns
-}
-
-/// Per round, the mean of variants `a` over the mean of variants `b`.
-fn pooled(ns: &[Vec<f64>], a: &[usize], b: &[usize]) -> String {
-    let mean = |of: &[usize], r: usize| of.iter().map(|&i| ns[i][r]).sum::<f64>() / of.len() as f64;
-    let r: Vec<f64> = (0..ns[0].len()).map(|r| mean(a, r) / mean(b, r)).collect();
-    let (lo, hi) = iqr(&r);
-    format!("{:.3}x [{:.3}–{:.3}]", median(r), lo, hi)
-}
-
-fn ns_of(ns: &[Vec<f64>], a: &[usize]) -> String {
-    let v: Vec<f64> = (0..ns[0].len())
-        .map(|r| a.iter().map(|&i| ns[i][r]).sum::<f64>() / a.len() as f64)
-        .collect();
-    let (lo, hi) = iqr(&v);
-    format!("{:.1} [{:.1}–{:.1}]", median(v), lo, hi)
 }
 
 fn section(o: &Opts, write: bool) {
@@ -231,7 +114,7 @@ fn section(o: &Opts, write: bool) {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (n, label) in [(1u64 << 16, "64K"), (1 << 20, "1M")] {
-        let keys = key_stream(0x5eed_0016 ^ n ^ write as u64, n);
+        let keys = key_stream(0x5eed_0016 ^ n ^ write as u64, KEY_STREAM, n);
         let mut map = ldnr_hashmap_new::U64Map::with_keys(n).0;
         let lock = RwLock::new(ldnr_hashmap_new::U64Map::with_keys(n).0);
         let (o1, t1) = old::build(n);
@@ -265,30 +148,12 @@ fn section(o: &Opts, write: bool) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut o = Opts {
-        rounds: 40,
-        phase: Duration::from_millis(5),
-        sections: vec![],
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--rounds" => o.rounds = it.next().unwrap().parse().unwrap(),
-            "--phase-ms" => o.phase = Duration::from_millis(it.next().unwrap().parse().unwrap()),
-            s => o.sections.push(s.into()),
-        }
-    }
-    let want = |s: &str| o.sections.is_empty() || o.sections.iter().any(|x| x == s);
-    println!(
-        "old = {}, new = {}",
-        include_str!("../../old/COMMIT").trim(),
-        include_str!("../../new/COMMIT").trim()
-    );
-    if want("write") {
+    let o = Opts::from_args();
+    println!("{}", harness::commits());
+    if o.wants("write") {
         section(&o, true);
     }
-    if want("read") {
+    if o.wants("read") {
         section(&o, false);
     }
 }
