@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::log::{Log, DEFAULT_LOG_CAPACITY, MAX_LOG_CAPACITY, MAX_REPLICAS, MIN_LOG_CAPACITY};
 use crate::poison::Poison;
 use crate::policy::{Policy, PolicyState};
-use crate::replica::{ReplicaId, ReplicaInfo, ReplicaSet, Start};
+use crate::replica::{ReplicaId, ReplicaInfo, ReplicaSet};
 use crate::shared::Shared;
 
 /// Configures and builds a [`NodeReplicated`].
@@ -176,20 +176,7 @@ where
         };
         for &node in &nodes {
             let data = affinity::on_node(shared.memory.manager(), node, || self.initial.clone())?;
-            let id = shared.replicas.next_id();
-            let slot = id.get();
-            shared.replicas.install(
-                slot,
-                node,
-                data,
-                Start {
-                    position: shared.log.origin(),
-                    direct: 0,
-                },
-                &shared.log,
-                core::iter::empty,
-            );
-            shared.replicas.shell(slot).set_identity(Some(id));
+            shared.replicas.found(node, data, &shared.log);
         }
         Ok(NodeReplicated { shared })
     }

@@ -34,19 +34,7 @@ fn summing(threads: usize) -> Shared<Sum> {
         poison: Poison::default(),
         policy: crate::policy::PolicyState::new(crate::policy::Policy::manual()),
     };
-    shared.replicas.install(
-        0,
-        NodeId(0),
-        Sum(0),
-        Start {
-            position: 0,
-            direct: 0,
-        },
-        &shared.log,
-        core::iter::empty,
-    );
-    let id = shared.replicas.next_id();
-    shared.replicas.shell(0).set_identity(Some(id));
+    shared.replicas.found(NodeId(0), Sum(0), &shared.log);
     let admin = shared.threads.admin();
     for _ in 0..threads {
         shared

@@ -62,7 +62,7 @@ use crate::log::Log;
 use crate::poison::Poison;
 use crate::replica::context::EMPTY;
 use crate::replica::rwlock::{ReaderSet, ReaderSlot, RwLock};
-use crate::replica::{ReplicaSet, Start};
+use crate::replica::ReplicaSet;
 use crate::shared::Shared;
 use crate::sync::{Ordering, UnsafeCell};
 

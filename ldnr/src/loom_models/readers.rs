@@ -167,20 +167,8 @@ fn summing_on_two(on: &[usize], manager: alloc::sync::Arc<Movable>) -> Shared<Su
         poison: Poison::default(),
         policy: crate::policy::PolicyState::new(crate::policy::Policy::manual()),
     };
-    for slot in 0..2 {
-        shared.replicas.install(
-            slot,
-            NodeId(slot),
-            Sum(0),
-            Start {
-                position: 0,
-                direct: 0,
-            },
-            &shared.log,
-            core::iter::empty,
-        );
-        let id = shared.replicas.next_id();
-        shared.replicas.shell(slot).set_identity(Some(id));
+    for node in 0..2 {
+        shared.replicas.found(NodeId(node), Sum(0), &shared.log);
     }
     let admin = shared.threads.admin();
     for &slot in on {

@@ -173,6 +173,20 @@ impl<D> ReplicaSet<D> {
         self.live.fetch_add(1, Ordering::Release);
     }
 
+    /// Installs `data` as a new replica on `node` of an instance being built (no thread
+    /// runs yet): in the shell numbered by its id, at the log's origin, and names it.
+    pub(crate) fn found<W: Clone>(&self, node: NodeId, data: D, log: &Log<W>) -> ReplicaId {
+        let id = self.next_id();
+        let slot = id.get();
+        let start = Start {
+            position: log.origin(),
+            direct: 0,
+        };
+        self.install(slot, node, data, start, log, core::iter::empty);
+        self.shells[slot].set_identity(Some(id));
+        id
+    }
+
     /// Takes the replica out of shell `slot` and returns its data: under the shell's
     /// combiner lock (no batch in flight) and write lock (no reader inside), the data
     /// out, the slot out of garbage collection and the live count down; then, still under
