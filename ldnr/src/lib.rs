@@ -47,7 +47,8 @@
 //!   around `usize` and are compared by their wrapping difference, so they never
 //!   overflow, on 32-bit targets either;
 //! - replica **P1–P3**: who may touch the data and the batch buffer;
-//! - reader-writer lock **R1**: the Dekker pair of SeqCst fences;
+//! - reader-writer lock **R1**: the Dekker pair of SeqCst fences; **R3**: the lock's word
+//!   stamps a live replica's log position, so a reader checks one word;
 //! - contexts **C1–C2**: the operation slot state machine and the pending stack;
 //! - dispatcher **D1–D3**: registration order, serialized reconfiguration, the
 //!   matching epoch behind consistent snapshots;

@@ -166,12 +166,13 @@ where
             return Err(Error::UnknownNode(bad));
         }
 
+        let memory = Memory::new(manager, known.len());
         let shared = Shared {
             log: Log::starting_at(cap, self.log_start),
             replicas: ReplicaSet::new(self.max_threads),
             threads: Dispatcher::new(self.max_threads),
-            memory: Memory::new(manager, known.len()),
-            poison: Poison::default(),
+            poison: Poison::new(memory.steers()),
+            memory,
             policy: PolicyState::new(self.policy),
         };
         for &node in &nodes {

@@ -14,14 +14,23 @@ pub(crate) const POLICY: usize = 2;
 /// Raised with [`POLICY`] for an event no thread will act on itself (a thread that
 /// exited): the next operation's entry runs the policy for it.
 pub(crate) const ORPHAN: usize = 4;
+/// Set for the instance's life if its affinity manager steers memory (so threads may move
+/// between nodes, and every operation's entry counts towards the next look at its node):
+/// in the same word, so that the entry tests one word for everything it may have to do.
+pub(crate) const STEERS: usize = 8;
 
 /// The attention word (poison and policy flags). Poisoned when a panic unwound out of a
 /// combiner (see `replica::combiner`'s docs): a replica may be half-way through a batch,
 /// so no replica may apply the log again.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Poison(AtomicUsize);
 
 impl Poison {
+    /// A clear word; with [`STEERS`] if `steers`.
+    pub(crate) fn new(steers: bool) -> Self {
+        Self(AtomicUsize::new(if steers { STEERS } else { 0 }))
+    }
+
     /// Panics with [`POISONED`] if the instance is poisoned.
     #[inline]
     #[track_caller]

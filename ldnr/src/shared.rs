@@ -13,11 +13,11 @@ use crate::affinity::Memory;
 use crate::dispatch::Dispatch;
 use crate::dispatcher::{Dispatcher, ThreadToken, MIGRATION_CHECK_EVERY};
 use crate::log::Log;
-use crate::poison::{Poison, ORPHAN};
+use crate::poison::{Poison, ORPHAN, STEERS};
 use crate::policy::PolicyState;
 use crate::replica::context::Context;
 use crate::replica::{ReplicaId, ReplicaInfo, ReplicaSet, ReplicaStats, Stats};
-use crate::sync::{Callbacks, Ordering};
+use crate::sync::{Callbacks, Inside, Ordering};
 
 /// A thread's context in an instance over `D`.
 pub(crate) type Ctx<D> = Context<<D as Dispatch>::WriteOperation, <D as Dispatch>::Response>;
@@ -81,11 +81,30 @@ where
         let tid = self.threads.check(tkn);
         let flags = self.poison.flags();
         let ctx = self.threads.context(tid);
-        if ctx.busy() {
-            reentered();
+        match Callbacks::inside(self.threads.instance()) {
+            Inside::No => {}
+            Inside::Yes => reentered(),
+            // The marks cannot tell: the context's own flags catch a call made with the
+            // token of the thread inside (`check_callbacks`' docs).
+            Inside::Unknown => {
+                if ctx.busy() {
+                    reentered();
+                }
+            }
         }
         ctx.count_op();
-        self.check_callbacks();
+        if flags & (ORPHAN | STEERS) != 0 {
+            self.attend(tid, flags);
+        }
+        tid
+    }
+
+    /// The rarer work of an operation's entry, out of its line: a thread exited and the
+    /// replication policy has to act on it; every `MIGRATION_CHECK_EVERY` operations
+    /// (with an affinity manager that steers memory) the thread's node is looked up.
+    #[inline(never)]
+    #[track_caller]
+    fn attend(&self, tid: usize, flags: usize) {
         if flags & ORPHAN != 0 {
             // Outside every lock and callback: a thread exited, and the replication
             // policy has to act on it (`policy`); the other events are run by their
@@ -93,10 +112,9 @@ where
             self.run_policy(false);
         }
         // SAFETY: the token proves the caller owns the context.
-        if self.memory.steers() && unsafe { ctx.tick(MIGRATION_CHECK_EVERY) } {
+        if flags & STEERS != 0 && unsafe { self.threads.context(tid).tick(MIGRATION_CHECK_EVERY) } {
             self.follow(tid);
         }
-        tid
     }
 
     /// Panics on a call made from inside user code that this instance runs on the calling

@@ -208,17 +208,22 @@ impl Backoff {
 }
 
 // Which instances' user code (callbacks: `dispatch`, `dispatch_mut`, `Clone`, `Drop`,
-// the affinity manager) the calling thread is running, innermost last: what detects a
-// call back into one of them from inside, which would otherwise wait for itself. Every
-// enclosing instance counts (A's callback calling B whose callback calls A is caught).
-// Under the checkers each model thread needs its own copy, so theirs is used.
+// the affinity manager) the calling thread is running: what detects a call back into one
+// of them from inside, which would otherwise wait for itself. Every enclosing instance
+// counts (A's callback calling B whose callback calls A is caught). The innermost one is
+// `top` (0: none; instance numbers start at 1), the enclosing ones are saved in `below`:
+// an operation checks one word on entry, and marking a read costs a load and two stores
+// (a read is the hot path). Under the checkers each model thread needs its own copy, so
+// theirs is used.
 #[cfg(feature = "std")]
 struct Marks {
+    top: core::cell::Cell<usize>,
+    /// How many enclosing marks there are (those past `MARK_DEPTH` are not remembered).
     depth: core::cell::Cell<usize>,
-    ids: [core::cell::Cell<usize>; MARK_DEPTH],
+    below: [core::cell::Cell<usize>; MARK_DEPTH],
 }
 
-/// How many nested instances the marks remember; deeper ones run unmarked.
+/// How many enclosing instances the marks remember; beyond that a check says "unknown".
 #[cfg(feature = "std")]
 const MARK_DEPTH: usize = 8;
 
@@ -226,8 +231,9 @@ const MARK_DEPTH: usize = 8;
 impl Marks {
     const fn new() -> Self {
         Self {
+            top: core::cell::Cell::new(0),
             depth: core::cell::Cell::new(0),
-            ids: [const { core::cell::Cell::new(0) }; MARK_DEPTH],
+            below: [const { core::cell::Cell::new(0) }; MARK_DEPTH],
         }
     }
 }
@@ -322,8 +328,21 @@ pub(crate) fn held_tokens<R>(
 #[derive(Debug)]
 #[must_use]
 pub(crate) struct Callbacks {
+    /// The mark this one covers (0: none), restored on drop; `usize::MAX`: not marked.
     #[cfg(feature = "std")]
-    marked: bool,
+    prev: usize,
+}
+
+/// What the calling thread's marks say about an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inside {
+    /// It runs none of the instance's user code.
+    No,
+    /// It runs the instance's user code: a call into the instance is re-entrant.
+    Yes,
+    /// The marks cannot tell (without `std`, after the thread-local is gone, or nested
+    /// deeper than they remember): the caller falls back to its own context's flags.
+    Unknown,
 }
 
 impl Callbacks {
@@ -331,15 +350,16 @@ impl Callbacks {
     pub(crate) fn enter(instance: usize) -> Self {
         #[cfg(feature = "std")]
         {
-            let marked = with_marks(|m| {
-                let depth = m.depth.get();
-                if let Some(id) = m.ids.get(depth) {
-                    id.set(instance);
+            let prev = with_marks(|m| {
+                let prev = m.top.get();
+                if prev != 0 {
+                    Self::push(m, prev);
                 }
-                m.depth.set(depth + 1);
+                m.top.set(instance);
+                prev
             })
-            .is_some();
-            Callbacks { marked }
+            .unwrap_or(usize::MAX);
+            Callbacks { prev }
         }
         #[cfg(not(feature = "std"))]
         {
@@ -348,23 +368,59 @@ impl Callbacks {
         }
     }
 
-    /// Whether the calling thread is running user code of `instance`, at any depth
-    /// (always `false` without `std`).
+    /// Saves the enclosing mark `prev` (nested user code of several instances).
+    #[cfg(feature = "std")]
+    #[cold]
+    #[inline(never)]
+    fn push(m: &Marks, prev: usize) {
+        let depth = m.depth.get();
+        if let Some(slot) = m.below.get(depth) {
+            slot.set(prev);
+        }
+        m.depth.set(depth + 1);
+    }
+
+    /// Whether the calling thread is running user code of `instance`, at any depth.
     #[inline]
-    pub(crate) fn running(instance: usize) -> bool {
+    pub(crate) fn inside(instance: usize) -> Inside {
         #[cfg(feature = "std")]
         {
-            with_marks(|m| {
-                let depth = m.depth.get().min(MARK_DEPTH);
-                m.ids[..depth].iter().any(|id| id.get() == instance)
+            with_marks(|m| match m.top.get() {
+                0 => Inside::No,
+                top if top == instance => Inside::Yes,
+                _ => Self::inside_below(m, instance),
             })
-            .unwrap_or(false)
+            .unwrap_or(Inside::Unknown)
         }
         #[cfg(not(feature = "std"))]
         {
             let _ = instance;
-            false
+            Inside::Unknown
         }
+    }
+
+    #[cfg(feature = "std")]
+    #[cold]
+    #[inline(never)]
+    fn inside_below(m: &Marks, instance: usize) -> Inside {
+        let depth = m.depth.get();
+        if m.below[..depth.min(MARK_DEPTH)]
+            .iter()
+            .any(|id| id.get() == instance)
+        {
+            Inside::Yes
+        } else if depth > MARK_DEPTH {
+            Inside::Unknown
+        } else {
+            Inside::No
+        }
+    }
+
+    /// Whether the marks show the calling thread running user code of `instance` (always
+    /// `false` without `std`).
+    #[inline]
+    pub(crate) fn running(instance: usize) -> bool {
+        Self::inside(instance) == Inside::Yes
     }
 }
 
@@ -372,8 +428,14 @@ impl Drop for Callbacks {
     #[inline]
     fn drop(&mut self) {
         #[cfg(feature = "std")]
-        if self.marked {
-            with_marks(|m| m.depth.set(m.depth.get() - 1));
+        if self.prev != usize::MAX {
+            let prev = self.prev;
+            with_marks(|m| {
+                m.top.set(prev);
+                if prev != 0 {
+                    m.depth.set(m.depth.get() - 1);
+                }
+            });
         }
     }
 }

@@ -31,7 +31,7 @@ fn summing(threads: usize) -> Shared<Sum> {
         replicas: ReplicaSet::new(threads),
         threads: Dispatcher::new(threads),
         memory: Memory::new(alloc::sync::Arc::new(NoAffinity), 1),
-        poison: Poison::default(),
+        poison: Poison::new(false),
         policy: crate::policy::PolicyState::new(crate::policy::Policy::manual()),
     };
     shared.replicas.found(NodeId(0), Sum(0), &shared.log);

@@ -14,8 +14,8 @@
 //!
 //! - `log_*`: reservation, write, in-order read, publish and garbage collection of the
 //!   shared log with wrap-around (L1–L3, L5), and drop accounting (L5);
-//! - `rwlock_*`: the Dekker fence pair of the reader-writer lock (R1); loom's `UnsafeCell`
-//!   access tracking flags any read that overlaps a write;
+//! - `rwlock_*`: the Dekker fence pair of the reader-writer lock (R1) and its stamp
+//!   (R3); loom's `UnsafeCell` access tracking flags any read that overlaps a write;
 //! - `combining_*`: the real write path (`Shared::write`: the context state machine and
 //!   pending stack, C1–C2, the combiner lock, the log, the write lock), on an instance's
 //!   shared state built from its parts;

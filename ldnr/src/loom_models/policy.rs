@@ -17,7 +17,7 @@ use loom::sync::Mutex;
 /// raised (left for the next operation's entry), never both down and unseen.
 fn hand_over(waits: [bool; 2]) {
     check(Some(3), move || {
-        let poison = Arc::new(Poison::default());
+        let poison = Arc::new(Poison::new(false));
         let running = Arc::new(AtomicBool::new(false));
         let events = Arc::new(crate::sync::AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new((0usize, false)));
@@ -70,7 +70,7 @@ fn hand_over(waits: [bool; 2]) {
 #[test]
 fn policy_flag_never_hides_poison() {
     check(Some(3), || {
-        let poison = Arc::new(Poison::default());
+        let poison = Arc::new(Poison::new(false));
         let running = Arc::new(AtomicBool::new(false));
         let poisoner = {
             let poison = poison.clone();

@@ -164,7 +164,7 @@ fn summing_on_two(on: &[usize], manager: alloc::sync::Arc<Movable>) -> Shared<Su
         replicas: ReplicaSet::new(on.len()),
         threads: Dispatcher::new(on.len()),
         memory: Memory::new(manager, 2),
-        poison: Poison::default(),
+        poison: Poison::new(false),
         policy: crate::policy::PolicyState::new(crate::policy::Policy::manual()),
     };
     for node in 0..2 {

@@ -64,6 +64,67 @@ fn rwlock_one_writer_one_reader() {
     });
 }
 
+/// R3, the lock's stamp: a writer installs a replica at position 1, advances it to 2,
+/// then takes it out; a reader that finds a stamp reads data that matches it, and finds
+/// no stamp once the replica is gone.
+///
+/// Asserts: whenever the word a read lock returns is a stamp, the data is there and is
+/// the stamped position (so a reader may trust the stamp without looking further); after
+/// the writer is done, the word sends readers to the full checks.
+#[test]
+fn rwlock_stamp_describes_the_data() {
+    check(Some(3), || {
+        struct Stamped {
+            lock: RwLock,
+            readers: [ReaderSlot; 1],
+            data: UnsafeCell<Option<usize>>,
+        }
+        impl Stamped {
+            fn set(&self, data: Option<usize>) {
+                let mut w = self.lock.write(0, || self.readers.iter());
+                // SAFETY: the write lock excludes the reader (checked by loom).
+                self.data.with_mut(|p| unsafe { *p = data });
+                match data {
+                    Some(position) => w.publish(position),
+                    None => w.retire(),
+                }
+            }
+            fn read(&self) -> Option<usize> {
+                let (_r, word) = self.lock.read(&self.readers[0], 0);
+                // SAFETY: the read lock excludes the writer (checked by loom).
+                let data = self.data.with(|p| unsafe { *p });
+                [1, 2]
+                    .into_iter()
+                    .find(|&position| word == RwLock::stamp(position))
+                    .inspect(|&position| {
+                        assert_eq!(
+                            data,
+                            Some(position),
+                            "a stamp that does not describe the data"
+                        );
+                    })
+            }
+        }
+        let s = Arc::new(Stamped {
+            lock: RwLock::new(),
+            readers: [ReaderSlot::new()],
+            data: UnsafeCell::new(None),
+        });
+        let w = s.clone();
+        let writer = thread::spawn(move || {
+            w.set(Some(1));
+            w.set(Some(2));
+            w.set(None);
+        });
+        let first = s.read();
+        let second = s.read();
+        // Stamps only move forward while the replica lives.
+        assert!(!matches!((first, second), (Some(2), Some(1))));
+        writer.join().unwrap();
+        assert_eq!(s.read(), None, "a retired replica keeps no stamp");
+    });
+}
+
 /// One writer and two readers with their own reader slots.
 ///
 /// Asserts: as `rwlock_one_writer_one_reader`, with two readers inside at once allowed.

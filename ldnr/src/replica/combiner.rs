@@ -50,6 +50,7 @@
 //! - no user code runs between a reservation and the write that fills it (log L5).
 
 use super::context::{into_response, ok, outcome, Context, Outcome, DONE, REROUTE};
+use super::rwlock::RwLock;
 use super::{CombinerGuard, Replica};
 use crate::dispatch::Dispatch;
 use crate::log::Appender;
@@ -213,7 +214,14 @@ where
                 self.join_readers(tid, slot);
             }
             {
-                let _read = replica.rw.read(&ctx.reader, slot);
+                let (_read, word) = replica.rw.read(&ctx.reader, slot);
+                if word == RwLock::stamp(ctail) {
+                    // The lock's stamp says the replica is live and at `ctail` (R3): the
+                    // common case, with no further load.
+                    let _inside = self.callbacks();
+                    // SAFETY: the read lock is held for this block.
+                    return unsafe { replica.read(f) }.expect("a stamped replica is live (R3)");
+                }
                 // The position is checked under the read lock: it changes only under the
                 // write lock, together with the data it describes.
                 if self.log.reached(self.log.position(slot), ctail) {
@@ -642,7 +650,7 @@ where
         let replica = combiner.replica();
         let contexts: &[CachePadded<Ctx<D>>] = self.threads.contexts();
         let policy = self.memory.for_batch(replica.node());
-        let write = replica.rw.write(slot, || self.readers_of(slot));
+        let mut write = replica.rw.write(slot, || self.readers_of(slot));
         // Where an entry's outcome goes: to its owner if this combiner appended it (`batch`
         // is the owners of `start..`), else nowhere (another replica's combiner answers it).
         let deliver = |idx: usize, o: Outcome<D::Response>| {
@@ -695,6 +703,7 @@ where
             }
         }
         log.publish(slot, target);
+        write.publish(target);
         drop(write);
         drop(policy);
         poison.disarm();

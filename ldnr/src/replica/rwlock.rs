@@ -10,11 +10,12 @@
 //!
 //! ```text
 //!   reader                              writer (holds the replica's combiner lock)
-//!   slot := r+1            (Release)    writer := true          (Relaxed)
+//!   slot := r+1            (Release)    word := word | WRITER   (Relaxed)
 //!   fence(SeqCst)          ----F1----   fence(SeqCst)           ----F2----
-//!   if writer { slot := 0; retry }      for every slot: wait while slot == r+1
+//!   if word & WRITER {                  for every slot: wait while slot == r+1
+//!       slot := 0; retry }
 //!   ... read the replica ...            ... apply a batch ...
-//!   slot := 0              (Release)    writer := false         (Release)
+//!   slot := 0              (Release)    word := stamp           (Release)
 //! ```
 //!
 //! This is a Dekker pattern. **R1**: the two fences are ordered one way or the other in the
@@ -24,7 +25,19 @@
 //! models exactly, and the model checks the code that ships.
 //!
 //! Only one writer per replica exists at a time: the write lock is taken only by the
-//! holder of the replica's combiner lock.
+//! holder of the replica's combiner lock. So only it stores the lock's word.
+//!
+//! - **R3** The word is the writer bit and a *stamp* of what the replica is: when neither
+//!   [`WRITER`] nor [`CHECK`] is set, the shell holds a live replica whose log position is
+//!   the stamp's upper bits (mod 2^62). Writers keep it so: the write lock is where
+//!   the data, the position and the liveness change (P1, P4), and a writer that changed
+//!   the position or the liveness says what it left ([`WriteGuard::publish`],
+//!   [`WriteGuard::retire`]) before its release stores the stamp; one that changed
+//!   neither leaves the stamp it found. A new lock says [`CHECK`]. So a reader that holds
+//!   the read lock and loaded a word equal to [`RwLock::stamp`]`(ctail)` may read the
+//!   replica without loading its position or its data's presence: one load (the one that
+//!   checks for a writer) and one comparison. Any other word sends it to the full checks,
+//!   which read the log's position and the shell under the same read lock.
 //!
 //! A writer does not scan every thread's reader slot, only those of the threads in the
 //! replica's [`ReaderSet`]: a bitmap of the thread indices that may read it. So a write
@@ -54,7 +67,7 @@
 
 use alloc::boxed::Box;
 
-use crate::sync::{fence, AtomicBool, AtomicUsize, Backoff, CachePadded, Ordering};
+use crate::sync::{fence, AtomicUsize, Backoff, CachePadded, Ordering};
 
 /// One thread's reader announcement: `0`, or the replica slot it reads + 1.
 #[derive(Debug, Default)]
@@ -152,11 +165,18 @@ impl Iterator for Members<'_> {
     }
 }
 
-/// The writer half: one flag per replica.
-#[derive(Debug, Default)]
+/// The writer half: one word per replica, the writer bit and the stamp (R3).
+#[derive(Debug)]
 pub(crate) struct RwLock {
-    writer: CachePadded<AtomicBool>,
+    word: CachePadded<AtomicUsize>,
 }
+
+/// The word's writer bit: a writer holds the lock.
+const WRITER: usize = 1;
+/// The word's "look at the log and the shell" bit: the stamp says nothing (R3).
+const CHECK: usize = 2;
+/// Where the stamp's position starts in the word.
+const SHIFT: u32 = 2;
 
 /// A read lock; released on drop.
 #[derive(Debug)]
@@ -164,24 +184,48 @@ pub(crate) struct ReadGuard<'a> {
     reader: &'a ReaderSlot,
 }
 
-/// A write lock; released on drop.
+/// A write lock; released on drop, storing the stamp it holds (R3).
 #[derive(Debug)]
 pub(crate) struct WriteGuard<'a> {
     lock: &'a RwLock,
+    release: usize,
+}
+
+impl WriteGuard<'_> {
+    /// The replica is live and at log position `position` when the lock is released.
+    #[inline]
+    pub(crate) fn publish(&mut self, position: usize) {
+        self.release = RwLock::stamp(position);
+    }
+
+    /// The replica's data is gone (or its position unknown) when the lock is released:
+    /// readers look at the log and the shell (R3).
+    #[inline]
+    pub(crate) fn retire(&mut self) {
+        self.release = CHECK;
+    }
 }
 
 impl RwLock {
     pub(crate) fn new() -> Self {
         Self {
-            writer: CachePadded(AtomicBool::new(false)),
+            word: CachePadded(AtomicUsize::new(CHECK)),
         }
     }
 
-    /// Takes the read lock of replica `slot` with the calling thread's reader slot.
+    /// The word of a lock free of writers whose live replica is at log position
+    /// `position` (R3).
+    #[inline(always)]
+    pub(crate) fn stamp(position: usize) -> usize {
+        position << SHIFT
+    }
+
+    /// Takes the read lock of replica `slot` with the calling thread's reader slot, and
+    /// returns it with the word it found (no writer in it; its stamp, R3).
     /// (`#[inline]` here and on the guards' `drop`: without it a user's crate calls them
     /// out of line, on every operation.)
     #[inline]
-    pub(crate) fn read<'a>(&self, reader: &'a ReaderSlot, slot: usize) -> ReadGuard<'a> {
+    pub(crate) fn read<'a>(&self, reader: &'a ReaderSlot, slot: usize) -> (ReadGuard<'a>, usize) {
         let mut backoff = Backoff::new();
         loop {
             // Release: a writer that reads this announcement (`ReaderSlot::reads`,
@@ -196,12 +240,13 @@ impl RwLock {
             // SeqCst: F1 of R1.
             fence(Ordering::SeqCst);
             // Acquire: pairs with the Release in `WriteGuard::drop`; the writer's batch
-            // happens before this read.
-            if !self.writer.load(Ordering::Acquire) {
-                return ReadGuard { reader };
+            // (and what its stamp says) happens before this read.
+            let word = self.word.load(Ordering::Acquire);
+            if word & WRITER == 0 {
+                return (ReadGuard { reader }, word);
             }
             reader.0.store(0, Ordering::Release);
-            while self.writer.load(Ordering::Relaxed) {
+            while self.word.load(Ordering::Relaxed) & WRITER != 0 {
                 backoff.snooze();
             }
         }
@@ -221,8 +266,11 @@ impl RwLock {
     where
         I: Iterator<Item = &'r ReaderSlot>,
     {
-        debug_assert!(!self.writer.load(Ordering::Relaxed));
-        self.writer.store(true, Ordering::Relaxed);
+        // Relaxed: only the combiner-lock holder stores the word (one writer at a time),
+        // and the previous holder's release happened before our combiner lock.
+        let before = self.word.load(Ordering::Relaxed);
+        debug_assert!(before & WRITER == 0);
+        self.word.store(before | WRITER, Ordering::Relaxed);
         // SeqCst: F2 of R1.
         fence(Ordering::SeqCst);
         for reader in readers() {
@@ -231,7 +279,11 @@ impl RwLock {
                 backoff.snooze();
             }
         }
-        WriteGuard { lock: self }
+        // Released with the stamp found, unless the holder says otherwise (R3).
+        WriteGuard {
+            lock: self,
+            release: before,
+        }
     }
 }
 
@@ -247,7 +299,7 @@ impl Drop for WriteGuard<'_> {
     #[inline]
     fn drop(&mut self) {
         // Release: pairs with the Acquire load in `RwLock::read`.
-        self.lock.writer.store(false, Ordering::Release);
+        self.lock.word.store(self.release, Ordering::Release);
     }
 }
 
@@ -267,7 +319,7 @@ mod tests {
         let readers: Arc<Vec<ReaderSlot>> = Arc::new((0..2).map(|_| ReaderSlot::new()).collect());
         let reading_other = RwLock::new();
         let _other = reading_other.read(&readers[1], 1);
-        let guard = lock.read(&readers[0], 0);
+        let (guard, _) = lock.read(&readers[0], 0);
         assert!(readers[0].reads(0) && !readers[0].reads(1));
         let wrote = Arc::new(StdBool::new(false));
         let writer = {

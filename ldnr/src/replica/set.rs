@@ -146,6 +146,8 @@ impl<D> ReplicaSet<D> {
     ///    shell's lock afterwards, or the source's once it unfreezes, reads two or more
     ///    live replicas. (A thread left on this shell by the removal that freed it may
     ///    take its lock the moment it is released.)
+    /// 6. the lock's stamp (R3), stored as the write lock is released: readers at
+    ///    `start.position` read it without further checks.
     pub(crate) fn install<'r, W, I>(
         &self,
         slot: usize,
@@ -164,11 +166,12 @@ impl<D> ReplicaSet<D> {
         // its locks for a moment (to hand back operations); wait for it.
         let combiner = shell.combine_blocking();
         combiner.reset_counters(start.direct);
-        let _write = shell.rw.write(slot, readers);
+        let mut write = shell.rw.write(slot, readers);
         log.activate(slot, start.position);
         // SAFETY: the write lock is held.
         let old = unsafe { combiner.replace(Some(data)) };
         debug_assert!(old.is_none(), "a free shell holds no data");
+        write.publish(start.position);
         // Release: pairs with the Acquire in `is_sole`, under combiner locks.
         self.live.fetch_add(1, Ordering::Release);
     }
@@ -206,7 +209,8 @@ impl<D> ReplicaSet<D> {
         let shell = &self.shells[slot];
         let combiner = shell.combine_blocking();
         let data = {
-            let _write = shell.rw.write(slot, readers);
+            let mut write = shell.rw.write(slot, readers);
+            write.retire();
             log.deactivate(slot);
             // SAFETY: the write lock is held.
             let data = unsafe { combiner.replace(None) };
