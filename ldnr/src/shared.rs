@@ -99,10 +99,10 @@ where
         tid
     }
 
-    /// The rarer work of an operation's entry, out of its line: a thread exited and the
-    /// replication policy has to act on it; every `MIGRATION_CHECK_EVERY` operations
-    /// (with an affinity manager that steers memory) the thread's node is looked up.
-    #[inline(never)]
+    /// The rarer work of an operation's entry: a thread exited and the replication
+    /// policy has to act on it; every `MIGRATION_CHECK_EVERY` operations (with an
+    /// affinity manager that steers memory) the thread's node is looked up.
+    #[inline(always)]
     #[track_caller]
     fn attend(&self, tid: usize, flags: usize) {
         if flags & ORPHAN != 0 {
