@@ -335,6 +335,8 @@ pub(crate) struct Callbacks {
 
 /// What the calling thread's marks say about an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Without `std` the marks always answer `Unknown`.
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
 pub(crate) enum Inside {
     /// It runs none of the instance's user code.
     No,

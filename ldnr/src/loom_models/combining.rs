@@ -31,6 +31,7 @@ fn summing(threads: usize) -> Shared<Sum> {
         replicas: ReplicaSet::new(threads),
         threads: Dispatcher::new(threads),
         memory: Memory::new(alloc::sync::Arc::new(NoAffinity), 1),
+        // One node: nothing to steer.
         poison: Poison::new(false),
         policy: crate::policy::PolicyState::new(crate::policy::Policy::manual()),
     };

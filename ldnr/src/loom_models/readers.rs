@@ -159,12 +159,13 @@ impl AffinityManager for Movable {
 /// slot 1 on node 1, and one registered thread per entry of `on` (thread `t` matched to
 /// replica `on[t]`, on that replica's node), built from its parts as [`summing`] does.
 fn summing_on_two(on: &[usize], manager: alloc::sync::Arc<Movable>) -> Shared<Sum> {
+    let memory = Memory::new(manager, 2);
     let shared = Shared {
         log: Log::new(LOG_CAP),
         replicas: ReplicaSet::new(on.len()),
         threads: Dispatcher::new(on.len()),
-        memory: Memory::new(manager, 2),
-        poison: Poison::new(false),
+        poison: Poison::new(memory.steers()),
+        memory,
         policy: crate::policy::PolicyState::new(crate::policy::Policy::manual()),
     };
     for node in 0..2 {

@@ -29,7 +29,10 @@
 //!
 //! - **R3** The word is the writer bit and a *stamp* of what the replica is: when neither
 //!   [`WRITER`] nor [`CHECK`] is set, the shell holds a live replica whose log position is
-//!   the stamp's upper bits (mod 2^62). Writers keep it so: the write lock is where
+//!   the stamp's upper bits (the position modulo 2^(usize bits − 2); exact in practice:
+//!   a live replica is never more than a log capacity, at most 2^28 entries, behind any
+//!   `ctail`, L2 and L8, so no two positions it can be compared with share a stamp).
+//!   Writers keep it so: the write lock is where
 //!   the data, the position and the liveness change (P1, P4), and a writer that changed
 //!   the position or the liveness says what it left ([`WriteGuard::publish`],
 //!   [`WriteGuard::retire`]) before its release stores the stamp; one that changed
@@ -180,6 +183,7 @@ const SHIFT: u32 = 2;
 
 /// A read lock; released on drop.
 #[derive(Debug)]
+#[must_use = "the read lock is released when the guard drops"]
 pub(crate) struct ReadGuard<'a> {
     reader: &'a ReaderSlot,
 }
