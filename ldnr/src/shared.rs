@@ -81,17 +81,7 @@ where
         let tid = self.threads.check(tkn);
         let flags = self.poison.flags();
         let ctx = self.threads.context(tid);
-        match Callbacks::inside(self.threads.instance()) {
-            Inside::No => {}
-            Inside::Yes => reentered(),
-            // The marks cannot tell: the context's own flags catch a call made with the
-            // token of the thread inside (`check_callbacks`' docs).
-            Inside::Unknown => {
-                if ctx.busy() {
-                    reentered();
-                }
-            }
-        }
+        self.check_reentry(ctx);
         ctx.count_op();
         if flags & (ORPHAN | STEERS) != 0 {
             self.attend(tid, flags);
@@ -114,6 +104,23 @@ where
         // SAFETY: the token proves the caller owns the context.
         if flags & STEERS != 0 && unsafe { self.threads.context(tid).tick(MIGRATION_CHECK_EVERY) } {
             self.follow(tid);
+        }
+    }
+
+    /// Panics on a re-entrant call by the owner of `ctx`: the thread's marks say so, or,
+    /// where they cannot tell, its context is inside an operation (a call made with the
+    /// token of the thread inside; see [`check_callbacks`](Self::check_callbacks)).
+    #[inline(always)]
+    #[track_caller]
+    pub(crate) fn check_reentry(&self, ctx: &Ctx<D>) {
+        match Callbacks::inside(self.threads.instance()) {
+            Inside::No => {}
+            Inside::Yes => reentered(),
+            Inside::Unknown => {
+                if ctx.busy() {
+                    reentered();
+                }
+            }
         }
     }
 

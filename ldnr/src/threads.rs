@@ -112,11 +112,7 @@ where
     #[track_caller]
     pub(crate) fn deregister(&self, tkn: ThreadToken) -> Result<(), Error> {
         let tid = self.threads.validate(tkn)?;
-        let ctx = self.threads.context(tid);
-        if ctx.busy() {
-            crate::shared::reentered();
-        }
-        self.check_callbacks();
+        self.check_reentry(self.threads.context(tid));
         let admin = self.threads.admin();
         self.give_back_exited(&admin);
         self.leave(&admin, tid);
