@@ -24,6 +24,9 @@ const READERS: usize = 2;
 const ROUTES: u64 = 1_000;
 /// Full-index checks each reader makes (a fixed number: readers never wait for writers).
 const SCANS: usize = 300;
+/// The backend of the `health` route: none of the writers' ids (`0..WRITERS * ROUTES`),
+/// so that every route has a backend of its own, as the readers check.
+const HEALTH: u64 = WRITERS * ROUTES;
 
 /// Route names to backend ids: the sequential structure, with no locks in it. LD-NR keeps
 /// one copy per replica and applies the writes to each.
@@ -71,7 +74,7 @@ ldnr::operations! {
 fn main() -> Result<(), ldnr::Error> {
     let index = NodeReplicated::builder(Routes::default()).build()?;
     let tkn = index.register()?;
-    assert_eq!(index.insert(tkn, "health".to_string(), 0), None);
+    assert_eq!(index.insert(tkn, "health".to_string(), HEALTH), None);
 
     thread::scope(|s| -> Result<(), ldnr::Error> {
         let mut threads = Vec::new();
@@ -99,7 +102,10 @@ fn main() -> Result<(), ldnr::Error> {
                 let tkn = index.register()?;
                 for _ in 0..SCANS {
                     // A lookup borrows its key: no `String` is built for it.
-                    assert_eq!(index.read(tkn, |r| r.0.get("health").copied()), Some(0));
+                    assert_eq!(
+                        index.read(tkn, |r| r.0.get("health").copied()),
+                        Some(HEALTH)
+                    );
                     // One read sees one state of the index, so everything computed in
                     // one closure agrees: a rename is one write (no backend is ever seen
                     // under two names), and every route is `health`, new or live.
