@@ -218,12 +218,12 @@ impl Backoff {
 #[cfg(feature = "std")]
 struct Marks {
     top: core::cell::Cell<usize>,
-    /// How many enclosing marks there are (those past `MARK_DEPTH` are not remembered).
+    /// How many enclosing marks there are (those past `MARK_DEPTH` are in `SPILL`).
     depth: core::cell::Cell<usize>,
     below: [core::cell::Cell<usize>; MARK_DEPTH],
 }
 
-/// How many enclosing instances the marks remember; beyond that a check says "unknown".
+/// How many enclosing instances the marks keep in place; deeper ones go to `SPILL`.
 #[cfg(feature = "std")]
 const MARK_DEPTH: usize = 8;
 
@@ -249,6 +249,25 @@ loom::thread_local! {
 #[cfg(all(feature = "std", ldnr_shuttle))]
 shuttle::thread_local! {
     static MARKS: Marks = Marks::new();
+}
+
+// The enclosing marks past the first `MARK_DEPTH` (user code nested more than that many
+// instances deep), outermost first. Kept apart from `MARKS` so that the hot thread-local
+// has no destructor (and so no state check on access); only the cold paths touch it.
+#[cfg(all(feature = "std", not(any(ldnr_loom, ldnr_shuttle))))]
+std::thread_local! {
+    static SPILL: core::cell::RefCell<alloc::vec::Vec<usize>> =
+        const { core::cell::RefCell::new(alloc::vec::Vec::new()) };
+}
+#[cfg(all(feature = "std", ldnr_loom))]
+loom::thread_local! {
+    static SPILL: core::cell::RefCell<alloc::vec::Vec<usize>> =
+        core::cell::RefCell::new(alloc::vec::Vec::new());
+}
+#[cfg(all(feature = "std", ldnr_shuttle))]
+shuttle::thread_local! {
+    static SPILL: core::cell::RefCell<alloc::vec::Vec<usize>> =
+        core::cell::RefCell::new(alloc::vec::Vec::new());
 }
 
 /// Runs `f` on the calling thread's marks; `None` if the thread-local is gone (user code
@@ -342,8 +361,9 @@ pub(crate) enum Inside {
     No,
     /// It runs the instance's user code: a call into the instance is re-entrant.
     Yes,
-    /// The marks cannot tell (without `std`, after the thread-local is gone, or nested
-    /// deeper than they remember): the caller falls back to its own context's flags.
+    /// The marks cannot tell (without `std`, or after the thread-locals are gone: user
+    /// code run from a thread-local's destructor): the caller falls back to its own
+    /// context's flags.
     Unknown,
 }
 
@@ -376,10 +396,23 @@ impl Callbacks {
     #[inline(never)]
     fn push(m: &Marks, prev: usize) {
         let depth = m.depth.get();
-        if let Some(slot) = m.below.get(depth) {
-            slot.set(prev);
+        match m.below.get(depth) {
+            Some(slot) => slot.set(prev),
+            // Past `MARK_DEPTH`: a mark the spill cannot hold (its thread-local is gone)
+            // is counted all the same, and the checks then answer "unknown".
+            None => {
+                let _ = SPILL.try_with(|s| s.borrow_mut().push(prev));
+            }
         }
         m.depth.set(depth + 1);
+    }
+
+    /// Drops the innermost enclosing mark saved past `MARK_DEPTH`.
+    #[cfg(feature = "std")]
+    #[cold]
+    #[inline(never)]
+    fn pop_spilled() {
+        let _ = SPILL.try_with(|s| s.borrow_mut().pop());
     }
 
     /// Whether the calling thread is running user code of `instance`, at any depth.
@@ -412,7 +445,19 @@ impl Callbacks {
         {
             Inside::Yes
         } else if depth > MARK_DEPTH {
-            Inside::Unknown
+            // The deeper ones are in the spill, unless a push could not reach it.
+            SPILL
+                .try_with(|s| {
+                    let s = s.borrow();
+                    if s.contains(&instance) {
+                        Inside::Yes
+                    } else if s.len() == depth - MARK_DEPTH {
+                        Inside::No
+                    } else {
+                        Inside::Unknown
+                    }
+                })
+                .unwrap_or(Inside::Unknown)
         } else {
             Inside::No
         }
@@ -435,7 +480,11 @@ impl Drop for Callbacks {
             with_marks(|m| {
                 m.top.set(prev);
                 if prev != 0 {
-                    m.depth.set(m.depth.get() - 1);
+                    let depth = m.depth.get() - 1;
+                    m.depth.set(depth);
+                    if depth >= MARK_DEPTH {
+                        Self::pop_spilled();
+                    }
                 }
             });
         }

@@ -400,3 +400,110 @@ fn an_affinity_manager_may_take_a_snapshot_inside_register() {
         assert_eq!(nr.replicas().iter().map(|r| r.threads).sum::<usize>(), 1);
     });
 }
+
+/// A counter whose reads call the next instance of the thread-local `CHAIN`; the last
+/// one calls back into the instance `TARGET` picks, as `Call` says.
+#[derive(Debug, Clone, Default)]
+struct Link(u64);
+
+/// An instance of the chain, this thread's token for it and a second token.
+type ChainLink = (&'static NodeReplicated<Link>, ThreadToken, ThreadToken);
+
+thread_local! {
+    static CHAIN: std::cell::RefCell<Vec<ChainLink>> = const { std::cell::RefCell::new(Vec::new()) };
+    static TARGET: Cell<(usize, Call)> = const { Cell::new((0, Call::Nothing)) };
+}
+
+impl Dispatch for Link {
+    type ReadOperation = usize;
+    type WriteOperation = ();
+    type Response = u64;
+
+    /// Reads on instance `level` of the chain.
+    fn dispatch(&self, level: usize) -> u64 {
+        let next = CHAIN.with(|c| c.borrow().get(level + 1).copied());
+        match next {
+            Some((nr, tkn, _)) => {
+                nr.execute(level + 1, tkn);
+            }
+            None => {
+                let (target, call) = TARGET.with(Cell::get);
+                let Some((nr, _, second)) = CHAIN.with(|c| c.borrow().get(target).copied()) else {
+                    return self.0;
+                };
+                match call {
+                    Call::Nothing => {}
+                    Call::WriteWithSecondToken => {
+                        nr.execute_mut((), second);
+                    }
+                    Call::AddReplica => {
+                        let _ = nr.add_replica(NodeId(0));
+                    }
+                    Call::RemoveReplica => {
+                        let _ = nr.remove_replica(nr.replicas()[0].id);
+                    }
+                    Call::Register => {
+                        let _ = nr.register();
+                    }
+                }
+            }
+        }
+        self.0
+    }
+
+    fn dispatch_mut(&mut self, (): ()) -> u64 {
+        self.0 += 1;
+        self.0
+    }
+}
+
+/// User code nested through twelve instances (each read calls the next) calls back into
+/// one of them: into the outermost, and into the tenth, which is deeper than the marks
+/// keep in place. Every such call panics with "re-entrant call" (before, the deep one
+/// waited for itself in `remove_replica` or a write), and the marks unwind with the
+/// panic: afterwards every instance takes reads, writes and reconfiguration.
+#[test]
+fn a_call_back_from_deep_nesting_panics() {
+    const DEPTH: usize = 12;
+    watchdog("deep nesting", LIMIT, || {
+        let chain: Vec<ChainLink> = (0..DEPTH)
+            .map(|_| {
+                let nr: &'static NodeReplicated<Link> = Box::leak(Box::new(
+                    NodeReplicated::builder(Link::default())
+                        .replicas(&[NodeId(0), NodeId(0)])
+                        .build()
+                        .unwrap(),
+                ));
+                (nr, nr.register().unwrap(), nr.register().unwrap())
+            })
+            .collect();
+        CHAIN.with(|c| *c.borrow_mut() = chain.clone());
+        let (outer, tkn, _) = chain[0];
+        for target in [0, 9, DEPTH - 2] {
+            for call in [
+                Call::WriteWithSecondToken,
+                Call::AddReplica,
+                Call::RemoveReplica,
+                Call::Register,
+            ] {
+                TARGET.with(|t| t.set((target, call)));
+                let m = panic_message(|| outer.execute(0, tkn));
+                assert!(
+                    m.contains("re-entrant call"),
+                    "into {target}, {call:?}: {m}"
+                );
+            }
+        }
+        // Nested calls that are not re-entrant still run at every depth.
+        TARGET.with(|t| t.set((DEPTH - 1, Call::Nothing)));
+        assert_eq!(outer.execute(0, tkn), 0);
+        CHAIN.with(|c| c.borrow_mut().clear());
+        for (level, (nr, tkn, second)) in chain.into_iter().enumerate() {
+            assert_eq!(nr.execute_mut((), tkn), 1, "instance {level}");
+            assert_eq!(nr.execute(level, second), 1, "instance {level}");
+            assert_eq!(nr.replicas().len(), 2, "instance {level}");
+            let added = nr.add_replica(NodeId(0)).unwrap();
+            nr.remove_replica(added).unwrap();
+        }
+    });
+}
