@@ -178,7 +178,7 @@ pub(crate) const FREE: usize = usize::MAX;
 /// again if it moved. A power of two near 1,000: the call (a `getcpu` on Linux, tens of
 /// nanoseconds) then costs well under 0.1 ns per operation, and a moved thread reaches
 /// its new node's replica within about a thousand operations.
-pub(crate) const MIGRATION_CHECK_EVERY: u32 = 1024;
+pub(crate) const MIGRATION_CHECK_EVERY: usize = 1024;
 
 #[cold]
 #[inline(never)]
@@ -460,12 +460,13 @@ impl<W, R> Dispatcher<W, R> {
         })?;
         let ctx = &self.contexts[tid];
         ctx.node.store(node.0, Ordering::Relaxed);
+        ctx.parked.store(false, Ordering::Relaxed);
         // Release: pairs with the Acquire loads of the owner (the new thread, which uses
         // the context only after this returns) and of other admin paths.
         ctx.replica.store(slot, Ordering::Release);
-        // SAFETY: the context has no owner yet; the admin lock orders this before the new
+        // The context has no owner yet; the admin lock orders this before the new
         // owner's first operation.
-        unsafe { ctx.restart_count(MIGRATION_CHECK_EVERY) };
+        ctx.restart_count(MIGRATION_CHECK_EVERY);
         if tid >= self.registered.load(Ordering::Relaxed) {
             // Release: pairs with the Acquire in `registered`. The new thread (the caller)
             // inserts itself in a reader set only after this, before its fence F1, so a

@@ -743,6 +743,50 @@ where
         self.shared.stats()
     }
 
+    /// Runs the replication policy now and returns when the run is done: with
+    /// [`Policy::follow_threads`](crate::Policy::follow_threads) and its idle rule, this
+    /// is the check an application may call on its own schedule (operating threads check
+    /// on their own; see [the idle rule](crate::Policy#the-idle-rule)). Does nothing
+    /// under [`Policy::manual`](crate::Policy::manual).
+    ///
+    /// # Panics
+    ///
+    /// When called from inside user code that this instance runs on the calling thread
+    /// (it would wait for itself).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ldnr::{NodeReplicated, Policy};
+    ///
+    /// #[derive(Clone, Default)]
+    /// struct Register(u64);
+    /// impl ldnr::Dispatch for Register {
+    ///     type ReadOperation = ();
+    ///     type WriteOperation = u64;
+    ///     type Response = u64;
+    ///     fn dispatch(&self, _: ()) -> u64 { self.0 }
+    ///     fn dispatch_mut(&mut self, v: u64) -> u64 { std::mem::replace(&mut self.0, v) }
+    /// }
+    ///
+    /// let nr = NodeReplicated::builder(Register::default())
+    ///     .policy(Policy::follow_threads().idle_after(Duration::from_secs(1)))
+    ///     .build()?;
+    /// let tkn = nr.register()?;
+    /// nr.execute_mut(1, tkn);
+    /// nr.maintain();
+    /// // One node here: its replica stays, idle or not.
+    /// assert_eq!(nr.replicas().len(), 1);
+    /// # Ok::<(), ldnr::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn maintain(&self) {
+        self.shared.check_callbacks();
+        self.shared.threads_changed(false);
+        self.shared.run_policy_now();
+    }
+
     /// The log capacity in entries.
     pub fn log_capacity(&self) -> usize {
         self.shared.log.capacity()

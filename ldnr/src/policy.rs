@@ -16,6 +16,8 @@ use crate::dispatcher::bump;
 use crate::log::MAX_REPLICAS;
 use crate::poison::Poison;
 use crate::shared::Shared;
+#[cfg(feature = "std")]
+use crate::sync::UnsafeCell;
 use crate::sync::{AtomicBool, AtomicUsize, Backoff, Ordering};
 
 /// Who decides where the replicas of an instance live
@@ -62,6 +64,34 @@ use crate::sync::{AtomicBool, AtomicUsize, Backoff, Ordering};
 /// (the migration check's interval), which bounds the clones it can cause; `min_threads`
 /// above 1 keeps a lone hopping thread from causing any.
 ///
+/// # The idle rule
+///
+/// With [`idle_after`](Policy::idle_after) (and `std`), a thread that started no
+/// operation for that long does not count for its node. No timer thread is involved;
+/// idleness is checked
+///
+/// - at every run of the policy (the events above);
+/// - by every operating thread, once per 1,024 of its operations (its migration check;
+///   a clock read there), when a check is due: checks are due a quarter of `idle_after`
+///   apart;
+/// - in [`maintain`](crate::NodeReplicated::maintain), for an application that wants
+///   checks on its own schedule (say, when every thread is quiet).
+///
+/// A run sees a thread as active when its operation count changed since the previous
+/// run, or when it registered since. A node whose threads are all idle is not wanted:
+/// its replica is removed as for a node without threads (never the last replica), and
+/// its threads, now served by the nearest replica, are *parked*. The next operation of a
+/// parked thread wakes the policy and waits for the run, like a registration: the replica
+/// is back (a clone, which this thread pays for) before the operation runs. (Parking
+/// moves the thread's periodic check to its next operation, so operations pay nothing
+/// for it; if the thread was counting an operation at that very moment, the move is
+/// lost and the wake-up comes with its regular check, at most 1,024 operations later.)
+/// So a replica
+/// is dropped between `idle_after` and about `1.25 × idle_after` after its node's last
+/// operation, provided some thread operates (or calls `maintain`) then; a quiet process
+/// keeps its replicas until something runs. The rule needs an affinity manager that
+/// steers memory (more than one node): with one node there is one replica anyway.
+///
 /// **Failures.** An add that fails (the node's memory policy refused) leaves that node
 /// served by the nearest replica until the next event; an instance full of replicas gets
 /// room from the run's removals first. A run that panics (the affinity manager, `Clone` or
@@ -103,6 +133,8 @@ pub struct Policy {
     kind: Kind,
     min_threads: usize,
     max_replicas: usize,
+    /// The idle rule's time (`idle_after`); `None`: off.
+    idle: Option<core::time::Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +156,7 @@ impl Policy {
             kind: Kind::Manual,
             min_threads: 1,
             max_replicas: MAX_REPLICAS,
+            idle: None,
         }
     }
 
@@ -144,6 +177,7 @@ impl Policy {
             kind: Kind::FollowThreads,
             min_threads: 1,
             max_replicas: MAX_REPLICAS,
+            idle: None,
         }
     }
 
@@ -163,6 +197,33 @@ impl Policy {
             replicas
         };
         self
+    }
+
+    /// The idle rule (with `std`): a registered thread that started no operation for
+    /// `after` stops counting for its node, so a node whose threads are all idle loses
+    /// its replica (its threads are served by the nearest one meanwhile); the next
+    /// operation of such a thread wakes the policy, which brings the replica back before
+    /// that operation runs (with one exception, see the type docs). Off by default. See the [type docs](Policy#the-idle-rule)
+    /// for when idleness is checked. `Duration::ZERO` makes every check count the
+    /// threads that did nothing since the previous one as idle (for tests).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let p = ldnr::Policy::follow_threads().idle_after(Duration::from_secs(2));
+    /// assert_eq!(p.idle(), Some(Duration::from_secs(2)));
+    /// assert_eq!(ldnr::Policy::follow_threads().idle(), None);
+    /// ```
+    #[cfg(feature = "std")]
+    pub const fn idle_after(mut self, after: core::time::Duration) -> Self {
+        self.idle = Some(after);
+        self
+    }
+
+    /// The idle rule's time, if it is on ([`idle_after`](Self::idle_after)).
+    pub const fn idle(&self) -> Option<core::time::Duration> {
+        self.idle
     }
 
     /// Whether this is [`follow_threads`](Self::follow_threads).
@@ -188,6 +249,37 @@ pub(crate) struct PolicyState {
     pub(crate) removed: AtomicUsize,
     /// Adds that failed and rounds that panicked.
     pub(crate) failed: AtomicUsize,
+    /// Parked threads' operations that woke the policy.
+    pub(crate) woken: AtomicUsize,
+    /// The idle rule's state, if it is on.
+    #[cfg(feature = "std")]
+    idle: Option<Idle>,
+}
+
+/// What the idle rule keeps between runs.
+#[cfg(feature = "std")]
+#[derive(Debug)]
+struct Idle {
+    after: core::time::Duration,
+    /// The origin of `due`.
+    epoch: std::time::Instant,
+    /// When the next check is due, in milliseconds since `epoch` (wrapping: compared by
+    /// difference, so a 32-bit count works for 24 days between checks).
+    due: AtomicUsize,
+    /// What the runs saw of each thread index. Only the thread running the policy (it
+    /// holds `running`) touches it.
+    seen: UnsafeCell<Vec<Seen>>,
+}
+
+/// One thread index as the idle rule last saw it.
+#[cfg(feature = "std")]
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// The registration (the context's generation) these counts are of.
+    generation: usize,
+    ops: usize,
+    /// When a run last saw `ops` change (or the registration first).
+    since: std::time::Instant,
 }
 
 impl PolicyState {
@@ -198,13 +290,84 @@ impl PolicyState {
             added: AtomicUsize::new(0),
             removed: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
+            woken: AtomicUsize::new(0),
+            #[cfg(feature = "std")]
+            idle: policy
+                .idle
+                .filter(|_| policy.follows_threads())
+                .map(|after| Idle {
+                    after,
+                    epoch: std::time::Instant::now(),
+                    due: AtomicUsize::new(0),
+                    seen: UnsafeCell::new(Vec::new()),
+                }),
         }
+    }
+
+    /// Whether an idle check is due (the idle rule is on and a quarter of its time has
+    /// passed since the last run). A clock read; called once per 1,024 operations of a
+    /// thread and by `maintain`.
+    #[cfg(feature = "std")]
+    pub(crate) fn idle_check_due(&self) -> bool {
+        self.idle.as_ref().is_some_and(|idle| {
+            let now = idle.millis(std::time::Instant::now());
+            // Wrapping difference: due when `now` is at or past `due`.
+            now.wrapping_sub(idle.due.load(Ordering::Relaxed)) <= usize::MAX / 2
+        })
     }
 
     /// Whether thread events concern the policy.
     #[inline]
     pub(crate) fn active(&self) -> bool {
         self.policy.follows_threads()
+    }
+}
+
+#[cfg(feature = "std")]
+impl Idle {
+    fn millis(&self, at: std::time::Instant) -> usize {
+        // Truncation is the point: the count wraps (see `due`).
+        at.duration_since(self.epoch).as_millis() as usize
+    }
+
+    /// Which registrations of `seen` are active at `now` (`regs`: thread index,
+    /// generation, operation count, in index order), remembering what it saw; sets the
+    /// next check a quarter of `after` ahead.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the policy's `running` flag (one run at a time).
+    unsafe fn active(&self, regs: &[(usize, usize, usize)], now: std::time::Instant) -> Vec<bool> {
+        let next = self.millis(now + self.after / 4);
+        self.due.store(next, Ordering::Relaxed);
+        // SAFETY: one run at a time, by the caller's contract.
+        self.seen.with_mut(|seen| unsafe {
+            let seen = &mut *seen;
+            regs.iter()
+                .map(|&(tid, generation, ops)| {
+                    if seen.len() <= tid {
+                        seen.resize(
+                            tid + 1,
+                            Seen {
+                                generation: usize::MAX,
+                                ops: 0,
+                                since: now,
+                            },
+                        );
+                    }
+                    let s = &mut seen[tid];
+                    if s.generation != generation || s.ops != ops {
+                        *s = Seen {
+                            generation,
+                            ops,
+                            since: now,
+                        };
+                    }
+                    // Active: it changed at this run, or less than `after` ago.
+                    s.since == now || now.duration_since(s.since) < self.after
+                })
+                .collect()
+        })
     }
 }
 
@@ -331,12 +494,40 @@ where
 
     /// One run of `follow_threads`: adds, then removes.
     fn policy_round(&self) {
+        // The idle threads (index, node), if the idle rule is on.
+        let mut idle: Vec<(usize, NodeId)> = Vec::new();
         let (counts, live, fallback) = {
             let admin = self.threads.admin();
             self.give_back_exited(&admin);
+            let regs: Vec<(usize, usize, NodeId, usize)> = self
+                .threads
+                .registrations(&admin)
+                .map(|(tid, ctx)| {
+                    (
+                        tid,
+                        ctx.generation.load(Ordering::Relaxed),
+                        NodeId(ctx.node.load(Ordering::Relaxed)),
+                        ctx.ops.load(Ordering::Relaxed),
+                    )
+                })
+                .collect();
+            #[cfg(feature = "std")]
+            let active = match &self.policy.idle {
+                Some(rule) => {
+                    let seen: Vec<_> = regs.iter().map(|&(t, g, _, o)| (t, g, o)).collect();
+                    // SAFETY: this is a run of the policy (`run_rounds` holds `running`).
+                    unsafe { rule.active(&seen, std::time::Instant::now()) }
+                }
+                None => alloc::vec![true; regs.len()],
+            };
+            #[cfg(not(feature = "std"))]
+            let active = alloc::vec![true; regs.len()];
             let mut counts: Vec<(NodeId, usize)> = Vec::new();
-            for (_, ctx) in self.threads.registrations(&admin) {
-                let node = NodeId(ctx.node.load(Ordering::Relaxed));
+            for (&(tid, _, node, _), active) in regs.iter().zip(active) {
+                if !active {
+                    idle.push((tid, node));
+                    continue;
+                }
                 match counts.iter_mut().find(|(n, _)| *n == node) {
                     Some((_, c)) => *c += 1,
                     None => counts.push((node, 1)),
@@ -396,6 +587,63 @@ where
                 }
                 Err(_) => bump(&self.policy.failed, 1),
             }
+        }
+        self.park(&idle);
+    }
+
+    /// Parks the idle threads whose node has no replica now, so that their next
+    /// operation wakes the policy; unparks those whose node has one again. A thread that
+    /// operated between this run's count and its parking is parked all the same: its next
+    /// operation wakes the policy, which then counts it active (one round too many, no
+    /// operation lost). Parking pokes the thread's operation count so that its next
+    /// operation makes its periodic check; a poke that races with the thread's own count
+    /// is lost, and the check then comes at most `MIGRATION_CHECK_EVERY` operations later.
+    fn park(&self, idle: &[(usize, NodeId)]) {
+        if idle.is_empty() {
+            return;
+        }
+        let nodes: Vec<NodeId> = self
+            .replicas
+            .iter()
+            .filter(|(_, r)| r.id().is_some())
+            .map(|(_, r)| r.node())
+            .collect();
+        for &(tid, node) in idle {
+            let parked = !nodes.contains(&node);
+            let ctx = self.threads.context(tid);
+            if ctx.parked.load(Ordering::Relaxed) != parked {
+                ctx.parked.store(parked, Ordering::Relaxed);
+                if parked {
+                    // Its next operation checks (and so finds itself parked).
+                    ctx.poke();
+                }
+            }
+        }
+    }
+
+    /// A parked thread's operation: it wakes the policy and waits for the run (which
+    /// counts it active and brings its node's replica back) before its operation runs.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn wake(&self, tid: usize) {
+        self.threads
+            .context(tid)
+            .parked
+            .store(false, Ordering::Relaxed);
+        bump(&self.policy.woken, 1);
+        self.threads_changed(false);
+        self.run_policy(true);
+    }
+
+    /// Runs the policy if an idle check is due (see [`Policy`]'s idle rule), without
+    /// waiting for a run by another thread.
+    #[cfg(feature = "std")]
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn check_idle(&self, wait: bool) {
+        if self.policy.idle_check_due() {
+            self.threads_changed(false);
+            self.run_policy(wait);
         }
     }
 }

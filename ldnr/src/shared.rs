@@ -90,8 +90,9 @@ where
     }
 
     /// The rarer work of an operation's entry: a thread exited and the replication
-    /// policy has to act on it; every `MIGRATION_CHECK_EVERY` operations (with an
-    /// affinity manager that steers memory) the thread's node is looked up.
+    /// policy has to act on it; with an affinity manager that steers memory, every
+    /// `MIGRATION_CHECK_EVERY` operations (and after the policy parked the thread) the
+    /// thread makes its periodic check.
     #[inline(always)]
     #[track_caller]
     fn attend(&self, tid: usize, flags: usize) {
@@ -101,10 +102,26 @@ where
             // own threads.
             self.run_policy(false);
         }
-        // SAFETY: the token proves the caller owns the context.
-        if flags & STEERS != 0 && unsafe { self.threads.context(tid).tick(MIGRATION_CHECK_EVERY) } {
-            self.follow(tid);
+        // The token proves the caller owns the context.
+        if flags & STEERS != 0 && self.threads.context(tid).tick(MIGRATION_CHECK_EVERY) {
+            self.checkpoint(tid);
         }
+    }
+
+    /// The periodic check of an operating thread (with an affinity manager that steers
+    /// memory): a parked thread wakes the policy (the idle rule: its node's replica comes
+    /// back before this operation; parking pokes the count, so this is its next
+    /// operation), the thread's node is looked up, and the idle rule checked.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn checkpoint(&self, tid: usize) {
+        if self.threads.context(tid).parked.load(Ordering::Relaxed) {
+            self.wake(tid);
+        }
+        self.follow(tid);
+        #[cfg(feature = "std")]
+        self.check_idle(false);
     }
 
     /// Panics on a re-entrant call by the owner of `ctx`: the thread's marks say so, or,
@@ -186,6 +203,7 @@ where
             policy_added: self.policy.added.load(Ordering::Relaxed),
             policy_removed: self.policy.removed.load(Ordering::Relaxed),
             policy_failed: self.policy.failed.load(Ordering::Relaxed),
+            policy_woken: self.policy.woken.load(Ordering::Relaxed),
             replicas: self
                 .replicas
                 .iter()

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{mpsc, Arc, Barrier};
+use std::time::Duration;
 
 use ldnr::{Dispatch, NodeId, NodeReplicated, Policy};
 use ldnr_testkit::counters::{Counters, Get, Inc};
@@ -258,11 +259,18 @@ fn policy_driven_churn_stays_linearizable() {
         let manager = Arc::new(Pretend::new(NODES));
         let mut added = 0;
         for round in 0..ROUNDS {
-            // A fresh, empty map per round: the checker starts every key empty.
+            // A fresh, empty map per round: the checker starts every key empty. Odd
+            // rounds add the idle rule at its most eager (every check parks the threads
+            // that did nothing since the last one; their next operation wakes the policy).
             on(0);
+            let policy = if round % 2 == 1 {
+                Policy::follow_threads().idle_after(Duration::ZERO)
+            } else {
+                Policy::follow_threads()
+            };
             let nr = NodeReplicated::builder(TestMap::default())
                 .affinity(manager.clone())
-                .policy(Policy::follow_threads())
+                .policy(policy)
                 .log_capacity(16)
                 .build()
                 .unwrap();
@@ -331,12 +339,33 @@ fn policy_driven_churn_stays_linearizable() {
 /// and the final counts are exact on every replica.
 #[test]
 fn policy_driven_churn_keeps_increments_exactly_once() {
-    watchdog("policy exactly once", LIMIT, || {
+    for policy in [
+        Policy::follow_threads(),
+        Policy::follow_threads().idle_after(Duration::ZERO),
+    ] {
+        churn_exactly_once(policy);
+    }
+}
+
+fn churn_exactly_once(policy: Policy) {
+    watchdog("policy exactly once", LIMIT, move || {
         const WORKERS: usize = 4;
         const PER: u64 = 3_000;
-        let nr = following(Policy::follow_threads());
+        let nr = following(policy);
+        let done = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|s| {
+            if policy.idle().is_some() {
+                // Idle checks all along: with ZERO, a worker that did nothing since the
+                // previous check (preempted, say) is parked and wakes the policy.
+                s.spawn(|| {
+                    while done.load(std::sync::atomic::Ordering::Relaxed) < WORKERS {
+                        nr.maintain();
+                        std::thread::yield_now();
+                    }
+                });
+            }
             for w in 0..WORKERS {
+                let done = &done;
                 let nr = &nr;
                 s.spawn(move || {
                     let mut tkn = None;
@@ -355,6 +384,7 @@ fn policy_driven_churn_keeps_increments_exactly_once() {
                         assert_eq!(got, i + 1, "worker {w}, increment {i}");
                     }
                     nr.deregister(tkn.unwrap()).unwrap();
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 });
             }
         });
@@ -362,6 +392,10 @@ fn policy_driven_churn_keeps_increments_exactly_once() {
         let t = nr.register().unwrap();
         for w in 0..WORKERS {
             assert_eq!(nr.execute(Get(w), t), PER);
+        }
+        if policy.idle().is_some() {
+            // How much the idle rule did depends on the schedule; not asserted.
+            eprintln!("idle rule under churn: {:?}", nr.stats());
         }
     });
 }
@@ -482,6 +516,96 @@ fn a_full_instance_makes_room_for_the_policy() {
                 );
                 nr.deregister(t).unwrap();
             });
+        });
+    });
+}
+
+/// A thread on `node` that registers, then runs one increment of its counter `node` per
+/// message on the returned channel and answers each with the response; it deregisters
+/// when the channel closes.
+fn worker<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    nr: &'s NodeReplicated<Counters>,
+    node: usize,
+) -> (mpsc::Sender<()>, mpsc::Receiver<u64>) {
+    let (go, orders) = mpsc::channel::<()>();
+    let (answer, answers) = mpsc::channel();
+    s.spawn(move || {
+        on(node);
+        let tkn = nr.register().unwrap();
+        answer.send(0).unwrap();
+        for () in orders {
+            answer.send(nr.execute_mut(Inc(node), tkn)).unwrap();
+        }
+        nr.deregister(tkn).unwrap();
+    });
+    assert_eq!(answers.recv().unwrap(), 0, "registered");
+    (go, answers)
+}
+
+/// The idle rule, with `Duration::ZERO` so that each check counts every thread that did
+/// nothing since the previous one as idle: a node whose threads are idle loses its
+/// replica at the next check (`maintain` here), and the next operation of its thread
+/// brings it back before it runs, exactly once. With a long `idle_after` nothing goes.
+#[test]
+fn idle_nodes_lose_their_replica_until_their_next_operation() {
+    watchdog("idle rule", LIMIT, || {
+        let nr = following(Policy::follow_threads().idle_after(Duration::ZERO));
+        std::thread::scope(|s| {
+            let op = |(go, answers): &(mpsc::Sender<()>, mpsc::Receiver<u64>)| {
+                go.send(()).unwrap();
+                answers.recv().unwrap()
+            };
+            let a = worker(s, &nr, 1);
+            assert_eq!(op(&a), 1);
+            let b = worker(s, &nr, 2);
+            assert_eq!(op(&b), 1);
+            assert_eq!(nodes_of(&nr), set(&[1, 2]), "both registered and operated");
+            // B operates, A does not: A's node is idle at the check.
+            assert_eq!(op(&b), 2);
+            nr.maintain();
+            assert_eq!(nodes_of(&nr), set(&[2]), "node 1 was idle");
+            let removed = nr.stats().policy_removed;
+            // A's next operation brings its replica back first (and B, idle since the
+            // check, loses its own: with ZERO only the latest counts).
+            assert_eq!(op(&a), 2, "applied once, after the wake-up");
+            assert_eq!(nodes_of(&nr), set(&[1]), "node 1 is back, node 2 idle");
+            let on_a = nr
+                .replicas()
+                .into_iter()
+                .find(|r| r.node == NodeId(1))
+                .unwrap();
+            assert_eq!(
+                on_a.threads, 2,
+                "both threads are served by node 1's replica"
+            );
+            assert_eq!(op(&b), 3);
+            assert_eq!(
+                nodes_of(&nr),
+                set(&[2]),
+                "B's operation brought node 2 back"
+            );
+            assert!(nr.stats().policy_removed > removed);
+            assert_eq!(nr.stats().policy_woken, 2, "A's and B's wake-ups");
+            for (go, _) in [a, b] {
+                drop(go);
+            }
+        });
+        on(0);
+        let t = nr.register().unwrap();
+        assert_eq!((nr.execute(Get(1), t), nr.execute(Get(2), t)), (2, 3));
+    });
+    watchdog("long idle rule", LIMIT, || {
+        let nr = following(Policy::follow_threads().idle_after(Duration::from_secs(3_600)));
+        std::thread::scope(|s| {
+            let (a, b) = (worker(s, &nr, 1), worker(s, &nr, 2));
+            for (go, answers) in [&a, &b] {
+                go.send(()).unwrap();
+                assert_eq!(answers.recv().unwrap(), 1);
+            }
+            nr.maintain();
+            assert_eq!(nodes_of(&nr), set(&[1, 2]), "nobody idle for an hour");
+            drop((a, b));
         });
     });
 }

@@ -140,9 +140,16 @@ pub(crate) struct Context<W, R> {
     /// (relaxed load and store), on the line its operations write anyway (the reader
     /// slot, the state); folded into the instance's total when the index is given back.
     pub(crate) ops: AtomicUsize,
+    /// Operations left until the owner's next periodic check (its node, the idle rule):
+    /// written by the owner ([`tick`](Self::tick)), and set to 0 by a [`poke`](Self::poke).
+    countdown: AtomicUsize,
     /// Whether the owner is combining (it may be inside `dispatch_mut` of any thread's
     /// operation). Owner-only; with `reader`, what detects a re-entrant call.
     applying: AtomicBool,
+    /// Set by the replication policy when it dropped the replica of this thread's node
+    /// because the node's threads were idle; the owner's next operation (with a manager
+    /// that steers memory) clears it and wakes the policy (`policy` module).
+    pub(crate) parked: AtomicBool,
     /// The owner's bookkeeping of the operation paths (owner only).
     owner: UnsafeCell<Owner>,
     op: UnsafeCell<MaybeUninit<W>>,
@@ -162,11 +169,10 @@ struct Scratch<W> {
 }
 
 /// The owner's bookkeeping of the operation paths: the replica whose reader set it is in
-/// (rwlock R2), and how many operations remain until it next asks on which node it runs.
+/// (rwlock R2).
 #[derive(Debug)]
 struct Owner {
     listed: usize,
-    countdown: u32,
 }
 
 /// `Scratch::listed` of a thread in no replica's reader set.
@@ -190,14 +196,13 @@ impl<W, R> Context<W, R> {
             node: AtomicUsize::new(0),
             reader: ReaderSlot::new(),
             ops: AtomicUsize::new(0),
+            countdown: AtomicUsize::new(0),
             applying: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
             op: UnsafeCell::new(MaybeUninit::uninit()),
             response: UnsafeCell::new(MaybeUninit::uninit()),
             generation: AtomicUsize::new(0),
-            owner: UnsafeCell::new(Owner {
-                listed: UNLISTED,
-                countdown: 0,
-            }),
+            owner: UnsafeCell::new(Owner { listed: UNLISTED }),
             scratch: UnsafeCell::new(Scratch {
                 displaced: Vec::new(),
                 #[cfg(feature = "std")]
@@ -272,35 +277,35 @@ impl<W, R> Context<W, R> {
         );
     }
 
-    /// Counts one operation; `true` once every `every` operations (and on the first
-    /// after `restart_count`).
-    ///
-    /// # Safety
-    ///
-    /// Only the owner thread may call this.
+    /// Counts one operation; `true` once every `every` operations, on the first after
+    /// `restart_count(0)`, and on the next after a [`poke`](Self::poke). Owner only (a
+    /// relaxed load and store: a poke that falls between them is lost, and the check
+    /// comes at the end of the count instead).
     #[inline]
-    pub(crate) unsafe fn tick(&self, every: u32) -> bool {
-        // SAFETY: owner only, by the caller's contract.
-        self.owner.with_mut(|s| unsafe {
-            if (*s).countdown == 0 {
-                (*s).countdown = every;
+    pub(crate) fn tick(&self, every: usize) -> bool {
+        match self.countdown.load(Ordering::Relaxed) {
+            0 => {
+                self.countdown.store(every, Ordering::Relaxed);
                 true
-            } else {
-                (*s).countdown -= 1;
+            }
+            left => {
+                self.countdown.store(left - 1, Ordering::Relaxed);
                 false
             }
-        })
+        }
     }
 
-    /// Restarts the operation count (a new owner).
-    ///
-    /// # Safety
-    ///
-    /// Only the owner thread, or whoever holds the admin lock for a context no thread owns.
-    pub(crate) unsafe fn restart_count(&self, first_check_after: u32) {
-        // SAFETY: by the caller's contract.
-        self.owner
-            .with_mut(|s| unsafe { (*s).countdown = first_check_after });
+    /// Restarts the operation count (a new owner): the next check after `first_check_after`
+    /// operations. By the owner, or whoever holds the admin lock for a context no thread
+    /// owns.
+    pub(crate) fn restart_count(&self, first_check_after: usize) {
+        self.countdown.store(first_check_after, Ordering::Relaxed);
+    }
+
+    /// Asks the owner to make its periodic check at its next operation (best effort: see
+    /// [`tick`](Self::tick)). Any thread.
+    pub(crate) fn poke(&self) {
+        self.countdown.store(0, Ordering::Relaxed);
     }
 
     /// Keeps an operation that the owner's write displaced from the log, to be dropped by

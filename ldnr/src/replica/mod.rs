@@ -218,6 +218,9 @@ pub struct Stats {
     /// (a panicking affinity manager or `Clone` of `D`; with `std`, caught: the thread
     /// that ran the policy goes on).
     pub policy_failed: usize,
+    /// Operations of parked threads that woke the policy (the idle rule of
+    /// [`Policy::idle_after`](crate::Policy::idle_after)).
+    pub policy_woken: usize,
     /// Per live replica: batches, operations appended, entries applied by other
     /// replicas' combiners, freezes.
     pub replicas: Vec<ReplicaStats>,
