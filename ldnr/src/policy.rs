@@ -77,18 +77,21 @@ use crate::sync::{AtomicBool, AtomicUsize, Backoff, Ordering};
 /// - in [`maintain`](crate::NodeReplicated::maintain), for an application that wants
 ///   checks on its own schedule (say, when every thread is quiet).
 ///
-/// A run sees a thread as active when its operation count changed since the previous
-/// run, or when it registered since. A node whose threads are all idle is not wanted:
-/// its replica is removed as for a node without threads (never the last replica), and
-/// its threads, now served by the nearest replica, are *parked*. The next operation of a
+/// A run sees a thread as active when it is inside an operation, or when a run saw its
+/// operation count change (or its registration) less than `idle_after` ago. A node whose
+/// threads are all idle is not wanted: its replica is removed as for a node without
+/// threads (never the last replica), and its threads, now served by the nearest replica,
+/// are *parked* (only where their node would be wanted with them active: a lone thread
+/// below `min_threads` is not). The next operation of a
 /// parked thread wakes the policy and waits for the run, like a registration: the replica
 /// is back (a clone, which this thread pays for) before the operation runs. (Parking
 /// moves the thread's periodic check to its next operation, so operations pay nothing
 /// for it; if the thread was counting an operation at that very moment, the move is
 /// lost and the wake-up comes with its regular check, at most 1,024 operations later.)
 /// So a replica
-/// is dropped between `idle_after` and about `1.25 × idle_after` after its node's last
-/// operation, provided some thread operates (or calls `maintain`) then; a quiet process
+/// is dropped between `idle_after` and about `1.5 × idle_after` after its node's last
+/// operation (a run sees the last change up to a quarter late, and the next check comes
+/// up to a quarter later), provided some thread operates (or calls `maintain`) then; a quiet process
 /// keeps its replicas until something runs. The rule needs an affinity manager that
 /// steers memory (more than one node): with one node there is one replica anyway.
 ///
@@ -205,7 +208,8 @@ impl Policy {
     /// operation of such a thread wakes the policy, which brings the replica back before
     /// that operation runs (with one exception, see the type docs). Off by default. See the [type docs](Policy#the-idle-rule)
     /// for when idleness is checked. `Duration::ZERO` makes every check count the
-    /// threads that did nothing since the previous one as idle (for tests).
+    /// threads that did nothing since the previous one as idle (for tests). No effect
+    /// under [`manual`](Self::manual).
     ///
     /// # Examples
     ///
@@ -338,7 +342,10 @@ impl Idle {
     ///
     /// The caller holds the policy's `running` flag (one run at a time).
     unsafe fn active(&self, regs: &[(usize, usize, usize)], now: std::time::Instant) -> Vec<bool> {
-        let next = self.millis(now + self.after / 4);
+        // At most 2^30 ms (12 days) ahead, so that the wrapping comparison of `due`
+        // holds on 32 bits and no `Instant` overflows (`Duration::MAX` means "never").
+        let step = (self.after / 4).min(core::time::Duration::from_millis(1 << 30));
+        let next = self.millis(now.checked_add(step).unwrap_or(now));
         self.due.store(next, Ordering::Relaxed);
         // SAFETY: one run at a time, by the caller's contract.
         self.seen.with_mut(|seen| unsafe {
@@ -494,8 +501,10 @@ where
 
     /// One run of `follow_threads`: adds, then removes.
     fn policy_round(&self) {
-        // The idle threads (index, node), if the idle rule is on.
+        // The idle threads (index, node), if the idle rule is on, and the thread counts
+        // per node with them.
         let mut idle: Vec<(usize, NodeId)> = Vec::new();
+        let wanted_if_active: Vec<(NodeId, usize)>;
         let (counts, live, fallback) = {
             let admin = self.threads.admin();
             self.give_back_exited(&admin);
@@ -516,7 +525,14 @@ where
                 Some(rule) => {
                     let seen: Vec<_> = regs.iter().map(|&(t, g, _, o)| (t, g, o)).collect();
                     // SAFETY: this is a run of the policy (`run_rounds` holds `running`).
-                    unsafe { rule.active(&seen, std::time::Instant::now()) }
+                    let mut active = unsafe { rule.active(&seen, std::time::Instant::now()) };
+                    // A thread inside an operation (a long read, say) is not idle: its
+                    // count changes only when the next one starts, and removing its
+                    // replica would wait for it.
+                    for (a, &(tid, ..)) in active.iter_mut().zip(&regs) {
+                        *a = *a || self.threads.context(tid).busy();
+                    }
+                    active
                 }
                 None => alloc::vec![true; regs.len()],
             };
@@ -533,6 +549,18 @@ where
                     None => counts.push((node, 1)),
                 }
             }
+            // The nodes the policy would want if the idle threads were active: only their
+            // threads are parked (a thread whose node is never wanted, for `min_threads`
+            // or `max_replicas`, is served elsewhere anyway, and waking would only cost a
+            // round).
+            let mut all = counts.clone();
+            for &(_, node) in &idle {
+                match all.iter_mut().find(|(n, _)| *n == node) {
+                    Some((_, c)) => *c += 1,
+                    None => all.push((node, 1)),
+                }
+            }
+            wanted_if_active = all;
             let live: Vec<(crate::ReplicaId, NodeId, usize)> = self
                 .replicas
                 .iter()
@@ -550,6 +578,12 @@ where
         };
         let has: Vec<NodeId> = live.iter().map(|r| r.1).collect();
         let want = wanted(&self.policy.policy, counts, &has, fallback);
+        if !idle.is_empty() {
+            // Parked before anything changes, so that a change that fails or panics half
+            // way leaves no idle thread without its wake-up.
+            let would = wanted(&self.policy.policy, wanted_if_active, &has, fallback);
+            self.park(&idle, &want, &would);
+        }
         // Adds first: threads of a wanted node move to its new replica. A failure (the
         // node's memory policy refused) leaves that node served by the nearest replica;
         // the next event tries again. An instance full of replicas gets room from the
@@ -588,28 +622,19 @@ where
                 Err(_) => bump(&self.policy.failed, 1),
             }
         }
-        self.park(&idle);
     }
 
-    /// Parks the idle threads whose node has no replica now, so that their next
-    /// operation wakes the policy; unparks those whose node has one again. A thread that
-    /// operated between this run's count and its parking is parked all the same: its next
-    /// operation wakes the policy, which then counts it active (one round too many, no
-    /// operation lost). Parking pokes the thread's operation count so that its next
-    /// operation makes its periodic check; a poke that races with the thread's own count
-    /// is lost, and the check then comes at most `MIGRATION_CHECK_EVERY` operations later.
-    fn park(&self, idle: &[(usize, NodeId)]) {
-        if idle.is_empty() {
-            return;
-        }
-        let nodes: Vec<NodeId> = self
-            .replicas
-            .iter()
-            .filter(|(_, r)| r.id().is_some())
-            .map(|(_, r)| r.node())
-            .collect();
+    /// Parks the idle threads whose node this run does not want (`want`) but would if
+    /// they were active (`would`), so that their next operation wakes the policy; unparks
+    /// the others. A thread that operated between this run's count and its parking is
+    /// parked all the same: its next operation wakes the policy, which then counts it
+    /// active (one round too many, no operation lost). Parking pokes the thread's
+    /// operation count so that its next operation makes its periodic check; a poke that
+    /// races with the thread's own count is lost, and the check then comes at most
+    /// `MIGRATION_CHECK_EVERY` operations later.
+    fn park(&self, idle: &[(usize, NodeId)], want: &[NodeId], would: &[NodeId]) {
         for &(tid, node) in idle {
-            let parked = !nodes.contains(&node);
+            let parked = !want.contains(&node) && would.contains(&node);
             let ctx = self.threads.context(tid);
             if ctx.parked.load(Ordering::Relaxed) != parked {
                 ctx.parked.store(parked, Ordering::Relaxed);

@@ -117,9 +117,13 @@ where
     #[track_caller]
     fn checkpoint(&self, tid: usize) {
         if self.threads.context(tid).parked.load(Ordering::Relaxed) {
+            // Where it runs first, so that the run it wakes counts it on its node now
+            // (one clone, not one for the old node and one for the new).
+            self.follow_here(tid);
             self.wake(tid);
+        } else {
+            self.follow(tid);
         }
-        self.follow(tid);
         #[cfg(feature = "std")]
         self.check_idle(false);
     }

@@ -224,8 +224,10 @@ struct Marks {
 }
 
 /// How many enclosing instances the marks keep in place; deeper ones go to `SPILL`.
+/// `MARKS` has no destructor, so these stay readable while other thread-locals are
+/// destroyed (user code run from their destructors), where `SPILL` may be gone.
 #[cfg(feature = "std")]
-const MARK_DEPTH: usize = 8;
+const MARK_DEPTH: usize = 64;
 
 #[cfg(feature = "std")]
 impl Marks {

@@ -274,7 +274,7 @@ where
     }
 
     /// `follow` without the policy; whether the thread's node changed.
-    fn follow_here(&self, tid: usize) -> bool {
+    pub(crate) fn follow_here(&self, tid: usize) -> bool {
         let ctx = self.threads.context(tid);
         let _inside = self.callbacks();
         let manager = self.memory.manager();

@@ -457,14 +457,14 @@ impl Dispatch for Link {
     }
 }
 
-/// User code nested through twelve instances (each read calls the next) calls back into
-/// one of them: into the outermost, and into the tenth, which is deeper than the marks
+/// User code nested through seventy instances (each read calls the next) calls back into
+/// one of them: into the outermost, and into the 67th, which is deeper than the marks
 /// keep in place. Every such call panics with "re-entrant call" (before, the deep one
 /// waited for itself in `remove_replica` or a write), and the marks unwind with the
 /// panic: afterwards every instance takes reads, writes and reconfiguration.
 #[test]
 fn a_call_back_from_deep_nesting_panics() {
-    const DEPTH: usize = 12;
+    const DEPTH: usize = 70;
     watchdog("deep nesting", LIMIT, || {
         let chain: Vec<ChainLink> = (0..DEPTH)
             .map(|_| {
@@ -479,7 +479,7 @@ fn a_call_back_from_deep_nesting_panics() {
             .collect();
         CHAIN.with(|c| *c.borrow_mut() = chain.clone());
         let (outer, tkn, _) = chain[0];
-        for target in [0, 9, DEPTH - 2] {
+        for target in [0, 66, DEPTH - 2] {
             for call in [
                 Call::WriteWithSecondToken,
                 Call::AddReplica,

@@ -609,3 +609,188 @@ fn idle_nodes_lose_their_replica_until_their_next_operation() {
         });
     });
 }
+
+/// A thread inside a long read is not idle: the idle check neither removes its replica
+/// nor waits for it. Here the read waits until the check has returned; removing the
+/// reader's replica would wait for the read, for ever (the watchdog fails the test).
+#[test]
+fn a_thread_inside_an_operation_is_not_idle() {
+    watchdog("long reader", LIMIT, || {
+        let nr = following(Policy::follow_threads().idle_after(Duration::ZERO));
+        let (inside, reading) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let nr = &nr;
+            s.spawn(move || {
+                on(2);
+                let tkn = nr.register().unwrap();
+                nr.execute_mut(Inc(2), tkn);
+                nr.read(tkn, |_| {
+                    inside.send(()).unwrap();
+                    released.recv().unwrap();
+                });
+            });
+            reading.recv().unwrap();
+            on(1);
+            let tkn = nr.register().unwrap();
+            // Two checks, this thread active at both (with ZERO: an operation between).
+            nr.execute_mut(Inc(1), tkn);
+            nr.maintain();
+            let kept = nodes_of(nr);
+            nr.execute_mut(Inc(1), tkn);
+            nr.maintain();
+            let kept_again = nodes_of(nr);
+            // Released before asserting, so that a failure does not leave it waiting.
+            release.send(()).unwrap();
+            assert_eq!(kept, set(&[1, 2]), "the reader's node keeps its replica");
+            assert_eq!(kept_again, set(&[1, 2]), "and at the next check too");
+        });
+    });
+}
+
+/// A removal that panics (`Drop` of the removed replica's data) still leaves the idle
+/// thread parked: its next operation brings its node's replica back.
+#[test]
+fn an_idle_thread_is_parked_before_its_replica_goes() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    static BOOM: AtomicBool = AtomicBool::new(false);
+    #[derive(Clone)]
+    struct Fragile(Counters);
+    impl Drop for Fragile {
+        fn drop(&mut self) {
+            if BOOM.swap(false, SeqCst) {
+                panic!("fragile: drop");
+            }
+        }
+    }
+    impl Dispatch for Fragile {
+        type ReadOperation = Get;
+        type WriteOperation = Inc;
+        type Response = u64;
+        fn dispatch(&self, g: Get) -> u64 {
+            self.0.dispatch(g)
+        }
+        fn dispatch_mut(&mut self, i: Inc) -> u64 {
+            self.0.dispatch_mut(i)
+        }
+    }
+    ldnr_testkit::quiet_panics(&["fragile:"]);
+    watchdog("park before removal", LIMIT, || {
+        on(0);
+        let nr = NodeReplicated::builder(Fragile(Counters(vec![0; 4])))
+            .affinity(Arc::new(Pretend::new(NODES)))
+            .policy(Policy::follow_threads().idle_after(Duration::ZERO))
+            .build()
+            .unwrap();
+        std::thread::scope(|s| {
+            let (go, orders) = mpsc::channel::<()>();
+            let (answer, answers) = mpsc::channel();
+            let nr = &nr;
+            s.spawn(move || {
+                on(1);
+                let t = nr.register().unwrap();
+                for () in orders {
+                    answer.send(nr.execute_mut(Inc(1), t)).unwrap();
+                }
+            });
+            go.send(()).unwrap();
+            assert_eq!(answers.recv().unwrap(), 1);
+            on(2);
+            let t = nr.register().unwrap();
+            nr.execute_mut(Inc(2), t);
+            BOOM.store(true, SeqCst);
+            nr.maintain(); // removes node 1's replica; its data's `Drop` panics (caught)
+            assert_eq!(nodes_of(nr), set(&[2]));
+            assert_eq!(nr.stats().policy_failed, 1);
+            go.send(()).unwrap();
+            assert_eq!(answers.recv().unwrap(), 2, "once");
+            assert!(
+                nodes_of(nr).contains(&1),
+                "node 1 is back: {:?}",
+                nr.stats()
+            );
+        });
+    });
+}
+
+/// `idle_after(Duration::MAX)` (or 100 days, past a 32-bit millisecond count) means
+/// "never idle", and operations never find a check due: a replica added by hand on a
+/// node without threads stays through thousands of operations (a policy run would remove
+/// it).
+#[test]
+fn a_huge_idle_time_never_makes_a_check_due() {
+    for after in [
+        Duration::from_secs(3_600),
+        Duration::from_secs(100 * 86_400),
+        Duration::MAX,
+    ] {
+        let nr = following(Policy::follow_threads().idle_after(after));
+        let t = nr.register().unwrap();
+        let extra = nr.add_replica(NodeId(3)).unwrap();
+        for _ in 0..5_000 {
+            nr.execute(Get(0), t);
+        }
+        assert!(
+            nr.replicas().iter().any(|r| r.id == extra),
+            "{after:?}: a policy run happened"
+        );
+    }
+}
+
+/// A parked thread that moved wakes the policy for its new node: one clone (node 3), not
+/// one for its old node and then one for the new.
+#[test]
+fn a_parked_thread_that_moved_costs_one_clone() {
+    watchdog("parked and moved", LIMIT, || {
+        let nr = following(Policy::follow_threads().idle_after(Duration::ZERO));
+        std::thread::scope(|s| {
+            let (go, orders) = mpsc::channel::<usize>();
+            let (answer, answers) = mpsc::channel();
+            let nr = &nr;
+            s.spawn(move || {
+                on(1);
+                let t = nr.register().unwrap();
+                for node in orders {
+                    on(node);
+                    answer.send(nr.execute_mut(Inc(1), t)).unwrap();
+                }
+            });
+            go.send(1).unwrap();
+            assert_eq!(answers.recv().unwrap(), 1);
+            on(2);
+            let t = nr.register().unwrap();
+            nr.execute_mut(Inc(2), t);
+            nr.maintain();
+            assert_eq!(nodes_of(nr), set(&[2]), "node 1 idle");
+            let added = nr.stats().policy_added;
+            go.send(3).unwrap();
+            assert_eq!(answers.recv().unwrap(), 2);
+            assert_eq!(nodes_of(nr), set(&[3]), "node 3 now, node 2 idle");
+            assert_eq!(nr.stats().policy_added - added, 1, "{:?}", nr.stats());
+        });
+    });
+}
+
+/// A lone thread under `min_threads(2)` never has a replica of its own, so going idle
+/// does not park it: its operations never wake the policy.
+#[test]
+fn a_thread_whose_node_is_never_wanted_is_not_parked() {
+    watchdog("never wanted", LIMIT, || {
+        let nr = following(
+            Policy::follow_threads()
+                .min_threads(2)
+                .idle_after(Duration::ZERO),
+        );
+        std::thread::scope(|s| {
+            let (go, answers) = worker(s, &nr, 1);
+            for i in 1..=10 {
+                go.send(()).unwrap();
+                assert_eq!(answers.recv().unwrap(), i);
+                nr.maintain();
+                nr.maintain();
+            }
+            assert_eq!(nr.stats().policy_woken, 0);
+            drop(go);
+        });
+    });
+}
