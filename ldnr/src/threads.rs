@@ -326,6 +326,7 @@ where
 
     /// The reader slots of the threads in replica `slot`'s reader set: what its write
     /// lock waits for (rwlock R2).
+    #[inline]
     pub(crate) fn readers_of(&self, slot: usize) -> impl Iterator<Item = &ReaderSlot> {
         let contexts = self.threads.contexts();
         self.replicas
