@@ -226,10 +226,11 @@ pub fn run(config: &Config) -> Summary {
     // Workers are not pinned to single CPUs: the soak oversubscribes on purpose.
     let placement = Placement::new(config.affinity, config.nodes, false);
     config.nodes = placement.nodes().len();
-    // Registrations: the participants, then at the final check up to `participants +
-    // replicas + 1` per replica (see `tokens_on_every_replica`).
+    // Registrations: the participants, then at the final check up to
+    // `replicas * (participants + replicas) + 1` per replica (see
+    // `tokens_on_every_replica`).
     let (p, r) = (config.participants(), config.replicas_max);
-    let max_threads = p + r * (p + r + 1);
+    let max_threads = p + r * (r * (p + r) + 1);
     let nr = NodeReplicated::builder(config.initial_map())
         .replicas(&[placement.node_of(0)])
         .log_capacity(config.log_capacity)

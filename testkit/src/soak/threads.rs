@@ -496,14 +496,18 @@ pub(super) fn final_check(sh: &Shared, workers: &[WorkerEnd], coordinator: &Coor
 
 /// Registers tokens (on the calling thread) until one is matched to each live replica.
 /// A registration goes to the replica of the thread's node that serves the fewest
-/// threads, so a bounded number of them, made from a replica's node, reaches it.
+/// threads, so a bounded number of them, made from a replica's node, reaches it: at
+/// most one per thread the others on that node must gain to catch up with it, that is
+/// fewer than `replicas * (participants + replicas)`, plus one. (Each worker stays
+/// registered: with three replicas on one node serving 7, 1 and 1 threads, the 7-thread
+/// one is reached only at the 13th registration or later.)
 fn tokens_on_every_replica(sh: &Shared) -> Result<Vec<(ReplicaId, ThreadToken)>, String> {
     let infos = sh.nr.replicas();
     let mut out: Vec<(ReplicaId, ThreadToken)> = Vec::new();
     let has = |out: &[(ReplicaId, ThreadToken)], id| out.iter().any(|(i, _)| *i == id);
     for info in &infos {
         sh.placement.enter_node(info.node);
-        for _ in 0..=sh.config.participants() + infos.len() {
+        for _ in 0..=infos.len() * (sh.config.participants() + infos.len()) {
             if has(&out, info.id) {
                 break;
             }
