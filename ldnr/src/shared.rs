@@ -84,7 +84,7 @@ where
         self.check_reentry(ctx);
         ctx.count_op();
         if flags & (ORPHAN | STEERS) != 0 {
-            self.attend(tid, flags);
+            self.attend(tid, ctx, flags);
         }
         tid
     }
@@ -95,15 +95,15 @@ where
     /// thread makes its periodic check.
     #[inline(always)]
     #[track_caller]
-    fn attend(&self, tid: usize, flags: usize) {
+    fn attend(&self, tid: usize, ctx: &Ctx<D>, flags: usize) {
         if flags & ORPHAN != 0 {
             // Outside every lock and callback: a thread exited, and the replication
             // policy has to act on it (`policy`); the other events are run by their
             // own threads.
             self.run_policy(false);
         }
-        // The token proves the caller owns the context.
-        if flags & STEERS != 0 && self.threads.context(tid).tick(MIGRATION_CHECK_EVERY) {
+        // The token proves the caller owns the context (`ctx`, thread `tid`'s).
+        if flags & STEERS != 0 && ctx.tick(MIGRATION_CHECK_EVERY) {
             self.checkpoint(tid);
         }
     }
