@@ -320,10 +320,27 @@ impl<W, R> Dispatcher<W, R> {
     #[inline]
     #[track_caller]
     pub(crate) fn check(&self, tkn: ThreadToken) -> usize {
-        match self.validate(tkn) {
-            Ok(tid) => tid,
-            Err(_) => stale_token(),
+        self.check_context(tkn).0
+    }
+
+    /// The thread index of `tkn` and its context, looked up once for an operation.
+    ///
+    /// # Panics
+    ///
+    /// As [`check`](Self::check).
+    #[inline]
+    #[track_caller]
+    pub(crate) fn check_context(&self, tkn: ThreadToken) -> (usize, &Context<W, R>) {
+        if tkn.instance() != self.instance {
+            other_instance();
         }
+        let tid = tkn.tid();
+        let ctx = &*self.contexts[tid];
+        // Relaxed: as in `validate`.
+        if !tkn.is_generation(ctx.generation.load(Ordering::Relaxed)) {
+            stale_token();
+        }
+        (tid, ctx)
     }
 
     /// The thread index of `tkn`, or [`Error::StaleToken`] if it was deregistered.

@@ -70,23 +70,23 @@ impl<D> Shared<D>
 where
     D: Dispatch + Clone + Send + Sync,
 {
-    /// The checks every operation starts with; returns the token's thread index.
+    /// The checks every operation starts with; returns the token's thread index and
+    /// context.
     ///
     /// # Panics
     ///
     /// On a token of another instance, a poisoned instance, and a re-entrant call.
     #[inline(always)]
     #[track_caller]
-    pub(crate) fn enter(&self, tkn: ThreadToken) -> usize {
-        let tid = self.threads.check(tkn);
+    pub(crate) fn enter(&self, tkn: ThreadToken) -> (usize, &Ctx<D>) {
+        let (tid, ctx) = self.threads.check_context(tkn);
         let flags = self.poison.flags();
-        let ctx = self.threads.context(tid);
         self.check_reentry(ctx);
         ctx.count_op();
         if flags & (ORPHAN | STEERS) != 0 {
             self.attend(tid, ctx, flags);
         }
-        tid
+        (tid, ctx)
     }
 
     /// The rarer work of an operation's entry: a thread exited and the replication

@@ -92,8 +92,7 @@ where
     /// operation goes into the thread's context and [`write`](Self::write) runs.
     #[inline(always)]
     #[track_caller]
-    pub(crate) fn write_op(&self, tid: usize, op: D::WriteOperation) -> D::Response {
-        let ctx = self.threads.context(tid);
+    pub(crate) fn write_op(&self, tid: usize, ctx: &Ctx<D>, op: D::WriteOperation) -> D::Response {
         match self.write_alone(ctx, op) {
             Ok(outcome) => self.respond(ctx, outcome),
             Err((op, held)) => {
@@ -202,8 +201,14 @@ where
     /// every write that completed before the read started (the `ctail` rule). `f` runs
     /// once, under the replica's read lock, with the callback mark set (re-entry).
     #[inline]
+    #[cfg(all(test, ldnr_loom))]
     pub(crate) fn read<R>(&self, tid: usize, f: impl FnOnce(&D) -> R) -> R {
-        let ctx = self.threads.context(tid);
+        self.read_in(tid, self.threads.context(tid), f)
+    }
+
+    /// [`read`](Self::read) with the context of thread `tid` (`ctx`) at hand.
+    #[inline(always)]
+    pub(crate) fn read_in<R>(&self, tid: usize, ctx: &Ctx<D>, f: impl FnOnce(&D) -> R) -> R {
         let ctail = self.log.ctail();
         // Acquire: as in `write`.
         let mut slot = ctx.replica.load(Ordering::Acquire);
