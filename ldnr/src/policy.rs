@@ -81,8 +81,9 @@ use crate::sync::{AtomicBool, AtomicUsize, Backoff, Ordering};
 /// operation count change (or its registration) less than `idle_after` ago. A node whose
 /// threads are all idle is not wanted: its replica is removed as for a node without
 /// threads (never the last replica), and its threads, now served by the nearest replica,
-/// are *parked* (only where their node would be wanted with them active: a lone thread
-/// below `min_threads` is not). The next operation of a
+/// are *parked*, where one of them operating again would bring the replica back (not,
+/// say, a lone thread below `min_threads`). A thread inside an operation is active, and
+/// keeps its node's replica whatever the node's other threads do. The next operation of a
 /// parked thread wakes the policy and waits for the run, like a registration: the replica
 /// is back (a clone, which this thread pays for) before the operation runs. (Parking
 /// moves the thread's periodic check to its next operation, so operations pay nothing
@@ -402,6 +403,49 @@ fn wanted(
     nodes
 }
 
+/// Marks every thread of a node with a thread inside an operation active (`nodes`: each
+/// thread's node and whether it is busy, in the order of `active`): that node's replica
+/// stays as it is, since removing it would wait for the operation.
+#[cfg(feature = "std")]
+fn keep_busy_nodes(active: &mut [bool], nodes: &[(NodeId, bool)]) {
+    let busy: Vec<NodeId> = nodes
+        .iter()
+        .filter(|&&(_, busy)| busy)
+        .map(|&(node, _)| node)
+        .collect();
+    for (a, (node, _)) in active.iter_mut().zip(nodes) {
+        *a = *a || busy.contains(node);
+    }
+}
+
+/// The nodes of idle threads (`idle`: index, node) that this run does not want (`want`)
+/// but would with one more active thread there (from the active counts `counts`): where
+/// one parked thread's wake brings the replica back.
+fn worth_waking(
+    policy: &Policy,
+    counts: &[(NodeId, usize)],
+    idle: &[(usize, NodeId)],
+    want: &[NodeId],
+    has: &[NodeId],
+    fallback: NodeId,
+) -> Vec<NodeId> {
+    let mut would: Vec<NodeId> = Vec::new();
+    for &(_, node) in idle {
+        if want.contains(&node) || would.contains(&node) {
+            continue;
+        }
+        let mut one = counts.to_vec();
+        match one.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, c)) => *c += 1,
+            None => one.push((node, 1)),
+        }
+        if wanted(policy, one, has, fallback).contains(&node) {
+            would.push(node);
+        }
+    }
+    would
+}
+
 /// Runs `round` while the policy flag of `poison` is raised, in one thread at a time
 /// (`running`); see [`Shared::run_policy`] for `wait`.
 ///
@@ -501,10 +545,10 @@ where
 
     /// One run of `follow_threads`: adds, then removes.
     fn policy_round(&self) {
-        // The idle threads (index, node), if the idle rule is on, and the thread counts
-        // per node with them.
+        // The idle threads (index, node), if the idle rule is on, and the active threads
+        // per node.
         let mut idle: Vec<(usize, NodeId)> = Vec::new();
-        let wanted_if_active: Vec<(NodeId, usize)>;
+        let counts_now: Vec<(NodeId, usize)>;
         let (counts, live, fallback) = {
             let admin = self.threads.admin();
             self.give_back_exited(&admin);
@@ -529,9 +573,14 @@ where
                     // A thread inside an operation (a long read, say) is not idle: its
                     // count changes only when the next one starts, and removing its
                     // replica would wait for it.
-                    for (a, &(tid, ..)) in active.iter_mut().zip(&regs) {
-                        *a = *a || self.threads.context(tid).busy();
-                    }
+                    // And a busy thread keeps its whole node as it is: its replica
+                    // would go as well if the node's other threads were idle (under
+                    // `min_threads`, say).
+                    let nodes: Vec<(NodeId, bool)> = regs
+                        .iter()
+                        .map(|&(tid, _, node, _)| (node, self.threads.context(tid).busy()))
+                        .collect();
+                    keep_busy_nodes(&mut active, &nodes);
                     active
                 }
                 None => alloc::vec![true; regs.len()],
@@ -549,18 +598,7 @@ where
                     None => counts.push((node, 1)),
                 }
             }
-            // The nodes the policy would want if the idle threads were active: only their
-            // threads are parked (a thread whose node is never wanted, for `min_threads`
-            // or `max_replicas`, is served elsewhere anyway, and waking would only cost a
-            // round).
-            let mut all = counts.clone();
-            for &(_, node) in &idle {
-                match all.iter_mut().find(|(n, _)| *n == node) {
-                    Some((_, c)) => *c += 1,
-                    None => all.push((node, 1)),
-                }
-            }
-            wanted_if_active = all;
+            counts_now = counts.clone();
             let live: Vec<(crate::ReplicaId, NodeId, usize)> = self
                 .replicas
                 .iter()
@@ -580,8 +618,18 @@ where
         let want = wanted(&self.policy.policy, counts, &has, fallback);
         if !idle.is_empty() {
             // Parked before anything changes, so that a change that fails or panics half
-            // way leaves no idle thread without its wake-up.
-            let would = wanted(&self.policy.policy, wanted_if_active, &has, fallback);
+            // way leaves no idle thread without its wake-up. Only where the thread's wake
+            // alone would bring its node's replica back (one more active thread there):
+            // a thread whose node stays unwanted (`min_threads`, `max_replicas`) is served
+            // elsewhere anyway, and its wake would only cost a round.
+            let would = worth_waking(
+                &self.policy.policy,
+                &counts_now,
+                &idle,
+                &want,
+                &has,
+                fallback,
+            );
             self.park(&idle, &want, &would);
         }
         // Adds first: threads of a wanted node move to its new replica. A failure (the
@@ -625,7 +673,7 @@ where
     }
 
     /// Parks the idle threads whose node this run does not want (`want`) but would if
-    /// they were active (`would`), so that their next operation wakes the policy; unparks
+    /// one of them were active (`would`), so that their next operation wakes the policy; unparks
     /// the others. A thread that operated between this run's count and its parking is
     /// parked all the same: its next operation wakes the policy, which then counts it
     /// active (one round too many, no operation lost). Parking pokes the thread's
@@ -676,6 +724,50 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A parked thread's wake makes only that thread active: under `min_threads(2)`,
+    /// two idle threads on a node without active ones are not worth waking (one wake
+    /// would not bring a replica); with one active thread there, they are.
+    #[test]
+    fn only_threads_whose_wake_brings_the_replica_back_are_worth_waking() {
+        let n = |i| NodeId(i);
+        let p = Policy::follow_threads().min_threads(2);
+        let idle = [(0, n(1)), (1, n(1))];
+        assert!(worth_waking(&p, &[], &idle, &[n(0)], &[n(0)], n(0)).is_empty());
+        assert_eq!(
+            worth_waking(&p, &[(n(1), 1)], &idle, &[n(0)], &[n(0)], n(0)),
+            [n(1)]
+        );
+        // A wanted node's threads need no wake; `max_replicas(1)` with a busier node
+        // elsewhere: none either.
+        assert!(worth_waking(&p, &[(n(1), 2)], &idle, &[n(1)], &[n(1)], n(1)).is_empty());
+        let one = Policy::follow_threads().max_replicas(1);
+        assert!(worth_waking(&one, &[(n(2), 3)], &idle, &[n(2)], &[n(2)], n(2)).is_empty());
+        assert_eq!(
+            worth_waking(
+                &Policy::follow_threads(),
+                &[],
+                &idle,
+                &[n(0)],
+                &[n(0)],
+                n(0)
+            ),
+            [n(1)]
+        );
+    }
+
+    /// A thread inside an operation keeps every thread of its node active.
+    #[cfg(feature = "std")]
+    #[test]
+    fn a_busy_thread_keeps_its_whole_node_active() {
+        let n = |i| NodeId(i);
+        let mut active = [false, false, true, false];
+        keep_busy_nodes(
+            &mut active,
+            &[(n(1), true), (n(1), false), (n(2), false), (n(2), false)],
+        );
+        assert_eq!(active, [true, true, true, false]);
+    }
 
     #[test]
     fn wanted_nodes_follow_the_counts() {

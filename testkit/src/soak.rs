@@ -226,11 +226,11 @@ pub fn run(config: &Config) -> Summary {
     // Workers are not pinned to single CPUs: the soak oversubscribes on purpose.
     let placement = Placement::new(config.affinity, config.nodes, false);
     config.nodes = placement.nodes().len();
-    // Registrations: the participants, then at the final check up to
-    // `replicas * (participants + replicas) + 1` per replica (see
+    // Registrations: the participants, then at the final check at most
+    // `(replicas - 1) * (participants + 1) + replicas` in all (see
     // `tokens_on_every_replica`).
     let (p, r) = (config.participants(), config.replicas_max);
-    let max_threads = p + r * (r * (p + r) + 1);
+    let max_threads = p + (r - 1) * (p + 1) + r;
     let nr = NodeReplicated::builder(config.initial_map())
         .replicas(&[placement.node_of(0)])
         .log_capacity(config.log_capacity)

@@ -197,16 +197,17 @@ where
         }
     }
 
-    /// The read path of thread `tid`: `f` on its replica once the replica has applied
-    /// every write that completed before the read started (the `ctail` rule). `f` runs
-    /// once, under the replica's read lock, with the callback mark set (re-entry).
+    /// [`read_in`](Self::read_in), looking the context up (for the loom models).
     #[inline]
     #[cfg(all(test, ldnr_loom))]
     pub(crate) fn read<R>(&self, tid: usize, f: impl FnOnce(&D) -> R) -> R {
         self.read_in(tid, self.threads.context(tid), f)
     }
 
-    /// [`read`](Self::read) with the context of thread `tid` (`ctx`) at hand.
+    /// The read path of thread `tid`, whose context is `ctx`: `f` on its replica once the
+    /// replica has applied every write that completed before the read started (the
+    /// `ctail` rule). `f` runs once, under the replica's read lock, with the callback mark
+    /// set (re-entry).
     #[inline(always)]
     pub(crate) fn read_in<R>(&self, tid: usize, ctx: &Ctx<D>, f: impl FnOnce(&D) -> R) -> R {
         let ctail = self.log.ctail();

@@ -496,18 +496,20 @@ pub(super) fn final_check(sh: &Shared, workers: &[WorkerEnd], coordinator: &Coor
 
 /// Registers tokens (on the calling thread) until one is matched to each live replica.
 /// A registration goes to the replica of the thread's node that serves the fewest
-/// threads, so a bounded number of them, made from a replica's node, reaches it: at
-/// most one per thread the others on that node must gain to catch up with it, that is
-/// fewer than `replicas * (participants + replicas)`, plus one. (Each worker stays
-/// registered: with three replicas on one node serving 7, 1 and 1 threads, the 7-thread
-/// one is reached only at the 13th registration or later.)
+/// threads, so a bounded number of them, made from a replica's node, reaches it: the
+/// other replicas of that node must each catch up with it (and pass it on a tie), so
+/// at most `(replicas - 1) * (participants + 1) + 1`, and no more than that plus one
+/// per other replica in all. (Each worker stays registered: with three replicas on one
+/// node serving 7, 1 and 1 threads, the 7-thread one is reached only at the 13th
+/// registration or later. The bound was checked exhaustively for up to 4 replicas and 6
+/// participants, every distribution, node assignment and slot order.)
 fn tokens_on_every_replica(sh: &Shared) -> Result<Vec<(ReplicaId, ThreadToken)>, String> {
     let infos = sh.nr.replicas();
     let mut out: Vec<(ReplicaId, ThreadToken)> = Vec::new();
     let has = |out: &[(ReplicaId, ThreadToken)], id| out.iter().any(|(i, _)| *i == id);
     for info in &infos {
         sh.placement.enter_node(info.node);
-        for _ in 0..=infos.len() * (sh.config.participants() + infos.len()) {
+        for _ in 0..=(infos.len() - 1) * (sh.config.participants() + 1) {
             if has(&out, info.id) {
                 break;
             }
