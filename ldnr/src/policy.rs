@@ -96,6 +96,13 @@ use crate::sync::{AtomicBool, AtomicUsize, Backoff, Ordering};
 /// keeps its replicas until something runs. The rule needs an affinity manager that
 /// steers memory (more than one node): with one node there is one replica anyway.
 ///
+/// A removal the policy makes waits, like every removal, for the reads in progress on
+/// the replica it removes. A thread inside an operation keeps its node's replica, but a
+/// read that starts on it after the run counted the threads, or that runs on a node
+/// `max_replicas` leaves out, is waited for: the thread that ran the check (an operating
+/// thread at its periodic check, or `maintain`) waits until that read returns. Keep
+/// reads that wait for other threads of the instance out of `read` closures.
+///
 /// **Failures.** An add that fails (the node's memory policy refused) leaves that node
 /// served by the nearest replica until the next event; an instance full of replicas gets
 /// room from the run's removals first. A run that panics (the affinity manager, `Clone` or
