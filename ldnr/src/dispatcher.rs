@@ -331,26 +331,21 @@ impl<W, R> Dispatcher<W, R> {
     #[inline]
     #[track_caller]
     pub(crate) fn check_context(&self, tkn: ThreadToken) -> (usize, &Context<W, R>) {
-        if tkn.instance() != self.instance {
-            other_instance();
+        match self.validate(tkn) {
+            Ok(found) => found,
+            Err(_) => stale_token(),
         }
-        let tid = tkn.tid();
-        let ctx = &*self.contexts[tid];
-        // Relaxed: as in `validate`.
-        if !tkn.is_generation(ctx.generation.load(Ordering::Relaxed)) {
-            stale_token();
-        }
-        (tid, ctx)
     }
 
-    /// The thread index of `tkn`, or [`Error::StaleToken`] if it was deregistered.
+    /// The thread index of `tkn` and its context, or [`Error::StaleToken`] if it was
+    /// deregistered.
     ///
     /// # Panics
     ///
     /// If `tkn` was issued by another instance.
     #[inline]
     #[track_caller]
-    pub(crate) fn validate(&self, tkn: ThreadToken) -> Result<usize, Error> {
+    pub(crate) fn validate(&self, tkn: ThreadToken) -> Result<(usize, &Context<W, R>), Error> {
         if tkn.instance() != self.instance {
             other_instance();
         }
@@ -358,10 +353,11 @@ impl<W, R> Dispatcher<W, R> {
         // give-back that bumps the generation is its own deregistration, or, after it
         // exited, nobody's business.
         let tid = tkn.tid();
-        if !tkn.is_generation(self.contexts[tid].generation.load(Ordering::Relaxed)) {
+        let ctx = &*self.contexts[tid];
+        if !tkn.is_generation(ctx.generation.load(Ordering::Relaxed)) {
             return Err(Error::StaleToken);
         }
-        Ok(tid)
+        Ok((tid, ctx))
     }
 
     /// The token for thread `tid`'s current registration.
@@ -685,9 +681,9 @@ mod tests {
         // A given-back index is handed out again, with a new generation.
         let before = d.token(0);
         d.release(&admin, 0);
-        assert_eq!(d.validate(before), Err(Error::StaleToken));
+        assert_eq!(d.validate(before).err(), Some(Error::StaleToken));
         assert_eq!(d.next_thread(&admin, 0, NodeId(0)), Some(0));
-        assert_eq!(d.validate(d.token(0)), Ok(0));
+        assert_eq!(d.validate(d.token(0)).map(|(tid, _)| tid), Ok(0));
         assert_eq!(d.next_thread(&admin, 0, NodeId(0)), None);
         assert_eq!(d.registered(), 2);
     }

@@ -425,6 +425,14 @@ fn keep_busy_nodes(active: &mut [bool], nodes: &[(NodeId, bool)]) {
     }
 }
 
+/// Counts one more thread on `node` in the `(node, threads)` counts.
+fn count_one(counts: &mut Vec<(NodeId, usize)>, node: NodeId) {
+    match counts.iter_mut().find(|(n, _)| *n == node) {
+        Some((_, c)) => *c += 1,
+        None => counts.push((node, 1)),
+    }
+}
+
 /// The nodes of idle threads (`idle`: index, node) that this run does not want (`want`)
 /// but would with one more active thread there (from the active counts `counts`): where
 /// one parked thread's wake brings the replica back.
@@ -442,10 +450,7 @@ fn worth_waking(
             continue;
         }
         let mut one = counts.to_vec();
-        match one.iter_mut().find(|(n, _)| *n == node) {
-            Some((_, c)) => *c += 1,
-            None => one.push((node, 1)),
-        }
+        count_one(&mut one, node);
         if wanted(policy, one, has, fallback).contains(&node) {
             would.push(node);
         }
@@ -600,10 +605,7 @@ where
                     idle.push((tid, node));
                     continue;
                 }
-                match counts.iter_mut().find(|(n, _)| *n == node) {
-                    Some((_, c)) => *c += 1,
-                    None => counts.push((node, 1)),
-                }
+                count_one(&mut counts, node);
             }
             counts_now = counts.clone();
             let live: Vec<(crate::ReplicaId, NodeId, usize)> = self

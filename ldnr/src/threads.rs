@@ -111,8 +111,8 @@ where
     /// Gives the calling thread's registration `tkn` back.
     #[track_caller]
     pub(crate) fn deregister(&self, tkn: ThreadToken) -> Result<(), Error> {
-        let tid = self.threads.validate(tkn)?;
-        self.check_reentry(self.threads.context(tid));
+        let (tid, ctx) = self.threads.validate(tkn)?;
+        self.check_reentry(ctx);
         let admin = self.threads.admin();
         self.give_back_exited(&admin);
         self.leave(&admin, tid);

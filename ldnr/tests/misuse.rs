@@ -155,10 +155,21 @@ fn call_in(call: Call) {
     let Some((nr, tkn)) = CALLS.with(Cell::get) else {
         return;
     };
+    make_call(nr, tkn, call, CallOp::plain);
+}
+
+/// Makes `call` into `nr`: a write (`write()`) with the thread's second token `second`,
+/// a reconfiguration or a registration.
+fn make_call<D: Dispatch + Clone + Send + Sync>(
+    nr: &NodeReplicated<D>,
+    second: ThreadToken,
+    call: Call,
+    write: impl FnOnce() -> D::WriteOperation,
+) {
     match call {
         Call::Nothing => {}
         Call::WriteWithSecondToken => {
-            nr.execute_mut(CallOp::plain(), tkn);
+            nr.execute_mut(write(), second);
         }
         Call::AddReplica => {
             let _ = nr.add_replica(NodeId(0));
@@ -431,21 +442,7 @@ impl Dispatch for Link {
                 let Some((nr, _, second)) = CHAIN.with(|c| c.borrow().get(target).copied()) else {
                     return self.0;
                 };
-                match call {
-                    Call::Nothing => {}
-                    Call::WriteWithSecondToken => {
-                        nr.execute_mut((), second);
-                    }
-                    Call::AddReplica => {
-                        let _ = nr.add_replica(NodeId(0));
-                    }
-                    Call::RemoveReplica => {
-                        let _ = nr.remove_replica(nr.replicas()[0].id);
-                    }
-                    Call::Register => {
-                        let _ = nr.register();
-                    }
-                }
+                make_call(nr, second, call, || ());
             }
         }
         self.0
