@@ -91,6 +91,37 @@ const WRITTEN: usize = 2;
 // compared pair of indices to be less than half the index space apart.
 const _: () = assert!(MAX_LOG_CAPACITY < 1 << (usize::BITS - 3));
 
+const _: () = assert!(MAX_REPLICAS.is_power_of_two());
+
+/// One `T` per replica slot: [`MAX_REPLICAS`] of them, allocated once. Indexing masks the
+/// slot instead of checking it (every slot the instance hands out is below
+/// `MAX_REPLICAS`; a debug build asserts it): the operation paths look up a shell or a
+/// position several times per write, and each check was a load, a compare and a branch.
+pub(crate) struct PerSlot<T>(Box<[T; MAX_REPLICAS]>);
+
+impl<T> PerSlot<T> {
+    /// `MAX_REPLICAS` values, `make(slot)` for each slot.
+    pub(crate) fn new(make: impl FnMut(usize) -> T) -> Self {
+        let all: Box<[T]> = (0..MAX_REPLICAS).map(make).collect();
+        match all.try_into() {
+            Ok(array) => PerSlot(array),
+            Err(_) => unreachable!("MAX_REPLICAS values were made"),
+        }
+    }
+
+    /// The value of `slot` (below `MAX_REPLICAS`).
+    #[inline(always)]
+    pub(crate) fn get(&self, slot: usize) -> &T {
+        debug_assert!(slot < MAX_REPLICAS, "slot {slot} out of range");
+        &self.0[slot % MAX_REPLICAS]
+    }
+
+    /// Every value, in slot order.
+    pub(crate) fn iter(&self) -> core::slice::Iter<'_, T> {
+        self.0.iter()
+    }
+}
+
 /// Whether logical index `a` comes before `b` (L8). Exact when they are less than
 /// `2^(usize::BITS - 1)` apart.
 #[inline(always)]
@@ -129,7 +160,7 @@ pub(crate) struct Log<W> {
     head: CachePadded<AtomicUsize>,
     /// The largest position any replica has completed.
     ctail: CachePadded<AtomicUsize>,
-    positions: Box<[CachePadded<Position>]>,
+    positions: PerSlot<CachePadded<Position>>,
     /// How many times a slot was activated; lets `collect` detect a scan that overlapped
     /// an activation (L7).
     activations: CachePadded<AtomicUsize>,
@@ -174,21 +205,19 @@ impl<W: Clone> Log<W> {
                 op: UnsafeCell::new(MaybeUninit::uninit()),
             })
             .collect();
-        let positions: Vec<CachePadded<Position>> = (0..MAX_REPLICAS)
-            .map(|_| {
-                CachePadded(Position {
-                    applied: AtomicUsize::new(start),
-                    active: AtomicBool::new(false),
-                })
+        let positions = PerSlot::new(|_| {
+            CachePadded(Position {
+                applied: AtomicUsize::new(start),
+                active: AtomicBool::new(false),
             })
-            .collect();
+        });
         Self {
             entries: entries.into_boxed_slice(),
             mask: capacity - 1,
             tail: CachePadded(AtomicUsize::new(start)),
             head: CachePadded(AtomicUsize::new(start)),
             ctail: CachePadded(AtomicUsize::new(start)),
-            positions: positions.into_boxed_slice(),
+            positions,
             activations: CachePadded(AtomicUsize::new(0)),
             origin: start,
         }
@@ -245,7 +274,7 @@ impl<W: Clone> Log<W> {
     pub(crate) fn position(&self, slot: usize) -> usize {
         // Acquire: pairs with the Release store in `publish`, so a reader that sees the
         // position also sees the replica state it covers.
-        self.positions[slot].applied.load(Ordering::Acquire)
+        self.positions.get(slot).applied.load(Ordering::Acquire)
     }
 
     /// How many entries the replica in `slot` has applied since the log started.
@@ -268,10 +297,14 @@ impl<W: Clone> Log<W> {
     /// pass it while this runs (for a clone: the source replica is frozen at `position`
     /// and active), which keeps L2.
     pub(crate) fn activate(&self, slot: usize, position: usize) {
-        self.positions[slot]
+        self.positions
+            .get(slot)
             .applied
             .store(position, Ordering::Relaxed);
-        self.positions[slot].active.store(true, Ordering::SeqCst);
+        self.positions
+            .get(slot)
+            .active
+            .store(true, Ordering::SeqCst);
         // Release: pairs with the Acquire loads in `collect`. A collector whose scan
         // overlapped this activation may have missed the new slot yet seen the source
         // advance past `position` after it unfroze; the changed count makes it scan again.
@@ -280,7 +313,10 @@ impl<W: Clone> Log<W> {
 
     /// Takes `slot` out of garbage collection (its replica is being removed).
     pub(crate) fn deactivate(&self, slot: usize) {
-        self.positions[slot].active.store(false, Ordering::SeqCst);
+        self.positions
+            .get(slot)
+            .active
+            .store(false, Ordering::SeqCst);
     }
 
     /// Recomputes `head` as the smallest position of the active replicas and returns it.
@@ -473,7 +509,8 @@ impl<W: Clone> Log<W> {
     #[inline(always)]
     fn publish(&self, slot: usize, position: usize, sole: bool) {
         // Release: pairs with the Acquire loads in `position` and `collect`.
-        self.positions[slot]
+        self.positions
+            .get(slot)
             .applied
             .store(position, Ordering::Release);
         let mut ctail = self.ctail.load(Ordering::Relaxed);

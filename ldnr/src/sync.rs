@@ -473,22 +473,36 @@ impl Callbacks {
     }
 }
 
+impl Callbacks {
+    /// Restores the enclosing mark `prev` (not 0: nested, or `usize::MAX`: not marked).
+    #[cfg(feature = "std")]
+    #[cold]
+    #[inline(never)]
+    fn restore(prev: usize) {
+        if prev == usize::MAX {
+            return;
+        }
+        with_marks(|m| {
+            m.top.set(prev);
+            let depth = m.depth.get() - 1;
+            m.depth.set(depth);
+            if depth >= MARK_DEPTH {
+                Self::pop_spilled();
+            }
+        });
+    }
+}
+
 impl Drop for Callbacks {
     #[inline]
     fn drop(&mut self) {
+        // The outermost mark (no user code of any instance around it) is the common case:
+        // one store; the nested and unmarked cases are out of line.
         #[cfg(feature = "std")]
-        if self.prev != usize::MAX {
-            let prev = self.prev;
-            with_marks(|m| {
-                m.top.set(prev);
-                if prev != 0 {
-                    let depth = m.depth.get() - 1;
-                    m.depth.set(depth);
-                    if depth >= MARK_DEPTH {
-                        Self::pop_spilled();
-                    }
-                }
-            });
+        if self.prev == 0 {
+            with_marks(|m| m.top.set(0));
+        } else {
+            Self::restore(self.prev);
         }
     }
 }

@@ -2,13 +2,11 @@
 //! the stand-in for a frozen clone source, and the one place that makes a replica live
 //! ([`ReplicaSet::install`]) or takes it out ([`ReplicaSet::uninstall`]).
 
-use alloc::boxed::Box;
-
 use super::rwlock::ReaderSlot;
 use super::{CombinerGuard, Replica, ReplicaId};
 use crate::affinity::NodeId;
 use crate::dispatcher::Candidate;
-use crate::log::{Log, MAX_REPLICAS};
+use crate::log::{Log, PerSlot};
 use crate::sync::{AtomicUsize, Ordering};
 
 /// Where a replica being installed starts: its log position and how many writes its
@@ -25,7 +23,7 @@ const NO_STAND_IN: usize = usize::MAX;
 pub(crate) struct ReplicaSet<D> {
     /// Replica shells, allocated once (P4); a shell's index is also its position slot
     /// in the log.
-    shells: Box<[Replica<D>]>,
+    shells: PerSlot<Replica<D>>,
     /// How many replicas are live. Changed only by `install` and `uninstall`, each under
     /// the combiner lock of the replica added or removed (an add also with its clone
     /// source frozen, so the only replica's combiner cannot run): a combiner that reads a
@@ -51,10 +49,10 @@ impl<D> core::fmt::Debug for ReplicaSet<D> {
 }
 
 impl<D> ReplicaSet<D> {
-    /// [`MAX_REPLICAS`] empty shells, for an instance of at most `threads` threads.
+    /// `MAX_REPLICAS` empty shells, for an instance of at most `threads` threads.
     pub(crate) fn new(threads: usize) -> Self {
         Self {
-            shells: (0..MAX_REPLICAS).map(|_| Replica::shell(threads)).collect(),
+            shells: PerSlot::new(|_| Replica::shell(threads)),
             live: AtomicUsize::new(0),
             stand_in: AtomicUsize::new(NO_STAND_IN),
             next_id: AtomicUsize::new(0),
@@ -64,7 +62,7 @@ impl<D> ReplicaSet<D> {
     /// The shell in `slot`.
     #[inline(always)]
     pub(crate) fn shell(&self, slot: usize) -> &Replica<D> {
-        &self.shells[slot]
+        self.shells.get(slot)
     }
 
     /// Every shell with its slot.
@@ -160,7 +158,7 @@ impl<D> ReplicaSet<D> {
         W: Clone,
         I: Iterator<Item = &'r ReaderSlot>,
     {
-        let shell = &self.shells[slot];
+        let shell = self.shells.get(slot);
         shell.set_node(node);
         // A thread that still holds a reference from the shell's previous life may hold
         // its locks for a moment (to hand back operations); wait for it.
@@ -186,7 +184,7 @@ impl<D> ReplicaSet<D> {
             direct: 0,
         };
         self.install(slot, node, data, start, log, core::iter::empty);
-        self.shells[slot].set_identity(Some(id));
+        self.shells.get(slot).set_identity(Some(id));
         id
     }
 
@@ -206,7 +204,7 @@ impl<D> ReplicaSet<D> {
         W: Clone,
         I: Iterator<Item = &'r ReaderSlot>,
     {
-        let shell = &self.shells[slot];
+        let shell = self.shells.get(slot);
         let combiner = shell.combine_blocking();
         let data = {
             let mut write = shell.rw.write(slot, readers);
