@@ -114,7 +114,7 @@ where
             data,
             Start { position, direct },
             &self.log,
-            || self.readers_of(slot),
+            self.readers_of(slot),
         );
         let shell = self.replicas.shell(slot);
         let id = self.replicas.next_id();
@@ -182,12 +182,11 @@ where
 
         // Hand back what waits on the stack; a thread that pushes later finds the shell
         // empty when it takes the lock, and hands back itself (I2).
-        let data = self.replicas.uninstall(
-            slot,
-            &self.log,
-            || self.readers_of(slot),
-            |_| self.hand_back(shell),
-        );
+        let data = self
+            .replicas
+            .uninstall(slot, &self.log, self.readers_of(slot), |_| {
+                self.hand_back(shell)
+            });
         // Dropped outside the locks: freeing a large structure can take a while. A panic
         // in `D`'s `Drop` unwinds from here, the replica removed (I8).
         drop(data);

@@ -18,12 +18,13 @@
 use alloc::sync::Arc;
 
 use crate::dispatch::Dispatch;
-use crate::dispatcher::{choose, AdminGuard, ThreadToken};
+use crate::dispatcher::{choose, AdminGuard, Dispatcher, ThreadToken};
 use crate::error::Error;
 use crate::replica::context::UNLISTED;
-use crate::replica::rwlock::ReaderSlot;
-use crate::shared::Shared;
-use crate::sync::Ordering;
+use crate::replica::rwlock::{Members, ReaderSet, ReaderSlot, Readers};
+use crate::replica::Replica;
+use crate::shared::{Ctx, Shared};
+use crate::sync::{CachePadded, Ordering};
 
 /// A token `thread_token` handed to the calling thread, kept in a thread-local. Dropped
 /// when the thread exits, which queues the thread index to be given back.
@@ -324,15 +325,64 @@ where
         unsafe { ctx.set_listed(slot) };
     }
 
-    /// The reader slots of the threads in replica `slot`'s reader set: what its write
-    /// lock waits for (rwlock R2).
+    /// The reader set of replica `slot`: what its write lock waits for (rwlock R2).
+    #[inline(always)]
+    pub(crate) fn readers_of(&self, slot: usize) -> ReadersOf<'_, D> {
+        self.readers_in(self.replicas.shell(slot), usize::MAX)
+    }
+
+    /// The reader set of `replica`, for a write lock taken by thread `me` (or
+    /// `usize::MAX`), which holds no read lock (rwlock R4).
+    #[inline(always)]
+    pub(crate) fn readers_in<'a>(&'a self, replica: &'a Replica<D>, me: usize) -> ReadersOf<'a, D> {
+        ReadersOf {
+            set: &replica.readers,
+            threads: &self.threads,
+            me,
+        }
+    }
+}
+
+/// The reader set of one replica as its writer sees it (rwlock R2, R4).
+pub(crate) struct ReadersOf<'a, D: Dispatch> {
+    set: &'a ReaderSet,
+    threads: &'a Dispatcher<D::WriteOperation, D::Response>,
+    me: usize,
+}
+
+impl<'a, D: Dispatch> Readers<'a> for ReadersOf<'a, D> {
+    type Slots = ReaderSlots<'a, D>;
+
+    #[inline(always)]
+    fn any(&self) -> bool {
+        debug_assert!(
+            self.me == usize::MAX || !self.threads.context(self.me).reader.held(),
+            "a writer holds no read lock (rwlock R4)"
+        );
+        self.set.any_but(|| self.threads.registered(), self.me)
+    }
+
     #[inline]
-    pub(crate) fn readers_of(&self, slot: usize) -> impl Iterator<Item = &ReaderSlot> {
-        let contexts = self.threads.contexts();
-        self.replicas
-            .shell(slot)
-            .readers
-            .members(self.threads.registered())
-            .map(move |tid| &contexts[tid].reader)
+    fn slots(self) -> Self::Slots {
+        ReaderSlots {
+            members: self.set.members(self.threads.registered()),
+            contexts: self.threads.contexts(),
+        }
+    }
+}
+
+/// The reader slots of a reader set's members.
+pub(crate) struct ReaderSlots<'a, D: Dispatch> {
+    members: Members<'a>,
+    contexts: &'a [CachePadded<Ctx<D>>],
+}
+
+impl<'a, D: Dispatch> Iterator for ReaderSlots<'a, D> {
+    type Item = &'a ReaderSlot;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a ReaderSlot> {
+        let tid = self.members.next()?;
+        Some(&self.contexts[tid].reader)
     }
 }

@@ -93,7 +93,7 @@ where
     #[inline(always)]
     #[track_caller]
     pub(crate) fn write_op(&self, tid: usize, ctx: &Ctx<D>, op: D::WriteOperation) -> D::Response {
-        match self.write_alone(ctx, op) {
+        match self.write_alone(tid, ctx, op) {
             Ok(outcome) => self.respond(ctx, outcome),
             Err((op, held)) => {
                 // SAFETY: the token proves this thread owns context `tid`; a context is
@@ -403,7 +403,7 @@ where
                 // Direct mode (L9): catch up with what a replica removed since appended,
                 // then apply the batch without the log.
                 self.apply(&combiner, log, slot, self.log.tail(), 0, &[]);
-                self.apply_direct(&combiner, slot, &mut unappended);
+                self.apply_direct(&combiner, slot, me, &mut unappended);
                 combiner.count_direct(batch.len());
             } else {
                 for chunk in batch.chunks(self.log.max_batch()) {
@@ -465,6 +465,7 @@ where
     #[inline(always)]
     fn write_alone(
         &self,
+        tid: usize,
         ctx: &Ctx<D>,
         op: D::WriteOperation,
     ) -> Result<Outcome<D::Response>, Missed<'_, D>> {
@@ -498,7 +499,8 @@ where
             // memory: this is the path of every single-node program.
             #[cfg(not(feature = "std"))]
             let poison = self.poison.on_unwind();
-            let write = replica.rw.write(slot, || self.readers_of(slot));
+            // The writer is thread `tid`, outside its reads (rwlock R4).
+            let write = replica.rw.write(slot, self.readers_in(replica, tid));
             // Counted first: a panic below still applied the write (partly, P1).
             combiner.count_alone();
             // SAFETY: the write lock is held until it is dropped below (P1).
@@ -518,7 +520,7 @@ where
         // As in `apply`: covers the user code below; an unwind past it poisons.
         let poison = self.poison.on_unwind();
         let policy = self.memory.for_batch(replica.node());
-        let write = replica.rw.write(slot, || self.readers_of(slot));
+        let write = replica.rw.write(slot, self.readers_in(replica, tid));
         // SAFETY: the write lock is held until it is dropped below (P1).
         let applied = unsafe { combiner.mutate(|d| outcome(|| d.dispatch_mut(op))) };
         let Some(applied) = applied else {
@@ -546,6 +548,7 @@ where
         &self,
         combiner: &CombinerGuard<'_, D>,
         slot: usize,
+        me: usize,
         untaken: &mut Unappended<'b, D::WriteOperation, D::Response>,
     ) {
         self.poison.check();
@@ -555,7 +558,8 @@ where
         let _inside = self.callbacks();
         let replica = combiner.replica();
         let policy = self.memory.for_batch(replica.node());
-        let write = replica.rw.write(slot, || self.readers_of(slot));
+        // The combiner is thread `me`, outside its reads (rwlock R4).
+        let write = replica.rw.write(slot, self.readers_in(replica, me));
         for &tid in batch {
             // SAFETY: `tid` is the combiner's own context or one it claimed; each is taken
             // exactly once (C1).
@@ -656,7 +660,7 @@ where
         let replica = combiner.replica();
         let contexts: &[CachePadded<Ctx<D>>] = self.threads.contexts();
         let policy = self.memory.for_batch(replica.node());
-        let mut write = replica.rw.write(slot, || self.readers_of(slot));
+        let mut write = replica.rw.write(slot, self.readers_of(slot));
         // Where an entry's outcome goes: to its owner if this combiner appended it (`batch`
         // is the owners of `start..`), else nowhere (another replica's combiner answers it).
         let deliver = |idx: usize, o: Outcome<D::Response>| {

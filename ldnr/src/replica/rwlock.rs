@@ -62,6 +62,13 @@
 //!   at the top left its sets, loaded with Acquire, so skipping an index synchronizes
 //!   with that departure too.
 //!
+//! - **R4** A thread takes a write lock only outside its own reads: `read_in` drops its
+//!   read guard before it catches its replica up, and every operation starts with the
+//!   re-entry check (the thread's marks with `std`, its context's `busy` without), which
+//!   refuses a call from inside a read. So a writer need not look at its own reader
+//!   slot: [`Readers::any`] leaves the writer's bit out, and the replica of a thread that
+//!   both reads and writes, alone, costs its writes no scan. Debug builds assert it.
+//!
 //! Loom models of R2: `readers_*` in `loom_models/readers.rs` (a reader switching sets under two
 //! writers, a thread following its node to another replica, a reader of a frozen
 //! source's stand-in), `tests/loom_readers.rs` (a reader moved by `remove_replica`, an
@@ -97,10 +104,15 @@ impl ReaderSlot {
     }
 }
 
-/// The threads that may read one replica (R2): a bitmap of thread indices.
+/// The threads that may read one replica (R2): a bitmap of thread indices. The word of
+/// the first 64 indices sits in the set itself, so that the writer's common check (is
+/// anyone but me listed?) loads two words: that one and the length of the rest.
 #[derive(Debug)]
 pub(crate) struct ReaderSet {
-    words: Box<[AtomicUsize]>,
+    /// Indices `0..BITS`.
+    first: AtomicUsize,
+    /// Indices `BITS..`, one word per `BITS` (empty for at most `BITS` threads).
+    rest: Box<[AtomicUsize]>,
 }
 
 const BITS: usize = usize::BITS as usize;
@@ -109,9 +121,20 @@ impl ReaderSet {
     /// A set for thread indices below `threads`.
     pub(crate) fn new(threads: usize) -> Self {
         Self {
-            words: (0..threads.div_ceil(BITS))
+            first: AtomicUsize::new(0),
+            rest: (BITS..threads.max(BITS))
+                .step_by(BITS)
                 .map(|_| AtomicUsize::new(0))
                 .collect(),
+        }
+    }
+
+    /// The word that holds index `tid`.
+    #[inline]
+    fn word(&self, tid: usize) -> &AtomicUsize {
+        match tid.checked_sub(BITS) {
+            None => &self.first,
+            Some(above) => &self.rest[above / BITS],
         }
     }
 
@@ -119,7 +142,8 @@ impl ReaderSet {
     #[inline]
     pub(crate) fn insert(&self, tid: usize) {
         // Relaxed: ordered before the reader's announcement by F1 (R2).
-        self.words[tid / BITS].fetch_or(1 << (tid % BITS), Ordering::Relaxed);
+        self.word(tid)
+            .fetch_or(1 << (tid % BITS), Ordering::Relaxed);
     }
 
     /// Takes thread `tid` out; it is not reading this replica now (R2).
@@ -127,17 +151,33 @@ impl ReaderSet {
     pub(crate) fn remove(&self, tid: usize) {
         // Release: pairs with the Acquire in `members`; the thread's reads of the replica
         // happen before a writer that no longer sees it.
-        self.words[tid / BITS].fetch_and(!(1 << (tid % BITS)), Ordering::Release);
+        self.word(tid)
+            .fetch_and(!(1 << (tid % BITS)), Ordering::Release);
+    }
+
+    /// Whether the set may hold a thread index other than `except` (any index, or
+    /// `usize::MAX` for none): exact for the first word, whose indices it checks with
+    /// one load; `true` whenever indices past it are registered (`limit()`, the highest
+    /// index registered + 1, loaded only if the set has later words), which leaves
+    /// those to the scan. The common case loads three words and branches once.
+    #[inline(always)]
+    pub(crate) fn any_but(&self, limit: impl FnOnce() -> usize, except: usize) -> bool {
+        let own = if except < BITS { 1 << except } else { 0 };
+        // Acquire: as in `Members::next`. (A thread that left cleared its bit with a
+        // Release RMW of this word: reading the word synchronizes with that.)
+        let first = self.first.load(Ordering::Acquire) & !own;
+        first != 0 || (!self.rest.is_empty() && limit() > BITS)
     }
 
     /// The thread indices in the set, below `limit` (the highest index registered + 1).
     #[inline]
     pub(crate) fn members(&self, limit: usize) -> Members<'_> {
+        let more = limit.div_ceil(BITS).saturating_sub(1).min(self.rest.len());
         Members {
-            words: self.words[..limit.div_ceil(BITS).min(self.words.len())].iter(),
-            // The index of the word before the first: `next` adds `BITS` as it loads one.
-            base: 0usize.wrapping_sub(BITS),
-            bits: 0,
+            words: self.rest[..more].iter(),
+            base: 0,
+            // Acquire: pairs with the Release in `remove` (R2).
+            bits: self.first.load(Ordering::Acquire),
         }
     }
 }
@@ -165,6 +205,38 @@ impl Iterator for Members<'_> {
         let b = self.bits.trailing_zeros() as usize;
         self.bits &= self.bits - 1;
         Some(self.base + b)
+    }
+}
+
+/// What a writer waits for (R2): the reader slots of the threads in a replica's
+/// [`ReaderSet`], looked at only after the writer flag is raised (R1).
+pub(crate) trait Readers<'r> {
+    /// The reader slots to wait for.
+    type Slots: Iterator<Item = &'r ReaderSlot>;
+
+    /// Whether there may be a reader to wait for: `false` only if the set holds no
+    /// thread but the writer itself, whose slot holds no read lock while it writes (R4).
+    /// Loaded like the set itself, after the writer flag is raised.
+    #[inline(always)]
+    fn any(&self) -> bool {
+        true
+    }
+
+    /// The reader slots.
+    fn slots(self) -> Self::Slots;
+}
+
+/// A closure that lists the reader slots (the models and unit tests): always scanned.
+impl<'r, F, I> Readers<'r> for F
+where
+    F: FnOnce() -> I,
+    I: Iterator<Item = &'r ReaderSlot>,
+{
+    type Slots = I;
+
+    #[inline]
+    fn slots(self) -> I {
+        self()
     }
 }
 
@@ -259,17 +331,20 @@ impl RwLock {
     /// Takes the write lock of replica `slot`, waiting for every reader in `readers` that
     /// reads it. The caller holds the replica's combiner lock, so there is no other writer.
     ///
-    /// `readers` is called after the writer flag is raised, so a thread that registers
+    /// `readers` is looked at after the writer flag is raised, so a thread that registers
     /// concurrently is either in the list or sees the flag (R1).
-    #[inline]
-    pub(crate) fn write<'a, 'r, I>(
+    ///
+    /// The scan is out of line, behind [`Readers::any`]: a write whose replica has no
+    /// other reader listed loads four words for it, not a scan's worth. Loads are what
+    /// this path must save: the core keeps only so many in flight, and a single
+    /// thread's consecutive writes overlap their cache misses only while a write stays
+    /// under that bound (`bench/ab/overlap.rs`).
+    #[inline(always)]
+    pub(crate) fn write<'a, 'r>(
         &'a self,
         slot: usize,
-        readers: impl FnOnce() -> I,
-    ) -> WriteGuard<'a>
-    where
-        I: Iterator<Item = &'r ReaderSlot>,
-    {
+        readers: impl Readers<'r>,
+    ) -> WriteGuard<'a> {
         // Relaxed: only the combiner-lock holder stores the word (one writer at a time),
         // and the previous holder's release happened before our combiner lock.
         let before = self.word.load(Ordering::Relaxed);
@@ -277,16 +352,25 @@ impl RwLock {
         self.word.store(before | WRITER, Ordering::Relaxed);
         // SeqCst: F2 of R1.
         fence(Ordering::SeqCst);
-        for reader in readers() {
-            let mut backoff = Backoff::new();
-            while reader.reads(slot) {
-                backoff.snooze();
-            }
+        if readers.any() {
+            wait_for_readers(slot, readers);
         }
         // Released with the stamp found, unless the holder says otherwise (R3).
         WriteGuard {
             lock: self,
             release: before,
+        }
+    }
+}
+
+/// Waits until no reader slot in `readers` reads replica `slot`.
+#[cold]
+#[inline(never)]
+fn wait_for_readers<'r>(slot: usize, readers: impl Readers<'r>) {
+    for reader in readers.slots() {
+        let mut backoff = Backoff::new();
+        while reader.reads(slot) {
+            backoff.snooze();
         }
     }
 }
@@ -316,6 +400,51 @@ mod tests {
     use std::sync::atomic::AtomicBool as StdBool;
     use std::sync::Arc;
     use std::vec::Vec;
+
+    #[test]
+    fn reader_sets_span_the_first_word_and_the_rest() {
+        let set = ReaderSet::new(200);
+        let listed = [0, 5, 63, 64, 130, 199];
+        for &tid in &listed {
+            set.insert(tid);
+        }
+        let members = |limit| set.members(limit).collect::<Vec<usize>>();
+        assert_eq!(members(200), listed);
+        // Whole words below the limit.
+        assert_eq!(members(65), [0, 5, 63, 64]);
+        assert_eq!(members(64), [0, 5, 63]);
+        assert_eq!(members(1), [0, 5, 63]);
+        set.remove(5);
+        set.remove(130);
+        assert_eq!(members(200), [0, 63, 64, 199]);
+
+        // The writer's check: exact on the first word, its own bit left out.
+        let one = ReaderSet::new(200);
+        assert!(!one.any_but(|| 64, usize::MAX));
+        one.insert(7);
+        assert!(!one.any_but(|| 64, 7), "only the writer itself");
+        assert!(one.any_but(|| 64, 8));
+        assert!(one.any_but(|| 64, usize::MAX));
+        assert!(
+            one.any_but(|| 64, 70),
+            "a writer past the first word masks nothing"
+        );
+        one.remove(7);
+        // With indices past the first word registered, the scan decides.
+        assert!(one.any_but(|| 65, usize::MAX));
+        assert!(!one.any_but(|| 64, usize::MAX));
+    }
+
+    #[test]
+    fn a_small_set_never_asks_for_the_limit() {
+        let set = ReaderSet::new(64);
+        set.insert(63);
+        assert!(!set.any_but(|| unreachable!("no word past the first"), 63));
+        assert!(set.any_but(|| unreachable!("the first word decides"), 0));
+        assert_eq!(set.members(64).collect::<Vec<usize>>(), [63]);
+        let tiny = ReaderSet::new(1);
+        assert!(!tiny.any_but(|| unreachable!("no word past the first"), usize::MAX));
+    }
 
     #[test]
     fn a_writer_waits_for_a_reader_of_its_replica_only() {

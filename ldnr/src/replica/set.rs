@@ -2,7 +2,7 @@
 //! the stand-in for a frozen clone source, and the one place that makes a replica live
 //! ([`ReplicaSet::install`]) or takes it out ([`ReplicaSet::uninstall`]).
 
-use super::rwlock::ReaderSlot;
+use super::rwlock::Readers;
 use super::{CombinerGuard, Replica, ReplicaId};
 use crate::affinity::NodeId;
 use crate::dispatcher::Candidate;
@@ -146,17 +146,16 @@ impl<D> ReplicaSet<D> {
     ///    take its lock the moment it is released.)
     /// 6. the lock's stamp (R3), stored as the write lock is released: readers at
     ///    `start.position` read it without further checks.
-    pub(crate) fn install<'r, W, I>(
+    pub(crate) fn install<'r, W>(
         &self,
         slot: usize,
         node: NodeId,
         data: D,
         start: Start,
         log: &Log<W>,
-        readers: impl FnOnce() -> I,
+        readers: impl Readers<'r>,
     ) where
         W: Clone,
-        I: Iterator<Item = &'r ReaderSlot>,
     {
         let shell = self.shells.get(slot);
         shell.set_node(node);
@@ -193,16 +192,15 @@ impl<D> ReplicaSet<D> {
     /// out, the slot out of garbage collection and the live count down; then, still under
     /// the combiner lock, `while_locked` (which hands back the operations waiting on the
     /// shell). The caller has already un-named the shell and moved its threads.
-    pub(crate) fn uninstall<'r, W, I>(
+    pub(crate) fn uninstall<'r, W>(
         &self,
         slot: usize,
         log: &Log<W>,
-        readers: impl FnOnce() -> I,
+        readers: impl Readers<'r>,
         while_locked: impl FnOnce(&CombinerGuard<'_, D>),
     ) -> Option<D>
     where
         W: Clone,
-        I: Iterator<Item = &'r ReaderSlot>,
     {
         let shell = self.shells.get(slot);
         let combiner = shell.combine_blocking();
