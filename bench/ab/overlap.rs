@@ -12,32 +12,34 @@
 //!
 //! # What it showed (AMD EPYC VM, 2 cores; 1M keys: a 34 MB table, past the 32 MB L3)
 //!
-//! `AB_MAIN=overlap.rs OLD=HEAD NEW=446f201 bench/ab/old-vs-new.sh --rounds 40 --phase-ms 20`
-//! (ratios of times; "dep/ind" near 2 means consecutive operations overlapped):
+//! Before f8c6ca5 (`OLD=HEAD NEW=446f201 ... --rounds 60 --phase-ms 10`; ratios of times,
+//! "dep/ind" near 2 means consecutive operations overlapped):
 //!
 //! | | RwLock dep/ind | LD-NR dep/ind | LD-NR/RwLock, ind | LD-NR/RwLock, dep |
 //! |---|---|---|---|---|
-//! | write, 64K | 1.77x | 0.90x | 1.89x | 0.98x |
-//! | write, 1M | 1.80x | 0.99x | 1.82x | 0.95x |
-//! | read, 64K | 1.90x | 1.59x | 1.26x | 1.08x |
-//! | read, 1M | 1.95x | 1.92x | 0.95x | 0.88x |
+//! | write, 64K | 1.67x | 0.95x | 1.78x | 1.10x |
+//! | write, 1M | 1.85x | 0.97x | 2.02x | 1.00x |
+//! | read, 64K | 1.73x | 1.45x | 1.22x | 1.03x |
+//! | read, 1M | 1.75x | 1.74x | 1.03x | 0.97x |
 //!
 //! With independent keys the core runs into the next insert while the previous one's
-//! misses are outstanding, behind a `RwLock` as on the bare map: a write with dependent
-//! keys takes 1.8x as long. LD-NR's writes do not overlap: they take the same time either
-//! way, equal to the `RwLock`'s with dependent keys. That is the 1M-key write gap of the
-//! driver (LD-NR / `RwLock` 0.5–0.6x at one thread, 100% writes), not the cost of any
-//! instruction. Reads overlap on both. `write_path.rs` does not show the gap: its key
-//! stream, loaded from an 8 MiB array, keeps even the `RwLock`'s inserts from overlapping.
+//! misses are outstanding, behind a `RwLock` as on the bare map. LD-NR's writes did not
+//! overlap: they took the same time with or without the dependency, equal to the
+//! `RwLock`'s with it. That was the 1M-key write gap of the driver (LD-NR / `RwLock`
+//! 0.5–0.6x at one thread, 100% writes), not the cost of any one instruction.
+//! `write_path.rs` does not show it: its key stream, loaded from an 8 MiB array, keeps
+//! even the `RwLock`'s inserts from overlapping.
 //!
-//! What stops it is not found. Probes (throw-away builds, none kept): the `RwLock` loop
-//! with a SeqCst fence, a byte-lock CAS and release, 20 extra stores, or the key passed
-//! through a stack slot across the lock still overlapped. LD-NR with its write lock
-//! removed, with the writer's reader-set scan removed, or with the scan's one word load
-//! not branched on, overlapped again (unsound: the scan is the write lock); without the
-//! write lock's fence it did not. A sound variant (the scan out of line behind one test
-//! of the set's words) overlapped in one build and not in another with the same hot path
-//! give or take a few instructions, nor in the driver; so it was not kept.
+//! The cause is the number of loads per operation. The `RwLock` loop with extra
+//! independent L1-hit loads per insert (volatile, so not merged) keeps its overlap up to
+//! 38 extra loads (~60 per operation in all) and loses it from 44 to 50; a SeqCst fence,
+//! a byte-lock CAS, 20 extra stores or the key passed through the stack across the lock
+//! changed nothing. An LD-NR write made 61 loads (callgrind `Dr`, 64K keys), at that
+//! limit, so it overlapped in some builds and not in others. f8c6ca5 took the reader-set
+//! scan out of the write's common case (57 loads, 257 instructions, 26 stores), and the
+//! overlap came back: 1M-key writes 1.0–1.2x the `RwLock`'s time in the probes, 0.84x
+//! its throughput in the driver (was 0.49–0.61x). The margin is a few loads: a change
+//! that adds loads to the write path can lose it again; check with this program.
 
 mod harness;
 
