@@ -37,9 +37,18 @@
 //! changed nothing. An LD-NR write made 61 loads (callgrind `Dr`, 64K keys), at that
 //! limit, so it overlapped in some builds and not in others. f8c6ca5 took the reader-set
 //! scan out of the write's common case (57 loads, 257 instructions, 26 stores), and the
-//! overlap came back: 1M-key writes 1.0–1.2x the `RwLock`'s time in the probes, 0.84x
-//! its throughput in the driver (was 0.49–0.61x). The margin is a few loads: a change
-//! that adds loads to the write path can lose it again; check with this program.
+//! overlap came back (`OLD=446f201 NEW=3b47fb0`, same options):
+//!
+//! | | RwLock dep/ind | LD-NR dep/ind | LD-NR/RwLock, ind | LD-NR/RwLock, dep |
+//! |---|---|---|---|---|
+//! | write, 64K | 1.58x | 1.15x | 1.36x | 0.99x |
+//! | write, 1M | 1.90x | 1.57x | 1.09x | 0.95x |
+//! | read, 64K | 1.67x | 1.39x | 1.23x | 1.03x |
+//! | read, 1M | 2.03x | 1.82x | 1.01x | 0.93x |
+//!
+//! In the driver, one thread, 100% writes, 1M keys: 0.96x the `RwLock` (was 0.52–0.61x).
+//! The margin is a few loads: a change that adds loads to the write path can lose the
+//! overlap again; check with this program.
 
 mod harness;
 
