@@ -105,7 +105,7 @@ impl ReaderSlot {
 }
 
 /// The threads that may read one replica (R2): a bitmap of thread indices. The word of
-/// the first 64 indices sits in the set itself, so that the writer's common check (is
+/// the first `BITS` indices (64; 32 on 32-bit targets) sits in the set itself, so that the writer's common check (is
 /// anyone but me listed?) loads two words: that one and the length of the rest.
 #[derive(Debug)]
 pub(crate) struct ReaderSet {
@@ -403,45 +403,47 @@ mod tests {
 
     #[test]
     fn reader_sets_span_the_first_word_and_the_rest() {
-        let set = ReaderSet::new(200);
-        let listed = [0, 5, 63, 64, 130, 199];
+        // In words of `BITS` indices (64, or 32 on 32-bit targets).
+        let b = BITS;
+        let set = ReaderSet::new(4 * b);
+        let listed = [0, 5, b - 1, b, 2 * b + 2, 4 * b - 1];
         for &tid in &listed {
             set.insert(tid);
         }
         let members = |limit| set.members(limit).collect::<Vec<usize>>();
-        assert_eq!(members(200), listed);
+        assert_eq!(members(4 * b), listed);
         // Whole words below the limit.
-        assert_eq!(members(65), [0, 5, 63, 64]);
-        assert_eq!(members(64), [0, 5, 63]);
-        assert_eq!(members(1), [0, 5, 63]);
+        assert_eq!(members(b + 1), [0, 5, b - 1, b]);
+        assert_eq!(members(b), [0, 5, b - 1]);
+        assert_eq!(members(1), [0, 5, b - 1]);
         set.remove(5);
-        set.remove(130);
-        assert_eq!(members(200), [0, 63, 64, 199]);
+        set.remove(2 * b + 2);
+        assert_eq!(members(4 * b), [0, b - 1, b, 4 * b - 1]);
 
         // The writer's check: exact on the first word, its own bit left out.
-        let one = ReaderSet::new(200);
-        assert!(!one.any_but(|| 64, usize::MAX));
+        let one = ReaderSet::new(4 * b);
+        assert!(!one.any_but(|| b, usize::MAX));
         one.insert(7);
-        assert!(!one.any_but(|| 64, 7), "only the writer itself");
-        assert!(one.any_but(|| 64, 8));
-        assert!(one.any_but(|| 64, usize::MAX));
+        assert!(!one.any_but(|| b, 7), "only the writer itself");
+        assert!(one.any_but(|| b, 8));
+        assert!(one.any_but(|| b, usize::MAX));
         assert!(
-            one.any_but(|| 64, 70),
+            one.any_but(|| b, b + 6),
             "a writer past the first word masks nothing"
         );
         one.remove(7);
         // With indices past the first word registered, the scan decides.
-        assert!(one.any_but(|| 65, usize::MAX));
-        assert!(!one.any_but(|| 64, usize::MAX));
+        assert!(one.any_but(|| b + 1, usize::MAX));
+        assert!(!one.any_but(|| b, usize::MAX));
     }
 
     #[test]
     fn a_small_set_never_asks_for_the_limit() {
-        let set = ReaderSet::new(64);
-        set.insert(63);
-        assert!(!set.any_but(|| unreachable!("no word past the first"), 63));
+        let set = ReaderSet::new(BITS);
+        set.insert(BITS - 1);
+        assert!(!set.any_but(|| unreachable!("no word past the first"), BITS - 1));
         assert!(set.any_but(|| unreachable!("the first word decides"), 0));
-        assert_eq!(set.members(64).collect::<Vec<usize>>(), [63]);
+        assert_eq!(set.members(BITS).collect::<Vec<usize>>(), [BITS - 1]);
         let tiny = ReaderSet::new(1);
         assert!(!tiny.any_but(|| unreachable!("no word past the first"), usize::MAX));
     }
