@@ -105,8 +105,9 @@ impl ReaderSlot {
 }
 
 /// The threads that may read one replica (R2): a bitmap of thread indices. The word of
-/// the first `BITS` indices (64; 32 on 32-bit targets) sits in the set itself, so that the writer's common check (is
-/// anyone but me listed?) loads two words: that one and the length of the rest.
+/// the first `BITS` indices (64; 32 on 32-bit targets) sits in the set itself, so that
+/// the writer's common check (is anyone but me listed?) loads it and the length of the
+/// rest, and the registered mark only if there is a rest ([`ReaderSet::any_but`]).
 #[derive(Debug)]
 pub(crate) struct ReaderSet {
     /// Indices `0..BITS`.
