@@ -336,7 +336,7 @@ impl RwLock {
     /// concurrently is either in the list or sees the flag (R1).
     ///
     /// The scan is out of line, behind [`Readers::any`]: a write whose replica has no
-    /// other reader listed loads four words for it, not a scan's worth. Loads are what
+    /// other reader listed loads three words for it, not a scan's worth. Loads are what
     /// this path must save: the core keeps only so many in flight, and a single
     /// thread's consecutive writes overlap their cache misses only while a write stays
     /// under that bound (`bench/ab/overlap.rs`).

@@ -33,6 +33,9 @@ struct Worker<'a> {
 
 /// What a worker leaves behind for the final check.
 pub(super) struct WorkerEnd {
+    /// The worker's index, which its own keys are derived from. (The ends are collected
+    /// in the order the workers finish, not by index.)
+    pub(super) t: usize,
     pub(super) writes: u64,
     pub(super) own: u64,
     pub(super) cold: Vec<u32>,
@@ -246,6 +249,7 @@ pub(super) fn worker_main(sh: &Shared, t: usize) -> WorkerEnd {
         sh.barrier.wait();
     }
     WorkerEnd {
+        t,
         writes: w.writes,
         own: w.own,
         cold: w.cold,
@@ -456,8 +460,8 @@ pub(super) fn final_check(sh: &Shared, workers: &[WorkerEnd], coordinator: &Coor
             (k, Some(issued))
         })
         .collect();
-    for (t, w) in workers.iter().enumerate() {
-        let t = t as u64;
+    for w in workers {
+        let t = w.t as u64;
         expected.push((OWN + t, Some(w.own)));
         let base = SCRATCH + t * SCRATCH_PER_WORKER;
         expected.extend((base..).zip(w.scratch.iter().copied()));
