@@ -297,14 +297,9 @@ impl<W: Clone> Log<W> {
     /// pass it while this runs (for a clone: the source replica is frozen at `position`
     /// and active), which keeps L2.
     pub(crate) fn activate(&self, slot: usize, position: usize) {
-        self.positions
-            .get(slot)
-            .applied
-            .store(position, Ordering::Relaxed);
-        self.positions
-            .get(slot)
-            .active
-            .store(true, Ordering::SeqCst);
+        let p = self.positions.get(slot);
+        p.applied.store(position, Ordering::Relaxed);
+        p.active.store(true, Ordering::SeqCst);
         // Release: pairs with the Acquire loads in `collect`. A collector whose scan
         // overlapped this activation may have missed the new slot yet seen the source
         // advance past `position` after it unfroze; the changed count makes it scan again.
