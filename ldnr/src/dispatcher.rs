@@ -353,6 +353,14 @@ impl<W, R> Dispatcher<W, R> {
         // give-back that bumps the generation is its own deregistration, or, after it
         // exited, nobody's business.
         let tid = tkn.tid();
+        debug_assert!(tid < self.contexts.len());
+        // SAFETY: the token was issued by this instance (on 64-bit targets instance
+        // numbers are never reused, `next_instance_id`), which issues tokens (`token`)
+        // only for indices of its contexts, allocated once for its lifetime. The bounds
+        // check was a load, a compare and a branch on every operation.
+        #[cfg(target_pointer_width = "64")]
+        let ctx = unsafe { &**self.contexts.get_unchecked(tid) };
+        #[cfg(not(target_pointer_width = "64"))]
         let ctx = &*self.contexts[tid];
         if !tkn.is_generation(ctx.generation.load(Ordering::Relaxed)) {
             return Err(Error::StaleToken);

@@ -434,8 +434,8 @@ where
     #[inline]
     #[track_caller]
     pub fn execute(&self, op: D::ReadOperation, tkn: ThreadToken) -> D::Response {
-        let (tid, ctx) = self.shared.enter(tkn);
-        self.shared.read_in(tid, ctx, |d| d.dispatch(op))
+        let (tid, ctx, entered) = self.shared.enter(tkn);
+        self.shared.read_in(tid, ctx, entered, |d| d.dispatch(op))
     }
 
     /// Runs `f` on the calling thread's replica and returns what it returns: a read that
@@ -497,8 +497,8 @@ where
     #[inline]
     #[track_caller]
     pub fn read<R>(&self, tkn: ThreadToken, f: impl FnOnce(&D) -> R) -> R {
-        let (tid, ctx) = self.shared.enter(tkn);
-        self.shared.read_in(tid, ctx, f)
+        let (tid, ctx, entered) = self.shared.enter(tkn);
+        self.shared.read_in(tid, ctx, entered, f)
     }
 
     /// Executes a mutating operation: it is appended to the shared log, applied to every
@@ -540,8 +540,8 @@ where
     #[inline]
     #[track_caller]
     pub fn execute_mut(&self, op: D::WriteOperation, tkn: ThreadToken) -> D::Response {
-        let (tid, ctx) = self.shared.enter(tkn);
-        self.shared.write_op(tid, ctx, op)
+        let (tid, ctx, entered) = self.shared.enter(tkn);
+        self.shared.write_op(tid, ctx, entered, op)
     }
 
     /// Adds a replica on `node` while operations run, and returns its id.

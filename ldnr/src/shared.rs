@@ -17,7 +17,7 @@ use crate::poison::{Poison, ORPHAN, STEERS};
 use crate::policy::PolicyState;
 use crate::replica::context::Context;
 use crate::replica::{ReplicaId, ReplicaInfo, ReplicaSet, ReplicaStats, Stats};
-use crate::sync::{Callbacks, Inside, Ordering};
+use crate::sync::{Callbacks, Entered, Inside, Ordering};
 
 /// A thread's context in an instance over `D`.
 pub(crate) type Ctx<D> = Context<<D as Dispatch>::WriteOperation, <D as Dispatch>::Response>;
@@ -78,15 +78,15 @@ where
     /// On a token of another instance, a poisoned instance, and a re-entrant call.
     #[inline(always)]
     #[track_caller]
-    pub(crate) fn enter(&self, tkn: ThreadToken) -> (usize, &Ctx<D>) {
+    pub(crate) fn enter(&self, tkn: ThreadToken) -> (usize, &Ctx<D>, Entered) {
         let (tid, ctx) = self.threads.check_context(tkn);
         let flags = self.poison.flags();
-        self.check_reentry(ctx);
+        let entered = self.check_reentry(ctx);
         ctx.count_op();
         if flags & (ORPHAN | STEERS) != 0 {
             self.attend(tid, ctx, flags);
         }
-        (tid, ctx)
+        (tid, ctx, entered)
     }
 
     /// The rarer work of an operation's entry: a thread exited and the replication
@@ -133,9 +133,11 @@ where
     /// token of the thread inside; see [`check_callbacks`](Self::check_callbacks)).
     #[inline(always)]
     #[track_caller]
-    pub(crate) fn check_reentry(&self, ctx: &Ctx<D>) {
-        match Callbacks::inside(self.threads.instance()) {
-            Inside::No => {}
+    pub(crate) fn check_reentry(&self, ctx: &Ctx<D>) -> Entered {
+        let instance = self.threads.instance();
+        let inside = Callbacks::inside(instance);
+        match inside {
+            Inside::Outermost | Inside::No => {}
             Inside::Yes => reentered(),
             Inside::Unknown => {
                 if ctx.busy() {
@@ -143,6 +145,7 @@ where
                 }
             }
         }
+        Entered::from(instance, inside)
     }
 
     /// Panics on a call made from inside user code that this instance runs on the calling

@@ -359,7 +359,9 @@ pub(crate) struct Callbacks {
 // Without `std` the marks always answer `Unknown`.
 #[cfg_attr(not(feature = "std"), allow(dead_code))]
 pub(crate) enum Inside {
-    /// It runs none of the instance's user code.
+    /// It runs no user code of any instance (no mark is set).
+    Outermost,
+    /// It runs none of the instance's user code, but some of another instance's.
     No,
     /// It runs the instance's user code: a call into the instance is re-entrant.
     Yes,
@@ -369,7 +371,56 @@ pub(crate) enum Inside {
     Unknown,
 }
 
+/// What an operation's entry check found: whether the calling thread ran no user code of
+/// any instance ([`Inside::Outermost`]). Marks nest, each restored when its user code
+/// returns, so the operation's own code, outside the user code it runs, finds the marks
+/// as its entry did: an operation may set its mark with
+/// [`Callbacks::enter_from`] without looking at them again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entered {
+    /// The instance's number if the thread ran no user code of any instance; 0 if it did
+    /// or the marks could not tell. (Without `std` there are no marks.)
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
+    mark: usize,
+}
+
+impl Entered {
+    /// What [`Callbacks::inside`] answered for `instance` at the operation's entry.
+    #[inline(always)]
+    pub(crate) fn from(instance: usize, inside: Inside) -> Self {
+        Entered {
+            mark: if inside == Inside::Outermost {
+                instance
+            } else {
+                0
+            },
+        }
+    }
+}
+
 impl Callbacks {
+    /// [`enter`](Self::enter) for an operation whose entry check said `entered`: with no
+    /// mark around the operation, one store (nothing to save, nothing to look at).
+    #[inline(always)]
+    pub(crate) fn enter_from(instance: usize, entered: Entered) -> Self {
+        #[cfg(feature = "std")]
+        if entered.mark != 0 {
+            debug_assert_eq!(entered.mark, instance);
+            let prev = with_marks(|m| {
+                debug_assert_eq!(
+                    m.top.get(),
+                    0,
+                    "marks are restored in the order they were set"
+                );
+                m.top.set(entered.mark);
+            })
+            .map_or(usize::MAX, |()| 0);
+            return Callbacks { prev };
+        }
+        let _ = entered;
+        Self::enter(instance)
+    }
+
     #[inline]
     pub(crate) fn enter(instance: usize) -> Self {
         #[cfg(feature = "std")]
@@ -423,7 +474,7 @@ impl Callbacks {
         #[cfg(feature = "std")]
         {
             with_marks(|m| match m.top.get() {
-                0 => Inside::No,
+                0 => Inside::Outermost,
                 top if top == instance => Inside::Yes,
                 _ => Self::inside_below(m, instance),
             })
@@ -510,10 +561,26 @@ impl Drop for Callbacks {
 /// A process-wide unique number for each `NodeReplicated` instance, used to reject
 /// tokens of other instances. Not part of any protocol loom needs to see (a `core`
 /// atomic in every build: loom's cannot live in a `static`).
+///
+/// On 64-bit targets a number is never reused (`Dispatcher::validate` relies on it to
+/// skip a bounds check): the count would run out after 2^64 - 1 instances, centuries at
+/// one per nanosecond, and then panics rather than wraps. On smaller targets it wraps
+/// (skipping 0), and `validate` keeps its check.
 pub(crate) fn next_instance_id() -> usize {
     #[allow(clippy::disallowed_types)]
     static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
+    #[cfg(target_pointer_width = "64")]
+    {
+        NEXT.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
+            .unwrap_or_else(|_| panic!("ldnr: instance numbers exhausted"))
+    }
+    #[cfg(not(target_pointer_width = "64"))]
+    loop {
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        if id != 0 {
+            return id;
+        }
+    }
 }
 
 /// Pads and aligns a value to the size of a cache-line pair, so that two values never

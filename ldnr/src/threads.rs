@@ -113,7 +113,7 @@ where
     #[track_caller]
     pub(crate) fn deregister(&self, tkn: ThreadToken) -> Result<(), Error> {
         let (tid, ctx) = self.threads.validate(tkn)?;
-        self.check_reentry(ctx);
+        let _ = self.check_reentry(ctx);
         let admin = self.threads.admin();
         self.give_back_exited(&admin);
         self.leave(&admin, tid);

@@ -55,7 +55,7 @@ use super::{CombinerGuard, Replica};
 use crate::dispatch::Dispatch;
 use crate::log::Appender;
 use crate::shared::{Ctx, Shared};
-use crate::sync::{Backoff, CachePadded, Callbacks, Ordering};
+use crate::sync::{Backoff, CachePadded, Callbacks, Entered, Ordering};
 
 /// What [`Shared::write_alone`] hands back when the write is not alone: the operation,
 /// and the replica's slot and combiner lock if it took them.
@@ -92,8 +92,14 @@ where
     /// operation goes into the thread's context and [`write`](Self::write) runs.
     #[inline(always)]
     #[track_caller]
-    pub(crate) fn write_op(&self, tid: usize, ctx: &Ctx<D>, op: D::WriteOperation) -> D::Response {
-        match self.write_alone(tid, ctx, op) {
+    pub(crate) fn write_op(
+        &self,
+        tid: usize,
+        ctx: &Ctx<D>,
+        entered: Entered,
+        op: D::WriteOperation,
+    ) -> D::Response {
+        match self.write_alone(tid, ctx, entered, op) {
             Ok(outcome) => self.respond(ctx, outcome),
             Err((op, held)) => {
                 // SAFETY: the token proves this thread owns context `tid`; a context is
@@ -201,7 +207,9 @@ where
     #[inline]
     #[cfg(all(test, ldnr_loom))]
     pub(crate) fn read<R>(&self, tid: usize, f: impl FnOnce(&D) -> R) -> R {
-        self.read_in(tid, self.threads.context(tid), f)
+        let ctx = self.threads.context(tid);
+        let entered = self.check_reentry(ctx);
+        self.read_in(tid, ctx, entered, f)
     }
 
     /// The read path of thread `tid`, whose context is `ctx`: `f` on its replica once the
@@ -209,7 +217,13 @@ where
     /// `ctail` rule). `f` runs once, under the replica's read lock, with the callback mark
     /// set (re-entry).
     #[inline(always)]
-    pub(crate) fn read_in<R>(&self, tid: usize, ctx: &Ctx<D>, f: impl FnOnce(&D) -> R) -> R {
+    pub(crate) fn read_in<R>(
+        &self,
+        tid: usize,
+        ctx: &Ctx<D>,
+        entered: Entered,
+        f: impl FnOnce(&D) -> R,
+    ) -> R {
         let ctail = self.log.ctail();
         // Acquire: as in `write`.
         let mut slot = ctx.replica.load(Ordering::Acquire);
@@ -224,7 +238,7 @@ where
                 if word == RwLock::stamp(ctail) {
                     // The lock's stamp says the replica is live and at `ctail` (R3): the
                     // common case, with no further load.
-                    let _inside = self.callbacks();
+                    let _inside = Callbacks::enter_from(self.threads.instance(), entered);
                     // SAFETY: the read lock is held for this block.
                     return unsafe { replica.read(f) }.expect("a stamped replica is live (R3)");
                 }
@@ -234,7 +248,7 @@ where
                     // SAFETY: the read lock is held for this block.
                     if unsafe { replica.is_live_read() } {
                         let response = {
-                            let _inside = self.callbacks();
+                            let _inside = Callbacks::enter_from(self.threads.instance(), entered);
                             // SAFETY: as above; the replica is live (checked just now, and
                             // it cannot be removed while the read lock is held, P4).
                             unsafe { replica.read(f) }
@@ -467,6 +481,7 @@ where
         &self,
         tid: usize,
         ctx: &Ctx<D>,
+        entered: Entered,
         op: D::WriteOperation,
     ) -> Result<Outcome<D::Response>, Missed<'_, D>> {
         // Acquire: as in `write`. A frozen replica's lock is held by the clone, so
@@ -489,7 +504,7 @@ where
         }
         let applying = ctx.applying();
         self.poison.check();
-        let inside = self.callbacks();
+        let inside = Callbacks::enter_from(self.threads.instance(), entered);
         if !self.memory.steers() {
             // No memory policy: nothing but `dispatch_mut` runs user code below, and its
             // panic is the caller's own (the operation's owner). With `std` it unwinds
