@@ -10,6 +10,12 @@
 //! [write|read] [--rounds N] [--phase-ms N]` (the scratch crate's `old` goes unused).
 //! Paired rounds as in `harness.rs`; ns per operation, medians [IQR]; ratios per round.
 //!
+//! Sections `old-write` and `old-read` instead pair LD-NR at `OLD` against `NEW` (with
+//! the `RwLock` for scale), both key kinds, for a change to the operation path. Run an
+//! A/A (`OLD` = `NEW`) the same hour: which instance is built first alone moved the
+//! 64K-key writes by 3.6% and the 1M-key reads by 5% (allocation order), so only a
+//! difference past that spread says anything.
+//!
 //! # What it showed (AMD EPYC VM, 2 cores; 1M keys: a 34 MB table, past the 32 MB L3)
 //!
 //! Before f8c6ca5 (`OLD=HEAD NEW=446f201 ... --rounds 60 --phase-ms 10`; ratios of times,
@@ -56,8 +62,7 @@ use std::hint::black_box;
 use std::sync::RwLock;
 
 use harness::{ns_of, paired, pooled, timed, Opts, Phase};
-use ldnr_hashmap_new::{MapRead, MapWrite, U64Map};
-use ldnr_new::{NodeReplicated, ThreadToken};
+use ldnr_hashmap_new::U64Map;
 
 type Inner = std::collections::HashMap<u64, u64>;
 
@@ -82,13 +87,50 @@ fn keyed<'a>(keys: u64, seed: u64, dep: bool, mut op: impl FnMut(u64, u64) -> u6
     })
 }
 
-fn build(keys: u64) -> (NodeReplicated<U64Map>, ThreadToken) {
-    let nr = NodeReplicated::builder(U64Map::with_keys(keys))
-        .build()
-        .expect("config");
-    let t = nr.register().expect("register");
-    (nr, t)
+/// One LD-NR version's map, one replica, with its registered thread.
+macro_rules! version {
+    ($m:ident, $ldnr:ident, $hm:ident) => {
+        mod $m {
+            use $hm::{MapRead, MapWrite, U64Map};
+            use $ldnr::{NodeReplicated, ThreadToken};
+
+            pub struct Map(NodeReplicated<U64Map>, ThreadToken);
+
+            impl Map {
+                pub fn new(keys: u64) -> Self {
+                    let nr = NodeReplicated::builder(U64Map::with_keys(keys))
+                        .build()
+                        .expect("config");
+                    let t = nr.register().expect("register");
+                    Map(nr, t)
+                }
+
+                /// An insert of `(k, v)` or a get of `k`; the old or found value, or 0.
+                #[inline]
+                pub fn op(&self, write: bool, k: u64, v: u64) -> u64 {
+                    if write {
+                        self.0.execute_mut(MapWrite::Insert(k, v), self.1).unwrap_or(0)
+                    } else {
+                        self.0.execute(MapRead::Get(k), self.1).unwrap_or(0)
+                    }
+                }
+            }
+        }
+    };
 }
+version!(old, ldnr_old, ldnr_hashmap_old);
+version!(new, ldnr_new, ldnr_hashmap_new);
+
+/// The map behind `std::sync::RwLock`: an insert or a get, as `new::Map::op`.
+fn locked(l: &RwLock<Inner>, write: bool, k: u64, v: u64) -> u64 {
+    if write {
+        l.write().unwrap().insert(k, v).unwrap_or(0)
+    } else {
+        l.read().unwrap().get(&k).copied().unwrap_or(0)
+    }
+}
+
+const SIZES: [(u64, &str); 2] = [(1 << 16, "64K"), (1 << 20, "1M")];
 
 fn section(o: &Opts, write: bool) {
     let what = if write { "write" } else { "read" };
@@ -101,13 +143,13 @@ fn section(o: &Opts, write: bool) {
         "| keys | bare ind | bare dep | RwLock ind | RwLock dep | LD-NR ind | LD-NR dep | LD-NR/RwLock ind | LD-NR/RwLock dep | RwLock dep/ind | LD-NR dep/ind | A/A LD-NR |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (n, label) in [(1u64 << 16, "64K"), (1 << 20, "1M")] {
+    for (n, label) in SIZES {
         let seed = 0x5eed_0016 ^ n ^ write as u64;
         let mut m1 = U64Map::with_keys(n).0;
         let mut m2 = U64Map::with_keys(n).0;
         let l = RwLock::new(U64Map::with_keys(n).0);
-        let (a, ta) = build(n);
-        let (b, tb) = build(n);
+        let a = new::Map::new(n);
+        let b = new::Map::new(n);
         let bare = |m: &mut Inner, k: u64, v: u64| {
             if write {
                 m.insert(k, v).unwrap_or(0)
@@ -115,28 +157,14 @@ fn section(o: &Opts, write: bool) {
                 m.get(&k).copied().unwrap_or(0)
             }
         };
-        let locked = |k: u64, v: u64| {
-            if write {
-                l.write().unwrap().insert(k, v).unwrap_or(0)
-            } else {
-                l.read().unwrap().get(&k).copied().unwrap_or(0)
-            }
-        };
-        let ldnr = |nr: &NodeReplicated<U64Map>, t: ThreadToken, k: u64, v: u64| {
-            if write {
-                nr.execute_mut(MapWrite::Insert(k, v), t).unwrap_or(0)
-            } else {
-                nr.execute(MapRead::Get(k), t).unwrap_or(0)
-            }
-        };
         let mut vs: Vec<Phase<'_>> = vec![
             keyed(n, seed, false, |k, v| bare(&mut m1, k, v)),
             keyed(n, seed, true, |k, v| bare(&mut m2, k, v)),
-            keyed(n, seed, false, locked),
-            keyed(n, seed, true, locked),
-            keyed(n, seed, false, |k, v| ldnr(&a, ta, k, v)),
-            keyed(n, seed, true, |k, v| ldnr(&a, ta, k, v)),
-            keyed(n, seed, false, |k, v| ldnr(&b, tb, k, v)),
+            keyed(n, seed, false, |k, v| locked(&l, write, k, v)),
+            keyed(n, seed, true, |k, v| locked(&l, write, k, v)),
+            keyed(n, seed, false, |k, v| a.op(write, k, v)),
+            keyed(n, seed, true, |k, v| a.op(write, k, v)),
+            keyed(n, seed, false, |k, v| b.op(write, k, v)),
         ];
         let ns = paired(o, &mut vs);
         println!(
@@ -156,6 +184,46 @@ fn section(o: &Opts, write: bool) {
     }
 }
 
+/// LD-NR at `OLD` against `NEW`, with the `RwLock` for scale.
+fn old_vs_new(o: &Opts, write: bool) {
+    let what = if write { "write" } else { "read" };
+    println!(
+        "\n== {what}, old against new: ns per operation, 1 thread, 1 replica; {} rounds x {} ms",
+        o.rounds,
+        o.phase.as_millis()
+    );
+    println!(
+        "| keys | RwLock ind | old ind | new ind | new/old ind | new/old dep | old/RwLock ind | new/RwLock ind | old dep/ind | new dep/ind |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (n, label) in SIZES {
+        let seed = 0x5eed_0016 ^ n ^ write as u64;
+        let l = RwLock::new(U64Map::with_keys(n).0);
+        let a = new::Map::new(n);
+        let b = old::Map::new(n);
+        let mut vs: Vec<Phase<'_>> = vec![
+            keyed(n, seed, false, |k, v| locked(&l, write, k, v)),
+            keyed(n, seed, false, |k, v| a.op(write, k, v)),
+            keyed(n, seed, true, |k, v| a.op(write, k, v)),
+            keyed(n, seed, false, |k, v| b.op(write, k, v)),
+            keyed(n, seed, true, |k, v| b.op(write, k, v)),
+        ];
+        let ns = paired(o, &mut vs);
+        println!(
+            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            ns_of(&ns, &[0]),
+            ns_of(&ns, &[3]),
+            ns_of(&ns, &[1]),
+            pooled(&ns, &[1], &[3]),
+            pooled(&ns, &[2], &[4]),
+            pooled(&ns, &[3], &[0]),
+            pooled(&ns, &[1], &[0]),
+            pooled(&ns, &[4], &[3]),
+            pooled(&ns, &[2], &[1]),
+        );
+    }
+}
+
 fn main() {
     let o = Opts::from_args();
     println!("{}", harness::commits());
@@ -164,5 +232,12 @@ fn main() {
     }
     if o.wants("read") {
         section(&o, false);
+    }
+    // Only when asked for: not part of the default run.
+    if o.sections.iter().any(|s| s == "old-write") {
+        old_vs_new(&o, true);
+    }
+    if o.sections.iter().any(|s| s == "old-read") {
+        old_vs_new(&o, false);
     }
 }
