@@ -285,10 +285,13 @@ fn lock(flag: &AtomicBool) -> AdminGuard<'_> {
 }
 
 impl<W, R> Dispatcher<W, R> {
-    pub(crate) fn new(limit: usize) -> Self {
+    /// A dispatcher for at most `limit` threads, with a new instance number;
+    /// [`Error::InstancesExhausted`] if none is left.
+    pub(crate) fn new(limit: usize) -> Result<Self, Error> {
+        let instance = next_instance_id().ok_or(Error::InstancesExhausted)?;
         let contexts: Vec<_> = (0..limit).map(|_| CachePadded(Context::new())).collect();
-        Self {
-            instance: next_instance_id(),
+        Ok(Self {
+            instance,
             contexts: contexts.into_boxed_slice(),
             registered: CachePadded(AtomicUsize::new(0)),
             free: UnsafeCell::new((Vec::new(), 0)),
@@ -299,7 +302,7 @@ impl<W, R> Dispatcher<W, R> {
             epoch: AtomicUsize::new(0),
             retired_ops: AtomicUsize::new(0),
             migrations: AtomicUsize::new(0),
-        }
+        })
     }
 
     pub(crate) fn limit(&self) -> usize {
@@ -354,14 +357,11 @@ impl<W, R> Dispatcher<W, R> {
         // exited, nobody's business.
         let tid = tkn.tid();
         debug_assert!(tid < self.contexts.len());
-        // SAFETY: the token was issued by this instance (on 64-bit targets instance
-        // numbers are never reused, `next_instance_id`), which issues tokens (`token`)
-        // only for indices of its contexts, allocated once for its lifetime. The bounds
-        // check was a load, a compare and a branch on every operation.
-        #[cfg(target_pointer_width = "64")]
+        // SAFETY: the token was issued by this instance (instance numbers are never
+        // reused, `next_instance_id`), which issues tokens (`token`) only for indices of
+        // its contexts, allocated once for its lifetime. The bounds check was a load, a
+        // compare and a branch on every operation.
         let ctx = unsafe { &**self.contexts.get_unchecked(tid) };
-        #[cfg(not(target_pointer_width = "64"))]
-        let ctx = &*self.contexts[tid];
         if !tkn.is_generation(ctx.generation.load(Ordering::Relaxed)) {
             return Err(Error::StaleToken);
         }
@@ -681,7 +681,7 @@ mod tests {
 
     #[test]
     fn thread_limit_is_enforced() {
-        let d: Dispatcher<u64, u64> = Dispatcher::new(2);
+        let d: Dispatcher<u64, u64> = Dispatcher::new(2).unwrap();
         let admin = d.admin();
         assert_eq!(d.next_thread(&admin, 0, NodeId(0)), Some(0));
         assert_eq!(d.next_thread(&admin, 0, NodeId(1)), Some(1));
@@ -698,7 +698,7 @@ mod tests {
 
     #[test]
     fn the_lowest_index_is_reused_and_the_mark_follows_the_top() {
-        let d: Dispatcher<u64, u64> = Dispatcher::new(4);
+        let d: Dispatcher<u64, u64> = Dispatcher::new(4).unwrap();
         let admin = d.admin();
         for t in 0..4 {
             assert_eq!(d.next_thread(&admin, 0, NodeId(0)), Some(t));

@@ -86,6 +86,11 @@ pub enum Error {
     /// crate docs: without `std`, or from an [`AffinityManager`](crate::AffinityManager)
     /// method), so replicas may have diverged; the instance refuses further work.
     Poisoned,
+    /// [`Builder::build`](crate::Builder::build): every instance number was handed out.
+    /// Numbers are never reused, so that a token kept from a dropped instance can never
+    /// pass for a token of a later one; the process has built `usize::MAX - 1` instances
+    /// (2^32 - 1 on 32-bit targets; on 64-bit ones, centuries at one per nanosecond).
+    InstancesExhausted,
 }
 
 impl fmt::Display for Error {
@@ -118,6 +123,12 @@ impl fmt::Display for Error {
                 "thread_token was called while the thread was exiting; register and deregister by hand there",
             ),
             Error::Poisoned => f.write_str(POISONED),
+            Error::InstancesExhausted => write!(
+                f,
+                "no instance numbers left: this process built {} instances, and numbers \
+                 are never reused",
+                usize::MAX - 1
+            ),
         }
     }
 }

@@ -133,7 +133,9 @@ where
     ///
     /// [`Error::InvalidLogCapacity`], [`Error::InvalidThreadLimit`], [`Error::NoReplicas`],
     /// [`Error::TooManyReplicas`], [`Error::UnknownNode`] for a node the affinity manager
-    /// does not list, and [`Error::Affinity`] if setting a memory policy failed.
+    /// does not list, and [`Error::Affinity`] if setting a memory policy failed;
+    /// [`Error::InstancesExhausted`] once the process has built `usize::MAX - 1`
+    /// instances (instance numbers are never reused).
     pub fn build(self) -> Result<NodeReplicated<D>, Error> {
         let cap = self.log_capacity;
         if !cap.is_power_of_two() || !(MIN_LOG_CAPACITY..=MAX_LOG_CAPACITY).contains(&cap) {
@@ -170,7 +172,7 @@ where
         let shared = Shared {
             log: Log::starting_at(cap, self.log_start),
             replicas: ReplicaSet::new(self.max_threads),
-            threads: Dispatcher::new(self.max_threads),
+            threads: Dispatcher::new(self.max_threads)?,
             poison: Poison::new(memory.steers()),
             memory,
             policy: PolicyState::new(self.policy),

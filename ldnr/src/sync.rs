@@ -559,27 +559,50 @@ impl Drop for Callbacks {
 }
 
 /// A process-wide unique number for each `NodeReplicated` instance, used to reject
-/// tokens of other instances. Not part of any protocol loom needs to see (a `core`
-/// atomic in every build: loom's cannot live in a `static`).
+/// tokens of other instances; `None` once every number was handed out. Not part of any
+/// protocol loom needs to see (a `core` atomic in every build: loom's cannot live in a
+/// `static`).
 ///
-/// On 64-bit targets a number is never reused (`Dispatcher::validate` relies on it to
-/// skip a bounds check): the count would run out after 2^64 - 1 instances, centuries at
-/// one per nanosecond, and then panics rather than wraps. On smaller targets it wraps
-/// (skipping 0), and `validate` keeps its check.
-pub(crate) fn next_instance_id() -> usize {
+/// A number is never reused, on any target: a token (`Copy`, kept by the user) carries
+/// it, and a token kept from a dropped instance must never pass for a token of a later
+/// one (its thread index would name another thread's context there, and
+/// `Dispatcher::validate` indexes the contexts without a bounds check). So the count
+/// stops instead of wrapping: after `usize::MAX - 1` instances (centuries of building one
+/// per nanosecond on 64-bit targets; 2^32 - 1 builds on 32-bit ones).
+pub(crate) fn next_instance_id() -> Option<usize> {
     #[allow(clippy::disallowed_types)]
     static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
-    #[cfg(target_pointer_width = "64")]
-    {
-        NEXT.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
-            .unwrap_or_else(|_| panic!("ldnr: instance numbers exhausted"))
-    }
-    #[cfg(not(target_pointer_width = "64"))]
-    loop {
-        let id = NEXT.fetch_add(1, Ordering::Relaxed);
-        if id != 0 {
-            return id;
+    take_number(&NEXT)
+}
+
+/// The next number of the count `next`, or `None` once it reached `usize::MAX` (where
+/// it stays).
+#[allow(clippy::disallowed_types)]
+fn take_number(next: &core::sync::atomic::AtomicUsize) -> Option<usize> {
+    next.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
+        .ok()
+}
+
+#[cfg(all(test, not(any(ldnr_loom, ldnr_shuttle))))]
+mod instance_number_tests {
+    use super::*;
+
+    #[test]
+    fn instance_numbers_stop_instead_of_wrapping() {
+        #[allow(clippy::disallowed_types)]
+        let next = core::sync::atomic::AtomicUsize::new(usize::MAX - 2);
+        assert_eq!(take_number(&next), Some(usize::MAX - 2));
+        assert_eq!(take_number(&next), Some(usize::MAX - 1));
+        for _ in 0..3 {
+            assert_eq!(take_number(&next), None, "no number is handed out twice");
         }
+    }
+
+    #[test]
+    fn instance_numbers_are_distinct_and_nonzero() {
+        let a = next_instance_id().expect("numbers left");
+        let b = next_instance_id().expect("numbers left");
+        assert!(a != 0 && b != 0 && a != b);
     }
 }
 

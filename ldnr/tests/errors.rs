@@ -356,6 +356,7 @@ fn every_error_displays_a_message_and_only_affinity_has_a_source() {
             max: MAX_LOG_CAPACITY,
         },
         Error::InvalidThreadLimit { requested: 0 },
+        Error::InstancesExhausted,
         Error::Affinity(AffinityError::Os(EPERM)),
         Error::Affinity(AffinityError::UnknownNode(NodeId(4))),
         Error::Affinity(AffinityError::NoUsableCpus(NodeId(4))),

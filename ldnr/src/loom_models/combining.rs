@@ -29,7 +29,7 @@ fn summing(threads: usize) -> Shared<Sum> {
     let shared = Shared {
         log: Log::new(LOG_CAP),
         replicas: ReplicaSet::new(threads),
-        threads: Dispatcher::new(threads),
+        threads: Dispatcher::new(threads).expect("instance numbers left"),
         memory: Memory::new(alloc::sync::Arc::new(NoAffinity), 1),
         // One node: nothing to steer.
         poison: Poison::new(false),

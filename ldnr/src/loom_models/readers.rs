@@ -163,7 +163,7 @@ fn summing_on_two(on: &[usize], manager: alloc::sync::Arc<Movable>) -> Shared<Su
     let shared = Shared {
         log: Log::new(LOG_CAP),
         replicas: ReplicaSet::new(on.len()),
-        threads: Dispatcher::new(on.len()),
+        threads: Dispatcher::new(on.len()).expect("instance numbers left"),
         poison: Poison::new(memory.steers()),
         memory,
         policy: crate::policy::PolicyState::new(crate::policy::Policy::manual()),
