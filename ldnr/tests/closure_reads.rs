@@ -138,7 +138,8 @@ fn a_panicking_closure_unwinds_out_of_read_only() {
 
 /// A call into the same instance from inside the closure is refused with a panic (it
 /// would wait for itself), whether it is a read, a write, a registration or a
-/// reconfiguration; the instance goes on working.
+/// reconfiguration; the instance goes on working. Without `std` only calls with the
+/// token of the thread inside are seen (crate docs, "Panics"): the read and the write.
 #[test]
 fn calls_from_inside_the_closure_are_refused() {
     quiet_panics(QUIET);
@@ -155,7 +156,8 @@ fn calls_from_inside_the_closure_are_refused() {
             ("register", &|| drop(nr.register())),
             ("add_replica", &|| drop(nr.add_replica(NodeId(0)))),
         ];
-        for (what, call) in nested {
+        let seen = if cfg!(feature = "std") { 4 } else { 2 };
+        for (what, call) in nested.into_iter().take(seen) {
             let msg = panic_message(|| nr.read(tkn, |_| call()));
             assert!(msg.contains("re-entrant"), "{what} from a closure: {msg}");
             assert_eq!(
