@@ -215,7 +215,7 @@ where
     /// The read path of thread `tid`, whose context is `ctx`: `f` on its replica once the
     /// replica has applied every write that completed before the read started (the
     /// `ctail` rule). `f` runs once, under the replica's read lock, with the callback mark
-    /// set (re-entry).
+    /// set (re-entry) from `entered`, what the operation's entry check found.
     #[inline(always)]
     pub(crate) fn read_in<R>(
         &self,
