@@ -99,6 +99,23 @@ impl Opts {
     pub fn wants(&self, s: &str) -> bool {
         self.sections.is_empty() || self.sections.iter().any(|x| x == s)
     }
+
+    /// Runs `section(self, true)` if the `write` section is wanted, then
+    /// `section(self, false)` if `read` is.
+    pub fn write_and_read(&self, mut section: impl FnMut(&Opts, bool)) {
+        if self.wants("write") {
+            section(self, true);
+        }
+        if self.wants("read") {
+            section(self, false);
+        }
+    }
+}
+
+/// Prints a Markdown table's header row and the separator row under it.
+pub fn table_header(columns: &[&str]) {
+    println!("| {} |", columns.join(" | "));
+    println!("|{}", "---|".repeat(columns.len()));
 }
 
 pub fn median(mut v: Vec<f64>) -> f64 {

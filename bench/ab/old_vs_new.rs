@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
 use std::thread;
 
-use harness::{key_stream, ns_of, paired, pooled, stream, Opts, Phase};
+use harness::{key_stream, ns_of, paired, pooled, stream, table_header, Opts, Phase};
 
 const KEYS: u64 = 1 << 16;
 const KEY_STREAM: usize = 1 << 16;
@@ -124,10 +124,16 @@ macro_rules! version {
     };
 }
 
-version!(old, ldnr_old, ldnr_hashmap_old,
+version!(
+    old,
+    ldnr_old,
+    ldnr_hashmap_old,
     fn restore_memory_policy(&self, _: SavedPolicy) {}
 );
-version!(new, ldnr_new, ldnr_hashmap_new,
+version!(
+    new,
+    ldnr_new,
+    ldnr_hashmap_new,
     fn restore_memory_policy(&self, _: SavedPolicy) -> Result<(), AffinityError> {
         Ok(())
     }
@@ -165,8 +171,7 @@ fn exited(o: &Opts) {
         o.rounds,
         o.phase.as_millis()
     );
-    println!("| N | old ns | new ns | new/old | old N/1 | new N/1 |");
-    println!("|---|---|---|---|---|---|");
+    table_header(&["N", "old ns", "new ns", "new/old", "old N/1", "new N/1"]);
     let c = counts.len();
     for (i, n) in counts.iter().enumerate() {
         println!(
@@ -214,8 +219,7 @@ fn idle(o: &Opts) {
             o.rounds,
             o.phase.as_millis()
         );
-        println!("| | old ns | new ns | new/old |");
-        println!("|---|---|---|---|");
+        table_header(&["", "old ns", "new ns", "new/old"]);
         println!(
             "| no idle | {} | {} | {} |",
             ns_of(&ns, &[0]),
@@ -281,8 +285,7 @@ fn pinned(o: &Opts) {
             o.phase.as_millis()
         );
         let (o1, n1, o2, n2) = ([0, 4], [1, 5], [2, 6], [3, 7]);
-        println!("| manager | old ns (#1) | new ns (#1) | new/old |");
-        println!("|---|---|---|---|");
+        table_header(&["manager", "old ns (#1)", "new ns (#1)", "new/old"]);
         println!(
             "| 1 node | {} | {} | {} |",
             ns_of(&ns, &[0]),

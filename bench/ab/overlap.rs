@@ -61,7 +61,7 @@ mod harness;
 use std::hint::black_box;
 use std::sync::RwLock;
 
-use harness::{ns_of, paired, pooled, timed, Opts, Phase};
+use harness::{ns_of, paired, pooled, table_header, timed, Opts, Phase};
 use ldnr_hashmap_new::U64Map;
 
 type Inner = std::collections::HashMap<u64, u64>;
@@ -69,7 +69,12 @@ type Inner = std::collections::HashMap<u64, u64>;
 /// A phase calling `op(key, value)` with keys below `keys` from a xorshift generator
 /// (state kept across calls); with `dep`, each key is also made to depend on the
 /// previous call's result.
-fn keyed<'a>(keys: u64, seed: u64, dep: bool, mut op: impl FnMut(u64, u64) -> u64 + 'a) -> Phase<'a> {
+fn keyed<'a>(
+    keys: u64,
+    seed: u64,
+    dep: bool,
+    mut op: impl FnMut(u64, u64) -> u64 + 'a,
+) -> Phase<'a> {
     let mut x = seed | 1;
     let mut prev = 0u64;
     Box::new(move |phase| {
@@ -109,7 +114,9 @@ macro_rules! version {
                 #[inline]
                 pub fn op(&self, write: bool, k: u64, v: u64) -> u64 {
                     if write {
-                        self.0.execute_mut(MapWrite::Insert(k, v), self.1).unwrap_or(0)
+                        self.0
+                            .execute_mut(MapWrite::Insert(k, v), self.1)
+                            .unwrap_or(0)
                     } else {
                         self.0.execute(MapRead::Get(k), self.1).unwrap_or(0)
                     }
@@ -139,10 +146,20 @@ fn section(o: &Opts, write: bool) {
         o.rounds,
         o.phase.as_millis()
     );
-    println!(
-        "| keys | bare ind | bare dep | RwLock ind | RwLock dep | LD-NR ind | LD-NR dep | LD-NR/RwLock ind | LD-NR/RwLock dep | RwLock dep/ind | LD-NR dep/ind | A/A LD-NR |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    table_header(&[
+        "keys",
+        "bare ind",
+        "bare dep",
+        "RwLock ind",
+        "RwLock dep",
+        "LD-NR ind",
+        "LD-NR dep",
+        "LD-NR/RwLock ind",
+        "LD-NR/RwLock dep",
+        "RwLock dep/ind",
+        "LD-NR dep/ind",
+        "A/A LD-NR",
+    ]);
     for (n, label) in SIZES {
         let seed = 0x5eed_0016 ^ n ^ write as u64;
         let mut m1 = U64Map::with_keys(n).0;
@@ -192,10 +209,18 @@ fn old_vs_new(o: &Opts, write: bool) {
         o.rounds,
         o.phase.as_millis()
     );
-    println!(
-        "| keys | RwLock ind | old ind | new ind | new/old ind | new/old dep | old/RwLock ind | new/RwLock ind | old dep/ind | new dep/ind |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    table_header(&[
+        "keys",
+        "RwLock ind",
+        "old ind",
+        "new ind",
+        "new/old ind",
+        "new/old dep",
+        "old/RwLock ind",
+        "new/RwLock ind",
+        "old dep/ind",
+        "new dep/ind",
+    ]);
     for (n, label) in SIZES {
         let seed = 0x5eed_0016 ^ n ^ write as u64;
         let l = RwLock::new(U64Map::with_keys(n).0);
@@ -227,12 +252,7 @@ fn old_vs_new(o: &Opts, write: bool) {
 fn main() {
     let o = Opts::from_args();
     println!("{}", harness::commits());
-    if o.wants("write") {
-        section(&o, true);
-    }
-    if o.wants("read") {
-        section(&o, false);
-    }
+    o.write_and_read(section);
     // Only when asked for: not part of the default run.
     if o.sections.iter().any(|s| s == "old-write") {
         old_vs_new(&o, true);

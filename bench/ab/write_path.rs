@@ -41,7 +41,7 @@ mod harness;
 use std::hint::black_box;
 use std::sync::RwLock;
 
-use harness::{key_stream, ns_of, paired, pooled, stream, Opts, Phase};
+use harness::{key_stream, ns_of, paired, pooled, stream, table_header, Opts, Phase};
 
 /// Pre-generated keys (a power of two), read sequentially: 8 MiB, as in `benches/ops.rs`.
 const KEY_STREAM: usize = 1 << 20;
@@ -109,10 +109,19 @@ fn section(o: &Opts, write: bool) {
         o.rounds,
         o.phase.as_millis()
     );
-    println!(
-        "| keys | bare | RwLock | old | new | new/old | A/A old | A/A new | new/RwLock | new/bare | old/RwLock |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    table_header(&[
+        "keys",
+        "bare",
+        "RwLock",
+        "old",
+        "new",
+        "new/old",
+        "A/A old",
+        "A/A new",
+        "new/RwLock",
+        "new/bare",
+        "old/RwLock",
+    ]);
     for (n, label) in [(1u64 << 16, "64K"), (1 << 20, "1M")] {
         let keys = key_stream(0x5eed_0016 ^ n ^ write as u64, KEY_STREAM, n);
         let mut map = ldnr_hashmap_new::U64Map::with_keys(n).0;
@@ -150,10 +159,5 @@ fn section(o: &Opts, write: bool) {
 fn main() {
     let o = Opts::from_args();
     println!("{}", harness::commits());
-    if o.wants("write") {
-        section(&o, true);
-    }
-    if o.wants("read") {
-        section(&o, false);
-    }
+    o.write_and_read(section);
 }
