@@ -238,7 +238,7 @@ where
                 if word == RwLock::stamp(ctail) {
                     // The lock's stamp says the replica is live and at `ctail` (R3): the
                     // common case, with no further load.
-                    let _inside = Callbacks::enter_from(self.threads.instance(), entered);
+                    let _inside = self.callbacks_from(entered);
                     // SAFETY: the read lock is held for this block.
                     return unsafe { replica.read(f) }.expect("a stamped replica is live (R3)");
                 }
@@ -248,7 +248,7 @@ where
                     // SAFETY: the read lock is held for this block.
                     if unsafe { replica.is_live_read() } {
                         let response = {
-                            let _inside = Callbacks::enter_from(self.threads.instance(), entered);
+                            let _inside = self.callbacks_from(entered);
                             // SAFETY: as above; the replica is live (checked just now, and
                             // it cannot be removed while the read lock is held, P4).
                             unsafe { replica.read(f) }
@@ -504,7 +504,7 @@ where
         }
         let applying = ctx.applying();
         self.poison.check();
-        let inside = Callbacks::enter_from(self.threads.instance(), entered);
+        let inside = self.callbacks_from(entered);
         if !self.memory.steers() {
             // No memory policy: nothing but `dispatch_mut` runs user code below, and its
             // panic is the caller's own (the operation's owner). With `std` it unwinds
@@ -739,5 +739,12 @@ where
     #[inline]
     pub(crate) fn callbacks(&self) -> Callbacks {
         Callbacks::enter(self.threads.instance())
+    }
+
+    /// [`callbacks`](Self::callbacks) for the operation whose entry check said `entered`
+    /// (one store when no mark was set: `Callbacks::enter_from`).
+    #[inline(always)]
+    fn callbacks_from(&self, entered: Entered) -> Callbacks {
+        Callbacks::enter_from(self.threads.instance(), entered)
     }
 }
