@@ -90,6 +90,14 @@ pub struct ThreadToken {
 const TID_BITS: u32 = 16;
 const _: () = assert!(MAX_THREADS <= 1 << TID_BITS);
 
+/// The generation after `generation`: counted in the bits a token has for it, so that a
+/// token holds every generation whole and [`ThreadToken::is_generation`] compares without
+/// a mask (48 bits; on 32-bit targets the counter's own 32).
+#[inline]
+pub(crate) fn next_generation(generation: usize) -> usize {
+    (generation as u64).wrapping_add(1) as usize & (u64::MAX >> TID_BITS) as usize
+}
+
 impl core::fmt::Debug for ThreadToken {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("ThreadToken")
@@ -133,10 +141,13 @@ impl ThreadToken {
         (self.slot & ((1 << TID_BITS) - 1)) as usize
     }
 
-    /// Whether the token was issued for a context now in `generation`.
+    /// Whether the token was issued for a context now in `generation` (always below
+    /// 2^(64 - [`TID_BITS`]): [`next_generation`] wraps there, so the compare needs no
+    /// mask).
     #[inline(always)]
     pub(crate) fn is_generation(self, generation: usize) -> bool {
-        self.slot >> TID_BITS == ((generation as u64) << TID_BITS) >> TID_BITS
+        debug_assert!((generation as u64) < 1 << (64 - TID_BITS));
+        self.slot >> TID_BITS == generation as u64
     }
 
     #[inline(always)]
@@ -506,7 +517,7 @@ impl<W, R> Dispatcher<W, R> {
         bump(&self.retired_ops, ctx.ops.load(Ordering::Relaxed));
         ctx.ops.store(0, Ordering::Relaxed);
         ctx.generation.store(
-            ctx.generation.load(Ordering::Relaxed) + 1,
+            next_generation(ctx.generation.load(Ordering::Relaxed)),
             Ordering::Relaxed,
         );
         ctx.replica.store(FREE, Ordering::Relaxed);
@@ -581,7 +592,7 @@ impl Exits {
             // contexts are freed; so the context `counter` points into is still there.
             let counter = unsafe { &*counter };
             if counter.load(Ordering::Relaxed) == generation {
-                let retired = generation + 1;
+                let retired = next_generation(generation);
                 // Release: a give-back that reads the queued generation (under `lock`)
                 // happens after; Relaxed would do for this thread's own later checks.
                 counter.store(retired, Ordering::Release);
@@ -694,6 +705,34 @@ mod tests {
         assert_eq!(d.validate(d.token(0)).map(|(tid, _)| tid), Ok(0));
         assert_eq!(d.next_thread(&admin, 0, NodeId(0)), None);
         assert_eq!(d.registered(), 2);
+    }
+
+    #[test]
+    fn generations_wrap_where_a_token_holds_them_whole() {
+        let last = (u64::MAX >> TID_BITS) as usize;
+        assert_eq!(next_generation(0), 1);
+        assert_eq!(next_generation(last - 1), last);
+        assert_eq!(next_generation(last), 0, "wraps at the token's width");
+        for generation in [0, 1, last - 1, last] {
+            let tkn = ThreadToken::new(MAX_THREADS - 1, generation, 1);
+            assert_eq!(tkn.tid(), MAX_THREADS - 1);
+            assert!(tkn.is_generation(generation), "{generation}");
+            assert!(!tkn.is_generation(next_generation(generation)), "{generation}");
+        }
+        // A context given back at the last generation refuses its old token and takes
+        // the next one's (generation 0 again).
+        let d: Dispatcher<u64, u64> = Dispatcher::new(1).unwrap();
+        let admin = d.admin();
+        assert_eq!(d.next_thread(&admin, 0, NodeId(0)), Some(0));
+        d.contexts[0].generation.store(last, Ordering::Relaxed);
+        let old = d.token(0);
+        assert!(d.validate(old).is_ok());
+        d.release(&admin, 0);
+        assert_eq!(d.validate(old).err(), Some(Error::StaleToken));
+        assert_eq!(d.next_thread(&admin, 0, NodeId(0)), Some(0));
+        let new = d.token(0);
+        assert!(new.is_generation(0));
+        assert_eq!(d.validate(new).map(|(tid, _)| tid), Ok(0));
     }
 
     #[test]

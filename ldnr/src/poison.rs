@@ -18,6 +18,8 @@ pub(crate) const ORPHAN: usize = 4;
 /// between nodes, and every operation's entry counts towards the next look at its node):
 /// in the same word, so that the entry tests one word for everything it may have to do.
 pub(crate) const STEERS: usize = 8;
+/// The bits an operation's entry acts on: one test on the common path, where none is set.
+pub(crate) const ENTRY: usize = POISON | ORPHAN | STEERS;
 
 /// The attention word (poison and policy flags). Poisoned when a panic unwound out of a
 /// combiner (see `replica::combiner`'s docs): a replica may be half-way through a batch,
@@ -45,15 +47,22 @@ impl Poison {
         self.0.load(Ordering::Relaxed) & POISON != 0
     }
 
-    /// Both flags, for the entry of an operation; panics if poisoned.
+    /// The whole word, for the entry of an operation: it tests the word once for
+    /// everything it may have to do, the poison included, and calls
+    /// [`check_flags`](Self::check_flags) only if any bit of [`ENTRY`] is set.
+    #[inline]
+    pub(crate) fn flags(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Panics with [`POISONED`] if `flags` (the word as [`flags`](Self::flags) loaded it)
+    /// has the poison bit.
     #[inline]
     #[track_caller]
-    pub(crate) fn flags(&self) -> usize {
-        let flags = self.0.load(Ordering::Relaxed);
+    pub(crate) fn check_flags(flags: usize) {
         if flags & POISON != 0 {
             poisoned();
         }
-        flags
     }
 
     /// Asks for a run of the replication policy: by the caller (it runs the policy

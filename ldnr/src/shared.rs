@@ -13,7 +13,7 @@ use crate::affinity::Memory;
 use crate::dispatch::Dispatch;
 use crate::dispatcher::{Dispatcher, ThreadToken, MIGRATION_CHECK_EVERY};
 use crate::log::Log;
-use crate::poison::{Poison, ORPHAN, STEERS};
+use crate::poison::{Poison, ENTRY, ORPHAN, STEERS};
 use crate::policy::PolicyState;
 use crate::replica::context::Context;
 use crate::replica::{ReplicaId, ReplicaInfo, ReplicaSet, ReplicaStats, Stats};
@@ -82,20 +82,25 @@ where
         let (tid, ctx) = self.threads.check_context(tkn);
         let flags = self.poison.flags();
         let entered = self.check_reentry(ctx);
-        ctx.count_op();
-        if flags & (ORPHAN | STEERS) != 0 {
+        if flags & ENTRY != 0 {
             self.attend(tid, ctx, flags);
+        } else {
+            ctx.count_op();
         }
         (tid, ctx, entered)
     }
 
-    /// The rarer work of an operation's entry: a thread exited and the replication
-    /// policy has to act on it; with an affinity manager that steers memory, every
-    /// `MIGRATION_CHECK_EVERY` operations (and after the policy parked the thread) the
-    /// thread makes its periodic check.
+    /// The rarer work of an operation's entry, once the flags showed some: the instance
+    /// is poisoned (a panic, and no operation started); a thread exited and the
+    /// replication policy has to act on it; with an affinity manager that steers memory,
+    /// every `MIGRATION_CHECK_EVERY` operations (and after the policy parked the thread)
+    /// the thread makes its periodic check. Counts the operation, as `enter` does when
+    /// there is nothing to attend to.
     #[inline(always)]
     #[track_caller]
     fn attend(&self, tid: usize, ctx: &Ctx<D>, flags: usize) {
+        Poison::check_flags(flags);
+        ctx.count_op();
         if flags & ORPHAN != 0 {
             // Outside every lock and callback: a thread exited, and the replication
             // policy has to act on it (`policy`); the other events are run by their

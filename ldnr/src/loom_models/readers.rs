@@ -49,7 +49,7 @@ impl SwitchingReader {
 
     /// Thread 0 reads replica `r` under its read lock.
     fn read(&self, r: usize) -> u64 {
-        let _g = self.locks[r].read(&self.readers[0], r);
+        let _g = self.locks[r].read(&self.readers[0], r, RwLock::stamp(0));
         let [a, b] = &self.cells[r];
         // SAFETY: the read lock excludes the writer of `r` (checked by loom).
         let a = a.with(|p| unsafe { *p });

@@ -33,7 +33,7 @@ impl Guarded {
 
     /// Takes the read lock of slot 0 with reader slot `me`, and returns the cells.
     fn read(&self, me: usize) -> u64 {
-        let _r = self.lock.read(&self.readers[me], 0);
+        let _r = self.lock.read(&self.readers[me], 0, RwLock::stamp(0));
         // SAFETY: the read lock excludes the writer (checked by loom).
         let a = self.a.with(|p| unsafe { *p });
         // SAFETY: as above.
@@ -90,7 +90,8 @@ fn rwlock_stamp_describes_the_data() {
                 }
             }
             fn read(&self) -> Option<usize> {
-                let (_r, word) = self.lock.read(&self.readers[0], 0);
+                let (_r, word, stamped) = self.lock.read(&self.readers[0], 0, RwLock::stamp(1));
+                assert_eq!(stamped, word == RwLock::stamp(1));
                 // SAFETY: the read lock excludes the writer (checked by loom).
                 let data = self.data.with(|p| unsafe { *p });
                 [1, 2]
@@ -170,7 +171,7 @@ fn rwlock_writer_ignores_readers_of_other_replicas() {
             w.written.store(true, Ordering::Release);
         });
         {
-            let _r = s.locks[1].read(&s.readers[0], 1);
+            let _r = s.locks[1].read(&s.readers[0], 1, RwLock::stamp(0));
             while !s.written.load(Ordering::Acquire) {
                 thread::yield_now();
             }

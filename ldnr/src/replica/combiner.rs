@@ -234,8 +234,8 @@ where
                 self.join_readers(tid, slot);
             }
             {
-                let (_read, word) = replica.rw.read(&ctx.reader, slot);
-                if word == RwLock::stamp(ctail) {
+                let (_read, _, stamped) = replica.rw.read(&ctx.reader, slot, RwLock::stamp(ctail));
+                if stamped {
                     // The lock's stamp says the replica is live and at `ctail` (R3): the
                     // common case, with no further load.
                     let _inside = self.callbacks_from(entered);

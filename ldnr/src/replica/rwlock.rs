@@ -298,11 +298,20 @@ impl RwLock {
     }
 
     /// Takes the read lock of replica `slot` with the calling thread's reader slot, and
-    /// returns it with the word it found (no writer in it; its stamp, R3).
+    /// returns it with the word it found (no writer in it; its stamp, R3) and whether
+    /// that is `expected`, the stamp the caller hopes for. Found, that compare is the
+    /// whole test (a stamp has no writer in it), and the caller branches on a constant
+    /// instead of comparing again: one compare and branch on the common path, not three.
     /// (`#[inline]` here and on the guards' `drop`: without it a user's crate calls them
     /// out of line, on every operation.)
     #[inline]
-    pub(crate) fn read<'a>(&self, reader: &'a ReaderSlot, slot: usize) -> (ReadGuard<'a>, usize) {
+    pub(crate) fn read<'a>(
+        &self,
+        reader: &'a ReaderSlot,
+        slot: usize,
+        expected: usize,
+    ) -> (ReadGuard<'a>, usize, bool) {
+        debug_assert!(expected & (WRITER | CHECK) == 0);
         let mut backoff = Backoff::new();
         loop {
             // Release: a writer that reads this announcement (`ReaderSlot::reads`,
@@ -319,8 +328,11 @@ impl RwLock {
             // Acquire: pairs with the Release in `WriteGuard::drop`; the writer's batch
             // (and what its stamp says) happens before this read.
             let word = self.word.load(Ordering::Acquire);
+            if word == expected {
+                return (ReadGuard { reader }, word, true);
+            }
             if word & WRITER == 0 {
-                return (ReadGuard { reader }, word);
+                return (ReadGuard { reader }, word, false);
             }
             reader.0.store(0, Ordering::Release);
             while self.word.load(Ordering::Relaxed) & WRITER != 0 {
@@ -454,8 +466,8 @@ mod tests {
         let lock = Arc::new(RwLock::new());
         let readers: Arc<Vec<ReaderSlot>> = Arc::new((0..2).map(|_| ReaderSlot::new()).collect());
         let reading_other = RwLock::new();
-        let _other = reading_other.read(&readers[1], 1);
-        let (guard, _) = lock.read(&readers[0], 0);
+        let _other = reading_other.read(&readers[1], 1, RwLock::stamp(0));
+        let (guard, _, _) = lock.read(&readers[0], 0, RwLock::stamp(0));
         assert!(readers[0].reads(0) && !readers[0].reads(1));
         let wrote = Arc::new(StdBool::new(false));
         let writer = {
