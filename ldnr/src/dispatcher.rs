@@ -717,7 +717,10 @@ mod tests {
             let tkn = ThreadToken::new(MAX_THREADS - 1, generation, 1);
             assert_eq!(tkn.tid(), MAX_THREADS - 1);
             assert!(tkn.is_generation(generation), "{generation}");
-            assert!(!tkn.is_generation(next_generation(generation)), "{generation}");
+            assert!(
+                !tkn.is_generation(next_generation(generation)),
+                "{generation}"
+            );
         }
         // A context given back at the last generation refuses its old token and takes
         // the next one's (generation 0 again).
