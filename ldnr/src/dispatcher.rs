@@ -80,8 +80,8 @@ pub struct ThreadToken {
     /// The issuing instance's number (never 0).
     instance: core::num::NonZeroUsize,
     /// The thread index (the low [`TID_BITS`] bits) and the registration's generation
-    /// (the rest, 48 bits: a slot would have to be given back 2^48 times while a stale
-    /// token of it is kept before two generations could be confused).
+    /// (the rest, 48 bits; on 32-bit targets generations have 32). Generations never
+    /// wrap: an index whose generations ran out is retired ([`RETIRED`]).
     slot: u64,
     _not_send: core::marker::PhantomData<*const ()>,
 }
@@ -90,12 +90,34 @@ pub struct ThreadToken {
 const TID_BITS: u32 = 16;
 const _: () = assert!(MAX_THREADS <= 1 << TID_BITS);
 
-/// The generation after `generation`: counted in the bits a token has for it, so that a
-/// token holds every generation whole and [`ThreadToken::is_generation`] compares without
-/// a mask (48 bits; on 32-bit targets the counter's own 32).
+/// The last generation a registration can have: the largest a token holds (48 bits) on
+/// 64-bit targets, one below [`RETIRED`] on 32-bit ones (where the counter has 32 bits).
+const LAST_GENERATION: usize = {
+    let token = u64::MAX >> TID_BITS;
+    if token < (usize::MAX - 1) as u64 {
+        token as usize
+    } else {
+        usize::MAX - 1
+    }
+};
+
+/// The generation of an index retired for good, once its generations ran out: no token
+/// carries it (on 64-bit targets it is past a token's 48 bits; on 32-bit ones no
+/// registration reaches it), and the index is never handed out again. Counting on
+/// instead would wrap, and a token kept from 2^48 (on 32-bit targets 2^32) registrations
+/// ago would pass for the index's next owner: two threads on one context.
+pub(crate) const RETIRED: usize = usize::MAX;
+
+/// The generation after `generation`, [`RETIRED`] after the last (and after `RETIRED`).
+/// Generations stay within the bits a token has for them, so that
+/// [`ThreadToken::is_generation`] compares without a mask, and never wrap.
 #[inline]
 pub(crate) fn next_generation(generation: usize) -> usize {
-    (generation as u64).wrapping_add(1) as usize & (u64::MAX >> TID_BITS) as usize
+    if generation >= LAST_GENERATION {
+        RETIRED
+    } else {
+        generation + 1
+    }
 }
 
 impl core::fmt::Debug for ThreadToken {
@@ -141,12 +163,12 @@ impl ThreadToken {
         (self.slot & ((1 << TID_BITS) - 1)) as usize
     }
 
-    /// Whether the token was issued for a context now in `generation` (always below
-    /// 2^(64 - [`TID_BITS`]): [`next_generation`] wraps there, so the compare needs no
-    /// mask).
+    /// Whether the token was issued for a context now in `generation` (at most
+    /// `LAST_GENERATION`, which a token holds whole, or [`RETIRED`], which no token holds:
+    /// [`next_generation`], so the compare needs no mask).
     #[inline(always)]
     pub(crate) fn is_generation(self, generation: usize) -> bool {
-        debug_assert!((generation as u64) < 1 << (64 - TID_BITS));
+        debug_assert!(generation <= LAST_GENERATION || generation == RETIRED);
         self.slot >> TID_BITS == generation as u64
     }
 
@@ -509,25 +531,26 @@ impl<W, R> Dispatcher<W, R> {
     }
 
     /// Gives thread index `tid` back (deregistration, thread exit): a new generation, so
-    /// that its tokens are refused, and the index is handed out again (D1). The caller
+    /// that its tokens are refused, and the index is handed out again (D1), unless its
+    /// generations ran out ([`RETIRED`]: the index is never used again). The caller
     /// holds the admin lock and has taken the thread out of its replica.
     pub(crate) fn release(&self, _admin: &AdminGuard<'_>, tid: usize) {
         let ctx = &self.contexts[tid];
         // The owner is the caller or gone: its operation count moves to the total.
         bump(&self.retired_ops, ctx.ops.load(Ordering::Relaxed));
         ctx.ops.store(0, Ordering::Relaxed);
-        ctx.generation.store(
-            next_generation(ctx.generation.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
+        let generation = next_generation(ctx.generation.load(Ordering::Relaxed));
+        ctx.generation.store(generation, Ordering::Relaxed);
         ctx.replica.store(FREE, Ordering::Relaxed);
-        // SAFETY: the admin lock is held (the caller's guard).
-        self.free.with_mut(|f| unsafe {
-            let given_back = &mut (*f).0;
-            // Highest first, so that `pop` hands out the lowest (D1).
-            let at = given_back.partition_point(|&t| t > tid);
-            given_back.insert(at, tid);
-        });
+        if generation != RETIRED {
+            // SAFETY: the admin lock is held (the caller's guard).
+            self.free.with_mut(|f| unsafe {
+                let given_back = &mut (*f).0;
+                // Highest first, so that `pop` hands out the lowest (D1).
+                let at = given_back.partition_point(|&t| t > tid);
+                given_back.insert(at, tid);
+            });
+        }
         let top = self.registered.load(Ordering::Relaxed);
         if tid + 1 == top {
             // The thread at the top left (its reader sets too): lower the mark to the
@@ -708,11 +731,12 @@ mod tests {
     }
 
     #[test]
-    fn generations_wrap_where_a_token_holds_them_whole() {
-        let last = (u64::MAX >> TID_BITS) as usize;
+    fn generations_never_wrap_an_index_whose_generations_ran_out_is_retired() {
+        let last = LAST_GENERATION;
         assert_eq!(next_generation(0), 1);
         assert_eq!(next_generation(last - 1), last);
-        assert_eq!(next_generation(last), 0, "wraps at the token's width");
+        assert_eq!(next_generation(last), RETIRED, "no wrap to 0");
+        assert_eq!(next_generation(RETIRED), RETIRED);
         for generation in [0, 1, last - 1, last] {
             let tkn = ThreadToken::new(MAX_THREADS - 1, generation, 1);
             assert_eq!(tkn.tid(), MAX_THREADS - 1);
@@ -721,21 +745,29 @@ mod tests {
                 !tkn.is_generation(next_generation(generation)),
                 "{generation}"
             );
+            assert!(!tkn.is_generation(RETIRED), "{generation}");
         }
-        // A context given back at the last generation refuses its old token and takes
-        // the next one's (generation 0 again).
-        let d: Dispatcher<u64, u64> = Dispatcher::new(1).unwrap();
+        // Index 0 at its last generation: given back, it refuses every token it ever
+        // issued (the first one included) and is never handed out again.
+        let d: Dispatcher<u64, u64> = Dispatcher::new(2).unwrap();
         let admin = d.admin();
         assert_eq!(d.next_thread(&admin, 0, NodeId(0)), Some(0));
-        d.contexts[0].generation.store(last, Ordering::Relaxed);
-        let old = d.token(0);
-        assert!(d.validate(old).is_ok());
+        let first = d.token(0);
         d.release(&admin, 0);
-        assert_eq!(d.validate(old).err(), Some(Error::StaleToken));
         assert_eq!(d.next_thread(&admin, 0, NodeId(0)), Some(0));
-        let new = d.token(0);
-        assert!(new.is_generation(0));
-        assert_eq!(d.validate(new).map(|(tid, _)| tid), Ok(0));
+        d.contexts[0].generation.store(last, Ordering::Relaxed);
+        let kept = d.token(0);
+        assert!(d.validate(kept).is_ok());
+        d.release(&admin, 0);
+        assert_eq!(d.contexts[0].generation.load(Ordering::Relaxed), RETIRED);
+        assert_eq!(d.validate(kept).err(), Some(Error::StaleToken));
+        assert_eq!(d.validate(first).err(), Some(Error::StaleToken));
+        assert_eq!(d.next_thread(&admin, 0, NodeId(0)), Some(1), "0 is retired");
+        assert_eq!(d.next_thread(&admin, 0, NodeId(0)), None, "and stays so");
+        assert_eq!(d.validate(kept).err(), Some(Error::StaleToken));
+        assert_eq!(d.validate(first).err(), Some(Error::StaleToken));
+        d.release(&admin, 1);
+        assert_eq!(d.next_thread(&admin, 0, NodeId(0)), Some(1));
     }
 
     #[test]

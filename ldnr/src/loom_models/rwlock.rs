@@ -21,24 +21,34 @@ impl Guarded {
         }
     }
 
-    /// Takes the write lock of replica slot 0 and increments both cells, one at a time.
+    /// Takes the write lock of replica slot 0, increments both cells, one at a time, and
+    /// stamps the lock with their new value (as a combiner publishes its position).
     fn write(&self) {
-        let _w = self.lock.write(0, || self.readers.iter());
+        let mut w = self.lock.write(0, || self.readers.iter());
         // SAFETY: the write lock (the model's claim, checked by loom's cell tracking)
         // excludes every reader of slot 0, and there is one writer.
-        self.a.with_mut(|p| unsafe { *p += 1 });
+        let a = self.a.with_mut(|p| unsafe {
+            *p += 1;
+            *p
+        });
         // SAFETY: as above.
         self.b.with_mut(|p| unsafe { *p += 1 });
+        w.publish(a as usize);
     }
 
-    /// Takes the read lock of slot 0 with reader slot `me`, and returns the cells.
+    /// Takes the read lock of slot 0 with reader slot `me`, hoping for the stamp of the
+    /// first write (so that both the read lock's early return and its writer test are
+    /// explored), and returns the cells.
     fn read(&self, me: usize) -> u64 {
-        let _r = self.lock.read(&self.readers[me], 0, RwLock::stamp(0));
+        let (_r, _, stamped) = self.lock.read(&self.readers[me], 0, RwLock::stamp(1));
         // SAFETY: the read lock excludes the writer (checked by loom).
         let a = self.a.with(|p| unsafe { *p });
         // SAFETY: as above.
         let b = self.b.with(|p| unsafe { *p });
         assert_eq!(a, b, "a reader saw a half-applied write");
+        if stamped {
+            assert_eq!(a, 1, "the stamp hoped for does not describe the data");
+        }
         a
     }
 }
