@@ -375,3 +375,44 @@ fn a_panicking_affinity_manager_poisons_the_instance() {
         assert!(Error::Poisoned.to_string().contains("poisoned"));
     });
 }
+
+/// A call back into a poisoned instance from user code it runs reports the re-entry (the
+/// mistake in the caller's code), not the poison: an operation's entry checks re-entry
+/// first. Here the instance is poisoned by another thread while this one is inside a read
+/// closure; after the closure, the same call reports the poison.
+#[test]
+fn a_reentrant_call_on_a_poisoned_instance_reports_the_reentry() {
+    quiet_panics(&[TAG]);
+    watchdog("re-entry into a poisoned instance", LIMIT, || {
+        let affinity = Arc::new(ExplodingAffinity::default());
+        let nr = NodeReplicated::builder(Journal::default())
+            .replicas(&[NodeId(0), NodeId(1)])
+            .affinity(affinity.clone())
+            .build()
+            .unwrap();
+        let reader = nr.register().unwrap();
+        let (inside, poisoned) = (Barrier::new(2), Barrier::new(2));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // On the other pretend node: its write applies the other replica, so it
+                // does not wait for the read below.
+                NODE.with(|n| n.set(1));
+                let tkn = nr.register().unwrap();
+                inside.wait();
+                affinity.explode.store(true, SeqCst);
+                let msg = panic_message(|| nr.execute_mut(Write::Push(1), tkn));
+                assert_eq!(msg, format!("{TAG} affinity manager panicked"));
+                poisoned.wait();
+            });
+            let msg = nr.read(reader, |_| {
+                inside.wait();
+                poisoned.wait();
+                panic_message(|| nr.execute(Read::All, reader))
+            });
+            assert!(msg.contains("re-entrant"), "{msg}");
+        });
+        affinity.explode.store(false, SeqCst);
+        let msg = panic_message(|| nr.execute(Read::All, reader));
+        assert!(msg.contains("poisoned"), "{msg}");
+    });
+}
