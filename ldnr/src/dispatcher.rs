@@ -25,7 +25,8 @@
 //!   reader set, so a writer that loads it (Acquire) and skips the indices above either
 //!   synchronizes with that departure or sees the thread's bit (rwlock R2).
 //!   Each give-back bumps the context's generation, which tokens carry: a stale token is
-//!   refused, never taken for its index's next owner.
+//!   refused, never taken for its index's next owner. Generations never wrap: an index
+//!   given back 2^48 times is retired ([`RETIRED`]) and never handed out again.
 //! - **D2** Changes to the matching (registration, and the matching phases of adding
 //!   and removing replicas) are serialized by the admin lock; whole reconfigurations
 //!   are serialized with each other by the reconfiguration lock, which registration
@@ -41,7 +42,8 @@ use crate::affinity::NodeId;
 use crate::error::Error;
 use crate::replica::context::Context;
 use crate::sync::{
-    fence, next_instance_id, AtomicBool, AtomicUsize, Backoff, CachePadded, Ordering, UnsafeCell,
+    fence, next_instance_id, AtomicBool, AtomicU64, AtomicUsize, Backoff, CachePadded, Ordering,
+    UnsafeCell,
 };
 
 /// The largest thread limit an instance accepts.
@@ -80,7 +82,7 @@ pub struct ThreadToken {
     /// The issuing instance's number (never 0).
     instance: core::num::NonZeroUsize,
     /// The thread index (the low [`TID_BITS`] bits) and the registration's generation
-    /// (the rest, 48 bits; on 32-bit targets generations have 32). Generations never
+    /// (the rest, 48 bits, on every target). Generations never
     /// wrap: an index whose generations ran out is retired ([`RETIRED`]).
     slot: u64,
     _not_send: core::marker::PhantomData<*const ()>,
@@ -90,29 +92,24 @@ pub struct ThreadToken {
 const TID_BITS: u32 = 16;
 const _: () = assert!(MAX_THREADS <= 1 << TID_BITS);
 
-/// The last generation a registration can have: the largest a token holds (48 bits) on
-/// 64-bit targets, one below [`RETIRED`] on 32-bit ones (where the counter has 32 bits).
-const LAST_GENERATION: usize = {
-    let token = u64::MAX >> TID_BITS;
-    if token < (usize::MAX - 1) as u64 {
-        token as usize
-    } else {
-        usize::MAX - 1
-    }
-};
+/// The last generation a registration can have: the largest a token holds (48 bits).
+/// Generations are 64-bit counters on every target, so that a 32-bit target retires an
+/// index no sooner than a 64-bit one (a 32-bit counter would retire one after about 50
+/// minutes of registering and deregistering it on i686).
+const LAST_GENERATION: u64 = u64::MAX >> TID_BITS;
 
-/// The generation of an index retired for good, once its generations ran out: no token
-/// carries it (on 64-bit targets it is past a token's 48 bits; on 32-bit ones no
-/// registration reaches it), and the index is never handed out again. Counting on
-/// instead would wrap, and a token kept from 2^48 (on 32-bit targets 2^32) registrations
-/// ago would pass for the index's next owner: two threads on one context.
-pub(crate) const RETIRED: usize = usize::MAX;
+/// The generation of an index retired for good, once its generations ran out (after
+/// 2^48 registrations of the index, about six years of nothing but registering and
+/// deregistering it): past a token's 48 bits, so no token carries it, and the index is
+/// never handed out again. Counting on instead would wrap, and a token kept from 2^48
+/// registrations ago would pass for the index's next owner: two threads on one context.
+pub(crate) const RETIRED: u64 = u64::MAX;
 
 /// The generation after `generation`, [`RETIRED`] after the last (and after `RETIRED`).
 /// Generations stay within the bits a token has for them, so that
 /// [`ThreadToken::is_generation`] compares without a mask, and never wrap.
 #[inline]
-pub(crate) fn next_generation(generation: usize) -> usize {
+pub(crate) fn next_generation(generation: u64) -> u64 {
     if generation >= LAST_GENERATION {
         RETIRED
     } else {
@@ -132,11 +129,12 @@ impl core::fmt::Debug for ThreadToken {
 impl ThreadToken {
     /// Two words with a niche (the instance is never 0), so that an `Option` or a small
     /// result of one travels in registers and is copied whole.
-    fn new(tid: usize, generation: usize, instance: usize) -> Self {
+    fn new(tid: usize, generation: u64, instance: usize) -> Self {
         debug_assert!(tid < MAX_THREADS);
+        debug_assert!(generation <= LAST_GENERATION);
         Self {
             instance: core::num::NonZeroUsize::new(instance).expect("instance numbers start at 1"),
-            slot: (generation as u64) << TID_BITS | tid as u64,
+            slot: generation << TID_BITS | tid as u64,
             _not_send: core::marker::PhantomData,
         }
     }
@@ -167,9 +165,9 @@ impl ThreadToken {
     /// `LAST_GENERATION`, which a token holds whole, or [`RETIRED`], which no token holds:
     /// [`next_generation`], so the compare needs no mask).
     #[inline(always)]
-    pub(crate) fn is_generation(self, generation: usize) -> bool {
+    pub(crate) fn is_generation(self, generation: u64) -> bool {
         debug_assert!(generation <= LAST_GENERATION || generation == RETIRED);
-        self.slot >> TID_BITS == generation as u64
+        self.slot >> TID_BITS == generation
     }
 
     #[inline(always)]
@@ -577,7 +575,7 @@ pub(crate) struct Exits {
     /// Whether `queue` may be non-empty: a hint combiners read once per batch.
     pending: AtomicBool,
     lock: AtomicBool,
-    queue: UnsafeCell<Vec<(usize, usize)>>,
+    queue: UnsafeCell<Vec<(usize, u64)>>,
 }
 
 // SAFETY: `queue` is accessed only under `lock`.
@@ -607,7 +605,7 @@ impl Exits {
     /// the index back: a copy of the token that a later thread-local destructor of the
     /// same thread still uses is then refused as stale, instead of sharing a context
     /// with the index's next owner.
-    pub(crate) fn retire(&self, tid: usize, generation: usize, counter: *const AtomicUsize) {
+    pub(crate) fn retire(&self, tid: usize, generation: u64, counter: *const AtomicU64) {
         let _lock = lock(&self.lock);
         if self.alive.load(Ordering::Relaxed) {
             // SAFETY: `alive` is read under `lock`, and the instance clears it under the
@@ -634,7 +632,7 @@ impl Exits {
     }
 
     /// Takes the queued exits.
-    pub(crate) fn take(&self) -> Vec<(usize, usize)> {
+    pub(crate) fn take(&self) -> Vec<(usize, u64)> {
         let _lock = lock(&self.lock);
         self.pending.store(false, Ordering::Relaxed);
         // SAFETY: under `lock`.

@@ -128,7 +128,7 @@
 //!   later registrations reuse it. Tokens carry a generation: a deregistered token is
 //!   refused (a panic on an operation, [`Error::StaleToken`] from `deregister`), never
 //!   taken for the slot's next owner (generations never wrap: a slot given back 2^48
-//!   times, 2^32 on 32-bit targets, is retired instead of reused).
+//!   times, on any target, is retired instead of reused).
 //! - **Tokens without bookkeeping** (with `std`): [`NodeReplicated::thread_token`] returns
 //!   the calling thread's token, registering it on first use and giving it back when the
 //!   thread exits — for thread pools, per-task threads, and code that cannot pass a token
@@ -302,7 +302,7 @@
 //! | a `ReplicaId` of another instance | ids are per instance: it names this instance's replica with that number if one is live, else [`Error::UnknownReplica`] |
 //! | a `dispatch_mut` that is not deterministic | replicas diverge, undetected (see [`Dispatch`]) |
 //! | a panicking `dispatch`, `dispatch_mut`, `Clone`, or affinity manager | see [Panics](#panics) |
-//! | any operation on a poisoned instance | panics ("poisoned"; a re-entrant call, from user code the instance runs, reports the re-entry instead); reconfiguration returns [`Error::Poisoned`] |
+//! | any operation on a poisoned instance | panics ("poisoned"); reconfiguration returns [`Error::Poisoned`]. A re-entrant call (the row above) that is detected panics with the re-entry instead, reconfiguration included |
 //!
 //! Each row has a test in the crate's `tests/`: `errors.rs`, `dynamic_replicas/errors.rs`
 //! (`add_and_remove_errors_change_nothing`), `misuse.rs`, `panics.rs`, `drop_panics.rs`,

@@ -288,7 +288,7 @@ struct Idle {
 #[derive(Debug, Clone, Copy)]
 struct Seen {
     /// The registration (the context's generation) these counts are of.
-    generation: usize,
+    generation: u64,
     ops: usize,
     /// When a run last saw `ops` change (or the registration first).
     since: std::time::Instant,
@@ -349,7 +349,7 @@ impl Idle {
     /// # Safety
     ///
     /// The caller holds the policy's `running` flag (one run at a time).
-    unsafe fn active(&self, regs: &[(usize, usize, usize)], now: std::time::Instant) -> Vec<bool> {
+    unsafe fn active(&self, regs: &[(usize, u64, usize)], now: std::time::Instant) -> Vec<bool> {
         // At most 2^30 ms (12 days) ahead, so that the wrapping comparison of `due`
         // holds on 32 bits and no `Instant` overflows (`Duration::MAX` means "never").
         let step = (self.after / 4).min(core::time::Duration::from_millis(1 << 30));
@@ -364,7 +364,7 @@ impl Idle {
                         seen.resize(
                             tid + 1,
                             Seen {
-                                generation: usize::MAX,
+                                generation: u64::MAX,
                                 ops: 0,
                                 since: now,
                             },
@@ -564,7 +564,7 @@ where
         let (counts, live, fallback) = {
             let admin = self.threads.admin();
             self.give_back_exited(&admin);
-            let regs: Vec<(usize, usize, NodeId, usize)> = self
+            let regs: Vec<(usize, u64, NodeId, usize)> = self
                 .threads
                 .registrations(&admin)
                 .map(|(tid, ctx)| {

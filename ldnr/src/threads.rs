@@ -33,10 +33,10 @@ use crate::sync::{CachePadded, Ordering};
 pub(crate) struct Held {
     instance: usize,
     tid: usize,
-    generation: usize,
+    generation: u64,
     /// The context's generation counter: the exiting thread retires its registration
     /// itself (valid while `exits` says the instance is alive, see `Exits::retire`).
-    counter: *const crate::sync::AtomicUsize,
+    counter: *const crate::sync::AtomicU64,
     exits: Option<Arc<crate::dispatcher::Exits>>,
 }
 

@@ -44,7 +44,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::rwlock::ReaderSlot;
-use crate::sync::{AtomicBool, AtomicUsize, Ordering, UnsafeCell};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering, UnsafeCell};
 
 pub(crate) const EMPTY: usize = 0;
 pub(crate) const PENDING: usize = 1;
@@ -133,7 +133,7 @@ pub(crate) struct Context<W, R> {
     pub(crate) node: AtomicUsize,
     /// How many times the context was given back (deregistration or thread exit): a
     /// token carries the generation it was issued for, so a stale one is refused.
-    pub(crate) generation: AtomicUsize,
+    pub(crate) generation: AtomicU64,
     /// This thread's slot of every replica's reader-writer lock.
     pub(crate) reader: ReaderSlot,
     /// Operations this registration started (statistics). Written by the owner only
@@ -201,7 +201,7 @@ impl<W, R> Context<W, R> {
             parked: AtomicBool::new(false),
             op: UnsafeCell::new(MaybeUninit::uninit()),
             response: UnsafeCell::new(MaybeUninit::uninit()),
-            generation: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
             owner: UnsafeCell::new(Owner { listed: UNLISTED }),
             scratch: UnsafeCell::new(Scratch {
                 displaced: Vec::new(),
