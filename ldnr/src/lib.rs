@@ -127,8 +127,8 @@
 //! - **Registrations end.** [`NodeReplicated::deregister`] gives a thread's slot back;
 //!   later registrations reuse it. Tokens carry a generation: a deregistered token is
 //!   refused (a panic on an operation, [`Error::StaleToken`] from `deregister`), never
-//!   taken for the slot's next owner (generations never wrap: a slot given back 2^48
-//!   times, on any target, is retired instead of reused).
+//!   taken for the slot's next owner (generations never wrap: a slot given back about
+//!   2^48 times, on any target, is retired instead of reused).
 //! - **Tokens without bookkeeping** (with `std`): [`NodeReplicated::thread_token`] returns
 //!   the calling thread's token, registering it on first use and giving it back when the
 //!   thread exits — for thread pools, per-task threads, and code that cannot pass a token

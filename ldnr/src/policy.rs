@@ -287,8 +287,9 @@ struct Idle {
 #[cfg(feature = "std")]
 #[derive(Debug, Clone, Copy)]
 struct Seen {
-    /// The registration (the context's generation) these counts are of.
-    generation: u64,
+    /// The registration (the context's generation) these counts are of; `None` for an
+    /// index not seen yet (every generation, `RETIRED` included, differs from it).
+    generation: Option<u64>,
     ops: usize,
     /// When a run last saw `ops` change (or the registration first).
     since: std::time::Instant,
@@ -364,16 +365,16 @@ impl Idle {
                         seen.resize(
                             tid + 1,
                             Seen {
-                                generation: u64::MAX,
+                                generation: None,
                                 ops: 0,
                                 since: now,
                             },
                         );
                     }
                     let s = &mut seen[tid];
-                    if s.generation != generation || s.ops != ops {
+                    if s.generation != Some(generation) || s.ops != ops {
                         *s = Seen {
-                            generation,
+                            generation: Some(generation),
                             ops,
                             since: now,
                         };
