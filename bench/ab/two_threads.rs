@@ -8,14 +8,15 @@
 //! `ldnr` and `ldnr-hashmap` into a scratch crate under /tmp and runs this file there.
 //!
 //! Each round runs every variant for one phase, in the harness's rotating order. A
-//! two-thread phase starts both threads at a barrier (each with its own `thread_token`),
-//! and both run until the phase's time is up; its cost is the phase's wall time over the
-//! operations both completed (ns per operation, both threads together), and its split is
-//! the slower thread's share of the operations (0.5: even; near 0: one thread did nearly
-//! all). A sixth phase passes one cache line between two threads and gives the time a
-//! line takes to move from one core to the other: two threads writing one structure
-//! hand it over (lock, combiner, data) at some rate, and each hand-over costs at least
-//! that. Sections: `write` (every operation an `Insert`) and `mixed` (10% `Insert`, the
+//! two-thread phase starts both threads at a barrier, and both run until the phase's
+//! time is up; the second thread is started once per table row and kept for all its
+//! rounds, so each LD-NR instance registers both threads once (`thread_token`). A
+//! phase's cost is its wall time over the operations both threads completed (ns per
+//! operation, both threads together), and its split is the slower thread's share of the
+//! operations (0.5: even; near 0: one thread did nearly all). A fifth phase passes one
+//! cache line between two threads and gives the time a line takes to move from one core
+//! to the other: two threads writing one structure hand it over (lock, combiner, data)
+//! at some rate, and each hand-over costs at least that. Sections: `write` (every operation an `Insert`) and `mixed` (10% `Insert`, the
 //! rest `Get`), each at 64K and 1M keys of a pre-filled `u64` map.
 //!
 //! # What it showed (issue 16; AMD EPYC VM, 2 vCPUs, f1430dd against itself, 30 rounds
@@ -46,7 +47,7 @@
 mod harness;
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -55,57 +56,94 @@ use harness::{iqr, key_stream, median, paired, pooled, table_header, Opts, Phase
 /// Pre-generated keys per thread (a power of two).
 const KEY_STREAM: usize = 1 << 18;
 
-/// Runs `op(thread, key, i)` on two threads for about `phase`, and returns the ns per
-/// operation of both together; records the slower thread's share of the operations.
-fn two(
-    phase: Duration,
-    keys: &[Vec<u64>; 2],
-    split: &Mutex<Vec<f64>>,
-    op: &(dyn Fn(usize, u64, u64) + Sync),
-) -> f64 {
-    let stop = AtomicBool::new(false);
-    let start = Barrier::new(2);
-    let (counts, wall) = std::thread::scope(|s| {
-        let run = |t: usize| {
-            let keys = &keys[t];
-            let mask = keys.len() - 1;
-            start.wait();
-            let mut i = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                for _ in 0..64 {
-                    op(t, keys[i & mask], i as u64);
-                    i += 1;
-                }
+/// One operation of a variant, `op(key, i)`, `i` counting the calling thread's
+/// operations in the phase.
+type Op<'a> = &'a (dyn Fn(u64, u64) + Sync);
+
+/// Runs `op` on `keys` in order (wrapping around), in chunks of 64, while `go()`;
+/// returns how many it ran.
+fn run(op: Op<'_>, keys: &[u64], go: impl Fn() -> bool) -> usize {
+    let mask = keys.len() - 1;
+    let mut i = 0usize;
+    while go() {
+        for _ in 0..64 {
+            op(keys[i & mask], i as u64);
+            i += 1;
+        }
+    }
+    i
+}
+
+/// Sent as the variant to end [`Second::serve`].
+const QUIT: usize = usize::MAX;
+
+/// The second thread of the two-thread phases. It is started once per table row and
+/// kept for all the row's rounds, so that each LD-NR instance registers it once per run
+/// (`thread_token`), not once per round; it runs the variant the first thread names.
+struct Second {
+    variant: AtomicUsize,
+    stop: AtomicBool,
+    start: Barrier,
+    done: Barrier,
+    count: AtomicUsize,
+}
+
+impl Second {
+    fn new() -> Self {
+        Second {
+            variant: AtomicUsize::new(QUIT),
+            stop: AtomicBool::new(false),
+            start: Barrier::new(2),
+            done: Barrier::new(2),
+            count: AtomicUsize::new(0),
+        }
+    }
+
+    /// The second thread's loop: one phase of `ops[variant]` on `keys` per start, until
+    /// [`quit`](Self::quit).
+    fn serve(&self, ops: &[Op<'_>], keys: &[u64]) {
+        loop {
+            self.start.wait();
+            let variant = self.variant.load(Ordering::Relaxed);
+            if variant == QUIT {
+                return;
             }
-            i
-        };
-        let other = s.spawn(move || run(1));
-        start.wait();
+            let n = run(ops[variant], keys, || !self.stop.load(Ordering::Relaxed));
+            self.count.store(n, Ordering::Relaxed);
+            self.done.wait();
+        }
+    }
+
+    /// One phase of variant `variant` (`op`) on both threads, this one timing it on
+    /// `keys`: the ns per operation of both together. Records the slower thread's share
+    /// of the operations in `split`.
+    fn phase(
+        &self,
+        variant: usize,
+        op: Op<'_>,
+        keys: &[u64],
+        phase: Duration,
+        split: &Mutex<Vec<f64>>,
+    ) -> f64 {
+        self.variant.store(variant, Ordering::Relaxed);
+        self.stop.store(false, Ordering::Relaxed);
+        self.start.wait();
         let began = Instant::now();
-        let mine = {
-            // The timer runs on this thread's own loop: it checks the clock between
-            // chunks and raises the flag for both.
-            let keys = &keys[0];
-            let mask = keys.len() - 1;
-            let mut i = 0usize;
-            while began.elapsed() < phase {
-                for _ in 0..64 {
-                    op(0, keys[i & mask], i as u64);
-                    i += 1;
-                }
-            }
-            stop.store(true, Ordering::Relaxed);
-            i
-        };
-        let theirs = other.join().unwrap();
-        ([mine, theirs], began.elapsed())
-    });
-    let total = (counts[0] + counts[1]) as f64;
-    split
-        .lock()
-        .unwrap()
-        .push(counts[0].min(counts[1]) as f64 / total);
-    wall.as_nanos() as f64 / total
+        let mine = run(op, keys, || began.elapsed() < phase);
+        self.stop.store(true, Ordering::Relaxed);
+        self.done.wait();
+        let wall = began.elapsed();
+        let theirs = self.count.load(Ordering::Relaxed);
+        let total = (mine + theirs) as f64;
+        split.lock().unwrap().push(mine.min(theirs) as f64 / total);
+        wall.as_nanos() as f64 / total
+    }
+
+    /// Ends [`serve`](Self::serve).
+    fn quit(&self) {
+        self.variant.store(QUIT, Ordering::Relaxed);
+        self.start.wait();
+    }
 }
 
 /// Whether operation `i` of a phase writes.
@@ -124,22 +162,16 @@ macro_rules! version {
                     .build()
                     .expect("config")
             }
-            pub fn phase<'a>(
-                nr: &'a NodeReplicated<U64Map>,
-                keys: &'a [Vec<u64>; 2],
-                split: &'a Mutex<Vec<f64>>,
-                mixed: bool,
-            ) -> Phase<'a> {
-                Box::new(move |phase| {
-                    two(phase, keys, split, &|_, k, i| {
-                        let tkn = nr.thread_token().expect("register");
-                        if writes(mixed, i) {
-                            black_box(nr.execute_mut(MapWrite::Insert(black_box(k), i), tkn));
-                        } else {
-                            black_box(nr.execute(MapRead::Get(black_box(k)), tkn));
-                        }
-                    })
-                })
+            /// A write or a read of `nr` by the calling thread, with its own token.
+            pub fn op(nr: &NodeReplicated<U64Map>, mixed: bool) -> impl Fn(u64, u64) + Sync + '_ {
+                move |k, i| {
+                    let tkn = nr.thread_token().expect("register");
+                    if writes(mixed, i) {
+                        black_box(nr.execute_mut(MapWrite::Insert(black_box(k), i), tkn));
+                    } else {
+                        black_box(nr.execute(MapRead::Get(black_box(k)), tkn));
+                    }
+                }
             }
         }
     };
@@ -150,21 +182,15 @@ version!(new, ldnr_new, ldnr_hashmap_new);
 
 type Inner = std::collections::HashMap<u64, u64>;
 
-fn locked<'a>(
-    map: &'a RwLock<Inner>,
-    keys: &'a [Vec<u64>; 2],
-    split: &'a Mutex<Vec<f64>>,
-    mixed: bool,
-) -> Phase<'a> {
-    Box::new(move |phase| {
-        two(phase, keys, split, &|_, k, i| {
-            if writes(mixed, i) {
-                black_box(map.write().unwrap().insert(black_box(k), i));
-            } else {
-                black_box(map.read().unwrap().get(&black_box(k)).copied());
-            }
-        })
-    })
+/// A write or a read of the locked map.
+fn locked(map: &RwLock<Inner>, mixed: bool) -> impl Fn(u64, u64) + Sync + '_ {
+    move |k, i| {
+        if writes(mixed, i) {
+            black_box(map.write().unwrap().insert(black_box(k), i));
+        } else {
+            black_box(map.read().unwrap().get(&black_box(k)).copied());
+        }
+    }
 }
 
 /// Two threads passing one cache line back and forth (each waits for the other's
@@ -229,11 +255,9 @@ fn share(v: &[f64]) -> String {
 
 fn section(o: &Opts, mixed: bool) {
     let what = if mixed { "10% writes" } else { "100% writes" };
-    println!(
-        "\n== {what}: ns per operation of two threads together, 1 replica; {} rounds x {} ms",
-        o.rounds,
-        o.phase.as_millis()
-    );
+    o.heading(&format!(
+        "{what}: ns per operation of two threads together, 1 replica"
+    ));
     table_header(&[
         "keys",
         "bare 1 thread",
@@ -260,16 +284,26 @@ fn section(o: &Opts, mixed: bool) {
         let lock = RwLock::new(ldnr_hashmap_new::U64Map::with_keys(n).0);
         let o1 = old::build(n);
         let n1 = new::build(n);
+        let (lock_op, old_op, new_op) = (
+            locked(&lock, mixed),
+            old::op(&o1, mixed),
+            new::op(&n1, mixed),
+        );
+        let ops: [Op<'_>; 3] = [&lock_op, &old_op, &new_op];
         let splits: [Mutex<Vec<f64>>; 3] = Default::default();
-        let mut vs: Vec<Phase<'_>> = vec![
-            bare(&mut map, &lone),
-            locked(&lock, &keys, &splits[0], mixed),
-            old::phase(&o1, &keys, &splits[1], mixed),
-            new::phase(&n1, &keys, &splits[2], mixed),
-            transfer(),
-        ];
-        let ns = paired(o, &mut vs);
-        drop(vs);
+        let second = Second::new();
+        let ns = std::thread::scope(|s| {
+            s.spawn(|| second.serve(&ops, &keys[1]));
+            let two = |v: usize| -> Phase<'_> {
+                let (second, op, keys, split) = (&second, ops[v], &keys[0], &splits[v]);
+                Box::new(move |phase| second.phase(v, op, keys, phase, split))
+            };
+            let mut vs: Vec<Phase<'_>> =
+                vec![bare(&mut map, &lone), two(0), two(1), two(2), transfer()];
+            let ns = paired(o, &mut vs);
+            second.quit();
+            ns
+        });
         // Two writers' throughput over one bare inserter's: bare ns / two-thread ns.
         let vs_bare: Vec<f64> = (0..ns[0].len()).map(|r| ns[0][r] / ns[3][r]).collect();
         let (lo, hi) = iqr(&vs_bare);
