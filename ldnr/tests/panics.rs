@@ -343,6 +343,18 @@ impl AffinityManager for ExplodingAffinity {
     }
 }
 
+/// An instance with a replica on each of the two pretend nodes, and its manager (which
+/// panics around a batch once `explode` is set).
+fn exploding_instance() -> (Arc<ExplodingAffinity>, NodeReplicated<Journal>) {
+    let affinity = Arc::new(ExplodingAffinity::default());
+    let nr = NodeReplicated::builder(Journal::default())
+        .replicas(&[NodeId(0), NodeId(1)])
+        .affinity(affinity.clone())
+        .build()
+        .unwrap();
+    (affinity, nr)
+}
+
 /// A panic that escapes the apply path (here from the affinity manager, which is called
 /// around every batch when there are several nodes) poisons the instance: the panicking
 /// thread gets the original panic, every later operation panics with a clear message,
@@ -351,12 +363,7 @@ impl AffinityManager for ExplodingAffinity {
 fn a_panicking_affinity_manager_poisons_the_instance() {
     quiet_panics(&[TAG]);
     watchdog("poisoned instance", LIMIT, || {
-        let affinity = Arc::new(ExplodingAffinity::default());
-        let nr = NodeReplicated::builder(Journal::default())
-            .replicas(&[NodeId(0), NodeId(1)])
-            .affinity(affinity.clone())
-            .build()
-            .unwrap();
+        let (affinity, nr) = exploding_instance();
         let tkn = nr.register().unwrap();
         nr.execute_mut(Write::Push(1), tkn);
         affinity.explode.store(true, SeqCst);
@@ -384,12 +391,7 @@ fn a_panicking_affinity_manager_poisons_the_instance() {
 fn a_reentrant_call_on_a_poisoned_instance_reports_the_reentry() {
     quiet_panics(&[TAG]);
     watchdog("re-entry into a poisoned instance", LIMIT, || {
-        let affinity = Arc::new(ExplodingAffinity::default());
-        let nr = NodeReplicated::builder(Journal::default())
-            .replicas(&[NodeId(0), NodeId(1)])
-            .affinity(affinity.clone())
-            .build()
-            .unwrap();
+        let (affinity, nr) = exploding_instance();
         let reader = nr.register().unwrap();
         let (inside, poisoned) = (Barrier::new(2), Barrier::new(2));
         std::thread::scope(|s| {
