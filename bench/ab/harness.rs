@@ -112,6 +112,17 @@ impl Opts {
     }
 }
 
+impl Opts {
+    /// Prints a section's heading: `title`, then how many rounds of how long.
+    pub fn heading(&self, title: &str) {
+        println!(
+            "\n== {title}; {} rounds x {} ms",
+            self.rounds,
+            self.phase.as_millis()
+        );
+    }
+}
+
 /// Prints a Markdown table's header row and the separator row under it.
 pub fn table_header(columns: &[&str]) {
     println!("| {} |", columns.join(" | "));

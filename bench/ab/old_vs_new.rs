@@ -165,11 +165,9 @@ fn exited(o: &Opts) {
         vs.push(new::writes(nr, w, &keys));
     }
     let ns = paired(o, &mut vs);
-    println!(
-        "\n== exited: ns per write, 1 replica, 64K keys, writer + (N-1) registered and left \
-         (old: never deregistered; new: deregistered); {} rounds x {} ms",
-        o.rounds,
-        o.phase.as_millis()
+    o.heading(
+        "exited: ns per write, 1 replica, 64K keys, writer + (N-1) registered and left \
+         (old: never deregistered; new: deregistered)",
     );
     table_header(&["N", "old ns", "new ns", "new/old", "old N/1", "new N/1"]);
     let c = counts.len();
@@ -213,11 +211,9 @@ fn idle(o: &Opts) {
             vs.push(new::writes(nr, w, &keys));
         }
         let ns = paired(o, &mut vs);
-        println!(
-            "\n== idle: ns per write, 2 replicas (2 pretend nodes), writer on node 0, 1024 idle \
-             threads registered+read+parked on node 1; {} rounds x {} ms",
-            o.rounds,
-            o.phase.as_millis()
+        o.heading(
+            "idle: ns per write, 2 replicas (2 pretend nodes), writer on node 0, 1024 idle \
+             threads registered+read+parked on node 1",
         );
         table_header(&["", "old ns", "new ns", "new/old"]);
         println!(
@@ -278,12 +274,10 @@ fn pinned(o: &Opts) {
         }
         let ns = paired(o, &mut vs);
         let what = if write { "write" } else { "read" };
-        println!(
-            "\n== pinned {what}: 1 replica on node 0, the thread on node 0, a manager of 1 or 2 nodes \
-             (new: 2 nodes = migration checks on); two instances each, pooled; {} rounds x {} ms",
-            o.rounds,
-            o.phase.as_millis()
-        );
+        o.heading(&format!(
+            "pinned {what}: 1 replica on node 0, the thread on node 0, a manager of 1 or 2 nodes \
+             (new: 2 nodes = migration checks on); two instances each, pooled"
+        ));
         let (o1, n1, o2, n2) = ([0, 4], [1, 5], [2, 6], [3, 7]);
         table_header(&["manager", "old ns (#1)", "new ns (#1)", "new/old"]);
         println!(

@@ -141,11 +141,9 @@ const SIZES: [(u64, &str); 2] = [(1 << 16, "64K"), (1 << 20, "1M")];
 
 fn section(o: &Opts, write: bool) {
     let what = if write { "write" } else { "read" };
-    println!(
-        "\n== {what}: ns per operation, 1 thread, 1 replica; {} rounds x {} ms; ind: independent keys, dep: dependent",
-        o.rounds,
-        o.phase.as_millis()
-    );
+    o.heading(&format!(
+        "{what}: ns per operation, 1 thread, 1 replica; ind: independent keys, dep: dependent"
+    ));
     table_header(&[
         "keys",
         "bare ind",
@@ -204,11 +202,9 @@ fn section(o: &Opts, write: bool) {
 /// LD-NR at `OLD` against `NEW`, with the `RwLock` for scale.
 fn old_vs_new(o: &Opts, write: bool) {
     let what = if write { "write" } else { "read" };
-    println!(
-        "\n== {what}, old against new: ns per operation, 1 thread, 1 replica; {} rounds x {} ms",
-        o.rounds,
-        o.phase.as_millis()
-    );
+    o.heading(&format!(
+        "{what}, old against new: ns per operation, 1 thread, 1 replica"
+    ));
     table_header(&[
         "keys",
         "RwLock ind",

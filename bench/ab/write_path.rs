@@ -104,11 +104,7 @@ fn locked<'a>(map: &'a RwLock<Inner>, keys: &'a [u64], write: bool) -> Phase<'a>
 
 fn section(o: &Opts, write: bool) {
     let what = if write { "write" } else { "read" };
-    println!(
-        "\n== {what}: ns per operation, 1 thread, 1 replica; {} rounds x {} ms",
-        o.rounds,
-        o.phase.as_millis()
-    );
+    o.heading(&format!("{what}: ns per operation, 1 thread, 1 replica"));
     table_header(&[
         "keys",
         "bare",
