@@ -19,27 +19,31 @@
 //! at some rate, and each hand-over costs at least that. Sections: `write` (every operation an `Insert`) and `mixed` (10% `Insert`, the
 //! rest `Get`), each at 64K and 1M keys of a pre-filled `u64` map.
 //!
-//! # What it showed (issue 16; AMD EPYC VM, 2 vCPUs, f1430dd against itself, 30 rounds
-//! of 20 ms, two runs)
+//! # What it showed (issue 16; AMD EPYC VM, 2 vCPUs, c031578 against itself, 30 rounds
+//! of 20 ms, two runs, the second thread kept per row)
 //!
-//! - A line moves between the two vCPUs in 32–34 ns in most rounds, and in up to 165 ns
-//!   in others (a pinned ping-pong an hour earlier: 162–170 ns in every round). Where
-//!   the host runs the vCPUs changes that fivefold, which is why two-thread results
-//!   on this machine swing from round to round and run to run.
-//! - 100% writes, 64K keys: LD-NR took 58.6 and 138.2 ns per operation of the two
-//!   threads together, 1.8 line transfers' worth; the `RwLock` 71.6 and 148.9 (LD-NR
-//!   0.83× and 0.93× its time). Against one thread inserting into the bare map
-//!   (16–26 ns), two LD-NR writers reach 0.23–0.28× its throughput. The stretch target
-//!   (0.5×) leaves about one line transfer's time per operation (32 ns at 64K keys),
-//!   where LD-NR spends 1.8 and the `RwLock` 2.2.
-//! - 100% writes, 1M keys: LD-NR 135 and 163 ns, 0.62× and 0.70× the `RwLock`'s time,
-//!   and 0.77–0.86× the lone bare map's throughput (that map misses to memory on every
-//!   insert, 127 ns; two threads overlap their misses).
-//! - 10% writes: LD-NR 0.61–0.77× the `RwLock`'s time at both sizes.
-//! - Tried, not kept (a throw-away commit against f1430dd, three runs): a thread whose last
-//!   write another combiner applied published its next write without trying the lock,
-//!   leaving the lock to that combiner for a few waits, so that the map stays in one
-//!   core's cache. New/old: 100% writes 1.006×, 0.955×, 0.860× at 64K keys and 0.878×,
+//! - A line moved between the two vCPUs in 31 ns (median of the rounds) in one run and
+//!   157 ns in the other (a pinned ping-pong earlier the same evening: 162–170 ns in
+//!   every round). Where the host runs the vCPUs changes that fivefold, which is why
+//!   two-thread results on this machine swing from round to round and run to run.
+//! - 100% writes, 64K keys: LD-NR took 56.0 and 196.1 ns per operation of the two
+//!   threads together; the `RwLock` 71.4 and 184.0 (LD-NR 0.78× and 0.85× its time,
+//!   medians of the per-round ratios). In the fast run that is 1.8 line transfers per
+//!   operation for LD-NR and 2.3 for the `RwLock`. Against one thread inserting into the
+//!   bare map (16–20 ns), two LD-NR writers reach 0.20–0.29× its throughput. The
+//!   stretch target (0.5×) leaves about one line transfer's time per operation (31 ns
+//!   at 64K keys, when the line moves fast).
+//! - 100% writes, 1M keys: LD-NR 185 and 179 ns, 0.71× and 0.79× the `RwLock`'s time,
+//!   and 0.74–0.84× the lone bare map's throughput (that map misses to memory on every
+//!   insert, 135–153 ns; two threads overlap their misses).
+//! - 10% writes: LD-NR 0.61–0.65× the `RwLock`'s time at both sizes.
+//! - The version before, which started the second thread for every phase (so LD-NR
+//!   registered it every round), gave the same picture: 0.83× and 0.93× the `RwLock`'s
+//!   time at 64K keys, 0.62× and 0.70× at 1M, 0.61–0.77× with 10% writes.
+//! - Tried, not kept (a throw-away commit against f1430dd, three runs of that earlier
+//!   version): a thread whose last write another combiner applied published its next
+//!   write without trying the lock, leaving the lock to that combiner for a few waits,
+//!   so that the map stays in one core's cache. New/old: 100% writes 1.006×, 0.955×, 0.860× at 64K keys and 0.878×,
 //!   1.002×, 0.975× at 1M; 10% writes 0.93–0.97× and 0.98–1.02×, against an A/A of
 //!   0.99–1.02×. The waiting thread's share of the operations fell from 0.45 to 0.28–0.31
 //!   at 64K keys. A few percent, not clearly above the noise, bought with fairness.
