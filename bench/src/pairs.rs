@@ -80,11 +80,14 @@ pub(crate) struct Pair {
     pub(crate) rwlock: Vec<f64>,
 }
 
-/// The median of per-round ratios, and the lowest and highest of them.
+/// The median of per-round ratios, how sure it is, and the lowest and highest round.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Spread {
     /// The median round's ratio (the mean of the middle two for an even count).
     pub(crate) median: f64,
+    /// A 95% confidence interval for the median ([`median_ci_ranks`]); `None` below six
+    /// rounds.
+    pub(crate) ci: Option<(f64, f64)>,
     /// The lowest round's ratio.
     pub(crate) min: f64,
     /// The highest round's ratio.
@@ -94,13 +97,53 @@ pub(crate) struct Spread {
 impl Spread {
     /// The spread of `a[i] / b[i]` over the rounds; `None` if no round ran.
     fn of(a: &[f64], b: &[f64]) -> Option<Self> {
-        let ratios: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y.max(1e-9)).collect();
+        let mut ratios: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y.max(1e-9)).collect();
+        ratios.sort_by(f64::total_cmp);
+        let ci = median_ci_ranks(ratios.len()).map(|(lo, hi)| (ratios[lo - 1], ratios[hi - 1]));
         Some(Self {
-            min: ratios.iter().copied().reduce(f64::min)?,
-            max: ratios.iter().copied().reduce(f64::max)?,
+            min: *ratios.first()?,
+            max: *ratios.last()?,
+            ci,
             median: median(ratios)?,
         })
     }
+
+    /// `0.92x [0.88-0.96] (0.73-1.07)`: the median, its 95% confidence interval when
+    /// there is one, and the range.
+    pub(crate) fn describe(&self) -> String {
+        let ci = self
+            .ci
+            .map_or(String::new(), |(lo, hi)| format!(" [{lo:.2}-{hi:.2}]"));
+        format!("{:.2}x{ci} ({:.2}-{:.2})", self.median, self.min, self.max)
+    }
+}
+
+/// The ranks (1-based, in the sorted rounds) of a distribution-free 95% confidence
+/// interval for the median of `n` rounds: `(j, n + 1 - j)`, with `j` the largest rank at
+/// which fewer than `j` of `n` rounds fall below the true median with a chance of at
+/// most 2.5% (the count below is Binomial(n, 1/2) for independent rounds of any
+/// continuous distribution). So the interval covers the median with at least 95%.
+/// `None` below six rounds: even the whole range then covers it with less (with five,
+/// all of them fall on one side with a chance of 2/32 = 6.25%).
+///
+/// Rounds are not quite independent here (the machine drifts, and neighbouring rounds
+/// share its state), so read the interval as the least uncertainty a median carries.
+pub(crate) fn median_ci_ranks(n: usize) -> Option<(usize, usize)> {
+    // P(X <= i) for X ~ Binomial(n, 1/2), summed from P(X = 0) = 2^-n in logs (no
+    // underflow for large n until the terms no longer matter).
+    let mut ln_pmf = -(n as f64) * core::f64::consts::LN_2;
+    let mut below = 0.0;
+    let mut j = 0;
+    for i in 0..n / 2 {
+        below += ln_pmf.exp();
+        if below > 0.025 {
+            break;
+        }
+        // P(X <= i) <= 2.5%: rank i + 1 is a lower end.
+        j = i + 1;
+        ln_pmf += ((n - i) as f64 / (i + 1) as f64).ln();
+    }
+    (j > 0).then(|| (j, n + 1 - j))
 }
 
 impl Pair {
@@ -258,7 +301,14 @@ mod tests {
         };
         // Per round: LD-NR 1.5x, 3x, 1x NR and 1.25x, 3x, 0.5x the RwLock; the RwLock
         // 1.2x, 1x, 2x NR.
-        let spread = |median, min, max| Some(Spread { median, min, max });
+        let spread = |median, min, max| {
+            Some(Spread {
+                median,
+                ci: None,
+                min,
+                max,
+            })
+        };
         assert_eq!(pair.versus_nr(), spread(1.5, 1.0, 3.0));
         assert_eq!(pair.versus_rwlock(), spread(1.25, 0.5, 3.0));
         assert_eq!(pair.rwlock_versus_nr(), spread(1.2, 1.0, 2.0));
@@ -335,6 +385,37 @@ mod tests {
             assert_eq!(at(0), at(1));
             assert_eq!(at(1), at(2));
         }
+    }
+
+    #[test]
+    fn the_median_interval_takes_the_binomial_ranks() {
+        // P(Binomial(n, 1/2) <= j - 1) <= 2.5% < P(.. <= j): n = 6: 1/64 (j = 1), 7/64;
+        // n = 12: 79/4096 (j = 3), 299/4096; n = 20: 0.0207 (j = 6), 0.0577.
+        assert_eq!(median_ci_ranks(5), None);
+        assert_eq!(median_ci_ranks(6), Some((1, 6)));
+        assert_eq!(median_ci_ranks(8), Some((1, 8)));
+        assert_eq!(median_ci_ranks(9), Some((2, 8)));
+        assert_eq!(median_ci_ranks(12), Some((3, 10)));
+        assert_eq!(median_ci_ranks(20), Some((6, 15)));
+        // Large n: about n/2 -+ 1.96 sqrt(n)/2, and no underflow to an empty interval.
+        let (lo, hi) = median_ci_ranks(10_000).unwrap();
+        assert!(
+            (4900..=4903).contains(&lo) && hi == 10_001 - lo,
+            "{lo}-{hi}"
+        );
+        assert_eq!(median_ci_ranks(0), None);
+
+        // Twelve rounds, 1.00 to 1.11 in any order: the 3rd and 10th smallest.
+        let a: Vec<f64> = [5, 0, 11, 3, 8, 1, 10, 2, 7, 4, 9, 6]
+            .iter()
+            .map(|&i| 1.0 + f64::from(i) / 100.0)
+            .collect();
+        let s = Spread::of(&a, &[1.0; 12]).unwrap();
+        assert_eq!(s.ci, Some((1.02, 1.09)));
+        assert_eq!((s.min, s.max), (1.0, 1.11));
+        assert_eq!(s.describe(), "1.06x [1.02-1.09] (1.00-1.11)");
+        let few = Spread::of(&a[..5], &[1.0; 5]).unwrap();
+        assert_eq!(few.describe(), "1.05x (1.00-1.11)");
     }
 
     #[test]

@@ -323,8 +323,9 @@ fn pairs_table(pairs: &[Pair]) -> String {
     let rounds = pairs.iter().map(|p| p.ldnr.len()).max().unwrap_or(0);
     let out = format!(
         "LD-NR vs NR vs RwLock<HashMap>, paired: {rounds} rounds per configuration (mirrored,\n\
-         rotating order), median ratio (lowest-highest round); rwlock: the same HashMap behind\n\
-         a RwLock, no log, no replication\n"
+         rotating order), median ratio [its 95% confidence interval, from 6 rounds]\n\
+         (lowest-highest round); rwlock: the same HashMap behind a RwLock, no log, no\n\
+         replication\n"
     );
     let mut t = Table::new(&[
         "threads",
@@ -333,15 +334,11 @@ fn pairs_table(pairs: &[Pair]) -> String {
         "ldnr Mops/s",
         "nr Mops/s",
         "rwlock Mops/s",
-        "ldnr/nr median (range)",
-        "ldnr/rwlock median (range)",
+        "ldnr/nr median [CI] (range)",
+        "ldnr/rwlock median [CI] (range)",
         "rwlock/nr",
     ]);
-    let spread = |s: Option<Spread>| {
-        s.map_or("-".into(), |s| {
-            format!("{:.2}x ({:.2}-{:.2})", s.median, s.min, s.max)
-        })
-    };
+    let spread = |s: Option<Spread>| s.map_or("-".into(), |s| s.describe());
     for p in pairs {
         let [l, n, r] = p.medians();
         t.row(vec![

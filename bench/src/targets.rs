@@ -24,7 +24,11 @@
 //! run one after the other, so their ratios carry the machine's drift.
 //!
 //! A target is met when every configuration it names was measured and reached its
-//! bound, and not met when a measured one fell short of it. It is not measured when its
+//! bound, and not met when a measured one fell short of it. From six paired rounds on,
+//! each median comes with a 95% confidence interval ([`crate::pairs::median_ci_ranks`]);
+//! a configuration whose interval holds its bound is listed as one this run cannot
+//! decide (its verdict still follows the median, as the targets are defined), so that a
+//! verdict within the machine's noise reads as one. It is not measured when its
 //! experiment did not run, or when only some of the configurations it names ran (and
 //! those reached the bound): the message lists the ones missing.
 
@@ -155,6 +159,9 @@ struct Ratio {
     config: Config,
     /// The median of the paired rounds' ratios, or the single phase's ratio.
     median: f64,
+    /// The 95% confidence interval of the median; `None` for a single phase or fewer
+    /// than six rounds.
+    ci: Option<(f64, f64)>,
     /// The lowest and highest paired round's ratio; `None` for a single phase.
     range: Option<(f64, f64)>,
 }
@@ -172,6 +179,9 @@ impl Ratio {
 impl std::fmt::Display for Ratio {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {:.2}x", self.label(), self.median)?;
+        if let Some((lo, hi)) = self.ci {
+            write!(f, " [{lo:.2}-{hi:.2}]")?;
+        }
         if let Some((lo, hi)) = self.range {
             write!(f, " ({lo:.2}-{hi:.2})")?;
         }
@@ -192,6 +202,7 @@ fn paired(pairs: &[Pair], baseline: Baseline) -> Vec<Ratio> {
                 experiment: None,
                 config: p.config,
                 median: s.median,
+                ci: s.ci,
                 range: Some((s.min, s.max)),
             })
         })
@@ -221,6 +232,7 @@ fn single_phases(points: &[Point], baseline: Baseline) -> Vec<Ratio> {
                 experiment: Some(l.experiment),
                 config: config(l.threads, l.replicas, l.write_pct),
                 median: l.ops / b.ops.max(1e-9),
+                ci: None,
                 range: None,
             });
         }
@@ -282,6 +294,20 @@ impl RatioTarget {
         );
         if !below.is_empty() {
             measured += &format!("; below the bound: {}", below.join(", "));
+        }
+        let undecided: Vec<String> = judged
+            .iter()
+            .filter_map(|(r, bound)| {
+                let (lo, hi) = r.ci?;
+                (lo < *bound && *bound <= hi)
+                    .then(|| format!("{} [{lo:.2}-{hi:.2}] holds {bound:.2}x", r.label()))
+            })
+            .collect();
+        if !undecided.is_empty() {
+            measured += &format!(
+                "; within the noise (the 95% interval holds the bound): {}",
+                undecided.join(", ")
+            );
         }
         if !missing.is_empty() {
             measured += &format!("; not measured: {}", missing.join(", "));
@@ -612,6 +638,45 @@ mod tests {
     }
 
     #[test]
+    fn a_bound_inside_the_median_interval_is_reported_as_undecided() {
+        let mut pairs = all_met();
+        // Six rounds: the interval is the whole range. 10% writes: median 0.96x, but
+        // the interval 0.90-1.00 holds 0.95x; 0% writes: 0.96-0.99, clear of it.
+        let rounds = |r: [f64; 6]| r.map(|y| (1.0, y));
+        pairs[0] = pair(1, 1, 0, &rounds([0.96, 0.97, 0.99, 0.97, 0.96, 0.98]));
+        pairs[1] = pair(1, 1, 10, &rounds([0.90, 0.96, 1.00, 0.95, 0.97, 0.96]));
+        let t = evaluate_pairs(pairs);
+        assert_eq!(t[0].met, Some(true), "{}", t[0]);
+        assert!(
+            t[0].measured
+                .contains("1t/1r/0%w 0.97x [0.96-0.99] (0.96-0.99), 1t/1r/10%w 0.96x"),
+            "{}",
+            t[0]
+        );
+        assert!(
+            t[0].measured.ends_with(
+                "; within the noise (the 95% interval holds the bound): \
+                 1t/1r/10%w [0.90-1.00] holds 0.95x"
+            ),
+            "{}",
+            t[0]
+        );
+        // Below the bound by the median, inside the noise all the same.
+        let mut pairs = all_met();
+        pairs[4] = pair(2, 1, 100, &rounds([0.95, 0.97, 0.98, 0.97, 1.01, 0.96]));
+        let t = evaluate_pairs(pairs);
+        assert_eq!(t[1].met, Some(false), "{}", t[1]);
+        assert!(
+            t[1].measured
+                .contains("below the bound: 2t/1r/100%w 0.97x < 1.00x; within the noise"),
+            "{}",
+            t[1]
+        );
+        // Under six rounds there is no interval, and nothing is said of one.
+        assert!(!evaluate_pairs(all_met())[0].measured.contains("noise"));
+    }
+
+    #[test]
     fn f_is_not_met_below_nr_at_any_configuration() {
         let mut pairs = all_met();
         // Outside the 1-2 threads the other targets name.
@@ -715,7 +780,10 @@ mod tests {
         assert_eq!(t[0].met, Some(true), "{}", t[0]);
         assert!(!t[0].measured.contains("writes 1t"), "{}", t[0]);
         let summary = paired.summary();
-        assert!(summary.contains("ldnr/rwlock median (range)"), "{summary}");
+        assert!(
+            summary.contains("ldnr/rwlock median [CI] (range)"),
+            "{summary}"
+        );
         assert!(summary.contains("1.04x (1.04-1.04)"), "{summary}");
     }
 
