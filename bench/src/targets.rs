@@ -284,7 +284,13 @@ impl RatioTarget {
         let below: Vec<String> = judged
             .iter()
             .filter(|(r, bound)| r.median < *bound)
-            .map(|(r, bound)| format!("{} {:.2}x < {bound:.2}x", r.label(), r.median))
+            .map(|(r, bound)| {
+                format!(
+                    "{} {}x < {bound:.2}x",
+                    r.label(),
+                    below_bound(r.median, *bound)
+                )
+            })
             .collect();
         let mut measured = format!(
             "{pair}, {how}: min {min:.2}x over {} config{} [{}]",
@@ -324,6 +330,17 @@ impl RatioTarget {
             measured,
             met,
         }
+    }
+}
+
+/// `ratio`, below `bound`, with two decimals, or three where two would print the bound
+/// itself (0.9497 is `0.950`, not `0.95`).
+fn below_bound(ratio: f64, bound: f64) -> String {
+    let two = format!("{ratio:.2}");
+    if two == format!("{bound:.2}") {
+        format!("{ratio:.3}")
+    } else {
+        two
     }
 }
 
@@ -674,6 +691,21 @@ mod tests {
         );
         // Under six rounds there is no interval, and nothing is said of one.
         assert!(!evaluate_pairs(all_met())[0].measured.contains("noise"));
+    }
+
+    #[test]
+    fn a_ratio_a_hair_below_its_bound_prints_a_third_decimal() {
+        assert_eq!(below_bound(0.9497, 0.95), "0.950");
+        assert_eq!(below_bound(0.9449, 0.95), "0.94");
+        let mut pairs = all_met();
+        pairs[1] = pair(1, 1, 10, &[(1.0, 0.948)]);
+        let t = evaluate_pairs(pairs);
+        assert!(
+            t[0].measured
+                .ends_with("; below the bound: 1t/1r/10%w 0.948x < 0.95x"),
+            "{}",
+            t[0]
+        );
     }
 
     #[test]

@@ -273,6 +273,13 @@ where
     /// A thread may register more than once; each token is a separate participant with
     /// its own operation slot, and counts against the thread limit.
     ///
+    /// The registration lasts until [`deregister`](Self::deregister), even past the end
+    /// of its thread. A thread that ends without giving it back keeps its index, its
+    /// count on its replica and, once it has read, its place in that replica's reader
+    /// set, whose every member each write there checks: threads that come and go should
+    /// deregister before they end, or use [`thread_token`](Self::thread_token), whose
+    /// registration is given back when its thread exits.
+    ///
     /// # Errors
     ///
     /// [`Error::TooManyThreads`] past the thread limit ([`Builder::max_threads`]).
