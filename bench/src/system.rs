@@ -339,8 +339,10 @@ impl System {
             }
             Map::Nr(n) => {
                 let replica = &n.replicas[seat.home % n.replicas.len()];
-                let tkn = n.token(seat, replica);
-                body.run(NrHandle { replica, tkn })
+                let tkn = n.take_token(seat, replica);
+                let out = body.run(NrHandle { replica, tkn });
+                n.put_token(seat, tkn);
+                out
             }
             Map::Std(m) => body.run(StdHandle(m)),
             Map::DashMap(m) => body.run(DashHandle(m)),
@@ -453,27 +455,36 @@ impl Nr {
         }
     }
 
-    /// The registration of worker `seat` with `replica`: the seat's earlier one if it had
-    /// one there (its earlier worker has ended: workers of one seat never overlap), else
-    /// a new one.
-    fn token(
+    /// The registration of worker `seat` with `replica`, taken out of the seat while the
+    /// worker runs: the seat's earlier one if it had one there, else a new one. (A second
+    /// worker on a seat while one runs, which no harness starts, would register its own,
+    /// never share one.)
+    fn take_token(
         &self,
         seat: Seat,
         replica: &node_replication::Replica<'static, NrMap>,
     ) -> node_replication::ReplicaToken {
         let at = seat.home % self.replicas.len();
+        let kept = self
+            .seats
+            .lock()
+            .expect("no worker panicked registering")
+            .get_mut(seat.index)
+            .and_then(Option::take);
+        match kept {
+            Some((r, tkn)) if r == at => tkn,
+            _ => replica.register().expect("below NR's thread limit"),
+        }
+    }
+
+    /// Puts worker `seat`'s registration back for the seat's next worker.
+    fn put_token(&self, seat: Seat, tkn: node_replication::ReplicaToken) {
+        let at = seat.home % self.replicas.len();
         let mut seats = self.seats.lock().expect("no worker panicked registering");
         if seats.len() <= seat.index {
             seats.resize(seat.index + 1, None);
         }
-        match seats[seat.index] {
-            Some((r, tkn)) if r == at => tkn,
-            _ => {
-                let tkn = replica.register().expect("below NR's thread limit");
-                seats[seat.index] = Some((at, tkn));
-                tkn
-            }
-        }
+        seats[seat.index] = Some((at, tkn));
     }
 }
 

@@ -305,7 +305,7 @@ impl RatioTarget {
             .iter()
             .filter_map(|(r, bound)| {
                 let (lo, hi) = r.ci?;
-                (lo < *bound && *bound <= hi)
+                (lo <= *bound && *bound <= hi)
                     .then(|| format!("{} [{lo:.2}-{hi:.2}] holds {bound:.2}x", r.label()))
             })
             .collect();
@@ -333,15 +333,22 @@ impl RatioTarget {
     }
 }
 
-/// `ratio`, below `bound`, with two decimals, or three where two would print the bound
-/// itself (0.9497 is `0.950`, not `0.95`).
+/// `ratio`, below `bound`, with two decimals as everywhere else, unless that prints the
+/// bound itself: then cut (not rounded) to three decimals, or four: 0.9497 is `0.949`,
+/// not `0.95` (nor `0.950`).
 fn below_bound(ratio: f64, bound: f64) -> String {
     let two = format!("{ratio:.2}");
-    if two == format!("{bound:.2}") {
-        format!("{ratio:.3}")
-    } else {
-        two
+    if two != format!("{bound:.2}") {
+        return two;
     }
+    for decimals in 3..=4 {
+        let scale = 10f64.powi(decimals);
+        let cut = format!("{:.*}", decimals as usize, (ratio * scale).floor() / scale);
+        if cut != format!("{bound:.*}", decimals as usize) {
+            return cut;
+        }
+    }
+    format!("{ratio}")
 }
 
 fn inactivity_target(r: &Report) -> Target {
@@ -695,8 +702,10 @@ mod tests {
 
     #[test]
     fn a_ratio_a_hair_below_its_bound_prints_a_third_decimal() {
-        assert_eq!(below_bound(0.9497, 0.95), "0.950");
+        assert_eq!(below_bound(0.9497, 0.95), "0.949");
+        assert_eq!(below_bound(0.94999, 0.95), "0.949");
         assert_eq!(below_bound(0.9449, 0.95), "0.94");
+        assert_eq!(below_bound(0.9999, 1.0), "0.999");
         let mut pairs = all_met();
         pairs[1] = pair(1, 1, 10, &[(1.0, 0.948)]);
         let t = evaluate_pairs(pairs);
