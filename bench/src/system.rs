@@ -655,6 +655,12 @@ mod tests {
 
     #[test]
     fn workers_that_take_a_seat_again_hold_one_registration_between_them() {
+        ldnr_testkit::watchdog("three workers on one seat", ldnr_testkit::LIMIT, || {
+            three_workers_on_one_seat()
+        });
+    }
+
+    fn three_workers_on_one_seat() {
         let placement = Placement::new(Affinity::Simulated, 1, false);
         // Built for one worker: each round's registers only if the one before gave its
         // registration back.
