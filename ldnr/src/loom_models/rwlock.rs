@@ -53,6 +53,38 @@ impl Guarded {
     }
 }
 
+/// The readers' common case, [`RwLock::try_read`]: one writer (two write sections) and
+/// one reader that hopes for the stamp of each write in turn and reads only where the
+/// word is that stamp, then waits for the writer.
+///
+/// Asserts: a read lock `try_read` returns excludes the writer (loom panics on the
+/// concurrent cell access; the reader checks `a == b`) and holds the data its stamp
+/// says; a refused `try_read` leaves no announcement behind (the writer would wait for
+/// it forever while the reader waits for the writer: loom reports the deadlock).
+#[test]
+fn rwlock_try_read_excludes_the_writer() {
+    check(Some(3), || {
+        let g = Arc::new(Guarded::new(1));
+        let w = g.clone();
+        let writer = thread::spawn(move || {
+            w.write();
+            w.write();
+        });
+        for hoped in [1, 2] {
+            if let Some(_r) = g.lock.try_read(&g.readers[0], 0, RwLock::stamp(hoped)) {
+                // SAFETY: the read lock excludes the writer (checked by loom).
+                let a = g.a.with(|p| unsafe { *p });
+                // SAFETY: as above.
+                let b = g.b.with(|p| unsafe { *p });
+                assert_eq!(a, b, "a reader saw a half-applied write");
+                assert_eq!(a as usize, hoped, "the stamp does not describe the data");
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!(g.read(0), 2);
+    });
+}
+
 /// One writer (two write sections) and one reader (two read sections).
 ///
 /// Asserts: no read section overlaps a write section (loom panics on the concurrent

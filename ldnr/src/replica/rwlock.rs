@@ -304,6 +304,30 @@ impl RwLock {
     /// instead of comparing again: one compare and branch on the common path, not three.
     /// (`#[inline]` here and on the guards' `drop`: without it a user's crate calls them
     /// out of line, on every operation.)
+    /// The read lock of replica `slot` if its word is `expected` (a stamp: no writer,
+    /// the replica live at that position, R3), taken with one announcement, fence and
+    /// load; otherwise `None`, the announcement withdrawn. The readers' common case; the
+    /// rest is [`read`](Self::read)'s.
+    #[inline]
+    pub(crate) fn try_read<'a>(
+        &self,
+        reader: &'a ReaderSlot,
+        slot: usize,
+        expected: usize,
+    ) -> Option<ReadGuard<'a>> {
+        debug_assert!(expected & (WRITER | CHECK) == 0);
+        // Release and SeqCst: as in `read`.
+        reader.0.store(slot + 1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        // Acquire: as in `read`.
+        if self.word.load(Ordering::Acquire) == expected {
+            return Some(ReadGuard { reader });
+        }
+        // Release: as in `ReadGuard::drop`.
+        reader.0.store(0, Ordering::Release);
+        None
+    }
+
     #[inline]
     pub(crate) fn read<'a>(
         &self,
