@@ -41,9 +41,10 @@ use alloc::vec::Vec;
 use crate::affinity::NodeId;
 use crate::error::Error;
 use crate::replica::context::Context;
+#[cfg(feature = "std")]
+use crate::sync::AtomicU64;
 use crate::sync::{
-    fence, next_instance_id, AtomicBool, AtomicU64, AtomicUsize, Backoff, CachePadded, Ordering,
-    UnsafeCell,
+    fence, next_instance_id, AtomicBool, AtomicUsize, Backoff, CachePadded, Ordering, UnsafeCell,
 };
 
 /// The largest thread limit an instance accepts.

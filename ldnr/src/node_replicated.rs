@@ -505,6 +505,7 @@ where
     /// assert_eq!(keys, ["a", "b"]);
     /// # Ok::<(), ldnr::Error>(())
     /// ```
+    // Always inlined, as `execute`.
     #[inline(always)]
     #[track_caller]
     pub fn read<R>(&self, tkn: ThreadToken, f: impl FnOnce(&D) -> R) -> R {

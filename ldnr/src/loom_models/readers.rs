@@ -29,7 +29,9 @@ impl SwitchingReader {
     /// Takes the write lock of replica `r`, waiting for the members of its reader set
     /// only (as `Shared::readers_of` does), and increments both cells, one at a time.
     fn write(&self, r: usize) {
-        let _w = self.locks[r].write(r, || self.sets[r].members(1).map(|tid| &self.readers[tid]));
+        let mut w =
+            self.locks[r].write(r, || self.sets[r].members(1).map(|tid| &self.readers[tid]));
+        w.publish(1);
         let [a, b] = &self.cells[r];
         // SAFETY: the write lock (the model's claim, checked by loom's cell tracking)
         // excludes every reader of replica `r`, and there is one writer per replica.
@@ -92,6 +94,42 @@ fn readers_reader_switches_replicas() {
         s.join(Some(0), 1);
         let second = s.read(1);
         assert!(first <= 1 && second <= 1);
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(s.read(1), 1);
+    });
+}
+
+/// `readers_reader_switches_replicas` whose read of replica 1 is the read's common case,
+/// `RwLock::try_read`, hoping for the stamp of replica 1's write.
+///
+/// Asserts: a `try_read` that succeeds reads replica 1's write whole, and the writer of
+/// replica 0 never overlaps the earlier read of replica 0 (loom's cell tracking). Fails
+/// with `try_read`'s announcement `Relaxed` (a writer of 0 that reads it would not
+/// synchronize with the read of 0 before it: the release sequence of C++20).
+#[test]
+fn readers_reader_switches_replicas_try_read() {
+    check(Some(3), || {
+        let s = Arc::new(SwitchingReader::new());
+        let writers: Vec<_> = (0..2)
+            .map(|r| {
+                let s = s.clone();
+                thread::spawn(move || s.write(r))
+            })
+            .collect();
+        s.join(None, 0);
+        let first = s.read(0);
+        s.join(Some(0), 1);
+        if let Some(_g) = s.locks[1].try_read(&s.readers[0], 1, RwLock::stamp(1)) {
+            let [a, b] = &s.cells[1];
+            // SAFETY: the read lock excludes the writer of 1 (checked by loom).
+            let a = a.with(|p| unsafe { *p });
+            // SAFETY: as above.
+            let b = b.with(|p| unsafe { *p });
+            assert_eq!((a, b), (1, 1));
+        }
+        assert!(first <= 1);
         for w in writers {
             w.join().unwrap();
         }

@@ -266,8 +266,9 @@ where
             {
                 let (_read, _, stamped) = replica.rw.read(&ctx.reader, slot, RwLock::stamp(ctail));
                 if stamped {
-                    // The lock's stamp says the replica is live and at `ctail` (R3): the
-                    // common case, with no further load.
+                    // The lock's stamp says the replica is live and at `ctail` (R3): no
+                    // further load (a writer just left, or the thread just joined the
+                    // reader set).
                     let _inside = self.callbacks_from(entered);
                     // SAFETY: the read lock is held for this block.
                     return unsafe { replica.read(f) }.expect("a stamped replica is live (R3)");

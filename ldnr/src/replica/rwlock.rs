@@ -14,6 +14,9 @@
 //!   fence(SeqCst)          ----F1----   fence(SeqCst)           ----F2----
 //!   if word & WRITER {                  for every slot: wait while slot == r+1
 //!       slot := 0; retry }
+//!   (try_read, the common case: if word
+//!   != the stamp hoped for { slot := 0;
+//!   take the slow path })
 //!   ... read the replica ...            ... apply a batch ...
 //!   slot := 0              (Release)    word := stamp           (Release)
 //! ```
@@ -62,8 +65,9 @@
 //!   at the top left its sets, loaded with Acquire, so skipping an index synchronizes
 //!   with that departure too.
 //!
-//! - **R4** A thread takes a write lock only outside its own reads: `read_in` drops its
-//!   read guard before it catches its replica up, and every operation starts with the
+//! - **R4** A thread takes a write lock only outside its own reads: `read_slow` drops its
+//!   read guard before it catches its replica up (and `read_in`'s common case takes no
+//!   write lock), and every operation starts with the
 //!   re-entry check (the thread's marks with `std`, its context's `busy` without), which
 //!   refuses a call from inside a read. So a writer need not look at its own reader
 //!   slot: [`Readers::any`] leaves the writer's bit out, and the replica of a thread that
@@ -297,13 +301,6 @@ impl RwLock {
         position << SHIFT
     }
 
-    /// Takes the read lock of replica `slot` with the calling thread's reader slot, and
-    /// returns it with the word it found (no writer in it; its stamp, R3) and whether
-    /// that is `expected`, the stamp the caller hopes for. Found, that compare is the
-    /// whole test (a stamp has no writer in it), and the caller branches on a constant
-    /// instead of comparing again: one compare and branch on the common path, not three.
-    /// (`#[inline]` here and on the guards' `drop`: without it a user's crate calls them
-    /// out of line, on every operation.)
     /// The read lock of replica `slot` if its word is `expected` (a stamp: no writer,
     /// the replica live at that position, R3), taken with one announcement, fence and
     /// load; otherwise `None`, the announcement withdrawn. The readers' common case; the
@@ -316,7 +313,8 @@ impl RwLock {
         expected: usize,
     ) -> Option<ReadGuard<'a>> {
         debug_assert!(expected & (WRITER | CHECK) == 0);
-        // Release and SeqCst: as in `read`.
+        // Release and SeqCst: as in `read` (the Release is checked by the loom model
+        // `readers_reader_switches_replicas_try_read`).
         reader.0.store(slot + 1, Ordering::Release);
         fence(Ordering::SeqCst);
         // Acquire: as in `read`.
@@ -328,6 +326,13 @@ impl RwLock {
         None
     }
 
+    /// Takes the read lock of replica `slot` with the calling thread's reader slot, and
+    /// returns it with the word it found (no writer in it; its stamp, R3) and whether
+    /// that is `expected`, the stamp the caller hopes for. Found, that compare is the
+    /// whole test (a stamp has no writer in it), and the caller branches on a constant
+    /// instead of comparing again: one compare and branch on the common path, not three.
+    /// (`#[inline]` here and on the guards' `drop`: without it a user's crate calls them
+    /// out of line, on every operation.)
     #[inline]
     pub(crate) fn read<'a>(
         &self,
@@ -423,7 +428,7 @@ impl Drop for ReadGuard<'_> {
 impl Drop for WriteGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        // Release: pairs with the Acquire load in `RwLock::read`.
+        // Release: pairs with the Acquire loads in `RwLock::read` and `RwLock::try_read`.
         self.lock.word.store(self.release, Ordering::Release);
     }
 }
