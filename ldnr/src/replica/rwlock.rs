@@ -66,12 +66,12 @@
 //!   with that departure too.
 //!
 //! - **R4** A thread takes a write lock only outside its own reads: `read_slow` drops its
-//!   read guard before it catches its replica up (and `read_in`'s common case takes no
-//!   write lock), and every operation starts with the
-//!   re-entry check (the thread's marks with `std`, its context's `busy` without), which
-//!   refuses a call from inside a read. So a writer need not look at its own reader
-//!   slot: [`Readers::any`] leaves the writer's bit out, and the replica of a thread that
-//!   both reads and writes, alone, costs its writes no scan. Debug builds assert it.
+//!   read guard before it catches its replica up (`read_in`'s common case takes no write
+//!   lock), and every operation starts with the re-entry check (the thread's marks with
+//!   `std`, its context's `busy` without), which refuses a call from inside a read. So a
+//!   writer need not look at its own reader slot: [`Readers::any`] leaves the writer's
+//!   bit out, and the replica of a thread that both reads and writes, alone, costs its
+//!   writes no scan. Debug builds assert it.
 //!
 //! Loom models of R2: `readers_*` in `loom_models/readers.rs` (a reader switching sets under two
 //! writers, a thread following its node to another replica, a reader of a frozen
