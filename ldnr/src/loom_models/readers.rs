@@ -52,6 +52,11 @@ impl SwitchingReader {
     /// Thread 0 reads replica `r` under its read lock.
     fn read(&self, r: usize) -> u64 {
         let _g = self.locks[r].read(&self.readers[0], r, RwLock::stamp(0));
+        self.cells_of(r)
+    }
+
+    /// The cells of replica `r`, read by thread 0, which holds its read lock.
+    fn cells_of(&self, r: usize) -> u64 {
         let [a, b] = &self.cells[r];
         // SAFETY: the read lock excludes the writer of `r` (checked by loom).
         let a = a.with(|p| unsafe { *p });
@@ -82,22 +87,8 @@ impl SwitchingReader {
 #[test]
 fn readers_reader_switches_replicas() {
     check(Some(3), || {
-        let s = Arc::new(SwitchingReader::new());
-        let writers: Vec<_> = (0..2)
-            .map(|r| {
-                let s = s.clone();
-                thread::spawn(move || s.write(r))
-            })
-            .collect();
-        s.join(None, 0);
-        let first = s.read(0);
-        s.join(Some(0), 1);
-        let second = s.read(1);
-        assert!(first <= 1 && second <= 1);
-        for w in writers {
-            w.join().unwrap();
-        }
-        assert_eq!(s.read(1), 1);
+        let (first, second) = switch_replicas(|s| Some(s.read(1)));
+        assert!(first <= 1 && second.is_some_and(|second| second <= 1));
     });
 }
 
@@ -111,30 +102,40 @@ fn readers_reader_switches_replicas() {
 #[test]
 fn readers_reader_switches_replicas_try_read() {
     check(Some(3), || {
-        let s = Arc::new(SwitchingReader::new());
-        let writers: Vec<_> = (0..2)
-            .map(|r| {
-                let s = s.clone();
-                thread::spawn(move || s.write(r))
-            })
-            .collect();
-        s.join(None, 0);
-        let first = s.read(0);
-        s.join(Some(0), 1);
-        if let Some(_g) = s.locks[1].try_read(&s.readers[0], 1, RwLock::stamp(1)) {
-            let [a, b] = &s.cells[1];
-            // SAFETY: the read lock excludes the writer of 1 (checked by loom).
-            let a = a.with(|p| unsafe { *p });
-            // SAFETY: as above.
-            let b = b.with(|p| unsafe { *p });
-            assert_eq!((a, b), (1, 1));
-        }
+        let (first, second) = switch_replicas(|s| {
+            s.locks[1]
+                .try_read(&s.readers[0], 1, RwLock::stamp(1))
+                .map(|_read| s.cells_of(1))
+        });
         assert!(first <= 1);
-        for w in writers {
-            w.join().unwrap();
+        if let Some(second) = second {
+            assert_eq!(second, 1, "the stamp does not describe the data");
         }
-        assert_eq!(s.read(1), 1);
     });
+}
+
+/// The scenario of `readers_reader_switches_replicas`: a writer of each replica; the
+/// reader joins 0's set, reads 0, switches to 1's set and reads 1 with `read_second`;
+/// then the writers are joined and replica 1 is read once more. Returns the two reads.
+fn switch_replicas(
+    read_second: impl FnOnce(&SwitchingReader) -> Option<u64>,
+) -> (u64, Option<u64>) {
+    let s = Arc::new(SwitchingReader::new());
+    let writers: Vec<_> = (0..2)
+        .map(|r| {
+            let s = s.clone();
+            thread::spawn(move || s.write(r))
+        })
+        .collect();
+    s.join(None, 0);
+    let first = s.read(0);
+    s.join(Some(0), 1);
+    let second = read_second(&s);
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(s.read(1), 1);
+    (first, second)
 }
 
 /// `readers_reader_switches_replicas` with one writer thread that writes replica 0 and

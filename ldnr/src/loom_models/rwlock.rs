@@ -41,14 +41,20 @@ impl Guarded {
     /// explored), and returns the cells.
     fn read(&self, me: usize) -> u64 {
         let (_r, _, stamped) = self.lock.read(&self.readers[me], 0, RwLock::stamp(1));
+        let a = self.cells();
+        if stamped {
+            assert_eq!(a, 1, "the stamp hoped for does not describe the data");
+        }
+        a
+    }
+
+    /// The cells, read by a thread that holds the read lock of slot 0.
+    fn cells(&self) -> u64 {
         // SAFETY: the read lock excludes the writer (checked by loom).
         let a = self.a.with(|p| unsafe { *p });
         // SAFETY: as above.
         let b = self.b.with(|p| unsafe { *p });
         assert_eq!(a, b, "a reader saw a half-applied write");
-        if stamped {
-            assert_eq!(a, 1, "the stamp hoped for does not describe the data");
-        }
         a
     }
 }
@@ -72,11 +78,7 @@ fn rwlock_try_read_excludes_the_writer() {
         });
         for hoped in [1, 2] {
             if let Some(_r) = g.lock.try_read(&g.readers[0], 0, RwLock::stamp(hoped)) {
-                // SAFETY: the read lock excludes the writer (checked by loom).
-                let a = g.a.with(|p| unsafe { *p });
-                // SAFETY: as above.
-                let b = g.b.with(|p| unsafe { *p });
-                assert_eq!(a, b, "a reader saw a half-applied write");
+                let a = g.cells();
                 assert_eq!(a as usize, hoped, "the stamp does not describe the data");
             }
         }
