@@ -13,8 +13,9 @@
 //! taken per round and given as medians with [interquartile ranges]. The two instances of
 //! a version are pooled (their mean per round) for `new/old`, and compared with each
 //! other as the A/A control: one instance's layout alone moves an operation by several
-//! percent here. Sections (default all): `write`, `read` (`Insert` / `Get` of uniform
-//! keys of a pre-filled `u64` map), each at 64K and 1M keys.
+//! percent here. Sections (default all): `write`, `mix`, `read` (`Insert` / `Get` of
+//! uniform keys of a pre-filled `u64` map; `mix` has 10% writes, chosen by a hash of
+//! the operation's number, as unpredictable as the driver's), each at 64K and 1M keys.
 //!
 //! # What it showed (issue 16, first pass; AMD EPYC VM, 2 cores)
 //!
@@ -63,10 +64,10 @@ macro_rules! version {
                 nr: &'a NodeReplicated<U64Map>,
                 tkn: ThreadToken,
                 keys: &'a [u64],
-                write: bool,
+                writes: u64,
             ) -> Phase<'a> {
                 stream(keys, move |k, v| {
-                    if write {
+                    if is_write(v, writes) {
                         black_box(nr.execute_mut(MapWrite::Insert(black_box(k), v), tkn));
                     } else {
                         black_box(nr.execute(MapRead::Get(black_box(k)), tkn));
@@ -82,9 +83,21 @@ version!(new, ldnr_new, ldnr_hashmap_new);
 
 type Inner = std::collections::HashMap<u64, u64>;
 
-fn bare<'a>(map: &'a mut Inner, keys: &'a [u64], write: bool) -> Phase<'a> {
+/// Whether the operation numbered `v` of a phase is a write, with `writes` percent of
+/// them writes: the same pseudo-random pattern for every variant (a hash of `v`), so
+/// that, as in the driver, the branch between read and write is not predictable.
+#[inline(always)]
+fn is_write(v: u64, writes: u64) -> bool {
+    match writes {
+        0 => false,
+        100 => true,
+        _ => ((v.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) * 100) >> 32 < writes,
+    }
+}
+
+fn bare<'a>(map: &'a mut Inner, keys: &'a [u64], writes: u64) -> Phase<'a> {
     stream(keys, move |k, v| {
-        if write {
+        if is_write(v, writes) {
             black_box(map.insert(black_box(k), v));
         } else {
             black_box(map.get(&black_box(k)).copied());
@@ -92,9 +105,9 @@ fn bare<'a>(map: &'a mut Inner, keys: &'a [u64], write: bool) -> Phase<'a> {
     })
 }
 
-fn locked<'a>(map: &'a RwLock<Inner>, keys: &'a [u64], write: bool) -> Phase<'a> {
+fn locked<'a>(map: &'a RwLock<Inner>, keys: &'a [u64], writes: u64) -> Phase<'a> {
     stream(keys, move |k, v| {
-        if write {
+        if is_write(v, writes) {
             black_box(map.write().unwrap().insert(black_box(k), v));
         } else {
             black_box(map.read().unwrap().get(&black_box(k)).copied());
@@ -102,8 +115,14 @@ fn locked<'a>(map: &'a RwLock<Inner>, keys: &'a [u64], write: bool) -> Phase<'a>
     })
 }
 
-fn section(o: &Opts, write: bool) {
-    let what = if write { "write" } else { "read" };
+/// One section: `writes` percent of the operations are writes (`Insert`), the rest
+/// reads (`Get`).
+fn section(o: &Opts, writes: u64) {
+    let what = match writes {
+        100 => "write".to_string(),
+        0 => "read".to_string(),
+        p => format!("mix ({p}% writes)"),
+    };
     o.heading(&format!("{what}: ns per operation, 1 thread, 1 replica"));
     table_header(&[
         "keys",
@@ -119,7 +138,7 @@ fn section(o: &Opts, write: bool) {
         "old/RwLock",
     ]);
     for (n, label) in [(1u64 << 16, "64K"), (1 << 20, "1M")] {
-        let keys = key_stream(0x5eed_0016 ^ n ^ write as u64, KEY_STREAM, n);
+        let keys = key_stream(0x5eed_0016 ^ n ^ u64::from(writes == 100), KEY_STREAM, n);
         let mut map = ldnr_hashmap_new::U64Map::with_keys(n).0;
         let lock = RwLock::new(ldnr_hashmap_new::U64Map::with_keys(n).0);
         let (o1, t1) = old::build(n);
@@ -127,12 +146,12 @@ fn section(o: &Opts, write: bool) {
         let (o2, t2) = old::build(n);
         let (n2, u2) = new::build(n);
         let mut vs: Vec<Phase<'_>> = vec![
-            bare(&mut map, &keys, write),
-            locked(&lock, &keys, write),
-            old::phase(&o1, t1, &keys, write),
-            new::phase(&n1, u1, &keys, write),
-            old::phase(&o2, t2, &keys, write),
-            new::phase(&n2, u2, &keys, write),
+            bare(&mut map, &keys, writes),
+            locked(&lock, &keys, writes),
+            old::phase(&o1, t1, &keys, writes),
+            new::phase(&n1, u1, &keys, writes),
+            old::phase(&o2, t2, &keys, writes),
+            new::phase(&n2, u2, &keys, writes),
         ];
         let ns = paired(o, &mut vs);
         let (b, l, od, nw) = (&[0][..], &[1][..], &[2, 4][..], &[3, 5][..]);
@@ -155,5 +174,9 @@ fn section(o: &Opts, write: bool) {
 fn main() {
     let o = Opts::from_args();
     println!("{}", harness::commits());
-    o.write_and_read(section);
+    for (name, writes) in [("write", 100), ("mix", 10), ("read", 0)] {
+        if o.wants(name) {
+            section(&o, writes);
+        }
+    }
 }

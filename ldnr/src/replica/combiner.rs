@@ -101,20 +101,33 @@ where
     ) -> D::Response {
         match self.write_alone(tid, ctx, entered, op) {
             Ok(outcome) => self.respond(ctx, outcome),
-            Err((op, held)) => {
-                // SAFETY: the token proves this thread owns context `tid`; a context is
-                // `EMPTY` between operations (C1; `put_op` checks it).
-                unsafe { ctx.put_op(op) };
-                // Got the lock but not alone (others wait, or the log has entries to
-                // apply): combine now rather than hand the lock back and try again.
-                if let Some((slot, combiner)) = held {
-                    if let Some(response) = self.combine_own(tid, slot, combiner) {
-                        return response;
-                    }
-                }
-                self.write(tid)
+            Err((op, held)) => self.write_missed(tid, ctx, op, held),
+        }
+    }
+
+    /// The write path of thread `tid` for `op` when [`write_alone`](Self::write_alone)
+    /// missed: the operation goes into the thread's context, and the thread combines
+    /// with the combiner lock it holds, if any, or runs [`write`](Self::write). Out of
+    /// line: with it inlined, every caller of `write_op` spilled registers for it.
+    #[inline(never)]
+    fn write_missed(
+        &self,
+        tid: usize,
+        ctx: &Ctx<D>,
+        op: D::WriteOperation,
+        held: Option<(usize, CombinerGuard<'_, D>)>,
+    ) -> D::Response {
+        // SAFETY: the token proves this thread owns context `tid`; a context is
+        // `EMPTY` between operations (C1; `put_op` checks it).
+        unsafe { ctx.put_op(op) };
+        // Got the lock but not alone (others wait, or the log has entries to
+        // apply): combine now rather than hand the lock back and try again.
+        if let Some((slot, combiner)) = held {
+            if let Some(response) = self.combine_own(tid, slot, combiner) {
+                return response;
             }
         }
+        self.write(tid)
     }
 
     /// Combines the calling thread's own operation (in its context `tid`) with whatever
