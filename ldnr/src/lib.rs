@@ -370,6 +370,8 @@ mod sync;
 mod threads;
 
 #[cfg(all(test, ldnr_loom))]
+// The models count runs and live values with std's atomics, outside what loom explores.
+#[allow(clippy::disallowed_types)]
 mod loom_models;
 
 pub use affinity::{

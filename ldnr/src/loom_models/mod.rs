@@ -48,7 +48,6 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
-#[allow(clippy::disallowed_types)]
 use core::sync::atomic::AtomicUsize as StdAtomicUsize;
 
 use loom::model::Builder;
