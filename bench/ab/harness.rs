@@ -101,7 +101,8 @@ impl Opts {
     }
 
     /// Runs `section(self, true)` if the `write` section is wanted, then
-    /// `section(self, false)` if `read` is.
+    /// `section(self, false)` if `read` is. (Not every program uses it.)
+    #[allow(dead_code)]
     pub fn write_and_read(&self, mut section: impl FnMut(&Opts, bool)) {
         if self.wants("write") {
             section(self, true);

@@ -15,7 +15,10 @@
 //! other as the A/A control: one instance's layout alone moves an operation by several
 //! percent here. Sections (default all): `write`, `mix`, `read` (`Insert` / `Get` of
 //! uniform keys of a pre-filled `u64` map; `mix` has 10% writes, chosen by a hash of
-//! the operation's number, as unpredictable as the driver's), each at 64K and 1M keys.
+//! the operation's number, and reads the `read` section's keys), each at 64K and 1M
+//! keys. Since `mix` came, every operation makes the read/write choice at run time (a
+//! `match` on the percentage), so the figures below, taken before, ran slightly
+//! different code.
 //!
 //! # What it showed (issue 16, first pass; AMD EPYC VM, 2 cores)
 //!
@@ -84,14 +87,22 @@ version!(new, ldnr_new, ldnr_hashmap_new);
 type Inner = std::collections::HashMap<u64, u64>;
 
 /// Whether the operation numbered `v` of a phase is a write, with `writes` percent of
-/// them writes: the same pseudo-random pattern for every variant (a hash of `v`), so
-/// that, as in the driver, the branch between read and write is not predictable.
+/// them writes: the same pseudo-random pattern for every variant (splitmix64 of `v`; a
+/// bare multiplicative hash would give writes at only three distinct gaps, a pattern a
+/// branch predictor can learn), so that, as in the driver, the branch between read and
+/// write is not predictable.
 #[inline(always)]
 fn is_write(v: u64, writes: u64) -> bool {
     match writes {
         0 => false,
         100 => true,
-        _ => ((v.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) * 100) >> 32 < writes,
+        _ => {
+            let mut z = v.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            ((z >> 32) * 100) >> 32 < writes
+        }
     }
 }
 

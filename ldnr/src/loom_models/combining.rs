@@ -47,8 +47,9 @@ fn summing(threads: usize) -> Shared<Sum> {
     shared
 }
 
-/// Thread `tid` writes `op` through the real write path (`Shared::write`, as
-/// `NodeReplicated::execute_mut` calls it) and returns the response.
+/// Thread `tid` writes `op` through the write path's full part (`Shared::write`, what
+/// `NodeReplicated::execute_mut` runs when `write_alone` misses and the combiner lock is
+/// not already taken) and returns the response. The models do not run `write_alone`.
 pub(super) fn write(shared: &Shared<Sum>, tid: usize, op: u64) -> u64 {
     // SAFETY: thread `tid` of the model owns context `tid`, `EMPTY` between operations.
     unsafe { shared.threads.context(tid).put_op(op) };
