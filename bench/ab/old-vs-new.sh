@@ -52,6 +52,7 @@ ldnr_old = { path = "../old/ldnr" }
 ldnr_new = { path = "../new/ldnr" }
 ldnr_hashmap_old = { path = "../old/examples/hashmap" }
 ldnr_hashmap_new = { path = "../new/examples/hashmap" }
+libc = "0.2.155"
 # As the workspace's release profile.
 [profile.release]
 debug = "line-tables-only"

@@ -5,7 +5,10 @@
 //! - `rwlock`: the same map behind `std::sync::RwLock` (what a user would otherwise write);
 //! - `ldnr`: LD-NR with one replica (`ldnr_hashmap::U64Map`);
 //! - `nr`: node-replication 0.1.1 with one replica and its default (32 MiB) log, over
-//!   the same map, hasher and operation enums (the baseline).
+//!   the same map, hasher and operation enums (the baseline);
+//! - `floor` (reads only): the bare `get` inside the least a read lock with per-thread
+//!   announcements does (an announcement, a store-load barrier, a load of the writer's
+//!   word, a withdrawal; [`Floor`]).
 //!
 //! Keys are uniform in the pre-filled range, drawn from a fixed-seed xorshift into a
 //! vector before measuring, so every variant pays the same (tiny) cost to get its next
@@ -15,6 +18,7 @@
 //! `cargo bench -p ldnr-bench --bench ops -- --test`.
 
 use std::hint::black_box;
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -57,6 +61,38 @@ fn bench_op<R>(
     });
 }
 
+/// An atomic word alone in its cache line (two lines: the adjacent-line prefetcher).
+#[repr(align(128))]
+#[derive(Default)]
+struct Padded(AtomicUsize);
+
+/// The floor of a read lock with per-thread announcements (LD-NR's, NR's, a brlock's):
+/// the reader stores its announcement in its own cache line, orders it before its load
+/// of the writer's word with `fence(SeqCst)` (the store-load barrier without which a
+/// writer could miss it; rustc emits `lock or` on the stack on x86), reads if no writer
+/// is in, and withdraws. No token, dispatch, log or replica lookup: what no such lock
+/// can do without. (`bench/ab/read_floor.rs` pairs it with the other variants.)
+#[derive(Default)]
+struct Floor {
+    slot: Padded,
+    writer: Padded,
+}
+
+impl Floor {
+    #[inline]
+    fn read<R>(&self, f: impl FnOnce() -> Option<R>) -> Option<R> {
+        self.slot.0.store(1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        let r = if self.writer.0.load(Ordering::Acquire) == 0 {
+            f()
+        } else {
+            None
+        };
+        self.slot.0.store(0, Ordering::Release);
+        r
+    }
+}
+
 fn bench_size(c: &mut Criterion, n: u64, label: &str) {
     let read_keys = keys(n, 0x5eed_0001);
     let write_keys = keys(n, 0x5eed_0002);
@@ -78,6 +114,11 @@ fn bench_size(c: &mut Criterion, n: u64, label: &str) {
         .register()
         .expect("one thread is within NR's per-replica limit");
 
+    // The least a read lock with per-thread announcements does around the bare `get`
+    // (`Floor`), on a map of its own.
+    let floor = Floor::default();
+    let floor_map: Inner = U64Map::with_keys(n).0;
+
     // Sanity: all three see the same pre-filled contents.
     for &k in &read_keys[..1024] {
         assert_eq!(map.get(&k).copied(), Some(k));
@@ -96,6 +137,9 @@ fn bench_size(c: &mut Criterion, n: u64, label: &str) {
         });
         bench_op(&mut g, "nr", &read_keys, |k, _| {
             nr.execute(MapRead::Get(k), ntkn)
+        });
+        bench_op(&mut g, "floor", &read_keys, |k, _| {
+            floor.read(|| floor_map.get(&k).copied())
         });
         g.finish();
     }
