@@ -91,7 +91,6 @@ where
     /// inlined into the caller with the operation still in registers; otherwise the
     /// operation goes into the thread's context and [`write`](Self::write) runs.
     #[inline(always)]
-    #[track_caller]
     pub(crate) fn write_op(
         &self,
         tid: usize,
