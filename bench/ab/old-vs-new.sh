@@ -8,7 +8,8 @@
 # Both commits' `ldnr` and `ldnr-hashmap` are copied (git archive) into $AB_DIR, renamed
 # ldnr_old/ldnr_new and ldnr_hashmap_old/ldnr_hashmap_new, and used as path dependencies
 # of a scratch crate that runs old_vs_new.rs (with harness.rs, the paired rounds the
-# programs share). Nothing in the workspace changes; no network.
+# programs share). Nothing in the workspace changes; no network (read_floor.rs excepted:
+# it needs libc, see below).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 old=${OLD:-7f18940}
@@ -52,12 +53,16 @@ ldnr_old = { path = "../old/ldnr" }
 ldnr_new = { path = "../new/ldnr" }
 ldnr_hashmap_old = { path = "../old/examples/hashmap" }
 ldnr_hashmap_new = { path = "../new/examples/hashmap" }
-libc = "0.2.155"
 # As the workspace's release profile.
 [profile.release]
 debug = "line-tables-only"
 [workspace]
 TOML
+# read_floor.rs calls membarrier through libc, the one crate a program here takes from
+# the registry (the workspace's build has it cached: `ldnr-affinity` uses it).
+if [ "${AB_MAIN:-}" = read_floor.rs ]; then
+  sed -i 's/^\[dependencies\]$/[dependencies]\nlibc = "0.2.155"/' "$dir/ab/Cargo.toml"
+fi
 cd "$dir/ab"
 CARGO_TARGET_DIR="$dir/target" cargo build --release --quiet 2>/dev/null ||
   CARGO_TARGET_DIR="$dir/target" cargo build --release

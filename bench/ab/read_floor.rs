@@ -14,19 +14,23 @@
 //!   The Dekker pattern every announcement-based reader needs (LD-NR, NR, brlocks) for a
 //!   writer to see it without the reader writing a shared line.
 //! - `announce SeqCst`: the same with a `SeqCst` store and load in place of the fence
-//!   (`xchg` on x86; on AArch64 `stlr` + `ldar`, no `dmb`).
+//!   (on x86 the store is an `xchg`).
 //! - `no barrier`: the same with no store-load barrier at all. Unsound (a writer may miss
 //!   the reader); what the barrier costs, not a lock.
 //!
 //! Columns are medians over rounds of the per-round ratio to the bare map's time, with
-//! [interquartile ranges]. Every variant reads a map of its own.
+//! [interquartile ranges]; the last but one is LD-NR's ratio to the first floor's, and
+//! the last the A/A control: a second bare variant, on a map of its own, to the first.
+//! Every variant reads a map of its own (variants sharing one found it warmer), and each
+//! checks on 1,024 keys that it reads before it is timed.
 //!
 //! Then what a reader *without* a store-load barrier would cost its writers: the
 //! asymmetric form of the Dekker pattern (readers order their announcement with a compiler
 //! barrier only; a writer that may race with a reader forces a barrier on every core that
 //! runs the process with Linux's `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`). The
-//! program times that call alone and with a second thread running on the other core (the
-//! case in which a writer would need it), median of 9 runs of 20,000 calls.
+//! program times that call alone and with a second thread spinning on another CPU (the
+//! case in which a writer would need it): the median and range of 9 runs of 20,000
+//! calls each. Linux only (elsewhere the section is left out).
 
 mod harness;
 
@@ -55,35 +59,48 @@ struct Floor {
     writer: Padded,
 }
 
-/// How a floor orders its announcement before its load of the writer's word.
-#[derive(Clone, Copy)]
-enum Barrier {
-    Fence,
-    SeqCst,
-    None,
+/// How a floor orders its announcement before its load of the writer's word: a const
+/// generic, so that each floor's loop has its barrier compiled in (no choice at run time).
+const FENCE: u8 = 0;
+const SEQ_CST: u8 = 1;
+const NONE: u8 = 2;
+
+/// The bare `get` of `key` under floor `lock`, ordered as `HOW` says.
+#[inline(always)]
+fn floor_get<const HOW: u8>(map: &Inner, lock: &Floor, key: u64) -> Option<u64> {
+    let free = match HOW {
+        FENCE => {
+            lock.slot.0.store(1, Ordering::Release);
+            fence(Ordering::SeqCst);
+            lock.writer.0.load(Ordering::Acquire) == 0
+        }
+        SEQ_CST => {
+            lock.slot.0.store(1, Ordering::SeqCst);
+            lock.writer.0.load(Ordering::SeqCst) == 0
+        }
+        _ => {
+            lock.slot.0.store(1, Ordering::Release);
+            lock.writer.0.load(Ordering::Acquire) == 0
+        }
+    };
+    let found = if free { map.get(&key).copied() } else { None };
+    lock.slot.0.store(0, Ordering::Release);
+    found
 }
 
-fn floor<'a>(map: &'a Inner, lock: &'a Floor, keys: &'a [u64], how: Barrier) -> Phase<'a> {
+fn floor<'a, const HOW: u8>(map: &'a Inner, lock: &'a Floor, keys: &'a [u64]) -> Phase<'a> {
+    for &k in &keys[..1024] {
+        assert_eq!(floor_get::<HOW>(map, lock, k), Some(k), "the floor reads");
+    }
     stream(keys, move |k, _| {
-        let free = match how {
-            Barrier::Fence => {
-                lock.slot.0.store(1, Ordering::Release);
-                fence(Ordering::SeqCst);
-                lock.writer.0.load(Ordering::Acquire) == 0
-            }
-            Barrier::SeqCst => {
-                lock.slot.0.store(1, Ordering::SeqCst);
-                lock.writer.0.load(Ordering::SeqCst) == 0
-            }
-            Barrier::None => {
-                lock.slot.0.store(1, Ordering::Release);
-                lock.writer.0.load(Ordering::Acquire) == 0
-            }
-        };
-        if free {
-            black_box(map.get(&black_box(k)).copied());
-        }
-        lock.slot.0.store(0, Ordering::Release);
+        black_box(floor_get::<HOW>(map, lock, black_box(k)));
+    })
+}
+
+/// The bare map's `get`.
+fn bare<'a>(map: &'a Inner, keys: &'a [u64]) -> Phase<'a> {
+    stream(keys, move |k, _| {
+        black_box(map.get(&black_box(k)).copied());
     })
 }
 
@@ -117,22 +134,47 @@ fn membarrier_cost() {
     println!("\n== membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), ns per call");
     table_header(&["", "median", "range"]);
     run("no other thread running");
+    /// Stops the spinning thread when dropped, so that a panic in `run` cannot leave
+    /// the scope waiting for it.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    // The spinning thread runs on another CPU than this one, when the process may use two.
+    // SAFETY: sched_getcpu takes nothing.
+    let here = unsafe { libc::sched_getcpu() };
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
+            // SAFETY: a zeroed cpu_set_t is an empty set; the calls get valid pointers
+            // and sizes, and a failure leaves the thread unpinned.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                if libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) == 0 {
+                    let other = (0..libc::CPU_SETSIZE as usize)
+                        .find(|&c| c as i32 != here && libc::CPU_ISSET(c, &set));
+                    if let Some(c) = other {
+                        libc::CPU_ZERO(&mut set);
+                        libc::CPU_SET(c, &mut set);
+                        libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
+                    }
+                }
+            }
             while !stop.load(Ordering::Relaxed) {
                 std::hint::spin_loop();
             }
         });
+        let _stop = Stop(&stop);
         std::thread::sleep(std::time::Duration::from_millis(50));
-        run("a second thread running");
-        stop.store(true, Ordering::Relaxed);
+        run("a second thread running (on another CPU)");
     });
 }
 
 fn main() {
     let o = Opts::from_args();
-    println!("new = {}", include_str!("../../new/COMMIT").trim());
+    println!("{} (LD-NR is new's)", harness::commits());
     o.heading("read: ns per operation, 1 thread; ratios to the bare map");
     table_header(&[
         "keys",
@@ -143,36 +185,38 @@ fn main() {
         "RwLock",
         "LD-NR",
         "LD-NR/announce+fence",
+        "A/A bare",
     ]);
     for (n, label) in [(1u64 << 16, "64K"), (1 << 20, "1M")] {
         let keys = key_stream(0x5eed_0016 ^ n, KEY_STREAM, n);
-        // One map per variant, as in `write_path.rs`: at 64K keys the map (about 1 MiB)
-        // barely fits the L2 cache, and variants sharing one would find it warmer than
-        // those that do not.
-        let maps: Vec<Inner> = (0..4).map(|_| U64Map::with_keys(n).0).collect();
+        let maps: Vec<Inner> = (0..5).map(|_| U64Map::with_keys(n).0).collect();
         let lock = RwLock::new(U64Map::with_keys(n).0);
         let floors = [Floor::default(), Floor::default(), Floor::default()];
         let nr = NodeReplicated::builder(U64Map::with_keys(n))
             .build()
             .expect("config");
         let tkn = nr.register().expect("register");
+        for &k in &keys[..1024] {
+            assert_eq!(lock.read().unwrap().get(&k).copied(), Some(k));
+            assert_eq!(nr.execute(MapRead::Get(k), tkn), Some(k));
+        }
         let mut vs: Vec<Phase<'_>> = vec![
-            stream(&keys, |k, _| {
-                black_box(maps[0].get(&black_box(k)).copied());
-            }),
-            floor(&maps[1], &floors[0], &keys, Barrier::Fence),
-            floor(&maps[2], &floors[1], &keys, Barrier::SeqCst),
-            floor(&maps[3], &floors[2], &keys, Barrier::None),
+            bare(&maps[0], &keys),
+            floor::<FENCE>(&maps[1], &floors[0], &keys),
+            floor::<SEQ_CST>(&maps[2], &floors[1], &keys),
+            floor::<NONE>(&maps[3], &floors[2], &keys),
             stream(&keys, |k, _| {
                 black_box(lock.read().unwrap().get(&black_box(k)).copied());
             }),
             stream(&keys, |k, _| {
                 black_box(nr.execute(MapRead::Get(black_box(k)), tkn));
             }),
+            // The control: the same bare read on a map of its own.
+            bare(&maps[4], &keys),
         ];
         let ns = paired(&o, &mut vs);
         println!(
-            "| {label} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} |",
             ns_of(&ns, &[0]),
             pooled(&ns, &[1], &[0]),
             pooled(&ns, &[2], &[0]),
@@ -180,6 +224,7 @@ fn main() {
             pooled(&ns, &[4], &[0]),
             pooled(&ns, &[5], &[0]),
             pooled(&ns, &[5], &[1]),
+            pooled(&ns, &[6], &[0]),
         );
     }
     #[cfg(target_os = "linux")]

@@ -119,9 +119,10 @@ fn bench_size(c: &mut Criterion, n: u64, label: &str) {
     let floor = Floor::default();
     let floor_map: Inner = U64Map::with_keys(n).0;
 
-    // Sanity: all three see the same pre-filled contents.
+    // Sanity: every variant sees the same pre-filled contents (the floor too: it reads).
     for &k in &read_keys[..1024] {
         assert_eq!(map.get(&k).copied(), Some(k));
+        assert_eq!(floor.read(|| floor_map.get(&k).copied()), Some(k));
         assert_eq!(ldnr.execute(MapRead::Get(k), ltkn), Some(k));
         assert_eq!(nr.execute(MapRead::Get(k), ntkn), Some(k));
     }
