@@ -4,7 +4,9 @@
 //! and LD-NR (the `new` commit, one replica).
 //!
 //! Not a workspace target: `AB_MAIN=read_floor.rs NEW=<commit> bench/ab/old-vs-new.sh
-//! [--rounds N] [--phase-ms N]` (OLD is built too and ignored).
+//! [sections] [--rounds N] [--phase-ms N]` (OLD is built too and ignored). Sections
+//! (default all): `read` (the floors, the `RwLock` and LD-NR), `budget` (what an added
+//! instruction costs the bare read, x86-64 only) and `membarrier` (Linux only).
 //!
 //! The floors are hand-written read locks around the bare `get`, each the least its kind
 //! can do, with no token, no dispatch, no log and no replica lookup:
@@ -23,6 +25,12 @@
 //! the last the A/A control: a second bare variant, on a map of its own, to the first.
 //! Every variant reads a map of its own (variants sharing one found it warmer), and each
 //! checks on 1,024 keys that it reads before it is timed.
+//!
+//! `budget`: the bare read after 10, 20, 40, 60 and 80 `nop`s (`.rept` in inline
+//! assembly), each on a map of its own, with an A/A control. A `nop` takes a slot in the
+//! core's window of instructions in flight and nothing else, so the curve says what any
+//! instruction added to a read costs, whatever it does: the budget a read lock's
+//! instructions have under the bound.
 //!
 //! Then what a reader *without* a store-load barrier would cost its writers: the
 //! asymmetric form of the Dekker pattern (readers order their announcement with a compiler
@@ -112,6 +120,55 @@ fn bare<'a>(map: &'a Inner, keys: &'a [u64]) -> Phase<'a> {
     })
 }
 
+/// The bare map's `get` after `K` `nop`s: instructions that take a slot in the core's
+/// window of instructions in flight and do nothing else (no port, no register, no
+/// memory). What an instruction added to the read costs, whatever it does.
+#[cfg(target_arch = "x86_64")]
+fn padded<'a, const K: usize>(map: &'a Inner, keys: &'a [u64]) -> Phase<'a> {
+    stream(keys, move |k, _| {
+        // SAFETY: `nop`s only.
+        unsafe {
+            std::arch::asm!(".rept {n}", "nop", ".endr", n = const K,
+                options(nomem, nostack, preserves_flags));
+        }
+        black_box(map.get(&black_box(k)).copied());
+    })
+}
+
+/// The instruction budget of the read bound: the bare read with 10 to 80 `nop`s, each
+/// on a map of its own, with an A/A control (x86-64 only).
+#[cfg(target_arch = "x86_64")]
+fn budget(o: &Opts) {
+    o.heading("instruction budget: the bare read after K nops; ratios to the bare read");
+    table_header(&[
+        "keys", "bare ns", "+10", "+20", "+40", "+60", "+80", "A/A bare",
+    ]);
+    for (n, label) in [(1u64 << 16, "64K"), (1 << 20, "1M")] {
+        let keys = key_stream(0x5eed_0016 ^ n, KEY_STREAM, n);
+        let maps: Vec<Inner> = (0..7).map(|_| U64Map::with_keys(n).0).collect();
+        let mut vs: Vec<Phase<'_>> = vec![
+            bare(&maps[0], &keys),
+            padded::<10>(&maps[1], &keys),
+            padded::<20>(&maps[2], &keys),
+            padded::<40>(&maps[3], &keys),
+            padded::<60>(&maps[4], &keys),
+            padded::<80>(&maps[5], &keys),
+            bare(&maps[6], &keys),
+        ];
+        let ns = paired(o, &mut vs);
+        println!(
+            "| {label} | {} | {} | {} | {} | {} | {} | {} |",
+            ns_of(&ns, &[0]),
+            pooled(&ns, &[1], &[0]),
+            pooled(&ns, &[2], &[0]),
+            pooled(&ns, &[3], &[0]),
+            pooled(&ns, &[4], &[0]),
+            pooled(&ns, &[5], &[0]),
+            pooled(&ns, &[6], &[0]),
+        );
+    }
+}
+
 /// ns per `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`: alone, then with a second
 /// thread spinning (median of 9 runs of 20,000 calls each).
 #[cfg(target_os = "linux")]
@@ -183,6 +240,21 @@ fn membarrier_cost() {
 fn main() {
     let o = Opts::from_args();
     println!("{} (LD-NR is new's)", harness::commits());
+    if o.wants("read") {
+        read(&o);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if o.wants("budget") {
+        budget(&o);
+    }
+    #[cfg(target_os = "linux")]
+    if o.wants("membarrier") {
+        membarrier_cost();
+    }
+}
+
+/// The floors, the `RwLock` and LD-NR against the bare read.
+fn read(o: &Opts) {
     o.heading("read: ns per operation, 1 thread; ratios to the bare map");
     table_header(&[
         "keys",
@@ -222,7 +294,7 @@ fn main() {
             // The control: the same bare read on a map of its own.
             bare(&maps[4], &keys),
         ];
-        let ns = paired(&o, &mut vs);
+        let ns = paired(o, &mut vs);
         println!(
             "| {label} | {} | {} | {} | {} | {} | {} | {} | {} |",
             ns_of(&ns, &[0]),
@@ -235,6 +307,4 @@ fn main() {
             pooled(&ns, &[6], &[0]),
         );
     }
-    #[cfg(target_os = "linux")]
-    membarrier_cost();
 }

@@ -19,6 +19,16 @@
 //! at some rate, and each hand-over costs at least that. Sections: `write` (every operation an `Insert`) and `mixed` (10% `Insert`, the
 //! rest `Get`), each at 64K and 1M keys of a pre-filled `u64` map.
 //!
+//! Two floors, the least two threads sharing one map can do, say how far the stretch
+//! target is from what the machine allows:
+//! - `spin lock`: the map behind a test-and-test-and-set spin lock, each thread applying
+//!   its own operations (no reader/writer distinction, no token, no replica);
+//! - `delegation`: the first thread owns the map; the second posts each operation in a
+//!   line of its own and waits on it; the owner looks at that line before each of its
+//!   own operations (or, `every 4th`, before one in four), applies what it finds and
+//!   answers. The owner never waits for the other thread: the least a combiner can do.
+//!   Its split shows what that costs in fairness.
+//!
 //! # What it showed (issue 16; AMD EPYC VM, 2 vCPUs, c031578 against itself, 30 rounds
 //! of 20 ms, two runs, the second thread kept per row)
 //!
@@ -197,6 +207,142 @@ fn locked(map: &RwLock<Inner>, mixed: bool) -> impl Fn(u64, u64) + Sync + '_ {
     }
 }
 
+/// The map behind a test-and-test-and-set spin lock: the least a lock can do.
+struct Spin {
+    locked: AtomicBool,
+    map: std::cell::UnsafeCell<Inner>,
+}
+
+// SAFETY: `map` is accessed only by the holder of `locked`.
+unsafe impl Sync for Spin {}
+
+/// A write or a read of the spin-locked map.
+fn spun(lock: &Spin, mixed: bool) -> impl Fn(u64, u64) + Sync + '_ {
+    move |k, i| {
+        while lock.locked.load(Ordering::Relaxed)
+            || lock
+                .locked
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+        {
+            std::hint::spin_loop();
+        }
+        // SAFETY: the lock is held.
+        let map = unsafe { &mut *lock.map.get() };
+        if writes(mixed, i) {
+            black_box(map.insert(black_box(k), i));
+        } else {
+            black_box(map.get(&black_box(k)).copied());
+        }
+        lock.locked.store(false, Ordering::Release);
+    }
+}
+
+/// Delegation, the least a combiner can do: the first thread owns the map and applies
+/// its own operations; the second posts each of its operations in a cache line of its
+/// own and waits, reading only that line, until the owner, which looks at the line before
+/// each of its own operations, has applied it and answered. No log, no lock, no batch;
+/// the owner never waits for the other thread.
+struct Delegate {
+    map: std::cell::UnsafeCell<Inner>,
+    /// The posted operation: `seq << 22 | (write as u64) << 21 | (key + 1)`, or 0.
+    request: Padded,
+    /// The `seq` of the last operation applied, and its response.
+    answer: Padded,
+    response: AtomicU64,
+    /// The second thread's operation count (the second thread only).
+    seq: AtomicU64,
+}
+
+/// An atomic word alone in its cache line (two lines: the adjacent-line prefetcher).
+#[repr(align(128))]
+struct Padded(AtomicU64);
+
+// SAFETY: `map` is accessed only by the first thread (the owner).
+unsafe impl Sync for Delegate {}
+
+impl Delegate {
+    fn new(map: Inner) -> Self {
+        Delegate {
+            map: std::cell::UnsafeCell::new(map),
+            request: Padded(AtomicU64::new(0)),
+            answer: Padded(AtomicU64::new(0)),
+            response: AtomicU64::new(0),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Applies the posted operation, if any. The owner only.
+    #[inline]
+    fn serve(&self, map: &mut Inner) {
+        if self.request.0.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        // Acquire: the poster's operation is complete; the swap (not a store) so that a
+        // poster withdrawing at the end of a phase and the owner taking it agree.
+        let r = self.request.0.swap(0, Ordering::Acquire);
+        if r == 0 {
+            return;
+        }
+        let k = (r & ((1 << 21) - 1)) - 1;
+        let response = if r & (1 << 21) != 0 {
+            map.insert(k, r >> 22)
+        } else {
+            map.get(&k).copied()
+        };
+        self.response
+            .store(response.unwrap_or(u64::MAX), Ordering::Relaxed);
+        // Release: the response is written before the answer says so.
+        self.answer.0.store(r >> 22, Ordering::Release);
+    }
+
+    /// The owner's operation: serve the other thread (before every `every`th of its
+    /// own operations), then apply its own.
+    fn owner(&self, mixed: bool, every: u64) -> impl Fn(u64, u64) + Sync + '_ {
+        move |k, i| {
+            // SAFETY: only the owner (the first thread) runs this closure.
+            let map = unsafe { &mut *self.map.get() };
+            if i % every == 0 {
+                self.serve(map);
+            }
+            if writes(mixed, i) {
+                black_box(map.insert(black_box(k), i));
+            } else {
+                black_box(map.get(&black_box(k)).copied());
+            }
+        }
+    }
+
+    /// The other thread's operation: post, then wait for the answer or, once `stop` is
+    /// set (the owner has stopped serving), withdraw an operation not taken.
+    fn poster<'a>(&'a self, mixed: bool, stop: &'a AtomicBool) -> impl Fn(u64, u64) + Sync + 'a {
+        move |k, i| {
+            let seq = self.seq.load(Ordering::Relaxed) + 1;
+            self.seq.store(seq, Ordering::Relaxed);
+            let r = seq << 22 | u64::from(writes(mixed, i)) << 21 | (k + 1);
+            // Release: pairs with the owner's Acquire swap.
+            self.request.0.store(r, Ordering::Release);
+            loop {
+                // Acquire: pairs with the owner's Release store of the answer.
+                if self.answer.0.load(Ordering::Acquire) == seq {
+                    black_box(self.response.load(Ordering::Relaxed));
+                    break;
+                }
+                if stop.load(Ordering::Relaxed)
+                    && self
+                        .request
+                        .0
+                        .compare_exchange(r, 0, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
 /// Two threads passing one cache line back and forth (each waits for the other's
 /// increment, then increments): ns per increment, the time a line takes to move from
 /// one core to the other. Paired with the structures, because on a virtual machine it
@@ -277,6 +423,14 @@ fn section(o: &Opts, mixed: bool) {
         "split RwLock",
         "split old",
         "split new",
+        "spin lock",
+        "spin lock vs 1-thread bare",
+        "delegation",
+        "delegation vs 1-thread bare",
+        "split spin lock",
+        "split delegation",
+        "delegation, served every 4th vs 1-thread bare",
+        "split, every 4th",
     ]);
     for (n, label) in [(1u64 << 16, "64K"), (1 << 20, "1M")] {
         let keys = [
@@ -286,34 +440,66 @@ fn section(o: &Opts, mixed: bool) {
         let lone = key_stream(0x5eed_0004 ^ n, KEY_STREAM, n);
         let mut map = ldnr_hashmap_new::U64Map::with_keys(n).0;
         let lock = RwLock::new(ldnr_hashmap_new::U64Map::with_keys(n).0);
+        let spin = Spin {
+            locked: AtomicBool::new(false),
+            map: std::cell::UnsafeCell::new(ldnr_hashmap_new::U64Map::with_keys(n).0),
+        };
+        let delegate = Delegate::new(ldnr_hashmap_new::U64Map::with_keys(n).0);
+        let lazy = Delegate::new(ldnr_hashmap_new::U64Map::with_keys(n).0);
         let o1 = old::build(n);
         let n1 = new::build(n);
-        let (lock_op, old_op, new_op) = (
+        let second = Second::new();
+        let (lock_op, old_op, new_op, spin_op) = (
             locked(&lock, mixed),
             old::op(&o1, mixed),
             new::op(&n1, mixed),
+            spun(&spin, mixed),
         );
-        let ops: [Op<'_>; 3] = [&lock_op, &old_op, &new_op];
-        let splits: [Mutex<Vec<f64>>; 3] = Default::default();
-        let second = Second::new();
+        let (owner_op, poster_op) = (
+            delegate.owner(mixed, 1),
+            delegate.poster(mixed, &second.stop),
+        );
+        let (lazy_owner, lazy_poster) = (lazy.owner(mixed, 4), lazy.poster(mixed, &second.stop));
+        // The first thread's operations, and the second's (the same but for delegation).
+        let ops: [Op<'_>; 6] = [&lock_op, &old_op, &new_op, &spin_op, &owner_op, &lazy_owner];
+        let theirs: [Op<'_>; 6] = [
+            &lock_op,
+            &old_op,
+            &new_op,
+            &spin_op,
+            &poster_op,
+            &lazy_poster,
+        ];
+        let splits: [Mutex<Vec<f64>>; 6] = Default::default();
         let ns = std::thread::scope(|s| {
-            s.spawn(|| second.serve(&ops, &keys[1]));
+            s.spawn(|| second.serve(&theirs, &keys[1]));
             let two = |v: usize| -> Phase<'_> {
                 let (second, op, keys, split) = (&second, ops[v], &keys[0], &splits[v]);
                 Box::new(move |phase| second.phase(v, op, keys, phase, split))
             };
-            let mut vs: Vec<Phase<'_>> =
-                vec![bare(&mut map, &lone), two(0), two(1), two(2), transfer()];
+            let mut vs: Vec<Phase<'_>> = vec![
+                bare(&mut map, &lone),
+                two(0),
+                two(1),
+                two(2),
+                transfer(),
+                two(3),
+                two(4),
+                two(5),
+            ];
             let ns = paired(o, &mut vs);
             second.quit();
             ns
         });
-        // Two writers' throughput over one bare inserter's: bare ns / two-thread ns.
-        let vs_bare: Vec<f64> = (0..ns[0].len()).map(|r| ns[0][r] / ns[3][r]).collect();
-        let (lo, hi) = iqr(&vs_bare);
+        // Two threads' throughput over one bare inserter's: bare ns / two-thread ns.
+        let vs_bare = |v: usize| -> String {
+            let r: Vec<f64> = (0..ns[0].len()).map(|r| ns[0][r] / ns[v][r]).collect();
+            let (lo, hi) = iqr(&r);
+            format!("{:.2}x [{:.2}–{:.2}]", median(r), lo, hi)
+        };
         let splits = splits.map(|s| s.into_inner().unwrap());
         println!(
-            "| {label} | {} | {} | {} | {} | {} | {} | {} | {:.2}x [{:.2}–{:.2}] | {} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             harness::ns_of(&ns, &[0]),
             harness::ns_of(&ns, &[1]),
             harness::ns_of(&ns, &[2]),
@@ -321,14 +507,20 @@ fn section(o: &Opts, mixed: bool) {
             pooled(&ns, &[3], &[2]),
             pooled(&ns, &[3], &[1]),
             pooled(&ns, &[2], &[1]),
-            median(vs_bare),
-            lo,
-            hi,
+            vs_bare(3),
             harness::ns_of(&ns, &[4]),
             pooled(&ns, &[3], &[4]),
             share(&splits[0]),
             share(&splits[1]),
             share(&splits[2]),
+            harness::ns_of(&ns, &[5]),
+            vs_bare(5),
+            harness::ns_of(&ns, &[6]),
+            vs_bare(6),
+            share(&splits[3]),
+            share(&splits[4]),
+            vs_bare(7),
+            share(&splits[5]),
         );
     }
 }
