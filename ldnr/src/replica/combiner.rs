@@ -247,7 +247,10 @@ where
         // SAFETY: the caller owns the context.
         if unsafe { ctx.listed() } == slot {
             let replica = self.replicas.shell(slot);
-            if let Some(_read) = replica.rw.try_read(&ctx.reader, slot, RwLock::stamp(ctail)) {
+            if let Some(_read) = replica
+                .rw()
+                .try_read(&ctx.reader, slot, RwLock::stamp(ctail))
+            {
                 let _inside = self.callbacks_from(entered);
                 // SAFETY: the read lock is held for this block.
                 return unsafe { replica.read(f) }.expect("a stamped replica is live (R3)");
@@ -276,7 +279,8 @@ where
                 self.join_readers(tid, slot);
             }
             {
-                let (_read, _, stamped) = replica.rw.read(&ctx.reader, slot, RwLock::stamp(ctail));
+                let (_read, _, stamped) =
+                    replica.rw().read(&ctx.reader, slot, RwLock::stamp(ctail));
                 if stamped {
                     // The lock's stamp says the replica is live and at `ctail` (R3): no
                     // further load (a writer just left, or the thread just joined the
@@ -531,7 +535,9 @@ where
         // `try_combine` fails and the full path finds the stand-in.
         let slot = ctx.replica.load(Ordering::Acquire);
         let replica = self.replicas.shell(slot);
-        let Some(combiner) = replica.try_combine() else {
+        // Held by another combiner: wait a little for it, if that is the cheaper way
+        // (`wait_to_combine`), before the operation goes to the full path.
+        let Some(combiner) = replica.try_combine().or_else(|| replica.wait_to_combine()) else {
             return Err((op, None));
         };
         // The only live replica, under its combiner lock: the only appender (L6), so the
@@ -558,7 +564,7 @@ where
             #[cfg(not(feature = "std"))]
             let poison = self.poison.on_unwind();
             // The writer is thread `tid`, outside its reads (rwlock R4).
-            let write = replica.rw.write(slot, self.readers_in(replica, tid));
+            let write = replica.rw().write(slot, self.readers_in(replica, tid));
             // Counted first: a panic below still applied the write (partly, P1).
             combiner.count_alone();
             // SAFETY: the write lock is held until it is dropped below (P1).
@@ -578,7 +584,7 @@ where
         // As in `apply`: covers the user code below; an unwind past it poisons.
         let poison = self.poison.on_unwind();
         let policy = self.memory.for_batch(replica.node());
-        let write = replica.rw.write(slot, self.readers_in(replica, tid));
+        let write = replica.rw().write(slot, self.readers_in(replica, tid));
         // SAFETY: the write lock is held until it is dropped below (P1).
         let applied = unsafe { combiner.mutate(|d| outcome(|| d.dispatch_mut(op))) };
         let Some(applied) = applied else {
@@ -617,7 +623,7 @@ where
         let replica = combiner.replica();
         let policy = self.memory.for_batch(replica.node());
         // The combiner is thread `me`, outside its reads (rwlock R4).
-        let write = replica.rw.write(slot, self.readers_in(replica, me));
+        let write = replica.rw().write(slot, self.readers_in(replica, me));
         for &tid in batch {
             // SAFETY: `tid` is the combiner's own context or one it claimed; each is taken
             // exactly once (C1).
@@ -718,7 +724,7 @@ where
         let replica = combiner.replica();
         let contexts: &[CachePadded<Ctx<D>>] = self.threads.contexts();
         let policy = self.memory.for_batch(replica.node());
-        let mut write = replica.rw.write(slot, self.readers_of(slot));
+        let mut write = replica.rw().write(slot, self.readers_of(slot));
         // Where an entry's outcome goes: to its owner if this combiner appended it (`batch`
         // is the owners of `start..`), else nowhere (another replica's combiner answers it).
         let deliver = |idx: usize, o: Outcome<D::Response>| {

@@ -5,6 +5,12 @@
 //! **pending stack** of operations waiting for its combiner, and the data itself.
 //! Its position in the log lives in the log (`Log::position`), in the replica's slot.
 //!
+//! The combiner lock, the reader-writer lock's word and the counters that every batch
+//! bumps share one cache line ([`CombinerLock`]): a writer takes the first and writes the
+//! other two under it, so a write that finds the line in another core's cache moves one
+//! line, not two. Readers load the word from that line; it changes with every batch
+//! either way.
+//!
 //! Invariants:
 //!
 //! - **P1** The data is mutated only by the holder of the combiner lock, and only while
@@ -236,8 +242,8 @@ pub(crate) struct Replica<D> {
     id: AtomicUsize,
     /// The node of the live replica.
     node: AtomicUsize,
+    /// The combiner lock and, on its line, the reader-writer lock's word.
     combiner: CachePadded<CombinerLock>,
-    pub(crate) rw: RwLock,
     /// The threads that may read this replica (rwlock R2).
     pub(crate) readers: ReaderSet,
     pub(crate) pending: CachePadded<PendingStack>,
@@ -259,13 +265,23 @@ impl<D> fmt::Debug for Replica<D> {
     }
 }
 
-/// A replica's combiner lock, with the flag a waiting reconfiguration raises.
+/// A replica's combiner lock, with the flag a waiting reconfiguration raises, the
+/// reader-writer lock's word and the counters: the line every write writes (module
+/// docs). `repr(C)`: the flags, the word and the counters bumped per write fill the
+/// first 64 bytes; only the counters of rarer events (cross-combining, freezes) come
+/// after.
 #[derive(Debug)]
+#[repr(C)]
 struct CombinerLock {
     locked: AtomicBool,
     wanted: AtomicBool,
     /// Set while a reconfiguration holds the lock to clone this replica (P6).
     frozen: AtomicBool,
+    /// Set while a thread waits for the lock in [`Replica::wait_to_combine`] (one at a
+    /// time). A hint: it guards no data.
+    waiter: AtomicBool,
+    /// The reader-writer lock (one word).
+    rw: RwLock,
     /// The replica's statistics, on the line its combiners write anyway.
     counters: Counters,
 }
@@ -275,12 +291,21 @@ struct CombinerLock {
 /// write) keeps them exact; they sit on the lock's own cache line, which every holder
 /// has just written, so counting adds no shared line to the write path. Read (relaxed)
 /// by snapshots.
+/// Those bumped on every write come first (`repr(C)`, see [`CombinerLock`]).
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Counters {
+    /// Writes combined alone (`write_alone`: a batch of one, applied directly); counted
+    /// in `batches`, `appended` and `direct` when read, so that path bumps one counter.
+    alone: AtomicUsize,
     /// Batches combined (appended and applied) by this replica's combiners.
     batches: AtomicUsize,
     /// Write operations those batches combined (appended, or applied directly: log L9).
     appended: AtomicUsize,
+    /// Writes its state holds that were applied directly, not through the log (log L9):
+    /// by its own combiners while it was the only replica, and by its clone source's
+    /// before the clone. With the log position, what [`ReplicaInfo::applied`] counts.
+    direct: AtomicUsize,
     /// Log entries applied to this replica by combiners of other replicas
     /// (cross-combining).
     helped: AtomicUsize,
@@ -288,13 +313,6 @@ pub(crate) struct Counters {
     freezes: AtomicUsize,
     /// Nanoseconds it spent frozen (with `std`).
     frozen_ns: AtomicUsize,
-    /// Writes its state holds that were applied directly, not through the log (log L9):
-    /// by its own combiners while it was the only replica, and by its clone source's
-    /// before the clone. With the log position, what [`ReplicaInfo::applied`] counts.
-    direct: AtomicUsize,
-    /// Writes combined alone (`write_alone`: a batch of one, applied directly); counted
-    /// in `batches`, `appended` and `direct` when read, so that path bumps one counter.
-    alone: AtomicUsize,
 }
 
 impl Counters {
@@ -320,6 +338,18 @@ impl Counters {
     }
 }
 
+// The flags, the word and the four counters bumped per write fit the line's 64 bytes.
+#[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
+const _: () = assert!(
+    core::mem::offset_of!(CombinerLock, counters) + core::mem::offset_of!(Counters, helped) <= 64
+);
+
+/// How many times [`Replica::wait_to_combine`] checks the lock before it gives up.
+const WAIT_CHECKS: usize = 64;
+/// Spin-loop hints between two of its checks: a check is a load of the lock's line,
+/// which takes the line back from its holder in the middle of a batch, so not too often.
+const WAIT_PAUSES: usize = 8;
+
 /// Proof that the calling thread holds a replica's combiner lock; releases it on drop.
 #[derive(Debug)]
 pub(crate) struct CombinerGuard<'a, D> {
@@ -336,15 +366,22 @@ impl<D> Replica<D> {
                 locked: AtomicBool::new(false),
                 wanted: AtomicBool::new(false),
                 frozen: AtomicBool::new(false),
+                waiter: AtomicBool::new(false),
+                rw: RwLock::new(),
                 counters: Counters::new(),
             }),
-            rw: RwLock::new(),
             readers: ReaderSet::new(threads),
             pending: CachePadded(PendingStack::new()),
             threads: AtomicUsize::new(0),
             batch: UnsafeCell::new(Vec::new()),
             data: UnsafeCell::new(None),
         }
+    }
+
+    /// The replica's reader-writer lock (its word on the combiner lock's line).
+    #[inline(always)]
+    pub(crate) fn rw(&self) -> &RwLock {
+        &self.combiner.rw
     }
 
     /// The id of the live replica in this shell, if any.
@@ -413,6 +450,56 @@ impl<D> Replica<D> {
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .ok()
             .map(|_| CombinerGuard { replica: self })
+    }
+
+    /// [`try_combine`](Self::try_combine) for a thread that found the lock held and would
+    /// now publish its operation for the holder to combine: first it waits a little for
+    /// the holder to let go, if nobody waits on the pending stack, no other thread waits
+    /// here and no reconfiguration wants the lock. Two threads writing one replica so take
+    /// turns with the lock, each applying its own operation, instead of handing every
+    /// other operation over through a context (its operation, its state and its response
+    /// each move a line between the cores). A third thread finds the first waiting and
+    /// publishes; whoever takes the lock next combines it (flat combining, as before).
+    ///
+    /// It waits for at most [`WAIT_CHECKS`] checks [`WAIT_PAUSES`] spin-loop hints apart
+    /// (a few microseconds), then gives up: a holder that takes longer (a batch, a clone,
+    /// a preempted thread) gets the operation published. Only loads of the lock's line
+    /// and the pending stack's head between the checks, so the holder keeps its line.
+    /// Under loom it never waits: it is a later [`try_combine`](Self::try_combine), and
+    /// the models explore that already.
+    #[inline(never)]
+    pub(crate) fn wait_to_combine(&self) -> Option<CombinerGuard<'_, D>> {
+        #[cfg(ldnr_loom)]
+        {
+            None
+        }
+        #[cfg(not(ldnr_loom))]
+        {
+            let lock = &self.combiner;
+            // Relaxed: a hint that keeps the waiters to one; it orders nothing.
+            if lock.waiter.load(Ordering::Relaxed) || lock.waiter.swap(true, Ordering::Relaxed) {
+                return None;
+            }
+            let got = (|| {
+                for _ in 0..WAIT_CHECKS {
+                    for _ in 0..WAIT_PAUSES {
+                        core::hint::spin_loop();
+                    }
+                    if lock.wanted.load(Ordering::Relaxed)
+                        || lock.frozen.load(Ordering::Relaxed)
+                        || !self.pending.is_empty()
+                    {
+                        return None;
+                    }
+                    if let Some(combiner) = self.try_combine() {
+                        return Some(combiner);
+                    }
+                }
+                None
+            })();
+            lock.waiter.store(false, Ordering::Relaxed);
+            got
+        }
     }
 
     /// Takes the combiner lock, waiting for the current holder (reconfigurations only;

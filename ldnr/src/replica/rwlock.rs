@@ -81,7 +81,7 @@
 
 use alloc::boxed::Box;
 
-use crate::sync::{fence, AtomicUsize, Backoff, CachePadded, Ordering};
+use crate::sync::{fence, AtomicUsize, Backoff, Ordering};
 
 /// One thread's reader announcement: `0`, or the replica slot it reads + 1.
 #[derive(Debug, Default)]
@@ -245,10 +245,12 @@ where
     }
 }
 
-/// The writer half: one word per replica, the writer bit and the stamp (R3).
+/// The writer half: one word per replica, the writer bit and the stamp (R3). Not padded:
+/// a replica keeps it on its combiner lock's line, which every writer writes anyway
+/// (`replica::CombinerLock`).
 #[derive(Debug)]
 pub(crate) struct RwLock {
-    word: CachePadded<AtomicUsize>,
+    word: AtomicUsize,
 }
 
 /// The word's writer bit: a writer holds the lock.
@@ -290,7 +292,7 @@ impl WriteGuard<'_> {
 impl RwLock {
     pub(crate) fn new() -> Self {
         Self {
-            word: CachePadded(AtomicUsize::new(CHECK)),
+            word: AtomicUsize::new(CHECK),
         }
     }
 

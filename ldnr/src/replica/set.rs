@@ -163,7 +163,7 @@ impl<D> ReplicaSet<D> {
         // its locks for a moment (to hand back operations); wait for it.
         let combiner = shell.combine_blocking();
         combiner.reset_counters(start.direct);
-        let mut write = shell.rw.write(slot, readers);
+        let mut write = shell.rw().write(slot, readers);
         log.activate(slot, start.position);
         // SAFETY: the write lock is held.
         let old = unsafe { combiner.replace(Some(data)) };
@@ -205,7 +205,7 @@ impl<D> ReplicaSet<D> {
         let shell = self.shells.get(slot);
         let combiner = shell.combine_blocking();
         let data = {
-            let mut write = shell.rw.write(slot, readers);
+            let mut write = shell.rw().write(slot, readers);
             write.retire();
             log.deactivate(slot);
             // SAFETY: the write lock is held.
