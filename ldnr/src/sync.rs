@@ -178,6 +178,27 @@ impl Backoff {
         Self { step: 0 }
     }
 
+    /// Waits `hints` spin-loop hints, never yielding the time slice: the steps of a
+    /// bounded wait that gives up rather than sleeps (`Replica::wait_to_combine`).
+    /// Under the model checkers, a yield to their scheduler, as `snooze`.
+    #[inline]
+    pub(crate) fn pause(hints: usize) {
+        #[cfg(ldnr_loom)]
+        {
+            let _ = hints;
+            loom::thread::yield_now();
+        }
+        #[cfg(ldnr_shuttle)]
+        {
+            let _ = hints;
+            shuttle::thread::yield_now();
+        }
+        #[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
+        for _ in 0..hints {
+            core::hint::spin_loop();
+        }
+    }
+
     /// Waits a little; each call waits longer, up to a yield of the time slice.
     #[inline]
     pub(crate) fn snooze(&mut self) {

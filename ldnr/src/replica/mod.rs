@@ -345,9 +345,11 @@ const _: () = assert!(
 );
 
 /// How many times [`Replica::wait_to_combine`] checks the lock before it gives up.
+#[cfg(not(ldnr_loom))]
 const WAIT_CHECKS: usize = 64;
 /// Spin-loop hints between two of its checks: a check is a load of the lock's line,
 /// which takes the line back from its holder in the middle of a batch, so not too often.
+#[cfg(not(ldnr_loom))]
 const WAIT_PAUSES: usize = 8;
 
 /// Proof that the calling thread holds a replica's combiner lock; releases it on drop.
@@ -482,9 +484,7 @@ impl<D> Replica<D> {
             }
             let got = (|| {
                 for _ in 0..WAIT_CHECKS {
-                    for _ in 0..WAIT_PAUSES {
-                        core::hint::spin_loop();
-                    }
+                    Backoff::pause(WAIT_PAUSES);
                     if lock.wanted.load(Ordering::Relaxed)
                         || lock.frozen.load(Ordering::Relaxed)
                         || !self.pending.is_empty()
