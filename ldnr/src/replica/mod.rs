@@ -708,3 +708,44 @@ impl<D> Drop for CombinerGuard<'_, D> {
         self.replica.combiner.locked.store(false, Ordering::Release);
     }
 }
+
+#[cfg(all(test, not(ldnr_loom)))]
+mod tests {
+    use super::context::Context;
+    use super::*;
+
+    #[test]
+    fn the_wait_for_the_combiner_lock_gives_up_and_clears_its_flag() {
+        let replica = Replica::<u64>::shell(2);
+        let waiter = || replica.combiner.waiter.load(Ordering::Relaxed);
+        // Free: taken at once.
+        let held = replica.wait_to_combine().expect("a free lock is taken");
+        assert!(!waiter());
+        // Held throughout (a batch, a clone, a preempted holder): it gives up.
+        assert!(replica.wait_to_combine().is_none());
+        assert!(!waiter(), "the waiter's flag is cleared when it gives up");
+        // Another thread waits already: this one does not, and leaves that one's flag.
+        replica.combiner.waiter.store(true, Ordering::Relaxed);
+        assert!(replica.wait_to_combine().is_none());
+        assert!(waiter(), "the other waiter's flag stays");
+        replica.combiner.waiter.store(false, Ordering::Relaxed);
+        drop(held);
+
+        // Free, but a reconfiguration wants it (P5): it steps aside.
+        replica.combiner.wanted.store(true, Ordering::Relaxed);
+        assert!(replica.wait_to_combine().is_none());
+        replica.combiner.wanted.store(false, Ordering::Relaxed);
+        // Free, but an operation waits on the pending stack: the caller publishes too,
+        // and whoever takes the lock combines both.
+        let ctx = Context::<u64, u64>::new();
+        // SAFETY: single-threaded test; the context is EMPTY.
+        unsafe { ctx.put_op(7) };
+        ctx.publish(0, &replica.pending);
+        assert!(replica.wait_to_combine().is_none());
+        assert!(!waiter());
+        let mut taken = 0;
+        replica.pending.take(&[&ctx], |_| taken += 1);
+        assert_eq!(taken, 1);
+        assert!(replica.wait_to_combine().is_some(), "free again, taken");
+    }
+}
