@@ -2,8 +2,9 @@
 //! the log to the replica's data and back.
 //!
 //! ```text
-//!   write_op:    alone (lock free, nothing pending, the only live replica, up to date,
-//!                log L9): apply op directly ─> unlock; otherwise op into own context
+//!   write_op:    alone (lock free, or freed within a short wait; nothing pending, the
+//!                only live replica, up to date, log L9): apply op directly ─> unlock;
+//!                otherwise op into own context
 //!   write(tid):  op in own context ─> try the replica's combiner lock
 //!       got it:  combine: collect pending ops ─> reserve log range ─> write ops
 //!                ─> apply the log up to the batch end (write lock, memory policy)
