@@ -464,11 +464,12 @@ impl<D> Replica<D> {
     /// publishes; whoever takes the lock next combines it (flat combining, as before).
     ///
     /// It waits for at most [`WAIT_CHECKS`] checks [`WAIT_PAUSES`] spin-loop hints apart
-    /// (3–4 µs on the Intel Xeon of the test VM, whose hint takes 11–15 ns), then gives up: a holder that takes longer (a batch, a clone,
-    /// a preempted thread) gets the operation published. Only loads of the lock's line
-    /// and the pending stack's head between the checks, so the holder keeps its line.
-    /// Under loom it never waits: it is a later [`try_combine`](Self::try_combine), and
-    /// the models explore that already.
+    /// (3–4 µs on the test VM's Intel Xeon, whose hint takes 11–15 ns), then gives up: a
+    /// holder that takes longer (a batch, a clone, a preempted thread) gets the operation
+    /// published. A check only loads (the lock's line, the pending stack's head) until it
+    /// sees the lock free, and checks are spaced so that the holder, which writes that
+    /// line, loses it to the waiter seldom. Under loom it never waits: it is a later
+    /// [`try_combine`](Self::try_combine), and the models explore that already.
     #[inline(never)]
     pub(crate) fn wait_to_combine(&self) -> Option<CombinerGuard<'_, D>> {
         #[cfg(ldnr_loom)]
