@@ -511,10 +511,10 @@ where
     }
 
     /// The write of the calling thread (context `ctx`) when it is all there is to do, in
-    /// direct mode (log L9): the combiner lock of its replica is free, nothing waits on
-    /// the pending stack, the replica is the only live one (read under the combiner
-    /// lock, L6) and has applied every entry appended so far, and no exited thread waits
-    /// to be given back. Then `op` is applied straight to the replica under its write
+    /// direct mode (log L9): the combiner lock of its replica is free (or freed within a
+    /// short wait, [`Replica::wait_to_combine`]), nothing waits on the pending stack, the
+    /// replica is the only live one (read under the combiner lock, L6) and has applied
+    /// every entry appended so far, and no exited thread waits to be given back. Then `op` is applied straight to the replica under its write
     /// lock and memory policy, and its outcome returned; it never enters the context or
     /// the log. With a manager that steers memory, its panic is caught as in `apply` (an
     /// unwind past the memory policy poisons, I6); without one, a `dispatch_mut` panic
@@ -536,9 +536,16 @@ where
         // `try_combine` fails and the full path finds the stand-in.
         let slot = ctx.replica.load(Ordering::Acquire);
         let replica = self.replicas.shell(slot);
-        // Held by another combiner: wait a little for it, if that is the cheaper way
-        // (`wait_to_combine`), before the operation goes to the full path.
-        let Some(combiner) = replica.try_combine().or_else(|| replica.wait_to_combine()) else {
+        // Held by another combiner: with one live replica (a hint here; checked under the
+        // lock below), wait a little for it (`wait_to_combine`) before the operation goes
+        // to the full path. With several, a waiting operation would miss the holder's
+        // batch, and batches are what share the cost of the log's appends.
+        let Some(combiner) = replica.try_combine().or_else(|| {
+            self.replicas
+                .is_sole()
+                .then(|| replica.wait_to_combine())
+                .flatten()
+        }) else {
             return Err((op, None));
         };
         // The only live replica, under its combiner lock: the only appender (L6), so the

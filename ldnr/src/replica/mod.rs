@@ -483,23 +483,30 @@ impl<D> Replica<D> {
             if lock.waiter.load(Ordering::Relaxed) || lock.waiter.swap(true, Ordering::Relaxed) {
                 return None;
             }
-            let got = (|| {
-                for _ in 0..WAIT_CHECKS {
-                    Backoff::pause(WAIT_PAUSES);
-                    if lock.wanted.load(Ordering::Relaxed)
-                        || lock.frozen.load(Ordering::Relaxed)
-                        || !self.pending.is_empty()
-                    {
-                        return None;
-                    }
+            for _ in 0..WAIT_CHECKS {
+                Backoff::pause(WAIT_PAUSES);
+                if lock.wanted.load(Ordering::Relaxed)
+                    || lock.frozen.load(Ordering::Relaxed)
+                    || !self.pending.is_empty()
+                {
+                    break;
+                }
+                if !lock.locked.load(Ordering::Relaxed) {
+                    // Seen free: the flag goes first, so that the holder, back for its
+                    // next write, finds nobody waiting and waits in turn instead of
+                    // publishing.
+                    lock.waiter.store(false, Ordering::Relaxed);
                     if let Some(combiner) = self.try_combine() {
                         return Some(combiner);
                     }
+                    // Another thread took it first: wait on, unless someone else waits now.
+                    if lock.waiter.swap(true, Ordering::Relaxed) {
+                        return None;
+                    }
                 }
-                None
-            })();
+            }
             lock.waiter.store(false, Ordering::Relaxed);
-            got
+            None
         }
     }
 
