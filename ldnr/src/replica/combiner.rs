@@ -510,6 +510,21 @@ where
         true
     }
 
+    /// `replica`'s combiner lock for [`write_alone`](Self::write_alone), which found it
+    /// held: with one live replica (a hint here; `write_alone` checks again under the
+    /// lock), [`Replica::wait_to_combine`]. With several, a waiting operation would miss
+    /// the holder's batch, and batches are what share the cost of the log's appends. Cold
+    /// and out of line: no uncontended write pays for it, not even in registers.
+    #[cold]
+    #[inline(never)]
+    fn wait_for_combiner<'r>(&self, replica: &'r Replica<D>) -> Option<CombinerGuard<'r, D>> {
+        if self.replicas.is_sole() {
+            replica.wait_to_combine()
+        } else {
+            None
+        }
+    }
+
     /// The write of the calling thread (context `ctx`) when it is all there is to do, in
     /// direct mode (log L9): the combiner lock of its replica is free (or freed within a
     /// short wait, [`Replica::wait_to_combine`]), nothing waits on the pending stack, the
@@ -536,16 +551,12 @@ where
         // `try_combine` fails and the full path finds the stand-in.
         let slot = ctx.replica.load(Ordering::Acquire);
         let replica = self.replicas.shell(slot);
-        // Held by another combiner: with one live replica (a hint here; checked under the
-        // lock below), wait a little for it (`wait_to_combine`) before the operation goes
-        // to the full path. With several, a waiting operation would miss the holder's
-        // batch, and batches are what share the cost of the log's appends.
-        let Some(combiner) = replica.try_combine().or_else(|| {
-            self.replicas
-                .is_sole()
-                .then(|| replica.wait_to_combine())
-                .flatten()
-        }) else {
+        // Held by another combiner: wait a little for it (`wait_for_combiner`) before the
+        // operation goes to the full path.
+        let Some(combiner) = replica
+            .try_combine()
+            .or_else(|| self.wait_for_combiner(replica))
+        else {
             return Err((op, None));
         };
         // The only live replica, under its combiner lock: the only appender (L6), so the

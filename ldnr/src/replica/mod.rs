@@ -470,7 +470,7 @@ impl<D> Replica<D> {
     /// sees the lock free, and checks are spaced so that the holder, which writes that
     /// line, loses it to the waiter seldom. Under loom it never waits: it is a later
     /// [`try_combine`](Self::try_combine), and the models explore that already.
-    #[inline(never)]
+    #[inline]
     pub(crate) fn wait_to_combine(&self) -> Option<CombinerGuard<'_, D>> {
         #[cfg(ldnr_loom)]
         {
