@@ -29,6 +29,18 @@
 //!   answers. The owner never waits for the other thread: the least a combiner can do.
 //!   Its split shows what that costs in fairness.
 //!
+//! # What the floors showed (issue 16; Intel Xeon VM, 2 vCPUs, dbf75b1 against itself,
+//! 30 rounds of 20 ms, two runs)
+//!
+//! Two threads' throughput over a lone bare insert's, 100% writes: at 64K keys the spin
+//! lock 0.22–0.23×, delegation 0.36–0.39× (the second thread's share 0.16) and 0.41–0.42×
+//! serving one in four (share 0.12), LD-NR 0.13×; at 1M keys 0.52–0.56×, 0.54–0.55× and
+//! 0.56–0.57×, LD-NR 0.37–0.41×. A line moved in 50–58 ns, a lone insert took 19–20 ns
+//! at 64K keys: the stretch target needs less than a transfer per operation there, which
+//! only an unfair split allows (README, "The stretch target against two floors"). The
+//! spin lock beating LD-NR led to dcbc0e7's turn-taking (README, "Two writers take
+//! turns").
+//!
 //! # What it showed (issue 16; AMD EPYC VM, 2 vCPUs, c031578 against itself, 30 rounds
 //! of 20 ms, two runs, the second thread kept per row)
 //!

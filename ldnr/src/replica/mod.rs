@@ -346,11 +346,15 @@ const _: () = assert!(
 
 /// How many times [`Replica::wait_to_combine`] checks the lock before it gives up.
 #[cfg(not(ldnr_loom))]
-const WAIT_CHECKS: usize = 32;
+const WAIT_CHECKS: usize = 16;
 /// Spin-loop hints between two of its checks: a check is a load of the lock's line,
 /// which takes the line back from its holder in the middle of a batch, so not too often.
+/// Two writers on the test VM (`bench/ab/two_threads.rs`, 100% writes), against 8: 2 and
+/// 4 were 1.08–1.20× slower, 16 took 0.91–0.95× the time at 64K keys and 0.94× at 1M
+/// with even shares (0.45); 32 was faster still at 64K keys and gave the waiting
+/// thread as little as 0.36 of the operations.
 #[cfg(not(ldnr_loom))]
-const WAIT_PAUSES: usize = 8;
+const WAIT_PAUSES: usize = 16;
 
 /// Proof that the calling thread holds a replica's combiner lock; releases it on drop.
 #[derive(Debug)]
@@ -464,7 +468,7 @@ impl<D> Replica<D> {
     /// publishes; whoever takes the lock next combines it (flat combining, as before).
     ///
     /// It waits for at most [`WAIT_CHECKS`] checks [`WAIT_PAUSES`] spin-loop hints apart
-    /// (3–4 µs on the test VM's Intel Xeon, whose hint takes 11–15 ns), then gives up: a
+    /// (about 3 µs on the test VM's Intel Xeon, whose hint takes 11–15 ns), then gives up: a
     /// holder that takes longer (a batch, a clone, a preempted thread) gets the operation
     /// published. A check only loads (the lock's line, the pending stack's head) until it
     /// sees the lock free, and checks are spaced so that the holder, which writes that
