@@ -37,7 +37,8 @@
 //! serving one in four (share 0.12), LD-NR 0.13×; at 1M keys 0.52–0.56×, 0.54–0.55× and
 //! 0.56–0.57×, LD-NR 0.37–0.41×. A line moved in 50–58 ns, a lone insert took 19–20 ns
 //! at 64K keys: the stretch target needs less than a transfer per operation there, which
-//! only an unfair split allows (README, "The stretch target against two floors"). The
+//! only an unequal split or turns of many operations allow (README, "The stretch target
+//! against two floors"). The
 //! spin lock beating LD-NR led to dcbc0e7's turn-taking (README, "Two writers take
 //! turns").
 //!
