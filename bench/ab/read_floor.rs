@@ -48,13 +48,13 @@
 //! 1.05–1.14×, the A/A 0.95–1.02×. `membarrier`: 105–112 ns alone, 8.3–9.5 µs with the
 //! second thread spinning. The README's "The floor under the read bound" has the table.
 //!
-//! `budget` (c705ded's program; one run of 60 rounds, and two more with the library at
-//! dcbc0e7, in the README): about 20 added `nop`s come free at 64K keys, 40 cost 20–28%,
-//! 60 and 80 about 50%. LD-NR's read runs 83 instructions more than the bare read
+//! `budget` (c705ded's program; three runs of 60 rounds, the library at 55bcfcd once and
+//! at 820908e twice; the README has the table): about 20 added `nop`s come free at 64K
+//! keys, 40 cost 17–28%, 60 29–48%, 80 41–49%. LD-NR's read runs 83 instructions more than the bare read
 //! (callgrind: 202 against 119), and a throw-away build without the reader's fence, the
 //! entry checks, the re-entry marks and the operation count (164 instructions) still read
-//! at 1.38× and 1.44× the bare map: the bound (≤ 1.25×) is out of reach for this API on
-//! this processor (README, "The read bound against an instruction budget").
+//! at 1.38× and 1.44× the bare map, against a bound of 1.25× (README, "The read bound
+//! against an instruction budget").
 
 mod harness;
 

@@ -514,31 +514,33 @@ where
     /// held: with one live replica (a hint here; `write_alone` checks again under the
     /// lock), [`Replica::wait_to_combine`]. With several, a waiting operation would miss
     /// the holder's batch, and batches are what share the cost of the log's appends. Cold
-    /// and out of line: no uncontended write pays for it, not even in registers.
+    /// and out of line: no uncontended write pays for it. Under loom it loads nothing and
+    /// returns `None` (the wait is a later `try_combine`, which the models explore; an
+    /// extra load would only grow their state space).
     #[cold]
     #[inline(never)]
     fn wait_for_combiner<'r>(&self, replica: &'r Replica<D>) -> Option<CombinerGuard<'r, D>> {
-        if self.replicas.is_sole() {
-            replica.wait_to_combine()
-        } else {
-            None
+        if cfg!(ldnr_loom) || !self.replicas.is_sole() {
+            return None;
         }
+        replica.wait_to_combine()
     }
 
     /// The write of the calling thread (context `ctx`) when it is all there is to do, in
     /// direct mode (log L9): the combiner lock of its replica is free (or freed within a
     /// short wait, [`Replica::wait_to_combine`]), nothing waits on the pending stack, the
     /// replica is the only live one (read under the combiner lock, L6) and has applied
-    /// every entry appended so far, and no exited thread waits to be given back. Then `op` is applied straight to the replica under its write
-    /// lock and memory policy, and its outcome returned; it never enters the context or
-    /// the log. With a manager that steers memory, its panic is caught as in `apply` (an
-    /// unwind past the memory policy poisons, I6); without one, a `dispatch_mut` panic
-    /// unwinds straight to the caller, its owner, through the lock guards (with `std`
-    /// poisoning nothing, as `respond` would resume it; without `std` it poisons). Otherwise
-    /// `op` comes back untouched, with nothing changed, for the full path (with the
-    /// combiner lock and the replica's slot if it was taken: the caller combines). This is the
-    /// whole write of a single-replica instance used by one thread at a time, so it is
-    /// kept small and inlined into the caller: every store here counts (module docs).
+    /// every entry appended so far, and no exited thread waits to be given back. Then `op`
+    /// is applied straight to the replica under its write lock and memory policy, and its
+    /// outcome returned; it never enters the context or the log. With a manager that steers
+    /// memory, its panic is caught as in `apply` (an unwind past the memory policy poisons,
+    /// I6); without one, a `dispatch_mut` panic unwinds straight to the caller, its owner,
+    /// through the lock guards (with `std` poisoning nothing, as `respond` would resume it;
+    /// without `std` it poisons). Otherwise `op` comes back untouched, with nothing
+    /// changed, for the full path (with the combiner lock and the replica's slot if it was
+    /// taken: the caller combines). This is the whole write of a single-replica instance
+    /// used by one thread at a time, so it is kept small and inlined into the caller: every
+    /// store here counts (module docs).
     #[inline(always)]
     fn write_alone(
         &self,

@@ -349,10 +349,12 @@ const _: () = assert!(
 const WAIT_CHECKS: usize = 16;
 /// Spin-loop hints between two of its checks: a check is a load of the lock's line,
 /// which takes the line back from its holder in the middle of a batch, so not too often.
-/// Two writers on the test VM (`bench/ab/two_threads.rs`, 100% writes), against 8: 2 and
-/// 4 were 1.08–1.20× slower, 16 took 0.91–0.95× the time at 64K keys and 0.94× at 1M
-/// with even shares (0.45); 32 was faster still at 64K keys and gave the waiting
-/// thread as little as 0.36 of the operations.
+/// Two writers on the test VM (`bench/ab/two_threads.rs`, 100% writes, two runs each,
+/// every setting 256 hints in all), against 8 hints apart: 2 and 4 were 1.08–1.20×
+/// slower, 16 took 0.91–0.95× the time at 64K keys and 0.94× at 1M with the shares
+/// still even (0.45); 32 was faster still at 64K keys and gave the waiting thread as
+/// little as 0.36 of the operations. (The driver at 1M keys, one run each, gave 16 less
+/// than 8 against the `RwLock`: 1.12× against 1.21×; the evidence there is mixed.)
 #[cfg(not(ldnr_loom))]
 const WAIT_PAUSES: usize = 16;
 
@@ -461,19 +463,20 @@ impl<D> Replica<D> {
     /// [`try_combine`](Self::try_combine) for a thread that found the lock held and would
     /// now publish its operation for the holder to combine: first it waits a little for
     /// the holder to let go, if nobody waits on the pending stack, no other thread waits
-    /// here and no reconfiguration wants the lock. Two threads writing one replica so take
+    /// here, no reconfiguration wants the lock and the replica is not frozen as a clone
+    /// source (the caller waits only while the replica is the only live one). Two threads writing one replica so take
     /// turns with the lock, each applying its own operation, instead of handing every
     /// other operation over through a context (its operation, its state and its response
     /// each move a line between the cores). A third thread finds the first waiting and
     /// publishes; whoever takes the lock next combines it (flat combining, as before).
     ///
     /// It waits for at most [`WAIT_CHECKS`] checks [`WAIT_PAUSES`] spin-loop hints apart
-    /// (about 3 µs on the test VM's Intel Xeon, whose hint takes 11–15 ns), then gives up: a
+    /// (3–4 µs on the test VM's Intel Xeon, whose hint takes 11–15 ns), then gives up: a
     /// holder that takes longer (a batch, a clone, a preempted thread) gets the operation
     /// published. A check only loads (the lock's line, the pending stack's head) until it
     /// sees the lock free, and checks are spaced so that the holder, which writes that
-    /// line, loses it to the waiter seldom. Under loom it never waits: it is a later
-    /// [`try_combine`](Self::try_combine), and the models explore that already.
+    /// line, loses it to the waiter seldom. Under loom it returns `None` at once: waiting
+    /// only delays a [`try_combine`](Self::try_combine), which the models explore.
     #[inline]
     pub(crate) fn wait_to_combine(&self) -> Option<CombinerGuard<'_, D>> {
         #[cfg(ldnr_loom)]
@@ -746,6 +749,7 @@ mod tests {
         // Free, but a reconfiguration wants it (P5): it steps aside.
         replica.combiner.wanted.store(true, Ordering::Relaxed);
         assert!(replica.wait_to_combine().is_none());
+        assert!(!waiter());
         replica.combiner.wanted.store(false, Ordering::Relaxed);
         // Free, but an operation waits on the pending stack: the caller publishes too,
         // and whoever takes the lock combines both.
