@@ -461,14 +461,15 @@ impl<D> Replica<D> {
     }
 
     /// [`try_combine`](Self::try_combine) for a thread that found the lock held and would
-    /// now publish its operation for the holder to combine: first it waits a little for
-    /// the holder to let go, if nobody waits on the pending stack, no other thread waits
-    /// here, no reconfiguration wants the lock and the replica is not frozen as a clone
-    /// source (the caller waits only while the replica is the only live one). Two threads writing one replica so take
-    /// turns with the lock, each applying its own operation, instead of handing every
-    /// other operation over through a context (its operation, its state and its response
-    /// each move a line between the cores). A third thread finds the first waiting and
-    /// publishes; whoever takes the lock next combines it (flat combining, as before).
+    /// now publish its operation for the holder to combine: first it waits a little for the
+    /// holder to let go, if nobody waits on the pending stack, no other thread waits here,
+    /// no reconfiguration wants the lock and the replica is not frozen as a clone source
+    /// (the caller waits only while the replica is the only live one). Two threads writing
+    /// one replica so take turns with the lock, each applying its own operation, instead of
+    /// handing every other operation over through a context (its operation, its state and
+    /// its response each move a line between the cores). A third thread finds the first
+    /// waiting and publishes; whoever takes the lock next combines it (flat combining, as
+    /// before).
     ///
     /// It waits for at most [`WAIT_CHECKS`] checks [`WAIT_PAUSES`] spin-loop hints apart
     /// (3–4 µs on the test VM's Intel Xeon, whose hint takes 11–15 ns), then gives up: a
