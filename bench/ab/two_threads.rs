@@ -362,9 +362,7 @@ impl Delegate {
 /// depends on where the host runs the two vCPUs.
 fn transfer<'a>() -> Phase<'a> {
     Box::new(move |phase| {
-        #[repr(align(128))]
-        struct Line(AtomicU64);
-        let line = Line(AtomicU64::new(0));
+        let line = Padded(AtomicU64::new(0));
         let stop = AtomicBool::new(false);
         let start = Barrier::new(2);
         let (count, wall) = std::thread::scope(|s| {
