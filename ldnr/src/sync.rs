@@ -33,11 +33,11 @@
 compile_error!("`--cfg ldnr_loom` and `--cfg ldnr_shuttle` exclude each other");
 
 #[cfg(ldnr_loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize};
 #[cfg(not(any(ldnr_loom, ldnr_shuttle)))]
-pub(crate) use plain::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
+pub(crate) use plain::{fence, AtomicBool, AtomicU64, AtomicUsize};
 #[cfg(ldnr_shuttle)]
-pub(crate) use shuttle::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
+pub(crate) use shuttle::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize};
 
 pub(crate) use core::sync::atomic::Ordering;
 
@@ -104,7 +104,6 @@ mod plain {
     }
 
     atomic!(AtomicBool, bool);
-    atomic!(AtomicU8, u8);
     atomic!(AtomicUsize, usize);
     atomic!(AtomicU64, u64);
 

@@ -172,7 +172,7 @@ where
                 // The replica was removed: our operation is still ours; go again.
                 continue;
             }
-            ctx.publish(tid, &replica.waiters.pending);
+            ctx.publish(tid, &replica.pending);
             // From here until the operation is decided, a combiner may take it: a panic
             // that escaped now would leave the context `PENDING`, so any unwind poisons.
             // Only a poisoned instance or an affinity manager's panic inside `combine`
@@ -376,7 +376,7 @@ where
     /// unexecuted (`REROUTE`). Any thread may do this; each popped context is decided once.
     pub(crate) fn hand_back(&self, replica: &Replica<D>) {
         let contexts = self.threads.contexts();
-        replica.waiters.pending.take(contexts, |tid| {
+        replica.pending.take(contexts, |tid| {
             contexts[tid].reroute();
         });
     }
@@ -443,7 +443,7 @@ where
         if own {
             batch.push(me);
         }
-        replica.waiters.pending.take(contexts, |tid| {
+        replica.pending.take(contexts, |tid| {
             if contexts[tid].claim() {
                 batch.push(tid);
             }
@@ -563,7 +563,7 @@ where
         };
         // The only live replica, under its combiner lock: the only appender (L6), so the
         // tail cannot move while we hold the lock.
-        let alone = replica.waiters.pending.is_empty()
+        let alone = replica.pending.is_empty()
             && self.replicas.is_sole()
             && combiner.is_live()
             && self.log.reached(self.log.position(slot), self.log.tail());
@@ -598,8 +598,7 @@ where
             #[cfg(not(feature = "std"))]
             poison.disarm();
             drop(inside);
-            // Released, or handed to a thread waiting for it at the end of a turn.
-            combiner.end_turn();
+            drop(combiner);
             drop(applying);
             return Ok(ok(response));
         }
@@ -619,7 +618,7 @@ where
         drop(inside);
         poison.disarm();
         combiner.count_alone();
-        combiner.end_turn();
+        drop(combiner);
         drop(applying);
         Ok(applied)
     }

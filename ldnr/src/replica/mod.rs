@@ -38,7 +38,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::affinity::NodeId;
-use crate::sync::{AtomicBool, AtomicU8, AtomicUsize, Backoff, CachePadded, Ordering, UnsafeCell};
+use crate::sync::{AtomicBool, AtomicUsize, Backoff, CachePadded, Ordering, UnsafeCell};
 
 pub(crate) mod combiner;
 pub(crate) mod context;
@@ -246,9 +246,7 @@ pub(crate) struct Replica<D> {
     combiner: CachePadded<CombinerLock>,
     /// The threads that may read this replica (rwlock R2).
     pub(crate) readers: ReaderSet,
-    /// The two ways a thread waits for the combiner: published on the pending stack, or
-    /// spinning for its turn with the lock.
-    pub(crate) waiters: CachePadded<Waiters>,
+    pub(crate) pending: CachePadded<PendingStack>,
     /// Threads matched to this replica. Changed only under the admin lock.
     pub(crate) threads: AtomicUsize,
     /// The thread indices of the batch being combined (P3).
@@ -267,32 +265,6 @@ impl<D> fmt::Debug for Replica<D> {
     }
 }
 
-/// The threads waiting for a replica's combiner: the pending stack of published
-/// operations and, on its line, the turn word of the one thread that waits for the lock
-/// itself ([`Replica::wait_to_combine`]). Every write loads this line (whether anything is
-/// pending) and the holder of a turn writes it only to hand the lock over, so a waiter
-/// that spins on the turn word takes nothing from the holder's cache.
-#[derive(Debug)]
-pub(crate) struct Waiters {
-    pub(crate) pending: PendingStack,
-    /// [`NO_WAITER`], [`WAITING`] or [`HANDED`].
-    // Under loom nobody waits (`wait_to_combine`).
-    #[cfg_attr(ldnr_loom, allow(dead_code))]
-    turn: AtomicU8,
-}
-
-/// The turn word's states. Nobody waits for the lock (or a waiter just took it).
-const NO_WAITER: u8 = 0;
-/// One thread waits for the holder's turn to end (it alone leaves this state, or the
-/// holder moves it to [`HANDED`]).
-#[cfg_attr(ldnr_loom, allow(dead_code))]
-const WAITING: u8 = 1;
-/// The holder ended its turn and handed the lock, still held, to the waiting thread,
-/// which owns it from then on and sets [`NO_WAITER`] (`Acquire`/`Release` on this word
-/// order the holder's writes before the waiter's).
-#[cfg_attr(ldnr_loom, allow(dead_code))]
-const HANDED: u8 = 2;
-
 /// A replica's combiner lock, with the flag a waiting reconfiguration raises, the
 /// reader-writer lock's word and the counters: the line every write writes (module
 /// docs). `repr(C)`: the flags, the word and the counters bumped per write fill the
@@ -305,10 +277,9 @@ struct CombinerLock {
     wanted: AtomicBool,
     /// Set while a reconfiguration holds the lock to clone this replica (P6).
     frozen: AtomicBool,
-    /// Writes the holders made while a thread waited for the lock in
-    /// [`Replica::wait_to_combine`], since the last hand-over (at most [`TURN`]; holder
-    /// only).
-    turn_writes: AtomicU8,
+    /// Set while a thread waits for the lock in [`Replica::wait_to_combine`] (one at a
+    /// time). A hint: it guards no data.
+    waiter: AtomicBool,
     /// The reader-writer lock (one word).
     rw: RwLock,
     /// The replica's statistics, on the line its combiners write anyway.
@@ -373,30 +344,19 @@ const _: () = assert!(
     core::mem::offset_of!(CombinerLock, counters) + core::mem::offset_of!(Counters, helped) <= 64
 );
 
-/// The writes a holder makes while a thread waits for the lock before it hands the lock
-/// over: a turn. Two threads that write one replica take turns of this many writes, so
-/// that the lock's line, the turn word and the lines of the data the two touch move
-/// between their cores once a turn rather than once a write; the waiting thread's write
-/// waits that much longer. Two under shuttle, so that its short scenarios hand over.
-/// Measured in `bench/ab/two_threads.rs` (README, "Two writers take turns").
-#[cfg_attr(ldnr_loom, allow(dead_code))]
-const TURN: u8 = if cfg!(ldnr_shuttle) { 2 } else { 16 };
-/// How many times [`Replica::wait_to_combine`] looks at the turn word before it gives
-/// up and publishes: a turn of [`TURN`] writes must fit (at 1M keys on the test VM a
-/// write took 150–300 ns).
+/// How many times [`Replica::wait_to_combine`] checks the lock before it gives up.
 #[cfg(not(ldnr_loom))]
-const WAIT_CHECKS: usize = if cfg!(ldnr_shuttle) { 16 } else { 256 };
-/// Spin-loop hints between two looks at the turn word: a load of a line the holder only
-/// reads, so it can be frequent. 256 checks 4 apart: 1,024 hints, 11–15 µs on the test
-/// VM's Intel Xeon (a hint takes 11–15 ns).
+const WAIT_CHECKS: usize = 16;
+/// Spin-loop hints between two of its checks: a check is a load of the lock's line,
+/// which takes the line back from its holder in the middle of a batch, so not too often.
+/// Two writers on the test VM (`bench/ab/two_threads.rs`, 100% writes, two runs each,
+/// every setting 256 hints in all), against 8 hints apart: 2 and 4 were 1.08–1.20×
+/// slower, 16 took 0.91–0.95× the time at 64K keys and 0.94× at 1M with the shares
+/// still even (0.45); 32 was faster still at 64K keys and gave the waiting thread as
+/// little as 0.36 of the operations. (The driver at 1M keys, one run each, gave 16 less
+/// than 8 against the `RwLock`: 1.12× against 1.21×; the evidence there is mixed.)
 #[cfg(not(ldnr_loom))]
-const WAIT_PAUSES: usize = 4;
-/// One check in this many also looks at the lock's own line (is it free? does a
-/// reconfiguration want it, or an operation wait on the pending stack?): a holder that
-/// stopped writing hands nothing over, and that load takes the line from a holder that
-/// goes on, so not often (every 64 hints, under 1 µs).
-#[cfg(not(ldnr_loom))]
-const LOCK_EVERY: usize = if cfg!(ldnr_shuttle) { 4 } else { 16 };
+const WAIT_PAUSES: usize = 16;
 
 /// Proof that the calling thread holds a replica's combiner lock; releases it on drop.
 #[derive(Debug)]
@@ -414,15 +374,12 @@ impl<D> Replica<D> {
                 locked: AtomicBool::new(false),
                 wanted: AtomicBool::new(false),
                 frozen: AtomicBool::new(false),
-                turn_writes: AtomicU8::new(0),
+                waiter: AtomicBool::new(false),
                 rw: RwLock::new(),
                 counters: Counters::new(),
             }),
             readers: ReaderSet::new(threads),
-            waiters: CachePadded(Waiters {
-                pending: PendingStack::new(),
-                turn: AtomicU8::new(NO_WAITER),
-            }),
+            pending: CachePadded(PendingStack::new()),
             threads: AtomicUsize::new(0),
             batch: UnsafeCell::new(Vec::new()),
             data: UnsafeCell::new(None),
@@ -504,29 +461,23 @@ impl<D> Replica<D> {
     }
 
     /// [`try_combine`](Self::try_combine) for a thread that found the lock held and would
-    /// now publish its operation for the holder to combine: first it waits for the
-    /// holder's turn to end, if no other thread waits here, nothing waits on the pending
-    /// stack, no reconfiguration wants the lock and the replica is not frozen as a clone
-    /// source (the caller waits only while the replica is the only live one). Two threads
-    /// writing one replica so take turns with the lock, each applying its own operations,
-    /// instead of handing every other operation over through a context (its operation,
-    /// its state and its response each move a line between the cores). A third thread
-    /// finds the first waiting and publishes; whoever takes the lock next combines it
-    /// (flat combining, as before).
+    /// now publish its operation for the holder to combine: first it waits a little for the
+    /// holder to let go, if nobody waits on the pending stack, no other thread waits here,
+    /// no reconfiguration wants the lock and the replica is not frozen as a clone source
+    /// (the caller waits only while the replica is the only live one). Two threads writing
+    /// one replica so take turns with the lock, each applying its own operation, instead of
+    /// handing every other operation over through a context (its operation, its state and
+    /// its response each move a line between the cores). A third thread finds the first
+    /// waiting and publishes; whoever takes the lock next combines it (flat combining, as
+    /// before).
     ///
-    /// The waiting thread announces itself in the turn word ([`WAITING`]) and spins on
-    /// that word, on the pending stack's line, which the holder only reads: nothing it
-    /// does takes a line from the holder while the turn lasts. The holder hands the lock
-    /// over ([`CombinerGuard::end_turn`]) after [`TURN`] writes, without releasing it, so
-    /// it cannot retake it first. One check in [`LOCK_EVERY`] also looks at the lock: a
-    /// holder that stopped writing, or wrote through the full path, released it instead.
-    /// After [`WAIT_CHECKS`] checks [`WAIT_PAUSES`] spin-loop hints apart (11–15 µs on
-    /// the test VM) the thread gives up, and a holder that takes longer (a batch, a clone,
-    /// a preempted thread) gets the operation published. Giving up is a compare-exchange
-    /// on the turn word: it fails only if the lock was handed over just then, and the
-    /// thread then takes it (a handed lock always has a taker). Under loom it returns
-    /// `None` at once: waiting only delays a [`try_combine`](Self::try_combine), which the
-    /// models explore.
+    /// It waits for at most [`WAIT_CHECKS`] checks [`WAIT_PAUSES`] spin-loop hints apart
+    /// (3–4 µs on the test VM's Intel Xeon, whose hint takes 11–15 ns), then gives up: a
+    /// holder that takes longer (a batch, a clone, a preempted thread) gets the operation
+    /// published. A check only loads (the lock's line, the pending stack's head) until it
+    /// sees the lock free, and checks are spaced so that the holder, which writes that
+    /// line, loses it to the waiter seldom. Under loom it returns `None` at once: waiting
+    /// only delays a [`try_combine`](Self::try_combine), which the models explore.
     #[inline]
     pub(crate) fn wait_to_combine(&self) -> Option<CombinerGuard<'_, D>> {
         #[cfg(ldnr_loom)]
@@ -536,87 +487,35 @@ impl<D> Replica<D> {
         #[cfg(not(ldnr_loom))]
         {
             let lock = &self.combiner;
-            let turn = &self.waiters.turn;
-            // A lock just handed to another waiter (this thread, its holder, just ended
-            // its turn): wait for that thread to take it, then wait in turn.
-            let mut seen = turn.load(Ordering::Relaxed);
-            for _ in 0..WAIT_CHECKS {
-                if seen != HANDED {
-                    break;
-                }
-                Backoff::pause(WAIT_PAUSES);
-                seen = turn.load(Ordering::Relaxed);
-            }
-            // Relaxed: the word orders nothing until a hand-over.
-            if seen != NO_WAITER
-                || turn
-                    .compare_exchange(NO_WAITER, WAITING, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-            {
+            // Relaxed: a hint that keeps the waiters to one; it orders nothing.
+            if lock.waiter.load(Ordering::Relaxed) || lock.waiter.swap(true, Ordering::Relaxed) {
                 return None;
             }
-            for check in 1..=WAIT_CHECKS {
+            for _ in 0..WAIT_CHECKS {
                 Backoff::pause(WAIT_PAUSES);
-                // Acquire: pairs with the Release of the hand-over in `end_turn`; the
-                // previous holder's writes (data, lock line) happen before ours.
-                if turn.load(Ordering::Acquire) == HANDED {
-                    return Some(self.take_turn());
-                }
-                if check % LOCK_EVERY != 0 {
-                    continue;
-                }
                 if lock.wanted.load(Ordering::Relaxed)
                     || lock.frozen.load(Ordering::Relaxed)
-                    || !self.waiters.pending.is_empty()
+                    || !self.pending.is_empty()
                 {
                     break;
                 }
                 if !lock.locked.load(Ordering::Relaxed) {
-                    // Released, not handed over: stop waiting, then take it as anyone
-                    // would (or, if it was handed over meanwhile, take that).
-                    if let Some(combiner) = self.stop_waiting() {
-                        return Some(combiner);
-                    }
+                    // Seen free: the flag goes first, so that the holder, back for its
+                    // next write, finds nobody waiting and waits in turn instead of
+                    // publishing.
+                    lock.waiter.store(false, Ordering::Relaxed);
                     if let Some(combiner) = self.try_combine() {
                         return Some(combiner);
                     }
                     // Another thread took it first: wait on, unless someone else waits now.
-                    if turn
-                        .compare_exchange(NO_WAITER, WAITING, Ordering::Relaxed, Ordering::Relaxed)
-                        .is_err()
-                    {
+                    if lock.waiter.swap(true, Ordering::Relaxed) {
                         return None;
                     }
                 }
             }
-            self.stop_waiting()
+            lock.waiter.store(false, Ordering::Relaxed);
+            None
         }
-    }
-
-    /// Leaves [`WAITING`]; `Some` (the lock) if it was handed over just before.
-    #[cfg(not(ldnr_loom))]
-    fn stop_waiting(&self) -> Option<CombinerGuard<'_, D>> {
-        // Acquire on failure: as for the `HANDED` seen in `wait_to_combine`.
-        match self.waiters.turn.compare_exchange(
-            WAITING,
-            NO_WAITER,
-            Ordering::Relaxed,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => None,
-            Err(_) => Some(self.take_turn()),
-        }
-    }
-
-    /// The lock handed over to the calling thread, the waiting one ([`HANDED`] seen with
-    /// `Acquire`): it owns it now, and lets the next thread wait.
-    #[cfg(not(ldnr_loom))]
-    fn take_turn(&self) -> CombinerGuard<'_, D> {
-        debug_assert_eq!(self.waiters.turn.load(Ordering::Relaxed), HANDED);
-        // Relaxed: the next waiter takes nothing from us through this word; a hand-over
-        // to it publishes with its own Release.
-        self.waiters.turn.store(NO_WAITER, Ordering::Relaxed);
-        CombinerGuard { replica: self }
     }
 
     /// Takes the combiner lock, waiting for the current holder (reconfigurations only;
@@ -819,52 +718,6 @@ impl<D> Drop for FreezeGuard<'_, D> {
     }
 }
 
-impl<D> CombinerGuard<'_, D> {
-    /// Releases the lock at the end of a write that the holder applied alone, or, if a
-    /// thread waits for the lock ([`Replica::wait_to_combine`]) and this was the last
-    /// write of the holder's turn ([`TURN`]), hands the lock, still held, to that thread.
-    /// With nobody waiting the check is one load of the pending stack's line, which the
-    /// write has just loaded. Never under loom, where no thread waits.
-    #[inline]
-    pub(crate) fn end_turn(self) {
-        #[cfg(not(ldnr_loom))]
-        if self.replica.waiters.turn.load(Ordering::Relaxed) == WAITING {
-            self.count_turn();
-        }
-    }
-
-    /// [`end_turn`](Self::end_turn) with a thread waiting.
-    #[cfg(not(ldnr_loom))]
-    #[cold]
-    #[inline(never)]
-    fn count_turn(self) {
-        let lock = &self.replica.combiner;
-        // A reconfiguration that wants the lock gets it released (P5), not handed over.
-        if lock.wanted.load(Ordering::Relaxed) {
-            return;
-        }
-        // Relaxed: the holder's own count, on the lock's line (handed over with it).
-        let writes = lock.turn_writes.load(Ordering::Relaxed) + 1;
-        if writes < TURN {
-            lock.turn_writes.store(writes, Ordering::Relaxed);
-            return;
-        }
-        lock.turn_writes.store(0, Ordering::Relaxed);
-        // Release: pairs with the waiter's Acquire; our writes happen before its own.
-        // Fails only if the waiter gave up just now: then the lock is released (drop).
-        if self
-            .replica
-            .waiters
-            .turn
-            .compare_exchange(WAITING, HANDED, Ordering::Release, Ordering::Relaxed)
-            .is_ok()
-        {
-            // The waiter owns the lock now: no release.
-            core::mem::forget(self);
-        }
-    }
-}
-
 impl<D> Drop for CombinerGuard<'_, D> {
     fn drop(&mut self) {
         // Release: pairs with the Acquire CAS in `try_combine`.
@@ -878,95 +731,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_wait_for_the_combiner_lock_gives_up_and_leaves_the_turn_word() {
+    fn the_wait_for_the_combiner_lock_gives_up_and_clears_its_flag() {
         let replica = Replica::<u64>::shell(2);
-        let turn = || replica.waiters.turn.load(Ordering::Relaxed);
-        // Free: taken at its first look at the lock.
+        let waiter = || replica.combiner.waiter.load(Ordering::Relaxed);
+        // Free: taken at once.
         let held = replica.wait_to_combine().expect("a free lock is taken");
-        assert_eq!(turn(), NO_WAITER);
+        assert!(!waiter());
         // Held throughout (a batch, a clone, a preempted holder): it gives up.
         assert!(replica.wait_to_combine().is_none());
-        assert_eq!(turn(), NO_WAITER, "a thread that gives up stops waiting");
-        // Another thread waits already: this one does not, and leaves that one's state.
-        replica.waiters.turn.store(WAITING, Ordering::Relaxed);
+        assert!(!waiter(), "the waiter's flag is cleared when it gives up");
+        // Another thread waits already: this one does not, and leaves that one's flag.
+        replica.combiner.waiter.store(true, Ordering::Relaxed);
         assert!(replica.wait_to_combine().is_none());
-        assert_eq!(turn(), WAITING, "the other waiter's state stays");
-        // Handed to a waiter that has not taken it yet: this one waits for that, boundedly.
-        replica.waiters.turn.store(HANDED, Ordering::Relaxed);
-        assert!(replica.wait_to_combine().is_none());
-        assert_eq!(turn(), HANDED, "the hand-over stays the other waiter's");
-        replica.waiters.turn.store(NO_WAITER, Ordering::Relaxed);
+        assert!(waiter(), "the other waiter's flag stays");
+        replica.combiner.waiter.store(false, Ordering::Relaxed);
         drop(held);
 
         // Free, but a reconfiguration wants it (P5): it steps aside.
         replica.combiner.wanted.store(true, Ordering::Relaxed);
         assert!(replica.wait_to_combine().is_none());
-        assert_eq!(turn(), NO_WAITER);
+        assert!(!waiter());
         replica.combiner.wanted.store(false, Ordering::Relaxed);
         // Free, but an operation waits on the pending stack: the caller publishes too,
         // and whoever takes the lock combines both.
         let ctx = Context::<u64, u64>::new();
         // SAFETY: single-threaded test; the context is EMPTY.
         unsafe { ctx.put_op(7) };
-        ctx.publish(0, &replica.waiters.pending);
+        ctx.publish(0, &replica.pending);
         assert!(replica.wait_to_combine().is_none());
-        assert_eq!(turn(), NO_WAITER);
+        assert!(!waiter());
         let mut taken = 0;
-        replica.waiters.pending.take(&[&ctx], |_| taken += 1);
+        replica.pending.take(&[&ctx], |_| taken += 1);
         assert_eq!(taken, 1);
         assert!(replica.wait_to_combine().is_some(), "free again, taken");
-    }
-
-    #[test]
-    fn a_holder_hands_the_lock_to_the_waiting_thread_after_a_turn() {
-        let replica = Replica::<u64>::shell(2);
-        let turn = || replica.waiters.turn.load(Ordering::Relaxed);
-        let locked = || replica.combiner.locked.load(Ordering::Relaxed);
-        // Nobody waits: every write releases the lock and counts nothing.
-        for _ in 0..2 * TURN {
-            replica.try_combine().expect("free").end_turn();
-            assert!(!locked());
-        }
-        assert_eq!(replica.combiner.turn_writes.load(Ordering::Relaxed), 0);
-        // A thread waits (its side of `wait_to_combine`): the holder goes on writing,
-        // releasing the lock after each write, for a turn.
-        replica.waiters.turn.store(WAITING, Ordering::Relaxed);
-        for _ in 1..TURN {
-            replica
-                .try_combine()
-                .expect("the holder retakes it")
-                .end_turn();
-            assert!(!locked());
-            assert_eq!(turn(), WAITING);
-        }
-        // The turn's last write hands it over, held.
-        replica.try_combine().expect("free").end_turn();
-        assert!(locked(), "handed over, not released");
-        assert_eq!(turn(), HANDED);
-        assert!(
-            replica.try_combine().is_none(),
-            "the old holder cannot retake it"
-        );
-        // The waiter, giving up just then, finds it handed and owns it.
-        let handed = replica.stop_waiting().expect("a handed lock has a taker");
-        assert_eq!(turn(), NO_WAITER, "the next thread may wait");
-        drop(handed);
-        assert!(!locked());
-        assert_eq!(replica.combiner.turn_writes.load(Ordering::Relaxed), 0);
-
-        // A reconfiguration that wants the lock gets it released, not handed over (P5).
-        replica.waiters.turn.store(WAITING, Ordering::Relaxed);
-        replica.combiner.wanted.store(true, Ordering::Relaxed);
-        for _ in 0..2 * TURN {
-            // Taken as the reconfiguration would (`try_combine` steps aside for it).
-            replica.combiner.locked.store(true, Ordering::Relaxed);
-            CombinerGuard { replica: &replica }.end_turn();
-            assert!(!locked());
-        }
-        assert_eq!(turn(), WAITING);
-        assert_eq!(replica.combiner.turn_writes.load(Ordering::Relaxed), 0);
-        // The waiter gives up: nothing was handed over.
-        assert!(replica.stop_waiting().is_none());
-        assert_eq!(turn(), NO_WAITER);
     }
 }
