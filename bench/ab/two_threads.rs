@@ -16,8 +16,13 @@
 //! operations (0.5: even; near 0: one thread did nearly all). A fifth phase passes one
 //! cache line between two threads and gives the time a line takes to move from one core
 //! to the other: two threads writing one structure hand it over (lock, combiner, data)
-//! at some rate, and each hand-over costs at least that. Sections: `write` (every operation an `Insert`) and `mixed` (10% `Insert`, the
-//! rest `Get`), each at 64K and 1M keys of a pre-filled `u64` map.
+//! at some rate, and each hand-over costs at least that. Sections: `write` (every
+//! operation an `Insert`) and `mixed` (10% `Insert`, the rest `Get`), each at 64K and 1M
+//! keys of a pre-filled `u64` map; and `latency`: 100% writes again, every operation of
+//! both threads timed (a clock read before and after, which the throughput then
+//! includes), with the quantiles of those latencies for the `RwLock`, both commits and
+//! the spin lock. A change that buys throughput by making one writer wait for the other
+//! shows there.
 //!
 //! Two floors, the least two threads sharing one map can do, say how far the stretch
 //! target is from what the machine allows:
@@ -70,6 +75,20 @@
 //!   1.002×, 0.975× at 1M; 10% writes 0.93–0.97× and 0.98–1.02×, against an A/A of
 //!   0.99–1.02×. The waiting thread's share of the operations fell from 0.45 to 0.28–0.31
 //!   at 64K keys. A few percent, not clearly above the noise, bought with fairness.
+//!
+//! # Turns of 16 writes, tried and reverted (Intel Xeon VM, 180baf3 against 75e5382)
+//!
+//! The waiting writer spun on a word of its own line and the holder handed the lock
+//! over, still held, after 16 writes of its own, so that the lock's line and the map's
+//! moved once a turn rather than once a write. Untimed (`write`, four runs of 30 rounds)
+//! it took 0.92–1.02× the time at 64K keys and 0.87–0.95× at 1M; in a quiet sweep of a
+//! prototype, turns of 16 took 0.96–1.04× and turns of 4 or 8 1.05–1.31×. Timed
+//! (`latency`, two runs of 20 and 30 rounds) it was slower at 64K keys, 214–221 ns per
+//! operation against 175–184, and its tail longer: p99 3.8–4.0 µs against 2.6–2.7 µs at
+//! 64K keys, 6.1–6.7 µs against 4.9–5.1 µs at 1M (p50 144–152 ns against 152–168, and
+//! 272–288 against 304–320). The waiting writer's operations wait a whole turn, and
+//! operations with work between them lose the turns' gain. Reverted (f9235b2).
+//! The old scheme's p99 is its waiting writer giving up after 3–4 µs and publishing.
 
 mod harness;
 
@@ -536,6 +555,128 @@ fn section(o: &Opts, mixed: bool) {
     }
 }
 
+/// One thread's operation latencies: a log-linear histogram (exact below 128 ns, then
+/// 16 buckets per power of two, so within 6.25%).
+struct Hist(std::cell::UnsafeCell<Vec<u64>>);
+
+// SAFETY: each histogram is written by one thread only (its `timed` wrapper is that
+// thread's operation), and read after the phases, once both threads have stopped.
+unsafe impl Sync for Hist {}
+
+const LINEAR: u64 = 128;
+
+impl Hist {
+    fn new() -> Self {
+        Hist(std::cell::UnsafeCell::new(vec![0; 128 + 58 * 16]))
+    }
+
+    fn bucket(ns: u64) -> usize {
+        if ns < LINEAR {
+            return ns as usize;
+        }
+        let e = 63 - u64::from(ns.leading_zeros());
+        (LINEAR + (e - 7) * 16 + ((ns >> (e - 4)) & 15)) as usize
+    }
+
+    /// The least latency bucket `b` holds.
+    fn floor(b: usize) -> u64 {
+        let b = b as u64;
+        if b < LINEAR {
+            return b;
+        }
+        let (e, m) = ((b - LINEAR) / 16 + 7, (b - LINEAR) % 16);
+        (16 + m) << (e - 4)
+    }
+
+    /// The latency at quantile `q` of both histograms together.
+    fn quantile(a: &Hist, b: &Hist, q: f64) -> u64 {
+        // SAFETY: read once both threads have stopped writing (see `Sync`).
+        let (a, b) = unsafe { (&*a.0.get(), &*b.0.get()) };
+        let total: u64 = a.iter().chain(b).sum();
+        let want = (total as f64 * q).ceil() as u64;
+        let mut seen = 0;
+        for i in 0..a.len() {
+            seen += a[i] + b[i];
+            if seen >= want.max(1) {
+                return Self::floor(i);
+            }
+        }
+        Self::floor(a.len() - 1)
+    }
+}
+
+/// `op`, each call timed into `hist` (the calling thread's).
+fn timed<'a>(op: Op<'a>, hist: &'a Hist) -> impl Fn(u64, u64) + Sync + 'a {
+    move |k, i| {
+        let t = Instant::now();
+        op(k, i);
+        let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // SAFETY: only this thread writes `hist` (see `Sync`).
+        let counts = unsafe { &mut *hist.0.get() };
+        let last = counts.len() - 1;
+        counts[Hist::bucket(ns).min(last)] += 1;
+    }
+}
+
+/// Two threads writing, every operation timed (a clock read before and after each,
+/// which the throughput includes): latency quantiles over both threads' operations in
+/// all rounds, the warm-up round included, for the `RwLock`, both LD-NR commits and the
+/// spin lock. What a waiting writer pays for the throughput of the others.
+fn latency(o: &Opts) {
+    o.heading("100% writes, every operation timed: ns per operation of two threads together, and latency quantiles of their operations (ns)");
+    table_header(&["keys", "variant", "ns/op", "p50", "p90", "p99", "p99.9"]);
+    for (n, label) in [(1u64 << 16, "64K"), (1 << 20, "1M")] {
+        let keys = [
+            key_stream(0x5eed_0002 ^ n, KEY_STREAM, n),
+            key_stream(0x5eed_0003 ^ n, KEY_STREAM, n),
+        ];
+        let lock = RwLock::new(ldnr_hashmap_new::U64Map::with_keys(n).0);
+        let spin = Spin {
+            locked: AtomicBool::new(false),
+            map: std::cell::UnsafeCell::new(ldnr_hashmap_new::U64Map::with_keys(n).0),
+        };
+        let o1 = old::build(n);
+        let n1 = new::build(n);
+        let second = Second::new();
+        let (lock_op, old_op, new_op, spin_op) = (
+            locked(&lock, false),
+            old::op(&o1, false),
+            new::op(&n1, false),
+            spun(&spin, false),
+        );
+        let plain: [Op<'_>; 4] = [&lock_op, &old_op, &new_op, &spin_op];
+        let hists: [[Hist; 2]; 4] = std::array::from_fn(|_| [Hist::new(), Hist::new()]);
+        let mine: Vec<_> = (0..4).map(|v| timed(plain[v], &hists[v][0])).collect();
+        let theirs: Vec<_> = (0..4).map(|v| timed(plain[v], &hists[v][1])).collect();
+        let mine: Vec<Op<'_>> = mine.iter().map(|f| f as Op<'_>).collect();
+        let theirs: Vec<Op<'_>> = theirs.iter().map(|f| f as Op<'_>).collect();
+        let splits: [Mutex<Vec<f64>>; 4] = Default::default();
+        let ns = std::thread::scope(|s| {
+            s.spawn(|| second.serve(&theirs, &keys[1]));
+            let mut vs: Vec<Phase<'_>> = (0..4)
+                .map(|v| -> Phase<'_> {
+                    let (second, op, keys, split) = (&second, mine[v], &keys[0], &splits[v]);
+                    Box::new(move |phase| second.phase(v, op, keys, phase, split))
+                })
+                .collect();
+            let ns = paired(o, &mut vs);
+            second.quit();
+            ns
+        });
+        for (v, name) in ["RwLock", "old", "new", "spin lock"].iter().enumerate() {
+            let [a, b] = &hists[v];
+            println!(
+                "| {label} | {name} | {} | {} | {} | {} | {} |",
+                harness::ns_of(&ns, &[v]),
+                Hist::quantile(a, b, 0.5),
+                Hist::quantile(a, b, 0.9),
+                Hist::quantile(a, b, 0.99),
+                Hist::quantile(a, b, 0.999),
+            );
+        }
+    }
+}
+
 fn main() {
     let o = Opts::from_args();
     println!("{}", harness::commits());
@@ -544,5 +685,8 @@ fn main() {
     }
     if o.wants("mixed") {
         section(&o, true);
+    }
+    if o.wants("latency") {
+        latency(&o);
     }
 }
