@@ -284,6 +284,9 @@ struct Delegate {
     response: AtomicU64,
     /// The second thread's operation count (the second thread only).
     seq: AtomicU64,
+    /// The `seq` of the last operation served without a read-modify-write (the owner
+    /// only, `serve_plain`).
+    served: Padded,
 }
 
 /// An atomic word alone in its cache line (two lines: the adjacent-line prefetcher).
@@ -301,6 +304,7 @@ impl Delegate {
             answer: Padded(AtomicU64::new(0)),
             response: AtomicU64::new(0),
             seq: AtomicU64::new(0),
+            served: Padded(AtomicU64::new(0)),
         }
     }
 
@@ -316,6 +320,26 @@ impl Delegate {
         if r == 0 {
             return;
         }
+        self.apply(map, r);
+    }
+
+    /// Serves the posted operation if it has not served it yet (its `seq` is not the
+    /// last served), with loads and stores only: a withdrawn operation (0) or one served
+    /// already stays in the line until the next is posted. The owner only.
+    #[inline]
+    fn serve_plain(&self, map: &mut Inner) {
+        // Acquire: pairs with the poster's Release store.
+        let r = self.request.0.load(Ordering::Acquire);
+        if r == 0 || r >> 22 == self.served.0.load(Ordering::Relaxed) {
+            return;
+        }
+        self.served.0.store(r >> 22, Ordering::Relaxed);
+        self.apply(map, r);
+    }
+
+    /// Applies posted operation `r` and answers it.
+    #[inline]
+    fn apply(&self, map: &mut Inner, r: u64) {
         let k = (r & ((1 << 21) - 1)) - 1;
         let response = if r & (1 << 21) != 0 {
             map.insert(k, r >> 22)
@@ -341,6 +365,33 @@ impl Delegate {
                 black_box(map.insert(black_box(k), i));
             } else {
                 black_box(map.get(&black_box(k)).copied());
+            }
+        }
+    }
+
+    /// The owner's operation with [`serve_plain`](Self::serve_plain), before its own; or,
+    /// with `prefetch`, after it, the request's line asked for (a software prefetch)
+    /// before its own operation, so that the line's transfer overlaps that operation.
+    fn owner_plain(&self, mixed: bool, prefetch: bool) -> impl Fn(u64, u64) + Sync + '_ {
+        move |k, i| {
+            // SAFETY: only the owner (the first thread) runs this closure.
+            let map = unsafe { &mut *self.map.get() };
+            if !prefetch {
+                self.serve_plain(map);
+            }
+            #[cfg(target_arch = "x86_64")]
+            if prefetch {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                // SAFETY: a prefetch of a valid address; it reads nothing.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(&self.request).cast()) };
+            }
+            if writes(mixed, i) {
+                black_box(map.insert(black_box(k), i));
+            } else {
+                black_box(map.get(&black_box(k)).copied());
+            }
+            if prefetch {
+                self.serve_plain(map);
             }
         }
     }
@@ -677,6 +728,82 @@ fn latency(o: &Opts) {
     }
 }
 
+/// Delegation floors without a read-modify-write on the owner's path (100% writes): the
+/// owner serving before each of its operations with loads and stores only, and the same
+/// serving after its own operation, the request's line prefetched before it. Does
+/// delegation reach the stretch target at 64K keys once its owner's operations can
+/// overlap their misses (no locked instruction between them) and the line transfer
+/// hides behind the owner's own work?
+fn delegation(o: &Opts) {
+    o.heading("delegation floors, 100% writes: ns per operation of two threads together; throughput over one bare inserter's; the second thread's share");
+    table_header(&[
+        "keys",
+        "bare 1 thread",
+        "delegation (swap)",
+        "vs bare",
+        "split",
+        "no RMW",
+        "vs bare",
+        "split",
+        "no RMW, prefetched",
+        "vs bare",
+        "split",
+        "line transfer (ns)",
+    ]);
+    for (n, label) in [(1u64 << 16, "64K"), (1 << 20, "1M")] {
+        let keys = [
+            key_stream(0x5eed_0002 ^ n, KEY_STREAM, n),
+            key_stream(0x5eed_0003 ^ n, KEY_STREAM, n),
+        ];
+        let lone = key_stream(0x5eed_0004 ^ n, KEY_STREAM, n);
+        let mut map = ldnr_hashmap_new::U64Map::with_keys(n).0;
+        let floors: [Delegate; 3] =
+            std::array::from_fn(|_| Delegate::new(ldnr_hashmap_new::U64Map::with_keys(n).0));
+        let second = Second::new();
+        let (swap_owner, plain_owner, prefetching_owner) = (
+            floors[0].owner(false, 1),
+            floors[1].owner_plain(false, false),
+            floors[2].owner_plain(false, true),
+        );
+        let posters: [_; 3] = std::array::from_fn(|f| floors[f].poster(false, &second.stop));
+        let ops: [Op<'_>; 3] = [&swap_owner, &plain_owner, &prefetching_owner];
+        let theirs: [Op<'_>; 3] = [&posters[0], &posters[1], &posters[2]];
+        let splits: [Mutex<Vec<f64>>; 3] = Default::default();
+        let ns = std::thread::scope(|s| {
+            s.spawn(|| second.serve(&theirs, &keys[1]));
+            let two = |v: usize| -> Phase<'_> {
+                let (second, op, keys, split) = (&second, ops[v], &keys[0], &splits[v]);
+                Box::new(move |phase| second.phase(v, op, keys, phase, split))
+            };
+            let mut vs: Vec<Phase<'_>> =
+                vec![bare(&mut map, &lone), two(0), two(1), two(2), transfer()];
+            let ns = paired(o, &mut vs);
+            second.quit();
+            ns
+        });
+        let vs_bare = |v: usize| -> String {
+            let r: Vec<f64> = (0..ns[0].len()).map(|r| ns[0][r] / ns[v][r]).collect();
+            let (lo, hi) = iqr(&r);
+            format!("{:.2}x [{:.2}–{:.2}]", median(r), lo, hi)
+        };
+        let splits = splits.map(|s| s.into_inner().unwrap());
+        println!(
+            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            harness::ns_of(&ns, &[0]),
+            harness::ns_of(&ns, &[1]),
+            vs_bare(1),
+            share(&splits[0]),
+            harness::ns_of(&ns, &[2]),
+            vs_bare(2),
+            share(&splits[1]),
+            harness::ns_of(&ns, &[3]),
+            vs_bare(3),
+            share(&splits[2]),
+            harness::ns_of(&ns, &[4]),
+        );
+    }
+}
+
 fn main() {
     let o = Opts::from_args();
     println!("{}", harness::commits());
@@ -688,5 +815,8 @@ fn main() {
     }
     if o.wants("latency") {
         latency(&o);
+    }
+    if o.wants("delegation") {
+        delegation(&o);
     }
 }
