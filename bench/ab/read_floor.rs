@@ -242,11 +242,338 @@ fn membarrier_cost() {
     });
 }
 
+/// The least a read can do under LD-NR's contract, hand-written: the floor's lock plus
+/// the checks the API promises, each in its cheapest form, with no log, no dispatcher,
+/// no slow path. `conforming_get` checks the token (the issuing instance and the thread
+/// index), the instance's attention word (poison), re-entry (with `TLS`, a thread-local
+/// mark as LD-NR's `std` build keeps; else a flag in the thread's context, which sees
+/// only calls with the same token), counts the operation, loads `ctail`, finds the
+/// thread's replica, announces, fences, compares the replica's word with `ctail`'s
+/// stamp, marks the callback, reads, and unmarks and withdraws.
+mod conforming {
+    use super::*;
+    use std::cell::{Cell, UnsafeCell};
+
+    /// A thread's context: its replica, announcement, operation count and (without
+    /// `TLS`) re-entry flag, on lines of their own.
+    #[derive(Default)]
+    pub struct Ctx {
+        replica: Padded,
+        reader: Padded,
+        ops: Padded,
+        busy: Padded,
+    }
+
+    /// A replica: its word, and the data.
+    pub struct Shell {
+        word: Padded,
+        data: UnsafeCell<Option<Inner>>,
+    }
+
+    pub struct Instance {
+        id: usize,
+        attention: Padded,
+        ctail: Padded,
+        contexts: Box<[Ctx]>,
+        shells: Box<[Shell]>,
+    }
+
+    // SAFETY: `data` is read under the announcement and never written in this program.
+    unsafe impl Sync for Instance {}
+
+    /// The read under `ctx`'s announcement of `shell`, nothing else.
+    #[inline(always)]
+    pub fn get_in(ctx: &Ctx, shell: &Shell, key: u64) -> Option<u64> {
+        ctx.reader.0.store(1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        assert!(shell.word.0.load(Ordering::Acquire) == 0, "the slow path");
+        // SAFETY: see `Sync`.
+        let found = unsafe { &*shell.data.get() }
+            .as_ref()
+            .expect("live")
+            .get(&key)
+            .copied();
+        ctx.reader.0.store(0, Ordering::Release);
+        found
+    }
+
+    /// The checks of [`Instance::get_with`].
+    pub const TOKEN: u8 = 1;
+    pub const POISON: u8 = 2;
+    pub const REENTRY: u8 = 4;
+    pub const COUNT: u8 = 8;
+    pub const CTAIL: u8 = 16;
+    /// The replica looked up through the context (else: replica 0).
+    pub const LOOKUP: u8 = 32;
+    /// The store-load barrier between the announcement and the word's load.
+    pub const BARRIER: u8 = 64;
+    pub const ALL: u8 = 127;
+
+    #[derive(Clone, Copy)]
+    pub struct Token {
+        instance: usize,
+        tid: usize,
+    }
+
+    thread_local! {
+        /// The instance whose callback runs on this thread (0: none).
+        static INSIDE: Cell<usize> = const { Cell::new(0) };
+    }
+
+    impl Instance {
+        pub fn new(map: Inner, id: usize) -> (Self, Token) {
+            let me = Instance {
+                id,
+                attention: Padded::default(),
+                ctail: Padded::default(),
+                contexts: (0..4).map(|_| Ctx::default()).collect(),
+                shells: vec![Shell {
+                    word: Padded::default(),
+                    data: UnsafeCell::new(Some(map)),
+                }]
+                .into_boxed_slice(),
+            };
+            (
+                me,
+                Token {
+                    instance: id,
+                    tid: 1,
+                },
+            )
+        }
+
+        #[inline(always)]
+        pub fn get<const TLS: bool>(&self, tkn: Token, key: u64) -> Option<u64> {
+            self.get_with::<TLS, ALL>(tkn, key)
+        }
+
+        /// No check, and neither the context nor the replica looked up: the floor's lock
+        /// and map, in the instance's context and replica 0.
+        #[inline(always)]
+        pub fn get_direct(&self, key: u64) -> Option<u64> {
+            let (ctx, shell) = (&self.contexts[1], &self.shells[0]);
+            get_in(ctx, shell, key)
+        }
+
+        /// The context and the replica, for [`get_in`].
+        pub fn parts(&self) -> (&Ctx, &Shell) {
+            (&self.contexts[1], &self.shells[0])
+        }
+
+        /// [`get`](Self::get) with only the checks in `KEEP` (an ablation).
+        #[inline(always)]
+        pub fn get_with<const TLS: bool, const KEEP: u8>(
+            &self,
+            tkn: Token,
+            key: u64,
+        ) -> Option<u64> {
+            let keep = |c: u8| KEEP & c != 0;
+            if keep(TOKEN) {
+                assert!(tkn.instance == self.id, "a token of another instance");
+            }
+            let ctx = &self.contexts[tkn.tid];
+            if keep(POISON) {
+                assert!(self.attention.0.load(Ordering::Relaxed) == 0, "poisoned");
+            }
+            if keep(REENTRY) {
+                let reentered = if TLS {
+                    INSIDE.with(|i| i.get()) == self.id
+                } else {
+                    ctx.busy.0.load(Ordering::Relaxed) != 0
+                };
+                assert!(!reentered, "a call from inside a callback");
+            }
+            if keep(COUNT) {
+                ctx.ops
+                    .0
+                    .store(ctx.ops.0.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            }
+            let ctail = if keep(CTAIL) {
+                self.ctail.0.load(Ordering::Acquire)
+            } else {
+                0
+            };
+            let slot = if keep(LOOKUP) {
+                ctx.replica.0.load(Ordering::Acquire)
+            } else {
+                0
+            };
+            let shell = &self.shells[slot];
+            ctx.reader.0.store(slot + 1, Ordering::Release);
+            if keep(BARRIER) {
+                fence(Ordering::SeqCst);
+            }
+            assert!(
+                shell.word.0.load(Ordering::Acquire) == ctail << 2,
+                "the slow path"
+            );
+            let mark = |on: bool| {
+                if keep(REENTRY) {
+                    if TLS {
+                        INSIDE.with(|i| i.set(if on { self.id } else { 0 }));
+                    } else {
+                        ctx.busy.0.store(usize::from(on), Ordering::Relaxed);
+                    }
+                }
+            };
+            mark(true);
+            // SAFETY: see `Sync`.
+            let found = unsafe { &*shell.data.get() }
+                .as_ref()
+                .expect("live")
+                .get(&key)
+                .copied();
+            mark(false);
+            ctx.reader.0.store(0, Ordering::Release);
+            found
+        }
+    }
+}
+
+/// The floor, the conforming floor in both forms and LD-NR against the bare read.
+fn conforming_section(o: &Opts) {
+    o.heading("the least read LD-NR's contract allows: ns per operation, 1 thread; ratios to the bare map");
+    table_header(&[
+        "keys",
+        "bare ns",
+        "announce+fence",
+        "conforming, TLS mark",
+        "conforming, context flag",
+        "LD-NR",
+        "LD-NR/conforming TLS",
+        "A/A bare",
+    ]);
+    for (n, label) in [(1u64 << 16, "64K"), (1 << 20, "1M")] {
+        let keys = key_stream(0x5eed_0016 ^ n, KEY_STREAM, n);
+        let maps: Vec<Inner> = (0..3).map(|_| U64Map::with_keys(n).0).collect();
+        let floor_lock = Floor::default();
+        let (tls, tls_tkn) = conforming::Instance::new(U64Map::with_keys(n).0, 7);
+        let (flag, flag_tkn) = conforming::Instance::new(U64Map::with_keys(n).0, 8);
+        let nr = NodeReplicated::builder(U64Map::with_keys(n))
+            .build()
+            .expect("config");
+        let tkn = nr.register().expect("register");
+        for &k in &keys[..1024] {
+            assert_eq!(tls.get::<true>(tls_tkn, k), Some(k));
+            assert_eq!(flag.get::<false>(flag_tkn, k), Some(k));
+            assert_eq!(nr.execute(MapRead::Get(k), tkn), Some(k));
+        }
+        let mut vs: Vec<Phase<'_>> = vec![
+            bare(&maps[0], &keys),
+            floor::<FENCE>(&maps[1], &floor_lock, &keys),
+            stream(&keys, |k, _| {
+                black_box(tls.get::<true>(tls_tkn, black_box(k)));
+            }),
+            stream(&keys, |k, _| {
+                black_box(flag.get::<false>(flag_tkn, black_box(k)));
+            }),
+            stream(&keys, |k, _| {
+                black_box(nr.execute(MapRead::Get(black_box(k)), tkn));
+            }),
+            bare(&maps[2], &keys),
+        ];
+        let ns = paired(o, &mut vs);
+        println!(
+            "| {label} | {} | {} | {} | {} | {} | {} | {} |",
+            ns_of(&ns, &[0]),
+            pooled(&ns, &[1], &[0]),
+            pooled(&ns, &[2], &[0]),
+            pooled(&ns, &[3], &[0]),
+            pooled(&ns, &[4], &[0]),
+            pooled(&ns, &[4], &[2]),
+            pooled(&ns, &[5], &[0]),
+        );
+    }
+}
+
+/// What each of the conforming read's checks costs: the conforming read (TLS mark) with
+/// all checks, without each one in turn, and with none (the floor's lock, reached
+/// through the instance's context and replica 0).
+fn ablation(o: &Opts) {
+    use conforming::{Instance, ALL, BARRIER, COUNT, CTAIL, LOOKUP, POISON, REENTRY, TOKEN};
+    o.heading("the conforming read without each check: ratios to the bare map");
+    table_header(&[
+        "keys",
+        "bare ns",
+        "all",
+        "-token",
+        "-poison",
+        "-re-entry",
+        "-count",
+        "-ctail",
+        "-lookup",
+        "-barrier",
+        "barrier only",
+        "none, fixed slots",
+        "none, parts held",
+        "announce+fence",
+        "A/A bare",
+    ]);
+    for (n, label) in [(1u64 << 16, "64K"), (1 << 20, "1M")] {
+        let keys = key_stream(0x5eed_0016 ^ n, KEY_STREAM, n);
+        let maps: Vec<Inner> = (0..3).map(|_| U64Map::with_keys(n).0).collect();
+        let floor_lock = Floor::default();
+        let inst: Vec<(Instance, conforming::Token)> = (0..11)
+            .map(|i| Instance::new(U64Map::with_keys(n).0, 10 + i))
+            .collect();
+        macro_rules! v {
+            ($i:expr, $keep:expr) => {{
+                let (inst, tkn) = (&inst[$i].0, inst[$i].1);
+                for &k in &keys[..1024] {
+                    assert_eq!(inst.get_with::<true, { $keep }>(tkn, k), Some(k));
+                }
+                stream(&keys, move |k, _| {
+                    black_box(inst.get_with::<true, { $keep }>(tkn, black_box(k)));
+                })
+            }};
+        }
+        let mut vs: Vec<Phase<'_>> = vec![
+            bare(&maps[0], &keys),
+            v!(0, ALL),
+            v!(1, ALL & !TOKEN),
+            v!(2, ALL & !POISON),
+            v!(3, ALL & !REENTRY),
+            v!(4, ALL & !COUNT),
+            v!(5, ALL & !CTAIL),
+            v!(6, ALL & !LOOKUP),
+            v!(7, ALL & !BARRIER),
+            v!(8, BARRIER),
+            {
+                let inst = &inst[9].0;
+                stream(&keys, move |k, _| {
+                    black_box(inst.get_direct(black_box(k)));
+                })
+            },
+            {
+                let (ctx, shell) = inst[10].0.parts();
+                stream(&keys, move |k, _| {
+                    black_box(conforming::get_in(ctx, shell, black_box(k)));
+                })
+            },
+            floor::<FENCE>(&maps[2], &floor_lock, &keys),
+            bare(&maps[1], &keys),
+        ];
+        let ns = paired(o, &mut vs);
+        let ratios: Vec<String> = (1..vs.len()).map(|v| pooled(&ns, &[v], &[0])).collect();
+        println!(
+            "| {label} | {} | {} |",
+            ns_of(&ns, &[0]),
+            ratios.join(" | ")
+        );
+    }
+}
+
 fn main() {
     let o = Opts::from_args();
     println!("{} (LD-NR is new's)", harness::commits());
     if o.wants("read") {
         read(&o);
+    }
+    if o.wants("conforming") {
+        conforming_section(&o);
+    }
+    if o.wants("ablation") {
+        ablation(&o);
     }
     #[cfg(target_arch = "x86_64")]
     if o.wants("budget") {
