@@ -639,20 +639,21 @@ impl Hist {
         (16 + m) << (e - 4)
     }
 
-    /// The latency at quantile `q` of both histograms together.
-    fn quantile(a: &Hist, b: &Hist, q: f64) -> u64 {
+    /// The latency at quantile `q` of the histograms `hs` together: the lower edge of
+    /// the bucket it falls in (so up to 6.25% low).
+    fn quantile(hs: &[&Hist], q: f64) -> u64 {
         // SAFETY: read once both threads have stopped writing (see `Sync`).
-        let (a, b) = unsafe { (&*a.0.get(), &*b.0.get()) };
-        let total: u64 = a.iter().chain(b).sum();
-        let want = (total as f64 * q).ceil() as u64;
+        let hs: Vec<&Vec<u64>> = hs.iter().map(|h| unsafe { &*h.0.get() }).collect();
+        let total: u64 = hs.iter().flat_map(|h| h.iter()).sum();
+        let want = ((total as f64 * q).ceil() as u64).max(1);
         let mut seen = 0;
-        for i in 0..a.len() {
-            seen += a[i] + b[i];
-            if seen >= want.max(1) {
+        for i in 0..hs[0].len() {
+            seen += hs.iter().map(|h| h[i]).sum::<u64>();
+            if seen >= want {
                 return Self::floor(i);
             }
         }
-        Self::floor(a.len() - 1)
+        Self::floor(hs[0].len() - 1)
     }
 }
 
@@ -675,7 +676,18 @@ fn timed<'a>(op: Op<'a>, hist: &'a Hist) -> impl Fn(u64, u64) + Sync + 'a {
 /// spin lock. What a waiting writer pays for the throughput of the others.
 fn latency(o: &Opts) {
     o.heading("100% writes, every operation timed: ns per operation of two threads together, and latency quantiles of their operations (ns)");
-    table_header(&["keys", "variant", "ns/op", "p50", "p90", "p99", "p99.9"]);
+    table_header(&[
+        "keys",
+        "variant",
+        "ns/op",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "p99 first thread",
+        "p99 second thread",
+        "split",
+    ]);
     for (n, label) in [(1u64 << 16, "64K"), (1 << 20, "1M")] {
         let keys = [
             key_stream(0x5eed_0002 ^ n, KEY_STREAM, n),
@@ -714,15 +726,19 @@ fn latency(o: &Opts) {
             second.quit();
             ns
         });
+        let splits = splits.map(|s| s.into_inner().unwrap());
         for (v, name) in ["RwLock", "old", "new", "spin lock"].iter().enumerate() {
             let [a, b] = &hists[v];
             println!(
-                "| {label} | {name} | {} | {} | {} | {} | {} |",
+                "| {label} | {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 harness::ns_of(&ns, &[v]),
-                Hist::quantile(a, b, 0.5),
-                Hist::quantile(a, b, 0.9),
-                Hist::quantile(a, b, 0.99),
-                Hist::quantile(a, b, 0.999),
+                Hist::quantile(&[a, b], 0.5),
+                Hist::quantile(&[a, b], 0.9),
+                Hist::quantile(&[a, b], 0.99),
+                Hist::quantile(&[a, b], 0.999),
+                Hist::quantile(&[a], 0.99),
+                Hist::quantile(&[b], 0.99),
+                share(&splits[v]),
             );
         }
     }
