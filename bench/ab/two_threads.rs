@@ -86,9 +86,12 @@
 //! (`latency`, two runs of 20 and 30 rounds) it was slower at 64K keys, 214–221 ns per
 //! operation against 175–184, and its tail longer: p99 3.8–4.0 µs against 2.6–2.7 µs at
 //! 64K keys, 6.1–6.7 µs against 4.9–5.1 µs at 1M (p50 144–152 ns against 152–168, and
-//! 272–288 against 304–320). The waiting writer's operations wait a whole turn, and
-//! operations with work between them lose the turns' gain. Reverted (f9235b2).
-//! The old scheme's p99 is its waiting writer giving up after 3–4 µs and publishing.
+//! 272–288 against 304–320), quantiles of both threads' operations pooled. A waiting
+//! writer waits a whole turn by design, and operations with work between them lose the
+//! turns' gain (a reading of the figures, not measured apart). Reverted (f9235b2). The
+//! old scheme's waiting writer gives up after 3–4 µs and publishes, which would sit near
+//! its p99.9 (4.4–4.9 µs); its p99 (2.0–2.9 µs) was not taken apart. Other prototypes,
+//! as patches with their figures: `bench/ab/tried/`.
 
 mod harness;
 
