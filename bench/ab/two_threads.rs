@@ -21,8 +21,10 @@
 //! keys of a pre-filled `u64` map; and `latency`: 100% writes again, every operation of
 //! both threads timed (a clock read before and after, which the throughput then
 //! includes), with the quantiles of those latencies for the `RwLock`, both commits and
-//! the spin lock. A change that buys throughput by making one writer wait for the other
-//! shows there.
+//! the spin lock (pooled and per thread). A change that buys throughput by making one
+//! writer wait for the other shows there. `delegation`: the delegation floor below, and
+//! two forms of it whose owner serves with loads and stores only (one of them prefetching
+//! the request's line); 100% writes.
 //!
 //! Two floors, the least two threads sharing one map can do, say how far the stretch
 //! target is from what the machine allows:
@@ -752,7 +754,10 @@ fn latency(o: &Opts) {
 /// serving after its own operation, the request's line prefetched before it. Does
 /// delegation reach the stretch target at 64K keys once its owner's operations can
 /// overlap their misses (no locked instruction between them) and the line transfer
-/// hides behind the owner's own work?
+/// hides behind the owner's own work? It did not (5854317, one run): 0.39×, 0.37× and
+/// 0.37× the lone bare insert's throughput at 64K keys (swap, loads and stores,
+/// prefetched), 0.51×, 0.51× and 0.53× at 1M, the second thread's share 0.15–0.16 and
+/// 0.27–0.29.
 fn delegation(o: &Opts) {
     o.heading("delegation floors, 100% writes: ns per operation of two threads together; throughput over one bare inserter's; the second thread's share");
     table_header(&[
