@@ -40,8 +40,11 @@
 #
 # env: WORK (default /tmp/numa-vm), LAYOUTS (default "2+1 4": nodes with CPUs, plus
 #      CPU-less memory nodes after a "+"), MEM_PER_NODE_MB
-#      (default 1024), TIMEOUT (per guest, s, default 900), CHECK_ARGS (extra arguments
-#      for numa_vm_check, e.g. "--writes 200000"), CARGO_TARGET_DIR.
+#      (default 1024), TIMEOUT (per guest, s, default 900), BOOT_TIMEOUT (s, default
+#      240: a guest whose init has not printed its first line by then is stopped and
+#      booted once more; one hung in firmware once held a CI run for the whole
+#      TIMEOUT), CHECK_ARGS (extra arguments for numa_vm_check, e.g. "--writes
+#      200000"), CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,11 +52,39 @@ export WORK=${WORK:-/tmp/numa-vm}
 LAYOUTS=${LAYOUTS:-"2+1 4"}
 export MEM_PER_NODE_MB=${MEM_PER_NODE_MB:-1024}
 export TIMEOUT=${TIMEOUT:-900}
+BOOT_TIMEOUT=${BOOT_TIMEOUT:-240}
 TARGET=x86_64-unknown-linux-gnu
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 start=$(date +%s)
 
 skip() { echo "numa-vm-test: skipped: $*"; exit 0; }
+
+# Boots one guest (scripts/numa-vm.sh with the given arguments; the environment as set by
+# the caller), its console into $log; stops it if its init has not printed its first
+# line ("GUEST: nodes=") within BOOT_TIMEOUT seconds. Returns QEMU's status (124 when
+# TIMEOUT stopped it), or 200 when the boot watchdog did (QEMU itself exits 0 on the
+# signal).
+boot_guest() {
+  local log=$1 pid waited=0 hung=0
+  shift
+  scripts/numa-vm.sh "$@" > "$log" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$waited" -ge "$BOOT_TIMEOUT" ] && ! grep -q 'GUEST: nodes=' "$log"; then
+      echo "numa-vm-test:   no sign of the guest's init after ${BOOT_TIMEOUT} s; stopping it"
+      # numa-vm.sh exec's timeout(1), which passes the signal on to QEMU.
+      kill "$pid" 2>/dev/null || true
+      hung=1
+      break
+    fi
+    sleep 5
+    waited=$((waited + 5))
+  done
+  local rc=0
+  wait "$pid" || rc=$?
+  [ "$hung" -eq 0 ] || rc=200
+  return "$rc"
+}
 
 [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ] || skip "needs an x86_64 Linux host"
 
@@ -89,14 +120,23 @@ for layout in $LAYOUTS; do
   log=$WORK/guest-${layout}nodes.log
   LOGS+=("$log")
   echo "numa-vm-test: guest with $nodes nodes x 1 vCPU + $memonly memory-only, ${MEM_PER_NODE_MB} MiB each (log: $log)"
-  t0=$(date +%s); rc=0
-  GUEST_ARGS="--timeout $((TIMEOUT - 60)) ${CHECK_ARGS:-}" MEMORY_ONLY_NODES=$memonly \
-    scripts/numa-vm.sh "$nodes" 1 "$BIN" "$NODE_ALLOC_BIN" "$FOLLOW_BIN" > "$log" 2>&1 || rc=$?
+  t0=$(date +%s)
+  for try in 1 2; do
+    rc=0
+    GUEST_ARGS="--timeout $((TIMEOUT - 60)) ${CHECK_ARGS:-}" MEMORY_ONLY_NODES=$memonly \
+      boot_guest "$log" "$nodes" 1 "$BIN" "$NODE_ALLOC_BIN" "$FOLLOW_BIN" || rc=$?
+    # Started (whatever happened next), or stopped for another reason than a hung boot.
+    if grep -q 'GUEST: nodes=' "$log" || [ "$rc" -ne 200 ] || [ "$try" -eq 2 ]; then
+      break
+    fi
+    echo "numa-vm-test:   booting the $layout-node guest again"
+  done
   # Console output: drop carriage returns and the firmware's terminal escapes.
   sed 's/\r//g; s/\x1b\[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g; s/.*\(GUEST: nodes=\)/\1/' "$log" > "$log.txt"
   mv "$log.txt" "$log"
   if ! grep -q '^GUEST: nodes=' "$log"; then
-    echo "numa-vm-test: the $layout-node guest did not start (qemu exit $rc); last lines:"
+    why="qemu exit $rc"; [ "$rc" -ne 200 ] || why="stopped twice by the boot watchdog"
+    echo "numa-vm-test: the $layout-node guest did not start ($why); last lines:"
     tail -n 5 "$log" | sed 's/^/    /'
     continue
   fi
