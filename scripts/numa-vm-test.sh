@@ -42,8 +42,8 @@
 #      CPU-less memory nodes after a "+"), MEM_PER_NODE_MB
 #      (default 1024), TIMEOUT (per guest, s, default 900), BOOT_TIMEOUT (s, default
 #      240: a guest whose init has not printed its first line by then is stopped and
-#      booted once more; one hung in firmware once held a CI run for the whole
-#      TIMEOUT), CHECK_ARGS (extra arguments for numa_vm_check, e.g. "--writes
+#      booted once more; one that printed nothing after "Booting from ROM..." (its
+#      kernel boots `quiet`) once held a CI run for the whole TIMEOUT), CHECK_ARGS (extra arguments for numa_vm_check, e.g. "--writes
 #      200000"), CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
