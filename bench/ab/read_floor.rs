@@ -429,15 +429,15 @@ mod conforming {
         /// and map, in the instance's context and replica 0.
         #[inline(always)]
         pub fn get_direct(&self, key: u64) -> Option<u64> {
-            // SAFETY: the instance has 4 contexts and 1 shell.
-            let (ctx, shell) =
-                unsafe { (self.contexts.get_unchecked(1), self.shells.get_unchecked(0)) };
+            let (ctx, shell) = self.parts();
             get_in(ctx, shell, key)
         }
 
-        /// The context and the replica, for [`get_in`].
+        /// The context and the replica at their fixed slots, for [`get_in`].
+        #[inline(always)]
         pub fn parts(&self) -> (&Ctx, &Shell) {
-            (&self.contexts[1], &self.shells[0])
+            // SAFETY: the instance has 4 contexts and 1 shell.
+            unsafe { (self.contexts.get_unchecked(1), self.shells.get_unchecked(0)) }
         }
 
         /// [`get`](Self::get) with only the checks in `KEEP` (an ablation).

@@ -484,6 +484,40 @@ fn bare<'a>(map: &'a mut Inner, keys: &'a [u64]) -> Phase<'a> {
     })
 }
 
+/// Runs a row's variants in paired rounds, with the second thread (`second`, serving
+/// `theirs` on `keys[1]`) started once for the row. `variants` builds the row's phases;
+/// it is handed `two`, which makes the two-thread phase of variant `v` (this thread runs
+/// `mine[v]` on `keys[0]` and records the split in `splits[v]`).
+fn paired_two<'a>(
+    o: &Opts,
+    second: &'a Second,
+    mine: &'a [Op<'a>],
+    theirs: &'a [Op<'a>],
+    keys: &'a [Vec<u64>; 2],
+    splits: &'a [Mutex<Vec<f64>>],
+    variants: impl FnOnce(&dyn Fn(usize) -> Phase<'a>) -> Vec<Phase<'a>>,
+) -> Vec<Vec<f64>> {
+    std::thread::scope(|s| {
+        s.spawn(|| second.serve(theirs, &keys[1]));
+        let two = |v: usize| -> Phase<'a> {
+            let (op, keys, split) = (mine[v], &keys[0], &splits[v]);
+            Box::new(move |phase| second.phase(v, op, keys, phase, split))
+        };
+        let mut vs = variants(&two);
+        let ns = paired(o, &mut vs);
+        second.quit();
+        ns
+    })
+}
+
+/// Two threads' throughput over one bare inserter's (variant 0): bare ns / variant `v`'s
+/// ns, per round; median [IQR].
+fn vs_bare(ns: &[Vec<f64>], v: usize) -> String {
+    let r: Vec<f64> = (0..ns[0].len()).map(|r| ns[0][r] / ns[v][r]).collect();
+    let (lo, hi) = iqr(&r);
+    format!("{:.2}x [{:.2}–{:.2}]", median(r), lo, hi)
+}
+
 fn share(v: &[f64]) -> String {
     let (lo, hi) = iqr(v);
     format!("{:.2} [{:.2}–{:.2}]", median(v.to_vec()), lo, hi)
@@ -557,13 +591,8 @@ fn section(o: &Opts, mixed: bool) {
             &lazy_poster,
         ];
         let splits: [Mutex<Vec<f64>>; 6] = Default::default();
-        let ns = std::thread::scope(|s| {
-            s.spawn(|| second.serve(&theirs, &keys[1]));
-            let two = |v: usize| -> Phase<'_> {
-                let (second, op, keys, split) = (&second, ops[v], &keys[0], &splits[v]);
-                Box::new(move |phase| second.phase(v, op, keys, phase, split))
-            };
-            let mut vs: Vec<Phase<'_>> = vec![
+        let ns = paired_two(o, &second, &ops, &theirs, &keys, &splits, |two| {
+            vec![
                 bare(&mut map, &lone),
                 two(0),
                 two(1),
@@ -572,17 +601,9 @@ fn section(o: &Opts, mixed: bool) {
                 two(3),
                 two(4),
                 two(5),
-            ];
-            let ns = paired(o, &mut vs);
-            second.quit();
-            ns
+            ]
         });
-        // Two threads' throughput over one bare inserter's: bare ns / two-thread ns.
-        let vs_bare = |v: usize| -> String {
-            let r: Vec<f64> = (0..ns[0].len()).map(|r| ns[0][r] / ns[v][r]).collect();
-            let (lo, hi) = iqr(&r);
-            format!("{:.2}x [{:.2}–{:.2}]", median(r), lo, hi)
-        };
+        let vs_bare = |v: usize| vs_bare(&ns, v);
         let splits = splits.map(|s| s.into_inner().unwrap());
         println!(
             "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -719,17 +740,8 @@ fn latency(o: &Opts) {
         let mine: Vec<Op<'_>> = mine.iter().map(|f| f as Op<'_>).collect();
         let theirs: Vec<Op<'_>> = theirs.iter().map(|f| f as Op<'_>).collect();
         let splits: [Mutex<Vec<f64>>; 4] = Default::default();
-        let ns = std::thread::scope(|s| {
-            s.spawn(|| second.serve(&theirs, &keys[1]));
-            let mut vs: Vec<Phase<'_>> = (0..4)
-                .map(|v| -> Phase<'_> {
-                    let (second, op, keys, split) = (&second, mine[v], &keys[0], &splits[v]);
-                    Box::new(move |phase| second.phase(v, op, keys, phase, split))
-                })
-                .collect();
-            let ns = paired(o, &mut vs);
-            second.quit();
-            ns
+        let ns = paired_two(o, &second, &mine, &theirs, &keys, &splits, |two| {
+            (0..4).map(two).collect()
         });
         let splits = splits.map(|s| s.into_inner().unwrap());
         for (v, name) in ["RwLock", "old", "new", "spin lock"].iter().enumerate() {
@@ -793,23 +805,10 @@ fn delegation(o: &Opts) {
         let ops: [Op<'_>; 3] = [&swap_owner, &plain_owner, &prefetching_owner];
         let theirs: [Op<'_>; 3] = [&posters[0], &posters[1], &posters[2]];
         let splits: [Mutex<Vec<f64>>; 3] = Default::default();
-        let ns = std::thread::scope(|s| {
-            s.spawn(|| second.serve(&theirs, &keys[1]));
-            let two = |v: usize| -> Phase<'_> {
-                let (second, op, keys, split) = (&second, ops[v], &keys[0], &splits[v]);
-                Box::new(move |phase| second.phase(v, op, keys, phase, split))
-            };
-            let mut vs: Vec<Phase<'_>> =
-                vec![bare(&mut map, &lone), two(0), two(1), two(2), transfer()];
-            let ns = paired(o, &mut vs);
-            second.quit();
-            ns
+        let ns = paired_two(o, &second, &ops, &theirs, &keys, &splits, |two| {
+            vec![bare(&mut map, &lone), two(0), two(1), two(2), transfer()]
         });
-        let vs_bare = |v: usize| -> String {
-            let r: Vec<f64> = (0..ns[0].len()).map(|r| ns[0][r] / ns[v][r]).collect();
-            let (lo, hi) = iqr(&r);
-            format!("{:.2}x [{:.2}–{:.2}]", median(r), lo, hi)
-        };
+        let vs_bare = |v: usize| vs_bare(&ns, v);
         let splits = splits.map(|s| s.into_inner().unwrap());
         println!(
             "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
