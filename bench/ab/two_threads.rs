@@ -22,9 +22,10 @@
 //! both threads timed (a clock read before and after, which the throughput then
 //! includes), with the quantiles of those latencies for the `RwLock`, both commits and
 //! the spin lock (pooled and per thread). A change that buys throughput by making one
-//! writer wait for the other shows there. `delegation`: the delegation floor below, and
-//! two forms of it whose owner serves with loads and stores only (one of them prefetching
-//! the request's line); 100% writes.
+//! writer wait for the other shows there. `latency-mixed`: the same with 10% writes,
+//! only the writes timed. `delegation`: the delegation floor below, two forms of it
+//! whose owner serves with loads and stores only (one of them prefetching the request's
+//! line), the two combining floors below and LD-NR (`new`), paired; 100% writes.
 //!
 //! Two floors, the least two threads sharing one map can do, say how far the stretch
 //! target is from what the machine allows:
@@ -33,8 +34,33 @@
 //! - `delegation`: the first thread owns the map; the second posts each operation in a
 //!   line of its own and waits on it; the owner looks at that line before each of its
 //!   own operations (or, `every 4th`, before one in four), applies what it finds and
-//!   answers. The owner never waits for the other thread: the least a combiner can do.
-//!   Its split shows what that costs in fairness.
+//!   answers. The owner never waits for the other thread. Its split shows what that
+//!   costs in fairness.
+//!
+//! and, in the `delegation` section, two combining floors, the least LD-NR's combining
+//! could do (both threads run the same code; whoever holds the lock serves):
+//! - `combining in the lock word`: the lock word holds the stack of waiting operations;
+//!   a thread that finds the lock held pushes its operation (a line of its own) in the
+//!   same compare-and-swap, and the holder cannot release the lock while the stack holds
+//!   anything, so it serves it first;
+//! - `the same, lock kept`: released, the word still names its holder, which takes the
+//!   lock back at its next operation; the other thread pushes even onto a free lock that
+//!   names another, and takes it only after waiting 1,024 spin-loop hints unserved.
+//!
+//! # What the combining floors showed (issue 16; Intel Xeon VM, 2 vCPUs, a32fdd7's
+//! library on both sides, `delegation --rounds 30`, six runs in two bursts)
+//!
+//! Two threads' throughput over a lone bare insert's, 100% writes, in a slow stretch of
+//! the host's memory (bare insert 29–45 ns and 164–187 ns), a line moving in 57–65 ns:
+//! at 64K keys combining in the lock word 0.18–0.22×, LD-NR 0.18–0.22× (within 0.01 of
+//! it in every run), the lock kept 0.18–0.24× (three runs), delegation 0.39–0.44×; at
+//! 1M keys 0.52–0.58×, 0.43–0.55× (0.01–0.14 under combining), 0.57–0.62× and
+//! 0.64–0.71×. At 64K keys a lean combining path would not beat LD-NR's turns; at 1M
+//! keys it would gain on them (how much on a quiet host, these runs cannot say). LD-NR
+//! prototypes that serve through its contexts and pending stack (before release; the
+//! lock kept by its last holder; `bench/ab/tried/`) gained no throughput with 100%
+//! writes, and the kept lock's gain with 10% writes came with writes' p99 1.4–1.7× main's
+//! (README, "Combining floors and a lock kept by its holder").
 //!
 //! # What the floors showed (issue 16; Intel Xeon VM, 2 vCPUs, dbf75b1 against itself,
 //! 30 rounds of 20 ms, two runs)
@@ -199,7 +225,7 @@ impl Second {
 
 /// Whether operation `i` of a phase writes.
 fn writes(mixed: bool, i: u64) -> bool {
-    !mixed || i % 10 == 0
+    !mixed || i.is_multiple_of(10)
 }
 
 macro_rules! version {
@@ -426,6 +452,291 @@ impl Delegate {
                     break;
                 }
                 std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// A lean combining floor, leaner than LD-NR's combining: the lock word holds the stack
+/// of waiting operations. A thread that finds the lock free takes it and applies its own
+/// operation; one that finds it held pushes its operation (its own cache line) onto the
+/// word's stack in the same compare-and-swap that sees it held, and waits on its line.
+/// The holder cannot release the lock while the stack holds anything (its release is a
+/// compare-and-swap from "held, empty"), so it takes the stack and serves it first: no
+/// thread waits for the lock itself, and no pushed operation outlasts the holder's
+/// release. Both threads run the same code; whoever holds the lock serves. (With two
+/// threads the stack holds at most the other thread's operation; a holder serves for as
+/// long as the other keeps pushing before its release succeeds, unbounded in principle.)
+/// Two read-modify-writes of the shared word per operation; a floor that polled
+/// per-thread lines with plain loads would be leaner still (not measured).
+struct Combining {
+    map: std::cell::UnsafeCell<Inner>,
+    /// [`FREE`](Self::FREE), or held with the stack's top thread + 1 (0: empty) above
+    /// bit 0, which is set.
+    word: Padded,
+    /// Per thread: its posted operation (`(write as u64) << 63 | (key + 1)`), 0 once
+    /// served; the response; the next waiting thread + 1.
+    slots: [Slot; 2],
+}
+
+/// A thread's line in the combining floors.
+#[repr(align(128))]
+struct Slot {
+    request: AtomicU64,
+    response: AtomicU64,
+    next: AtomicU64,
+}
+
+impl Slot {
+    fn pair() -> [Slot; 2] {
+        std::array::from_fn(|_| Slot {
+            request: AtomicU64::new(0),
+            response: AtomicU64::new(0),
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// Serves the stack of `slots` whose top thread + 1 is `top`, applying each operation
+    /// to `map` and answering it. Lock holder only.
+    fn serve(slots: &[Slot; 2], map: &mut Inner, mut top: u64) {
+        while top != 0 {
+            let slot = &slots[top as usize - 1];
+            // Before the request is marked served: its owner may push again at once.
+            top = slot.next.load(Ordering::Relaxed);
+            let r = slot.request.load(Ordering::Relaxed);
+            slot.response
+                .store(Combining::apply(map, r, r), Ordering::Relaxed);
+            // Release: the response is written before the request is marked served.
+            slot.request.store(0, Ordering::Release);
+        }
+    }
+}
+
+// SAFETY: `map` is accessed only by the holder of the lock in `word`.
+unsafe impl Sync for Combining {}
+
+impl Combining {
+    const FREE: u64 = 0;
+    const HELD: u64 = 1;
+
+    fn new(map: Inner) -> Self {
+        Combining {
+            map: std::cell::UnsafeCell::new(map),
+            word: Padded(AtomicU64::new(Self::FREE)),
+            slots: Slot::pair(),
+        }
+    }
+
+    /// Applies posted operation `r` to `map` (an insert stores `i`).
+    #[inline]
+    fn apply(map: &mut Inner, r: u64, i: u64) -> u64 {
+        let k = (r & !(1 << 63)) - 1;
+        let response = if r >> 63 != 0 {
+            map.insert(k, i)
+        } else {
+            map.get(&k).copied()
+        };
+        response.unwrap_or(u64::MAX)
+    }
+
+    /// Releases the lock, serving first every operation pushed while it was held.
+    #[inline]
+    fn release(&self, map: &mut Inner) {
+        loop {
+            // Release: our writes to the map happen before the next holder's.
+            if self
+                .word
+                .0
+                .compare_exchange(Self::HELD, Self::FREE, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+            // Acquire: the pushers' requests are visible.
+            let top = self.word.0.swap(Self::HELD, Ordering::Acquire) >> 1;
+            Slot::serve(&self.slots, map, top);
+        }
+    }
+
+    /// The operation of thread `t` (0 or 1).
+    fn op(&self, mixed: bool, t: usize) -> impl Fn(u64, u64) + Sync + '_ {
+        move |k, i| {
+            let slot = &self.slots[t];
+            let r = u64::from(writes(mixed, i)) << 63 | (k + 1);
+            let mut w = self.word.0.load(Ordering::Relaxed);
+            loop {
+                if w == Self::FREE {
+                    // Acquire: the previous holder's writes to the map.
+                    match self.word.0.compare_exchange_weak(
+                        w,
+                        Self::HELD,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => {
+                            // SAFETY: the lock is held.
+                            let map = unsafe { &mut *self.map.get() };
+                            black_box(Self::apply(map, r, i));
+                            self.release(map);
+                            return;
+                        }
+                        Err(now) => w = now,
+                    }
+                } else {
+                    slot.request.store(r, Ordering::Relaxed);
+                    slot.next.store(w >> 1, Ordering::Relaxed);
+                    // Release: the request and link are visible to the holder that takes
+                    // the stack.
+                    match self.word.0.compare_exchange_weak(
+                        w,
+                        (t as u64 + 1) << 1 | Self::HELD,
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => {
+                            // Acquire: pairs with the holder's Release store.
+                            while slot.request.load(Ordering::Acquire) != 0 {
+                                std::hint::spin_loop();
+                            }
+                            black_box(slot.response.load(Ordering::Relaxed));
+                            return;
+                        }
+                        Err(now) => w = now,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`Combining`] with the lock kept by its last holder, a lease: released, the word
+/// still names the holder, which takes the lock back at its next operation; the other
+/// thread pushes its operation even onto a free lock that names another thread, and the
+/// named thread serves it when it comes back (before its own operation, as
+/// [`Delegate`]'s owner does). A pusher not served within [`Kept::PATIENCE`] spin-loop
+/// hints takes a free lock itself (the holder went away) and so becomes the one named.
+/// The floor of a combiner that keeps the structure's lines in its core's cache. Either
+/// thread may end up named for all of a row's rounds (the untimed one too): the code is
+/// the same for both.
+struct Kept {
+    map: std::cell::UnsafeCell<Inner>,
+    /// Bit 0: held; bits 1–2: the last holder + 1 (0: none yet); above: the stack's top
+    /// thread + 1 (0: empty).
+    word: Padded,
+    slots: [Slot; 2],
+}
+
+// SAFETY: `map` is accessed only by the holder of the lock in `word`.
+unsafe impl Sync for Kept {}
+
+impl Kept {
+    const HELD: u64 = 1;
+    /// Spin-loop hints a pusher waits for the named thread before it takes a free lock:
+    /// 256, as the LD-NR prototype's 16 × 16 (`bench/ab/tried/lock-kept-by-its-holder.patch`).
+    const PATIENCE: u32 = 256;
+
+    fn new(map: Inner) -> Self {
+        Kept {
+            map: std::cell::UnsafeCell::new(map),
+            word: Padded(AtomicU64::new(0)),
+            slots: Slot::pair(),
+        }
+    }
+
+    fn named(w: u64) -> u64 {
+        (w >> 1) & 3
+    }
+
+    /// Held by thread `t`, nothing pushed.
+    fn held_by(t: usize) -> u64 {
+        (t as u64 + 1) << 1 | Self::HELD
+    }
+
+    /// Takes the lock with the word seen as `w` (free) for thread `t`, serves what was
+    /// pushed, applies `own` (if any), serves what was pushed meanwhile and releases the
+    /// lock, still naming `t`. `false` if the word changed.
+    fn hold(&self, w: u64, t: usize, own: Option<(u64, u64)>) -> bool {
+        // Acquire: the previous holder's writes to the map and the pushers' requests.
+        if self
+            .word
+            .0
+            .compare_exchange_weak(w, Self::held_by(t), Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        // SAFETY: the lock is held.
+        let map = unsafe { &mut *self.map.get() };
+        Slot::serve(&self.slots, map, w >> 3);
+        if let Some((r, i)) = own {
+            black_box(Combining::apply(map, r, i));
+        }
+        loop {
+            // Release: our writes to the map happen before the next holder's.
+            let free = Self::held_by(t) & !Self::HELD;
+            if self
+                .word
+                .0
+                .compare_exchange(Self::held_by(t), free, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                return true;
+            }
+            // Acquire: the pushers' requests are visible.
+            let w = self.word.0.swap(Self::held_by(t), Ordering::Acquire);
+            Slot::serve(&self.slots, map, w >> 3);
+        }
+    }
+
+    /// The operation of thread `t` (0 or 1).
+    fn op(&self, mixed: bool, t: usize) -> impl Fn(u64, u64) + Sync + '_ {
+        move |k, i| {
+            let slot = &self.slots[t];
+            let r = u64::from(writes(mixed, i)) << 63 | (k + 1);
+            loop {
+                let w = self.word.0.load(Ordering::Relaxed);
+                let named = Self::named(w);
+                if w & Self::HELD == 0 && (named == 0 || named == t as u64 + 1) {
+                    if self.hold(w, t, Some((r, i))) {
+                        return;
+                    }
+                    continue;
+                }
+                slot.request.store(r, Ordering::Relaxed);
+                slot.next.store(w >> 3, Ordering::Relaxed);
+                // Release: the request and link are visible to the holder that takes
+                // the stack.
+                if self
+                    .word
+                    .0
+                    .compare_exchange_weak(
+                        w,
+                        (t as u64 + 1) << 3 | (w & 7),
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    )
+                    .is_err()
+                {
+                    continue;
+                }
+                let mut spins = 0;
+                // Acquire: pairs with the holder's Release store.
+                while slot.request.load(Ordering::Acquire) != 0 {
+                    spins += 1;
+                    // After the patience, a look at the word every 16 hints, not every one
+                    // (each look takes the word's line from its holder).
+                    if spins >= Self::PATIENCE && spins.is_multiple_of(16) {
+                        // The named thread is away: take the free lock, serving the
+                        // stack (this operation on it) as its holder.
+                        let w = self.word.0.load(Ordering::Relaxed);
+                        if w & Self::HELD == 0 {
+                            self.hold(w, t, None);
+                        }
+                    }
+                    std::hint::spin_loop();
+                }
+                black_box(slot.response.load(Ordering::Relaxed));
+                return;
             }
         }
     }
@@ -684,8 +995,12 @@ impl Hist {
 }
 
 /// `op`, each call timed into `hist` (the calling thread's).
-fn timed<'a>(op: Op<'a>, hist: &'a Hist) -> impl Fn(u64, u64) + Sync + 'a {
+fn timed<'a>(op: Op<'a>, hist: &'a Hist, mixed: bool) -> impl Fn(u64, u64) + Sync + 'a {
     move |k, i| {
+        if !writes(mixed, i) {
+            op(k, i);
+            return;
+        }
         let t = Instant::now();
         op(k, i);
         let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -697,11 +1012,16 @@ fn timed<'a>(op: Op<'a>, hist: &'a Hist) -> impl Fn(u64, u64) + Sync + 'a {
 }
 
 /// Two threads writing, every operation timed (a clock read before and after each,
-/// which the throughput includes): latency quantiles over both threads' operations in
-/// all rounds, the warm-up round included, for the `RwLock`, both LD-NR commits and the
-/// spin lock. What a waiting writer pays for the throughput of the others.
-fn latency(o: &Opts) {
-    o.heading("100% writes, every operation timed: ns per operation of two threads together, and latency quantiles of their operations (ns)");
+/// which the throughput includes), or with `mixed` 10% writes and only the writes timed:
+/// latency quantiles over both threads' timed operations in all rounds, the warm-up
+/// round included, for the `RwLock`, both LD-NR commits and the spin lock. What a
+/// waiting writer pays for the throughput of the others.
+fn latency(o: &Opts, mixed: bool) {
+    o.heading(if mixed {
+        "10% writes, every write timed: ns per operation of two threads together, and latency quantiles of their writes (ns)"
+    } else {
+        "100% writes, every operation timed: ns per operation of two threads together, and latency quantiles of their operations (ns)"
+    });
     table_header(&[
         "keys",
         "variant",
@@ -728,15 +1048,19 @@ fn latency(o: &Opts) {
         let n1 = new::build(n);
         let second = Second::new();
         let (lock_op, old_op, new_op, spin_op) = (
-            locked(&lock, false),
-            old::op(&o1, false),
-            new::op(&n1, false),
-            spun(&spin, false),
+            locked(&lock, mixed),
+            old::op(&o1, mixed),
+            new::op(&n1, mixed),
+            spun(&spin, mixed),
         );
         let plain: [Op<'_>; 4] = [&lock_op, &old_op, &new_op, &spin_op];
         let hists: [[Hist; 2]; 4] = std::array::from_fn(|_| [Hist::new(), Hist::new()]);
-        let mine: Vec<_> = (0..4).map(|v| timed(plain[v], &hists[v][0])).collect();
-        let theirs: Vec<_> = (0..4).map(|v| timed(plain[v], &hists[v][1])).collect();
+        let mine: Vec<_> = (0..4)
+            .map(|v| timed(plain[v], &hists[v][0], mixed))
+            .collect();
+        let theirs: Vec<_> = (0..4)
+            .map(|v| timed(plain[v], &hists[v][1], mixed))
+            .collect();
         let mine: Vec<Op<'_>> = mine.iter().map(|f| f as Op<'_>).collect();
         let theirs: Vec<Op<'_>> = theirs.iter().map(|f| f as Op<'_>).collect();
         let splits: [Mutex<Vec<f64>>; 4] = Default::default();
@@ -763,7 +1087,8 @@ fn latency(o: &Opts) {
 
 /// Delegation floors without a read-modify-write on the owner's path (100% writes): the
 /// owner serving before each of its operations with loads and stores only, and the same
-/// serving after its own operation, the request's line prefetched before it. Does
+/// serving after its own operation, the request's line prefetched before it; then the
+/// two combining floors ([`Combining`], [`Kept`]) and LD-NR (`new`), paired with them. Does
 /// delegation reach the stretch target at 64K keys once its owner's operations can
 /// overlap their misses (no locked instruction between them) and the line transfer
 /// hides behind the owner's own work? It did not (5854317, one run): 0.39×, 0.37× and
@@ -771,7 +1096,7 @@ fn latency(o: &Opts) {
 /// prefetched), 0.51×, 0.51× and 0.53× at 1M, the second thread's share 0.15–0.16 and
 /// 0.27–0.29.
 fn delegation(o: &Opts) {
-    o.heading("delegation floors, 100% writes: ns per operation of two threads together; throughput over one bare inserter's; the second thread's share");
+    o.heading("delegation floors, 100% writes: ns per operation of two threads together; throughput over one bare inserter's; the slower thread's share");
     table_header(&[
         "keys",
         "bare 1 thread",
@@ -782,6 +1107,15 @@ fn delegation(o: &Opts) {
         "vs bare",
         "split",
         "no RMW, prefetched",
+        "vs bare",
+        "split",
+        "combining in the lock word",
+        "vs bare",
+        "split",
+        "the same, lock kept",
+        "vs bare",
+        "split",
+        "LD-NR (new)",
         "vs bare",
         "split",
         "line transfer (ns)",
@@ -802,16 +1136,45 @@ fn delegation(o: &Opts) {
             floors[2].owner_plain(false, true),
         );
         let posters: [_; 3] = std::array::from_fn(|f| floors[f].poster(false, &second.stop));
-        let ops: [Op<'_>; 3] = [&swap_owner, &plain_owner, &prefetching_owner];
-        let theirs: [Op<'_>; 3] = [&posters[0], &posters[1], &posters[2]];
-        let splits: [Mutex<Vec<f64>>; 3] = Default::default();
+        let combining = Combining::new(ldnr_hashmap_new::U64Map::with_keys(n).0);
+        let (first, other) = (combining.op(false, 0), combining.op(false, 1));
+        let kept = Kept::new(ldnr_hashmap_new::U64Map::with_keys(n).0);
+        let (kept_first, kept_other) = (kept.op(false, 0), kept.op(false, 1));
+        let nr = new::build(n);
+        let nr_op = new::op(&nr, false);
+        let ops: [Op<'_>; 6] = [
+            &swap_owner,
+            &plain_owner,
+            &prefetching_owner,
+            &first,
+            &kept_first,
+            &nr_op,
+        ];
+        let theirs: [Op<'_>; 6] = [
+            &posters[0],
+            &posters[1],
+            &posters[2],
+            &other,
+            &kept_other,
+            &nr_op,
+        ];
+        let splits: [Mutex<Vec<f64>>; 6] = Default::default();
         let ns = paired_two(o, &second, &ops, &theirs, &keys, &splits, |two| {
-            vec![bare(&mut map, &lone), two(0), two(1), two(2), transfer()]
+            vec![
+                bare(&mut map, &lone),
+                two(0),
+                two(1),
+                two(2),
+                two(3),
+                two(4),
+                two(5),
+                transfer(),
+            ]
         });
         let vs_bare = |v: usize| vs_bare(&ns, v);
         let splits = splits.map(|s| s.into_inner().unwrap());
         println!(
-            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             harness::ns_of(&ns, &[0]),
             harness::ns_of(&ns, &[1]),
             vs_bare(1),
@@ -823,6 +1186,15 @@ fn delegation(o: &Opts) {
             vs_bare(3),
             share(&splits[2]),
             harness::ns_of(&ns, &[4]),
+            vs_bare(4),
+            share(&splits[3]),
+            harness::ns_of(&ns, &[5]),
+            vs_bare(5),
+            share(&splits[4]),
+            harness::ns_of(&ns, &[6]),
+            vs_bare(6),
+            share(&splits[5]),
+            harness::ns_of(&ns, &[7]),
         );
     }
 }
@@ -837,7 +1209,10 @@ fn main() {
         section(&o, true);
     }
     if o.wants("latency") {
-        latency(&o);
+        latency(&o, false);
+    }
+    if o.wants("latency-mixed") {
+        latency(&o, true);
     }
     if o.wants("delegation") {
         delegation(&o);
