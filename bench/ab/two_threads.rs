@@ -45,7 +45,7 @@
 //!   anything, so it serves it first;
 //! - `the same, lock kept`: released, the word still names its holder, which takes the
 //!   lock back at its next operation; the other thread pushes even onto a free lock that
-//!   names another, and takes it only after waiting 1,024 spin-loop hints unserved.
+//!   names another, and takes it only after waiting 256 spin-loop hints unserved.
 //!
 //! # What the combining floors showed (issue 16; Intel Xeon VM, 2 vCPUs, a32fdd7's
 //! library on both sides, `delegation --rounds 30`, six runs in two bursts)
@@ -55,11 +55,13 @@
 //! at 64K keys combining in the lock word 0.18–0.22×, LD-NR 0.18–0.22× (within 0.01 of
 //! it in every run), the lock kept 0.18–0.24× (three runs), delegation 0.39–0.44×; at
 //! 1M keys 0.52–0.58×, 0.43–0.55× (0.01–0.14 under combining), 0.57–0.62× and
-//! 0.64–0.71×. At 64K keys a lean combining path would not beat LD-NR's turns; at 1M
-//! keys it would gain on them (how much on a quiet host, these runs cannot say). LD-NR
-//! prototypes that serve through its contexts and pending stack (before release; the
-//! lock kept by its last holder; `bench/ab/tried/`) gained no throughput with 100%
-//! writes, and the kept lock's gain with 10% writes came with writes' p99 1.4–1.7× main's
+//! 0.64–0.71× (the kept lock's patience 256 hints; three earlier runs with 1,024). At
+//! 64K keys a lean combining path would not beat LD-NR's turns; at 1M keys its median
+//! was above LD-NR's in every run (whether it reaches 0.5× on a quiet host, these runs
+//! cannot say). LD-NR prototypes that serve through its contexts and pending stack
+//! (before release; the lock kept by its last holder; `bench/ab/tried/`) gained nothing
+//! consistent with 100% writes, and the kept lock's gain with 10% writes came with
+//! writes' p99 1.4–1.7× main's
 //! (README, "Combining floors and a lock kept by its holder").
 //!
 //! # What the floors showed (issue 16; Intel Xeon VM, 2 vCPUs, dbf75b1 against itself,
