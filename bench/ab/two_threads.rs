@@ -37,8 +37,8 @@
 //!   answers. The owner never waits for the other thread. Its split shows what that
 //!   costs in fairness.
 //!
-//! and, in the `delegation` section, two combining floors, the least LD-NR's combining
-//! could do (both threads run the same code; whoever holds the lock serves):
+//! and, in the `delegation` section, two combining floors, lean forms of what LD-NR's
+//! combining does (both threads run the same code; whoever holds the lock serves):
 //! - `combining in the lock word`: the lock word holds the stack of waiting operations;
 //!   a thread that finds the lock held pushes its operation (a line of its own) in the
 //!   same compare-and-swap, and the holder cannot release the lock while the stack holds
@@ -61,8 +61,8 @@
 //! cannot say). LD-NR prototypes that serve through its contexts and pending stack
 //! (before release; the lock kept by its last holder; `bench/ab/tried/`) gained nothing
 //! consistent with 100% writes, and the kept lock's gain with 10% writes came with
-//! writes' p99 1.4–1.7× main's
-//! (README, "Combining floors and a lock kept by its holder").
+//! writes' p99 1.4–1.7× main's (README, "Combining floors and a lock kept by its
+//! holder").
 //!
 //! # What the floors showed (issue 16; Intel Xeon VM, 2 vCPUs, dbf75b1 against itself,
 //! 30 rounds of 20 ms, two runs)
