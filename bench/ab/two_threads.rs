@@ -48,21 +48,20 @@
 //!   names another, and takes it only after waiting 256 spin-loop hints unserved.
 //!
 //! # What the combining floors showed (issue 16; Intel Xeon VM, 2 vCPUs, a32fdd7's
-//! library on both sides, `delegation --rounds 30`, six runs in two bursts)
+//! library on both sides, `delegation --rounds 30`, nine runs)
 //!
-//! Two threads' throughput over a lone bare insert's, 100% writes, in a slow stretch of
-//! the host's memory (bare insert 29–45 ns and 164–187 ns), a line moving in 57–65 ns:
-//! at 64K keys combining in the lock word 0.18–0.22×, LD-NR 0.18–0.22× (within 0.01 of
-//! it in every run), the lock kept 0.18–0.24× (three runs), delegation 0.39–0.44×; at
-//! 1M keys 0.52–0.58×, 0.43–0.55× (0.01–0.14 under combining), 0.57–0.62× and
-//! 0.64–0.71× (the kept lock's patience 256 hints; three earlier runs with 1,024). At
-//! 64K keys a lean combining path would not beat LD-NR's turns; at 1M keys its median
-//! was above LD-NR's in every run (whether it reaches 0.5× on a quiet host, these runs
-//! cannot say). LD-NR prototypes that serve through its contexts and pending stack
-//! (before release; the lock kept by its last holder; `bench/ab/tried/`) gained nothing
-//! consistent with 100% writes, and the kept lock's gain with 10% writes came with
-//! writes' p99 1.4–1.7× main's (README, "Combining floors and a lock kept by its
-//! holder").
+//! Two threads' throughput over a lone bare insert's, 100% writes. Three runs with quiet
+//! memory (bare insert 19–20 ns and 80–84 ns): at 64K keys combining in the lock word
+//! 0.14×, the lock kept 0.16×, LD-NR 0.17–0.18×, delegation 0.38–0.39×; at 1M keys
+//! 0.36–0.37×, 0.38–0.40×, 0.42–0.45× and 0.47–0.49×. Six runs in a slow stretch of the
+//! host's memory (29–45 ns and 164–187 ns): 0.18–0.22×, 0.18–0.24× (three runs), LD-NR
+//! 0.18–0.22×, 0.39–0.44×; at 1M keys 0.52–0.58×, 0.57–0.62×, 0.43–0.55×, 0.64–0.71×.
+//! LD-NR's turns are above both combining floors when memory is quiet; only delegation
+//! is above LD-NR in both states. LD-NR prototypes that serve through its contexts
+//! (before release; the lock kept by its last holder; the lock and the stack in one
+//! word; `bench/ab/tried/`) gained nothing consistent with 100% writes (up to 1.61×
+//! slower), and the kept lock's gain with 10% writes came with writes' p99 1.4–1.7×
+//! main's (README, "Combining floors and a lock kept by its holder").
 //!
 //! # What the floors showed (issue 16; Intel Xeon VM, 2 vCPUs, dbf75b1 against itself,
 //! 30 rounds of 20 ms, two runs)
