@@ -56,8 +56,8 @@
 //! 0.36–0.37×, 0.38–0.40×, 0.42–0.45× and 0.47–0.49×. Six runs in a slow stretch of the
 //! host's memory (29–45 ns and 164–187 ns): 0.18–0.22×, 0.18–0.24× (three runs), LD-NR
 //! 0.18–0.22×, 0.39–0.44×; at 1M keys 0.52–0.58×, 0.57–0.62×, 0.43–0.55×, 0.64–0.71×.
-//! LD-NR's turns are above both combining floors when memory is quiet; only delegation
-//! is above LD-NR in both states. LD-NR prototypes that serve through its contexts
+//! When memory is quiet LD-NR's turns are above the combining floor and level with or
+//! just above the kept lock; delegation is clearly above LD-NR in both states. LD-NR prototypes that serve through its contexts
 //! (before release; the lock kept by its last holder; the lock and the stack in one
 //! word; `bench/ab/tried/`) gained nothing consistent with 100% writes (up to 1.61×
 //! slower), and the kept lock's gain with 10% writes came with writes' p99 1.4–1.7×
