@@ -1172,31 +1172,15 @@ fn delegation(o: &Opts) {
                 transfer(),
             ]
         });
-        let vs_bare = |v: usize| vs_bare(&ns, v);
         let splits = splits.map(|s| s.into_inner().unwrap());
-        println!(
-            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            harness::ns_of(&ns, &[0]),
-            harness::ns_of(&ns, &[1]),
-            vs_bare(1),
-            share(&splits[0]),
-            harness::ns_of(&ns, &[2]),
-            vs_bare(2),
-            share(&splits[1]),
-            harness::ns_of(&ns, &[3]),
-            vs_bare(3),
-            share(&splits[2]),
-            harness::ns_of(&ns, &[4]),
-            vs_bare(4),
-            share(&splits[3]),
-            harness::ns_of(&ns, &[5]),
-            vs_bare(5),
-            share(&splits[4]),
-            harness::ns_of(&ns, &[6]),
-            vs_bare(6),
-            share(&splits[5]),
-            harness::ns_of(&ns, &[7]),
-        );
+        // The bare insert, then each two-thread variant's ns, ratio and split, then the
+        // line transfer.
+        let mut cells = vec![harness::ns_of(&ns, &[0])];
+        for (v, split) in (1..).zip(&splits) {
+            cells.extend([harness::ns_of(&ns, &[v]), vs_bare(&ns, v), share(split)]);
+        }
+        cells.push(harness::ns_of(&ns, &[splits.len() + 1]));
+        println!("| {label} | {} |", cells.join(" | "));
     }
 }
 
