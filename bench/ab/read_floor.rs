@@ -49,25 +49,28 @@
 //! fence 1.21–1.22×, with the `SeqCst` store 1.22–1.27×, without a barrier 1.06–1.08×;
 //! the `RwLock` 1.59–1.68×; LD-NR 1.58–1.69× (1.30–1.37× the floor). At 1M keys the floor
 //! 1.05–1.14×, the A/A 0.95–1.02×. `membarrier`: 105–112 ns alone, 8.3–9.5 µs with the
-//! second thread spinning. The README's "The floor under the read bound" has the table.
+//! second thread spinning. docs/bench/write-and-read-paths.md, "The floor under the read
+//! bound", has the table.
 //!
 //! `budget` (c705ded's program; three runs of 60 rounds, the library at 55bcfcd once and
-//! at 820908e twice; the README has the table): about 20 added `nop`s come free at 64K
-//! keys, 40 cost 17–28%, 60 29–48%, 80 41–49%. LD-NR's read runs 83 instructions more than the bare read
-//! (callgrind: 202 against 119), and a throw-away build without the reader's fence, the
-//! entry checks, the re-entry marks and the operation count (164 instructions) still read
-//! at 1.38× and 1.44× the bare map, against a bound of 1.25× (README, "The read bound
-//! against an instruction budget").
+//! at 820908e twice; docs/bench/write-and-read-paths.md has the table): about 20 added
+//! `nop`s come free at 64K keys, 40 cost 17–28%, 60 29–48%, 80 41–49%. LD-NR's read runs
+//! 83 instructions more than the bare read (callgrind: 202 against 119), and a throw-away
+//! build without the reader's fence, the entry checks, the re-entry marks and the
+//! operation count (164 instructions) still read at 1.38× and 1.44× the bare map, against
+//! a bound of 1.25× (docs/bench/write-and-read-paths.md, "The read bound against an
+//! instruction budget").
 //!
-//! `conforming` and `ablation` (9743719; three and two runs of 60 rounds, README, "The
-//! least read LD-NR's contract allows"): at 64K keys the contract-keeping reads measured
-//! 1.33–1.54× the bare read (step by step, thread-local mark; the same read in
-//! `ablation`, 1.63–1.88×) and 1.44–1.52× (folded), 1.23–1.34× their run's floor; LD-NR 1.03–1.12× the step-by-step read; the two copies
-//! of the floor 1.06–1.31×, up to 0.10 apart in one run (the method's resolution);
-//! every check without the barrier 1.57–1.63×; no check 1.39–1.46× (context and replica
-//! through the instance) and 1.23–1.32× (held in registers). Neither design meets the
-//! bound, barrier or not. (b2f0bec, each owner word on its own line and no generation
-//! check: step by step 1.53–1.57×, without the barrier 1.39–1.54×.) Five times a single
+//! `conforming` and `ablation` (9743719; three and two runs of 60 rounds,
+//! docs/bench/write-and-read-paths.md, "The least read LD-NR's contract allows"): at 64K
+//! keys the contract-keeping reads measured 1.33–1.54× the bare read (step by step,
+//! thread-local mark; the same read in `ablation`, 1.63–1.88×) and 1.44–1.52× (folded),
+//! 1.23–1.34× their run's floor; LD-NR 1.03–1.12× the step-by-step read; the two copies
+//! of the floor 1.06–1.31×, up to 0.10 apart in one run (the method's resolution); every
+//! check without the barrier 1.57–1.63×; no check 1.39–1.46× (context and replica through
+//! the instance) and 1.23–1.32× (held in registers). Neither design meets the bound,
+//! barrier or not. (b2f0bec, each owner word on its own line and no generation check:
+//! step by step 1.53–1.57×, without the barrier 1.39–1.54×.) Five times a single
 //! variant read at 2.2–2.9× while the others did not; such outliers are left out.
 
 mod harness;

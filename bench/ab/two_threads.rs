@@ -56,12 +56,12 @@
 //!
 //! Two threads' throughput over a lone bare insert's (22–37 ns at 64K keys, 75–142 ns at
 //! 1M), 100% writes, and the slower thread's share of the operations: at 64K keys
-//! delegation serving every operation 0.38–0.41× (share 0.17–0.24), every 4th
-//! 0.40–0.45× (0.12–0.18), every 16th 0.52–0.56× (0.06), every 64th 0.58–0.68× (0.02);
-//! the `RwLock` 0.10–0.16× (0.50), LD-NR 0.18–0.20× (0.33–0.42). At 1M keys 0.49–0.62×,
-//! 0.54–0.57×, 0.63–0.69×, 0.69–0.73×; the `RwLock` 0.25–0.34×, LD-NR 0.33–0.46×. At
-//! 64K keys half a lone map's throughput came only with the second thread doing one
-//! operation in sixteen (README, "What this shows, honestly").
+//! delegation serving every operation 0.38–0.41× (share 0.17–0.24), every 4th 0.40–0.45×
+//! (0.12–0.18), every 16th 0.52–0.56× (0.06), every 64th 0.58–0.68× (0.02); the `RwLock`
+//! 0.10–0.16× (0.50), LD-NR 0.18–0.20× (0.33–0.42). At 1M keys 0.49–0.62×, 0.54–0.57×,
+//! 0.63–0.69×, 0.69–0.73×; the `RwLock` 0.25–0.34×, LD-NR 0.33–0.46×. At 64K keys half a
+//! lone map's throughput came only with the second thread doing one operation in sixteen
+//! (docs/bench/write-and-read-paths.md, "The stretch target's price in fairness").
 //!
 //! # What the combining floors showed (issue 16; Intel Xeon VM, 2 vCPUs, a32fdd7's
 //! library on both sides, `delegation --rounds 30`, nine runs)
@@ -73,11 +73,12 @@
 //! host's memory (29–45 ns and 164–187 ns): 0.18–0.22×, 0.18–0.24× (three runs), LD-NR
 //! 0.18–0.22×, 0.39–0.44×; at 1M keys 0.52–0.58×, 0.57–0.62×, 0.43–0.55×, 0.64–0.71×.
 //! When memory is quiet LD-NR's turns are above the combining floor and level with or
-//! just above the kept lock; delegation is clearly above LD-NR in both states. LD-NR prototypes that serve through its contexts
-//! (before release; the lock kept by its last holder; the lock and the stack in one
-//! word; `bench/ab/tried/`) gained nothing consistent with 100% writes (up to 1.61×
-//! slower), and the kept lock's gain with 10% writes came with writes' p99 1.4–1.7×
-//! main's (README, "Combining floors and a lock kept by its holder").
+//! just above the kept lock; delegation is clearly above LD-NR in both states. LD-NR
+//! prototypes that serve through its contexts (before release; the lock kept by its last
+//! holder; the lock and the stack in one word; `bench/ab/tried/`) gained nothing
+//! consistent with 100% writes (up to 1.61× slower), and the kept lock's gain with 10%
+//! writes came with writes' p99 1.4–1.7× main's (docs/bench/write-and-read-paths.md,
+//! "Combining floors and a lock kept by its holder").
 //!
 //! # What the floors showed (issue 16; Intel Xeon VM, 2 vCPUs, dbf75b1 against itself,
 //! 30 rounds of 20 ms, two runs)
@@ -85,12 +86,12 @@
 //! Two threads' throughput over a lone bare insert's, 100% writes: at 64K keys the spin
 //! lock 0.22–0.23×, delegation 0.36–0.39× (the second thread's share 0.16) and 0.41–0.42×
 //! serving one in four (share 0.12), LD-NR 0.13×; at 1M keys 0.52–0.56×, 0.54–0.55× and
-//! 0.56–0.57×, LD-NR 0.37–0.41×. A line moved in 50–58 ns, a lone insert took 19–20 ns
-//! at 64K keys: the stretch target needs less than a transfer per operation there, which
-//! only an unequal split or turns of many operations allow (README, "The stretch target
-//! against two floors"). The
-//! spin lock beating LD-NR led to dcbc0e7's turn-taking (README, "Two writers take
-//! turns").
+//! 0.56–0.57×, LD-NR 0.37–0.41×. A line moved in 50–58 ns, a lone insert took 19–20 ns at
+//! 64K keys: the stretch target needs less than a transfer per operation there, which
+//! only an unequal split or turns of many operations allow
+//! (docs/bench/write-and-read-paths.md, "The stretch target against two floors"). The
+//! spin lock beating LD-NR led to dcbc0e7's turn-taking
+//! (docs/bench/write-and-read-paths.md, "Two writers take turns").
 //!
 //! # What it showed (issue 16; AMD EPYC VM, 2 vCPUs, c031578 against itself, 30 rounds
 //! of 20 ms, two runs, the second thread kept per row)
