@@ -72,6 +72,12 @@
 //! barrier or not. (b2f0bec, each owner word on its own line and no generation check:
 //! step by step 1.53–1.57×, without the barrier 1.39–1.54×.) Five times a single
 //! variant read at 2.2–2.9× while the others did not; such outliers are left out.
+//!
+//! `read` and `conforming` again at e73ff5f's library (three runs of 60 rounds;
+//! docs/bench/write-and-read-paths.md, "The read bound, measured again"): at 64K keys the
+//! floor 1.15–1.24×, the contract-keeping reads 1.41–1.50× (1.47–1.52× with the context
+//! flag), LD-NR 1.55–1.62×, the `RwLock` 1.64–1.71×, no barrier 1.06–1.14×, the A/A
+//! 0.97–1.05×.
 
 mod harness;
 

@@ -52,15 +52,17 @@
 //!   names another, and takes it only after waiting 256 spin-loop hints unserved.
 //!
 //! # What the unfair owner showed (issue 16; Intel Xeon VM, 2 vCPUs, e73ff5f's library,
-//! `unfair --rounds 30 --phase-ms 20`, six runs)
+//! `unfair --rounds 30 --phase-ms 20`, six runs, the first three `write unfair`)
 //!
 //! Two threads' throughput over a lone bare insert's (22–37 ns at 64K keys, 75–142 ns at
 //! 1M), 100% writes, and the slower thread's share of the operations: at 64K keys
-//! delegation serving every operation 0.38–0.41× (share 0.17–0.24), every 4th 0.40–0.45×
-//! (0.12–0.18), every 16th 0.52–0.56× (0.06), every 64th 0.58–0.68× (0.02); the `RwLock`
-//! 0.10–0.16× (0.50), LD-NR 0.18–0.20× (0.33–0.42). At 1M keys 0.49–0.62×, 0.54–0.57×,
-//! 0.63–0.69×, 0.69–0.73×; the `RwLock` 0.25–0.34×, LD-NR 0.33–0.46×. At 64K keys half a
-//! lone map's throughput came only with the second thread doing one operation in sixteen
+//! delegation serving every operation 0.38–0.41× (share 0.17–0.24), every 4th
+//! 0.40–0.45× (0.12–0.18), every 16th 0.52–0.56× (0.06), every 64th 0.58–0.68× (0.02);
+//! the `RwLock` 0.10–0.16× (0.50), LD-NR 0.18–0.20× (0.33–0.42). At 1M keys 0.49–0.62×,
+//! 0.54–0.57×, 0.63–0.69×, 0.69–0.73×; the `RwLock` 0.25–0.34×, LD-NR 0.33–0.46×. (The
+//! `write` sections of the first three runs: LD-NR 0.18–0.25× and 0.39–0.52×, every 4th
+//! 0.42–0.50× and 0.55–0.62×.) At 64K keys half a lone map's throughput came only with
+//! the second thread doing one operation in sixteen or fewer
 //! (docs/bench/write-and-read-paths.md, "The stretch target's price in fairness").
 //!
 //! # What the combining floors showed (issue 16; Intel Xeon VM, 2 vCPUs, a32fdd7's
