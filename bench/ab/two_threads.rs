@@ -26,8 +26,8 @@
 //! only the writes timed. `delegation`: the delegation floor below, two forms of it
 //! whose owner serves with loads and stores only (one of them prefetching the request's
 //! line), the two combining floors below and LD-NR (`new`), paired; 100% writes.
-//! `unfair`: delegation whose owner serves the other thread before one in every 1, 4, 16
-//! or 64 of its own operations, with the `RwLock` and LD-NR (`new`), paired; 100%
+//! `unfair`: delegation whose owner serves the other thread before one in every 1, 2, 4,
+//! 8, 16 or 64 of its own operations, with the `RwLock` and LD-NR (`new`), paired; 100%
 //! writes. It prices the stretch target in fairness: how much of the work the second
 //! thread keeps when two threads reach half a lone bare map's throughput.
 //!
@@ -52,18 +52,21 @@
 //!   names another, and takes it only after waiting 256 spin-loop hints unserved.
 //!
 //! # What the unfair owner showed (issue 16; Intel Xeon VM, 2 vCPUs, e73ff5f's library,
-//! `unfair --rounds 30 --phase-ms 20`, six runs, the first three `write unfair`)
+//! `unfair --rounds 30 --phase-ms 20`, twelve runs, six of them `write unfair`; rates 2
+//! and 8 in six of them)
 //!
-//! Two threads' throughput over a lone bare insert's (22–37 ns at 64K keys, 75–142 ns at
+//! Two threads' throughput over a lone bare insert's (22–38 ns at 64K keys, 75–184 ns at
 //! 1M), 100% writes, and the slower thread's share of the operations: at 64K keys
-//! delegation serving every operation 0.38–0.41× (share 0.17–0.24), every 4th
-//! 0.40–0.45× (0.12–0.18), every 16th 0.52–0.56× (0.06), every 64th 0.58–0.68× (0.02);
-//! the `RwLock` 0.10–0.16× (0.50), LD-NR 0.18–0.20× (0.33–0.42). At 1M keys 0.49–0.62×,
-//! 0.54–0.57×, 0.63–0.69×, 0.69–0.73×; the `RwLock` 0.25–0.34×, LD-NR 0.33–0.46×. (The
-//! `write` sections of the first three runs: LD-NR 0.18–0.25× and 0.39–0.52×, every 4th
-//! 0.42–0.50× and 0.55–0.62×.) At 64K keys half a lone map's throughput came only with
-//! the second thread doing one operation in sixteen or fewer
-//! (docs/bench/write-and-read-paths.md, "The stretch target's price in fairness").
+//! delegation serving every operation 0.38–0.41× (share 0.16–0.25), every 2nd 0.38–0.43×
+//! (0.14–0.21), every 4th 0.40–0.45× (0.12–0.18), every 8th 0.42–0.47× (0.10–0.11),
+//! every 16th 0.49–0.56× (0.06), every 64th 0.58–0.69× (0.02); the `RwLock` 0.10–0.18×
+//! (0.42–0.50), LD-NR 0.16–0.24× (0.33–0.43). At 1M keys 0.49–0.69×, 0.50–0.65×,
+//! 0.50–0.65×, 0.50–0.67×, 0.49–0.71×, 0.51–0.73×; the `RwLock` 0.25–0.44×, LD-NR
+//! 0.33–0.48×. (The `write` sections: LD-NR 0.18–0.25× and 0.38–0.52×, every 4th
+//! 0.41–0.50× and 0.55–0.62×.) At 64K keys half a lone map's throughput came, but for
+//! one 0.50× reading in a run whose lone insert was slow, only with the second thread
+//! doing one operation in sixteen or fewer (docs/bench/write-and-read-paths.md, "The
+//! stretch target's price in fairness").
 //!
 //! # What the combining floors showed (issue 16; Intel Xeon VM, 2 vCPUs, a32fdd7's
 //! library on both sides, `delegation --rounds 30`, nine runs)
@@ -1204,10 +1207,10 @@ fn delegation(o: &Opts) {
 }
 
 /// The price of the stretch target in fairness: delegation whose owner serves the other
-/// thread before one in every 1, 4, 16 and 64 of its own operations, next to the
+/// thread before one in every 1, 2, 4, 8, 16 and 64 of its own operations, next to the
 /// `RwLock` and LD-NR (`new`); 100% writes.
 fn unfair(o: &Opts) {
-    const EVERY: [u64; 4] = [1, 4, 16, 64];
+    const EVERY: [u64; 6] = [1, 2, 4, 8, 16, 64];
     o.heading("delegation served every Nth, 100% writes: ns per operation of two threads together; throughput over one bare inserter's; the slower thread's share");
     let mut header = vec!["keys".to_string(), "bare 1 thread".to_string()];
     for name in EVERY
@@ -1226,34 +1229,35 @@ fn unfair(o: &Opts) {
         ];
         let lone = key_stream(0x5eed_0004 ^ n, KEY_STREAM, n);
         let mut map = ldnr_hashmap_new::U64Map::with_keys(n).0;
-        let floors: [Delegate; 4] =
+        let floors: [Delegate; EVERY.len()] =
             std::array::from_fn(|_| Delegate::new(ldnr_hashmap_new::U64Map::with_keys(n).0));
         let second = Second::new();
-        let owners: [_; 4] = std::array::from_fn(|f| floors[f].owner(false, EVERY[f]));
-        let posters: [_; 4] = std::array::from_fn(|f| floors[f].poster(false, &second.stop));
+        let owners: [_; EVERY.len()] = std::array::from_fn(|f| floors[f].owner(false, EVERY[f]));
+        let posters: [_; EVERY.len()] =
+            std::array::from_fn(|f| floors[f].poster(false, &second.stop));
         let lock = RwLock::new(ldnr_hashmap_new::U64Map::with_keys(n).0);
         let lock_op = locked(&lock, false);
         let nr = new::build(n);
         let nr_op = new::op(&nr, false);
-        let ops: [Op<'_>; 6] = [
-            &owners[0], &owners[1], &owners[2], &owners[3], &lock_op, &nr_op,
-        ];
-        let theirs: [Op<'_>; 6] = [
-            &posters[0],
-            &posters[1],
-            &posters[2],
-            &posters[3],
-            &lock_op,
-            &nr_op,
-        ];
-        let splits: [Mutex<Vec<f64>>; 6] = Default::default();
+        // Each delegation floor's owner and poster, then the `RwLock` and LD-NR, which
+        // both threads run alike.
+        let mut ops: Vec<Op<'_>> = owners.iter().map(|o| o as Op<'_>).collect();
+        let mut theirs: Vec<Op<'_>> = posters.iter().map(|p| p as Op<'_>).collect();
+        for both in [&lock_op as Op<'_>, &nr_op] {
+            ops.push(both);
+            theirs.push(both);
+        }
+        let splits: Vec<Mutex<Vec<f64>>> = (0..ops.len()).map(|_| Mutex::default()).collect();
         let ns = paired_two(o, &second, &ops, &theirs, &keys, &splits, |two| {
             let mut v = vec![bare(&mut map, &lone)];
-            v.extend((0..6).map(two));
+            v.extend((0..ops.len()).map(two));
             v.push(transfer());
             v
         });
-        let splits = splits.map(|s| s.into_inner().unwrap());
+        let splits: Vec<Vec<f64>> = splits
+            .into_iter()
+            .map(|s| s.into_inner().unwrap())
+            .collect();
         let mut cells = vec![harness::ns_of(&ns, &[0])];
         for (v, split) in (1..).zip(&splits) {
             cells.extend([harness::ns_of(&ns, &[v]), vs_bare(&ns, v), share(split)]);
