@@ -58,15 +58,15 @@
 //! Two threads' throughput over a lone bare insert's (22–38 ns at 64K keys, 75–184 ns at
 //! 1M), 100% writes, and the slower thread's share of the operations: at 64K keys
 //! delegation serving every operation 0.38–0.41× (share 0.16–0.25), every 2nd 0.38–0.43×
-//! (0.14–0.21), every 4th 0.40–0.45× (0.12–0.18), every 8th 0.42–0.47× (0.10–0.11),
-//! every 16th 0.49–0.56× (0.06), every 64th 0.58–0.69× (0.02); the `RwLock` 0.10–0.18×
+//! (0.14–0.21), every 4th 0.40–0.45× (0.12–0.18), every 8th 0.42–0.47× (0.10–0.11), every
+//! 16th 0.49–0.56× (0.06), every 64th 0.58–0.69× (0.02); the `RwLock` 0.10–0.18×
 //! (0.42–0.50), LD-NR 0.16–0.24× (0.33–0.43). At 1M keys 0.49–0.69×, 0.50–0.65×,
 //! 0.50–0.65×, 0.50–0.67×, 0.49–0.71×, 0.51–0.73×; the `RwLock` 0.25–0.44×, LD-NR
 //! 0.33–0.48×. (The `write` sections: LD-NR 0.18–0.25× and 0.38–0.52×, every 4th
-//! 0.41–0.50× and 0.55–0.62×.) At 64K keys half a lone map's throughput came, but for
-//! one 0.50× reading in a run whose lone insert was slow, only with the second thread
-//! doing one operation in sixteen or fewer (docs/bench/write-and-read-paths.md, "The
-//! stretch target's price in fairness").
+//! 0.41–0.50× and 0.55–0.62×.) At 64K keys half a lone map's throughput came, but for one
+//! 0.50× reading in these runs, in a run whose lone insert was slow, only with the second
+//! thread doing one operation in sixteen or fewer (docs/bench/write-and-read-paths.md,
+//! "The stretch target's price in fairness").
 //!
 //! # What the combining floors showed (issue 16; Intel Xeon VM, 2 vCPUs, a32fdd7's
 //! library on both sides, `delegation --rounds 30`, nine runs)
@@ -1241,8 +1241,8 @@ fn unfair(o: &Opts) {
         let nr_op = new::op(&nr, false);
         // Each delegation floor's owner and poster, then the `RwLock` and LD-NR, which
         // both threads run alike.
-        let mut ops: Vec<Op<'_>> = owners.iter().map(|o| o as Op<'_>).collect();
-        let mut theirs: Vec<Op<'_>> = posters.iter().map(|p| p as Op<'_>).collect();
+        let mut ops: Vec<Op<'_>> = owners.iter().map(|owner| owner as Op<'_>).collect();
+        let mut theirs: Vec<Op<'_>> = posters.iter().map(|poster| poster as Op<'_>).collect();
         for both in [&lock_op as Op<'_>, &nr_op] {
             ops.push(both);
             theirs.push(both);
