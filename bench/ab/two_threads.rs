@@ -1194,16 +1194,20 @@ fn delegation(o: &Opts) {
                 transfer(),
             ]
         });
-        let splits = splits.map(|s| s.into_inner().unwrap());
-        // The bare insert, then each two-thread variant's ns, ratio and split, then the
-        // line transfer.
-        let mut cells = vec![harness::ns_of(&ns, &[0])];
-        for (v, split) in (1..).zip(&splits) {
-            cells.extend([harness::ns_of(&ns, &[v]), vs_bare(&ns, v), share(split)]);
-        }
-        cells.push(harness::ns_of(&ns, &[splits.len() + 1]));
-        println!("| {label} | {} |", cells.join(" | "));
+        floor_row(label, &ns, &splits.map(|s| s.into_inner().unwrap()));
     }
+}
+
+/// A row of the `delegation` and `unfair` tables: the bare insert, then each two-thread
+/// variant's ns, throughput over the bare insert's and split, then the line transfer
+/// (phases: the bare insert, one per split, the transfer).
+fn floor_row(label: &str, ns: &[Vec<f64>], splits: &[Vec<f64>]) {
+    let mut cells = vec![harness::ns_of(ns, &[0])];
+    for (v, split) in (1..).zip(splits) {
+        cells.extend([harness::ns_of(ns, &[v]), vs_bare(ns, v), share(split)]);
+    }
+    cells.push(harness::ns_of(ns, &[splits.len() + 1]));
+    println!("| {label} | {} |", cells.join(" | "));
 }
 
 /// The price of the stretch target in fairness: delegation whose owner serves the other
@@ -1258,12 +1262,7 @@ fn unfair(o: &Opts) {
             .into_iter()
             .map(|s| s.into_inner().unwrap())
             .collect();
-        let mut cells = vec![harness::ns_of(&ns, &[0])];
-        for (v, split) in (1..).zip(&splits) {
-            cells.extend([harness::ns_of(&ns, &[v]), vs_bare(&ns, v), share(split)]);
-        }
-        cells.push(harness::ns_of(&ns, &[splits.len() + 1]));
-        println!("| {label} | {} |", cells.join(" | "));
+        floor_row(label, &ns, &splits);
     }
 }
 
