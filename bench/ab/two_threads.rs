@@ -844,6 +844,19 @@ fn paired_two<'a>(
     })
 }
 
+/// The two threads' key streams for a row of `n` keys (the same in every section).
+fn two_streams(n: u64) -> [Vec<u64>; 2] {
+    [
+        key_stream(0x5eed_0002 ^ n, KEY_STREAM, n),
+        key_stream(0x5eed_0003 ^ n, KEY_STREAM, n),
+    ]
+}
+
+/// The lone bare inserter's key stream for a row of `n` keys.
+fn lone_stream(n: u64) -> Vec<u64> {
+    key_stream(0x5eed_0004 ^ n, KEY_STREAM, n)
+}
+
 /// Two threads' throughput over one bare inserter's (variant 0): bare ns / variant `v`'s
 /// ns, per round; median [IQR].
 fn vs_bare(ns: &[Vec<f64>], v: usize) -> String {
@@ -887,11 +900,8 @@ fn section(o: &Opts, mixed: bool) {
         "split, every 4th",
     ]);
     for (n, label) in [(1u64 << 16, "64K"), (1 << 20, "1M")] {
-        let keys = [
-            key_stream(0x5eed_0002 ^ n, KEY_STREAM, n),
-            key_stream(0x5eed_0003 ^ n, KEY_STREAM, n),
-        ];
-        let lone = key_stream(0x5eed_0004 ^ n, KEY_STREAM, n);
+        let keys = two_streams(n);
+        let lone = lone_stream(n);
         let mut map = ldnr_hashmap_new::U64Map::with_keys(n).0;
         let lock = RwLock::new(ldnr_hashmap_new::U64Map::with_keys(n).0);
         let spin = Spin {
@@ -1058,10 +1068,7 @@ fn latency(o: &Opts, mixed: bool) {
         "split",
     ]);
     for (n, label) in [(1u64 << 16, "64K"), (1 << 20, "1M")] {
-        let keys = [
-            key_stream(0x5eed_0002 ^ n, KEY_STREAM, n),
-            key_stream(0x5eed_0003 ^ n, KEY_STREAM, n),
-        ];
+        let keys = two_streams(n);
         let lock = RwLock::new(ldnr_hashmap_new::U64Map::with_keys(n).0);
         let spin = Spin {
             locked: AtomicBool::new(false),
@@ -1144,11 +1151,8 @@ fn delegation(o: &Opts) {
         "line transfer (ns)",
     ]);
     for (n, label) in [(1u64 << 16, "64K"), (1 << 20, "1M")] {
-        let keys = [
-            key_stream(0x5eed_0002 ^ n, KEY_STREAM, n),
-            key_stream(0x5eed_0003 ^ n, KEY_STREAM, n),
-        ];
-        let lone = key_stream(0x5eed_0004 ^ n, KEY_STREAM, n);
+        let keys = two_streams(n);
+        let lone = lone_stream(n);
         let mut map = ldnr_hashmap_new::U64Map::with_keys(n).0;
         let floors: [Delegate; 3] =
             std::array::from_fn(|_| Delegate::new(ldnr_hashmap_new::U64Map::with_keys(n).0));
@@ -1227,11 +1231,8 @@ fn unfair(o: &Opts) {
     header.push("line transfer (ns)".to_string());
     table_header(&header.iter().map(String::as_str).collect::<Vec<_>>());
     for (n, label) in [(1u64 << 16, "64K"), (1 << 20, "1M")] {
-        let keys = [
-            key_stream(0x5eed_0002 ^ n, KEY_STREAM, n),
-            key_stream(0x5eed_0003 ^ n, KEY_STREAM, n),
-        ];
-        let lone = key_stream(0x5eed_0004 ^ n, KEY_STREAM, n);
+        let keys = two_streams(n);
+        let lone = lone_stream(n);
         let mut map = ldnr_hashmap_new::U64Map::with_keys(n).0;
         let floors: [Delegate; EVERY.len()] =
             std::array::from_fn(|_| Delegate::new(ldnr_hashmap_new::U64Map::with_keys(n).0));
