@@ -252,6 +252,9 @@ pub(crate) fn choose(
 pub(crate) struct Dispatcher<W, R> {
     /// A process-wide unique number of the instance, which its tokens carry.
     instance: usize,
+    /// Whether threads joining a reader set issue the heavy barrier, so that a writer
+    /// alone in its replica's set writes without a fence (rwlock R5). Fixed at build.
+    asymmetric: bool,
     contexts: Box<[CachePadded<Context<W, R>>]>,
     /// 1 + the highest thread index registered now (D1).
     registered: CachePadded<AtomicUsize>,
@@ -319,11 +322,19 @@ fn lock(flag: &AtomicBool) -> AdminGuard<'_> {
 impl<W, R> Dispatcher<W, R> {
     /// A dispatcher for at most `limit` threads, with a new instance number;
     /// [`Error::InstancesExhausted`] if none is left.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn new(limit: usize) -> Result<Self, Error> {
+        Self::with_barrier(limit, true)
+    }
+
+    /// [`new`](Self::new), with the lone writer's asymmetric barrier (rwlock R5) if
+    /// `asymmetric` and the process has it.
+    pub(crate) fn with_barrier(limit: usize, asymmetric: bool) -> Result<Self, Error> {
         let instance = next_instance_id().ok_or(Error::InstancesExhausted)?;
         let contexts: Vec<_> = (0..limit).map(|_| CachePadded(Context::new())).collect();
         Ok(Self {
             instance,
+            asymmetric: asymmetric && crate::sync::asymmetric_available(),
             contexts: contexts.into_boxed_slice(),
             registered: CachePadded(AtomicUsize::new(0)),
             free: UnsafeCell::new((Vec::new(), 0)),
@@ -345,6 +356,12 @@ impl<W, R> Dispatcher<W, R> {
     #[inline]
     pub(crate) fn instance(&self) -> usize {
         self.instance
+    }
+
+    /// Whether joins issue the heavy barrier and lone writers skip the fence (rwlock R5).
+    #[inline(always)]
+    pub(crate) fn asymmetric(&self) -> bool {
+        self.asymmetric
     }
 
     /// The thread index of `tkn`.

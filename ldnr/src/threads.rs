@@ -310,7 +310,9 @@ where
     }
 
     /// Puts thread `tid` in the reader set of replica `slot` (and out of the one it was
-    /// in) before it reads there (rwlock R2). Owner only, between reads.
+    /// in) before it reads there (rwlock R2), with the heavy barrier after the insert
+    /// where the instance's writers may write alone without a fence (R5). Owner only,
+    /// between reads.
     #[cold]
     #[inline(never)]
     pub(crate) fn join_readers(&self, tid: usize, slot: usize) {
@@ -320,7 +322,10 @@ where
         if listed != UNLISTED {
             self.replicas.shell(listed).readers.remove(tid);
         }
-        self.replicas.shell(slot).readers.insert(tid);
+        self.replicas
+            .shell(slot)
+            .readers
+            .join(tid, self.threads.asymmetric());
         // SAFETY: the caller is the owner.
         unsafe { ctx.set_listed(slot) };
     }
@@ -360,6 +365,18 @@ impl<'a, D: Dispatch> Readers<'a> for ReadersOf<'a, D> {
             "a writer holds no read lock (rwlock R4)"
         );
         self.set.any_but(|| self.threads.registered(), self.me)
+    }
+
+    /// Every join of this instance issues the heavy barrier if this says so
+    /// (`join_readers`, rwlock R5).
+    #[inline(always)]
+    fn asymmetric(&self) -> bool {
+        self.threads.asymmetric()
+    }
+
+    #[inline(always)]
+    fn light(&self) {
+        self.set.light();
     }
 
     #[inline]

@@ -73,15 +73,33 @@
 //!   bit out, and the replica of a thread that both reads and writes, alone, costs its
 //!   writes no scan. Debug builds assert it.
 //!
+//! - **R5** Where the instance has the asymmetric barrier (`sync::Asymmetric`: Linux's
+//!   `membarrier`, `Builder::membarrier`), a thread that joins a reader set issues the
+//!   heavy barrier after its insert and before its first announcement
+//!   (`ReaderSet::join`), and a writer puts the light barrier, which costs no
+//!   instruction, between raising its flag and loading the set. The pair orders like
+//!   two `SeqCst` fences: either the writer's load sees the joiner's bit, or the
+//!   joiner's later load of the word sees the writer's flag (or the release that
+//!   follows it, with the batch). So a writer that finds no other thread in the set
+//!   (R4) takes the lock with no fence: every thread that reads the replica is in the
+//!   set first (R2), and a member the writer does not see joined concurrently and will
+//!   wait for the flag. A writer that finds members fences (F2) before it scans their
+//!   slots, which it loads after the fence: their reads fence only with F1. One thread
+//!   writing pays no locked instruction for the write lock; each join pays the heavy
+//!   barrier (an interrupt to every CPU that runs a thread of the process). Closures
+//!   ([`Readers::asymmetric`] `false`) and instances without the barrier fence always.
+//!
 //! Loom models of R2: `readers_*` in `loom_models/readers.rs` (a reader switching sets under two
 //! writers, a thread following its node to another replica, a reader of a frozen
 //! source's stand-in), `tests/loom_readers.rs` (a reader moved by `remove_replica`, an
 //! index given back and reused, the last reader lowering the mark) and the stand-in model
-//! of `tests/loom_reconfigure.rs`.
+//! of `tests/loom_reconfigure.rs`. Of R5: `readers_lone_writer*` in
+//! `loom_models/readers.rs`, model 4 of `tests/loom_readers.rs`, and every model built
+//! on an instance or its shared state, since the barrier is on under loom.
 
 use alloc::boxed::Box;
 
-use crate::sync::{fence, AtomicUsize, Backoff, Ordering};
+use crate::sync::{fence, Asymmetric, AtomicUsize, Backoff, Ordering};
 
 /// One thread's reader announcement: `0`, or the replica slot it reads + 1.
 #[derive(Debug, Default)]
@@ -118,6 +136,9 @@ pub(crate) struct ReaderSet {
     first: AtomicUsize,
     /// Indices `BITS..`, one word per `BITS` (empty for at most `BITS` threads).
     rest: Box<[AtomicUsize]>,
+    /// The barrier pair of a lone writer and a joiner (R5): nothing in normal builds,
+    /// the model's word under loom.
+    barrier: Asymmetric,
 }
 
 const BITS: usize = usize::BITS as usize;
@@ -131,6 +152,7 @@ impl ReaderSet {
                 .step_by(BITS)
                 .map(|_| AtomicUsize::new(0))
                 .collect(),
+            barrier: Asymmetric::new(),
         }
     }
 
@@ -149,6 +171,24 @@ impl ReaderSet {
         // Relaxed: ordered before the reader's announcement by F1 (R2).
         self.word(tid)
             .fetch_or(1 << (tid % BITS), Ordering::Relaxed);
+    }
+
+    /// Puts thread `tid` in, before it announces a read of this replica (R2), and, if
+    /// the set's writers may write alone without a fence (`asymmetric`, R5), issues the
+    /// heavy barrier after it: from there on a lone writer either sees the thread in the
+    /// set or has raised its flag where the thread's read will see it.
+    #[inline]
+    pub(crate) fn join(&self, tid: usize, asymmetric: bool) {
+        self.insert(tid);
+        if asymmetric {
+            self.barrier.heavy();
+        }
+    }
+
+    /// The writer's side of R5, between raising its flag and looking at the set.
+    #[inline(always)]
+    pub(crate) fn light(&self) {
+        self.barrier.light();
     }
 
     /// Takes thread `tid` out; it is not reading this replica now (R2).
@@ -226,6 +266,19 @@ pub(crate) trait Readers<'r> {
     fn any(&self) -> bool {
         true
     }
+
+    /// Whether every thread that joins the set issues the heavy barrier of R5 after its
+    /// insert, so that a writer whose [`any`](Self::any) says `false` after a light
+    /// barrier ([`light`](Self::light)) may skip the lock's fence. Default: `false` (a
+    /// closure's list is always scanned after the fence).
+    #[inline(always)]
+    fn asymmetric(&self) -> bool {
+        false
+    }
+
+    /// The writer's side of R5's barrier pair; only if [`asymmetric`](Self::asymmetric).
+    #[inline(always)]
+    fn light(&self) {}
 
     /// The reader slots.
     fn slots(self) -> Self::Slots;
@@ -394,10 +447,23 @@ impl RwLock {
         let before = self.word.load(Ordering::Relaxed);
         debug_assert!(before & WRITER == 0);
         self.word.store(before | WRITER, Ordering::Relaxed);
-        // SeqCst: F2 of R1.
-        fence(Ordering::SeqCst);
-        if readers.any() {
-            wait_for_readers(slot, readers);
+        if readers.asymmetric() {
+            // R5: the light barrier, then the set; alone in it, no fence. A thread that
+            // joins concurrently either is in the set as loaded here or will see the
+            // flag after its heavy barrier; no other thread reads the replica (R2).
+            readers.light();
+            if readers.any() {
+                // SeqCst: F2 of R1, for the members, whose reads fence only with F1.
+                // (The scan loads the set again, after it.)
+                fence(Ordering::SeqCst);
+                wait_for_readers(slot, readers);
+            }
+        } else {
+            // SeqCst: F2 of R1.
+            fence(Ordering::SeqCst);
+            if readers.any() {
+                wait_for_readers(slot, readers);
+            }
         }
         // Released with the stamp found, unless the holder says otherwise (R3).
         WriteGuard {
