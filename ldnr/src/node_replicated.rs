@@ -123,20 +123,32 @@ where
     /// Whether a thread that writes to a replica no other thread reads may skip the write
     /// lock's fence (default: `true`, where it is available).
     ///
-    /// A write batch takes its replica's write lock, which with a fence makes sure no
-    /// reader is inside. With this on, a writer that finds no other thread in its
-    /// replica's reader set skips that fence (one thread writing at 64K keys: about 10%
-    /// faster on the Intel VM where it was measured), and instead each thread's first
-    /// read of a replica (again after it moves to another one) issues Linux's
-    /// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`: every CPU that runs a thread of the
-    /// process executes a barrier, an interrupt to each (about 0.1 µs with no other
-    /// thread running, 8–10 µs on a 2-vCPU VM with one). Turn it off for processes that
-    /// must not interrupt other CPUs (real-time threads), or whose threads come and go
-    /// faster than they read.
+    /// A write batch takes its replica's write lock, whose fence makes sure no reader is
+    /// inside. With this on, a writer that finds no other thread in its replica's reader
+    /// set skips that fence (the set is what the writer waits for: the threads that have
+    /// read the replica and not moved on), and instead each thread's first read of a
+    /// replica, and its first after it moves to another one, issues Linux's
+    /// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`. That call makes every CPU that runs
+    /// a thread of the process execute a barrier, an interrupt to each: about 0.1 µs
+    /// with no other thread running, 8–10 µs on a 2-vCPU VM with one. Turn it off for
+    /// processes that must not interrupt other CPUs (real-time threads), or whose
+    /// threads come and go faster than they read.
     ///
-    /// Only with the `std` feature on Linux; elsewhere, or where the kernel refuses to
-    /// register the process (before 4.14, or a sandbox that filters the call), every
-    /// write batch keeps its fence whatever this says.
+    /// What it saves: one locked instruction per write batch whose replica no other
+    /// thread reads (with several replicas, none at all: there a combiner that reads its
+    /// own replica counts itself). Where other threads read the replica, or more than 64
+    /// threads (32 on 32-bit targets) are registered, every batch fences as before.
+    ///
+    /// Only with the `std` feature on Linux (not under Miri). The first instance built
+    /// with it registers the process with the kernel, for good (a process cannot
+    /// unregister; in a process that already runs several threads the kernel may take a
+    /// few milliseconds). Elsewhere, or where the kernel refuses the registration (before
+    /// 4.14, or a sandbox that filters the call), every write batch keeps its fence
+    /// whatever this says. If the kernel refuses a barrier after the registration (a
+    /// seccomp filter installed later that returns an error, a process restored from a
+    /// checkpoint without its registration), joins take the replica's combiner lock
+    /// instead, waiting for its holder; a filter that kills the process on the call
+    /// kills it.
     pub fn membarrier(mut self, on: bool) -> Self {
         self.membarrier = on;
         self

@@ -204,45 +204,68 @@ impl Asymmetric {
     }
 
     /// The joiner's side: a barrier on every CPU that runs a thread of the process. Only
-    /// where [`asymmetric_available`] said `true`.
+    /// where [`asymmetric_available`] said `true`. Returns whether it was issued: `false`
+    /// if the kernel refused it (a seccomp filter installed after the registration, a
+    /// process restored without its registration, no memory for the call), from then on
+    /// for the whole process; the caller then orders itself with the writers another way.
     #[inline]
-    pub(crate) fn heavy(&self) {
+    #[must_use = "a refused barrier orders nothing"]
+    pub(crate) fn heavy(&self) -> bool {
         #[cfg(ldnr_loom)]
-        self.model.fetch_add(0, Ordering::AcqRel);
+        {
+            if HEAVY_REFUSED.load(Ordering::Relaxed) {
+                return false;
+            }
+            self.model.fetch_add(0, Ordering::AcqRel);
+            true
+        }
+        #[cfg(ldnr_shuttle)]
+        return true;
         #[cfg(all(
             feature = "std",
             target_os = "linux",
-            not(any(ldnr_loom, ldnr_shuttle))
+            not(any(ldnr_loom, ldnr_shuttle, miri))
         ))]
-        membarrier::heavy();
-        #[cfg(not(any(ldnr_loom, ldnr_shuttle, all(feature = "std", target_os = "linux"))))]
+        return membarrier::heavy();
+        #[cfg(not(any(
+            ldnr_loom,
+            ldnr_shuttle,
+            all(feature = "std", target_os = "linux", not(miri))
+        )))]
         unreachable!("no asymmetric barrier on this target");
     }
 }
 
+/// Loom models of a kernel that refuses the heavy barrier set this (models run one at
+/// a time): [`Asymmetric::heavy`] then returns `false`, as a refused `membarrier` does.
+#[cfg(ldnr_loom)]
+pub(crate) static HEAVY_REFUSED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// Whether [`Asymmetric::heavy`] works in this process (checked, and registered with the
 /// kernel, on the first call). Always under the model checkers, so that they check the
-/// lone writer's path.
+/// lone writer's path; never under Miri, which has no `membarrier`.
 pub(crate) fn asymmetric_available() -> bool {
     #[cfg(any(ldnr_loom, ldnr_shuttle))]
     return true;
     #[cfg(all(
         feature = "std",
         target_os = "linux",
-        not(any(ldnr_loom, ldnr_shuttle))
+        not(any(ldnr_loom, ldnr_shuttle, miri))
     ))]
     return membarrier::available();
     #[allow(unreachable_code)]
     false
 }
 
-/// Linux's `membarrier`, private expedited: registered once per process, then one call
-/// per heavy barrier (about 0.1 µs with no other thread of the process running, 8–10 µs
-/// on a 2-vCPU VM with one: an interrupt to each CPU that runs one).
+/// Linux's `membarrier`, private expedited: registered once per process (for good: a
+/// process cannot unregister), then one call per heavy barrier (about 0.1 µs with no
+/// other thread of the process running, 8–10 µs on a 2-vCPU VM with one: an interrupt to
+/// each CPU that runs one).
 #[cfg(all(
     feature = "std",
     target_os = "linux",
-    not(any(ldnr_loom, ldnr_shuttle))
+    not(any(ldnr_loom, ldnr_shuttle, miri))
 ))]
 mod membarrier {
     use super::{AtomicUsize, Ordering};
@@ -254,8 +277,11 @@ mod membarrier {
     const UNKNOWN: usize = 0;
     const ON: usize = 1;
     const OFF: usize = 2;
+    /// Registered, but a barrier was refused since: every later one is taken as refused.
+    const REFUSED: usize = 3;
 
-    /// Whether the process has registered (`ON`), cannot (`OFF`), or has not tried.
+    /// Whether the process has registered (`ON`), cannot (`OFF`), or has not tried; or
+    /// had a barrier refused after registering (`REFUSED`).
     static STATE: AtomicUsize = AtomicUsize::new(UNKNOWN);
 
     fn call(cmd: libc::c_int) -> libc::c_long {
@@ -275,7 +301,7 @@ mod membarrier {
         // Acquire: pairs with the Release below (the registration's syscall returned
         // before any thread uses the barrier).
         match STATE.load(Ordering::Acquire) {
-            ON => true,
+            ON | REFUSED => true,
             OFF => false,
             _ => {
                 // Several threads may register at once: registering is idempotent.
@@ -290,27 +316,27 @@ mod membarrier {
         }
     }
 
+    /// One barrier; `false` if the kernel refused it, now or before.
     #[inline]
-    pub(super) fn heavy() {
-        debug_assert_eq!(STATE.load(Ordering::Relaxed), ON);
-        if call(PRIVATE_EXPEDITED) != 0 {
-            failed();
+    pub(super) fn heavy() -> bool {
+        match STATE.load(Ordering::Relaxed) {
+            ON if call(PRIVATE_EXPEDITED) == 0 => true,
+            ON => {
+                refused();
+                false
+            }
+            _ => false,
         }
     }
 
-    /// The kernel refused a barrier of a registered process, which its contract rules
-    /// out. A lone writer may be writing without a fence, so the joiner cannot go on
-    /// to read, and it cannot tell the writers to stop: abort rather than read under a
-    /// lock that does not hold.
+    /// The kernel refused a barrier after the process registered: a seccomp filter
+    /// installed since, a checkpoint restored without the registration, or no memory for
+    /// the call. Later joins go without the barrier (`Shared::join_readers` orders them
+    /// through the replica's combiner lock), so the kernel is not asked again.
     #[cold]
     #[inline(never)]
-    fn failed() -> ! {
-        std::eprintln!(
-            "ldnr: membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) failed after registration \
-             ({}); aborting rather than read under a lock that may not exclude a writer",
-            std::io::Error::last_os_error()
-        );
-        std::process::abort()
+    fn refused() {
+        STATE.store(REFUSED, Ordering::Relaxed);
     }
 }
 

@@ -311,8 +311,9 @@ where
 
     /// Puts thread `tid` in the reader set of replica `slot` (and out of the one it was
     /// in) before it reads there (rwlock R2), with the heavy barrier after the insert
-    /// where the instance's writers may write alone without a fence (R5). Owner only,
-    /// between reads.
+    /// where the instance's writers may write alone without a fence (R5); through the
+    /// replica's combiner lock if the kernel refused the barrier. Owner only, between
+    /// reads, holding no lock.
     #[cold]
     #[inline(never)]
     pub(crate) fn join_readers(&self, tid: usize, slot: usize) {
@@ -322,10 +323,10 @@ where
         if listed != UNLISTED {
             self.replicas.shell(listed).readers.remove(tid);
         }
-        self.replicas
-            .shell(slot)
-            .readers
-            .join(tid, self.threads.asymmetric());
+        let shell = self.replicas.shell(slot);
+        if !shell.readers.join(tid, self.threads.asymmetric()) {
+            shell.order_join();
+        }
         // SAFETY: the caller is the owner.
         unsafe { ctx.set_listed(slot) };
     }

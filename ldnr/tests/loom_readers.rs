@@ -31,7 +31,7 @@ use ldnr::Error;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use loom_common::{assert_serial, build, check, Latch, Write};
+use loom_common::{assert_serial, build, build_with, check, Latch, Write};
 
 /// Spins (yielding to loom) until `flag` is raised.
 fn wait_for(flag: &AtomicBool) {
@@ -61,8 +61,21 @@ fn wait_for(flag: &AtomicBool) {
 /// (14 676).
 #[test]
 fn moved_reader_reads_while_writer_applies() {
-    check("moved_reader_reads_while_writer_applies", Some(3), || {
-        let nr = build(2, 2);
+    moved_reader("moved_reader_reads_while_writer_applies", true);
+}
+
+/// Model 1 on an instance without the asymmetric barrier (`Builder::membarrier(false)`:
+/// every write lock fences, rwlock R1 and R2 alone).
+#[test]
+fn moved_reader_reads_while_writer_applies_fenced() {
+    moved_reader("moved_reader_reads_while_writer_applies_fenced", false);
+}
+
+/// The model of `moved_reader_reads_while_writer_applies`, with the barrier if
+/// `membarrier`.
+fn moved_reader(name: &'static str, membarrier: bool) {
+    check(name, Some(3), move || {
+        let nr = build_with(2, 2, membarrier);
         let [x, y] = [0, 1].map(|k| nr.replicas()[k].id);
         let registered = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicBool::new(false));
@@ -124,47 +137,58 @@ fn moved_reader_reads_while_writer_applies() {
 /// (905) and the set's load in `members` made Relaxed (905).
 #[test]
 fn deregistered_index_reused_while_writer_applies() {
-    check(
-        "deregistered_index_reused_while_writer_applies",
-        Some(2),
-        || {
-            let nr = build(1, 2);
-            let tkn = nr.register().unwrap();
-            let left = Arc::new(Latch::new());
-            let (a, l) = (nr.clone(), left.clone());
-            let thread_a = thread::spawn(move || {
-                let tkn = a.register().unwrap();
-                assert_eq!(tkn.index(), 1);
-                let read = a.execute((), tkn);
-                a.deregister(tkn).unwrap();
-                assert_eq!(a.deregister(tkn), Err(Error::StaleToken));
-                l.count_up();
-                read
-            });
-            let (b, l) = (nr.clone(), left.clone());
-            let thread_b = thread::spawn(move || {
-                l.wait_for(1);
-                let tkn = b.register().unwrap();
-                assert_eq!(tkn.index(), 1, "the given-back index is reused");
-                [b.execute((), tkn), b.execute((), tkn)]
-            });
+    index_reused("deregistered_index_reused_while_writer_applies", true);
+}
 
-            let mine = [1, 2].map(|v| (v, nr.execute_mut(Write::Add(v), tkn)));
-            let read_a = thread_a.join().unwrap();
-            let reads_b = thread_b.join().unwrap();
-            assert_eq!(mine.map(|(_, r)| r), [0, 1], "lost or reordered write");
-            assert!(
-                [0, 1, 3].contains(&read_a)
-                    && reads_b.iter().all(|r| [0, 1, 3].contains(r))
-                    && read_a <= reads_b[0]
-                    && reads_b[0] <= reads_b[1],
-                "A read {read_a}, then B read {reads_b:?}"
-            );
-            assert_eq!(nr.execute((), tkn), 3, "a write was lost or repeated");
-            let infos = nr.replicas();
-            assert_eq!((infos.len(), infos[0].threads, infos[0].applied), (1, 2, 2));
-        },
+/// Model 2 on an instance without the asymmetric barrier (every write lock fences).
+#[test]
+fn deregistered_index_reused_while_writer_applies_fenced() {
+    index_reused(
+        "deregistered_index_reused_while_writer_applies_fenced",
+        false,
     );
+}
+
+/// The model of `deregistered_index_reused_while_writer_applies`, with the barrier if
+/// `membarrier`.
+fn index_reused(name: &'static str, membarrier: bool) {
+    check(name, Some(2), move || {
+        let nr = build_with(1, 2, membarrier);
+        let tkn = nr.register().unwrap();
+        let left = Arc::new(Latch::new());
+        let (a, l) = (nr.clone(), left.clone());
+        let thread_a = thread::spawn(move || {
+            let tkn = a.register().unwrap();
+            assert_eq!(tkn.index(), 1);
+            let read = a.execute((), tkn);
+            a.deregister(tkn).unwrap();
+            assert_eq!(a.deregister(tkn), Err(Error::StaleToken));
+            l.count_up();
+            read
+        });
+        let (b, l) = (nr.clone(), left.clone());
+        let thread_b = thread::spawn(move || {
+            l.wait_for(1);
+            let tkn = b.register().unwrap();
+            assert_eq!(tkn.index(), 1, "the given-back index is reused");
+            [b.execute((), tkn), b.execute((), tkn)]
+        });
+
+        let mine = [1, 2].map(|v| (v, nr.execute_mut(Write::Add(v), tkn)));
+        let read_a = thread_a.join().unwrap();
+        let reads_b = thread_b.join().unwrap();
+        assert_eq!(mine.map(|(_, r)| r), [0, 1], "lost or reordered write");
+        assert!(
+            [0, 1, 3].contains(&read_a)
+                && reads_b.iter().all(|r| [0, 1, 3].contains(r))
+                && read_a <= reads_b[0]
+                && reads_b[0] <= reads_b[1],
+            "A read {read_a}, then B read {reads_b:?}"
+        );
+        assert_eq!(nr.execute((), tkn), 3, "a write was lost or repeated");
+        let infos = nr.replicas();
+        assert_eq!((infos.len(), infos[0].threads, infos[0].applied), (1, 2, 2));
+    });
 }
 
 /// Model 3: the last registered thread leaves while its replica is removed. Two
@@ -190,27 +214,38 @@ fn deregistered_index_reused_while_writer_applies() {
 /// (`Dispatcher::changing`), which orders the thread's reads before the store anyway.
 #[test]
 fn last_reader_leaves_while_its_replica_is_removed() {
-    check(
-        "last_reader_leaves_while_its_replica_is_removed",
-        Some(6),
-        || {
-            let nr = build(2, 2);
-            let [x, y] = [0, 1].map(|k| nr.replicas()[k].id);
-            let r = nr.clone();
-            let reader = thread::spawn(move || {
-                let tkn = r.register().unwrap();
-                assert_eq!(tkn.index(), 0);
-                let read = r.execute((), tkn);
-                r.deregister(tkn).unwrap();
-                read
-            });
-            nr.remove_replica(x).unwrap();
-            assert_eq!(reader.join().unwrap(), 0);
-            let tkn = nr.register().unwrap();
-            assert_eq!((tkn.index(), nr.replica_of(tkn)), (0, Some(y)));
-            assert_eq!(nr.execute((), tkn), 0);
-        },
+    last_reader_leaves("last_reader_leaves_while_its_replica_is_removed", true);
+}
+
+/// Model 3 on an instance without the asymmetric barrier (every write lock fences).
+#[test]
+fn last_reader_leaves_while_its_replica_is_removed_fenced() {
+    last_reader_leaves(
+        "last_reader_leaves_while_its_replica_is_removed_fenced",
+        false,
     );
+}
+
+/// The model of `last_reader_leaves_while_its_replica_is_removed`, with the barrier if
+/// `membarrier`.
+fn last_reader_leaves(name: &'static str, membarrier: bool) {
+    check(name, Some(6), move || {
+        let nr = build_with(2, 2, membarrier);
+        let [x, y] = [0, 1].map(|k| nr.replicas()[k].id);
+        let r = nr.clone();
+        let reader = thread::spawn(move || {
+            let tkn = r.register().unwrap();
+            assert_eq!(tkn.index(), 0);
+            let read = r.execute((), tkn);
+            r.deregister(tkn).unwrap();
+            read
+        });
+        nr.remove_replica(x).unwrap();
+        assert_eq!(reader.join().unwrap(), 0);
+        let tkn = nr.register().unwrap();
+        assert_eq!((tkn.index(), nr.replica_of(tkn)), (0, Some(y)));
+        assert_eq!(nr.execute((), tkn), 0);
+    });
 }
 
 /// Model 4: a lone writer, and a reader joining (rwlock R5). One replica. The main
@@ -225,8 +260,8 @@ fn last_reader_leaves_while_its_replica_is_removed() {
 /// values (0, 1 or 3), in order; the main thread's responses are 0 and 1; a final read
 /// returns 3.
 ///
-/// Bound 3. Catches a join without the heavy barrier and a write lock without the light
-/// barrier (see the module docs for how, and the executions).
+/// Bound 3: 16 000 executions, 7 s. Catches a join without the heavy barrier (execution
+/// 1) and a write lock without the light barrier (1).
 #[test]
 fn reader_joins_while_a_lone_writer_skips_the_fence() {
     check(

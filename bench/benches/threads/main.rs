@@ -15,7 +15,11 @@
 //! 5. `short-lived`: 20,000 threads spawned and joined a few at a time, each writing once
 //!    through `thread_token` with `max_threads(64)`: errors, the count, wall time;
 //! 6. `moved`: a thread registered on node 0 `enter`s node 1; how many of its own
-//!    operations pass until `replica_of` names node 1's replica.
+//!    operations pass until `replica_of` names node 1's replica;
+//! 7. `join`: what a thread's first read of a replica costs with the lone writer's
+//!    barrier (`Builder::membarrier`, rwlock R5) on and off: ns per register, read and
+//!    deregister (each read joins the replica's reader set), alone in the process and
+//!    with a second thread spinning (the barrier interrupts each CPU that runs one).
 //!
 //! # How it is measured (DESIGN.md §8)
 //!
@@ -50,7 +54,7 @@
 //! measuring): `cargo bench -p ldnr-bench --bench threads -- --test`.
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Instant;
@@ -654,19 +658,81 @@ fn moved(_opts: &Opts, verdicts: &mut Vec<String>) {
     ));
 }
 
+/// Section `join`: a thread's register, first read and deregister, on an instance with
+/// the lone writer's barrier and on one without (`Builder::membarrier`), alone in the
+/// process and then with a second thread spinning on the other CPU.
+fn join(opts: &Opts, verdicts: &mut Vec<String>) {
+    let build = |on| {
+        NodeReplicated::builder(Count(0))
+            .membarrier(on)
+            .build()
+            .expect("a valid configuration")
+    };
+    let (off, on) = (build(false), build(true));
+    let cycle = |nr: &NodeReplicated<Count>| {
+        let t = nr.register().expect("register");
+        black_box(nr.execute((), t));
+        nr.deregister(t).expect("deregister");
+    };
+    for spinning in [false, true] {
+        let stop = AtomicBool::new(false);
+        thread::scope(|s| {
+            if spinning {
+                s.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                });
+            }
+            let mut variants = [
+                variant("membarrier(false): register, read, deregister", |p| {
+                    timed(p, || cycle(&off))
+                }),
+                variant("membarrier(true): the read joins with the barrier", |p| {
+                    timed(p, || cycle(&on))
+                }),
+            ];
+            let with = if spinning {
+                "a second thread spinning"
+            } else {
+                "no other thread running"
+            };
+            let m = paired(
+                opts,
+                &format!("a thread's join of a replica, {with}"),
+                &mut variants,
+                &[0],
+            );
+            stop.store(true, Ordering::Relaxed);
+            let (a, b) = (m.ns(0), m.ns(1));
+            verdicts.push(format!(
+                "{}  (+{:.0} ns per join)",
+                verdict(
+                    &format!("(6) join with membarrier / without, {with}"),
+                    m.ratio(&[1], &[0]),
+                    b,
+                    None
+                ),
+                b.median - a.median
+            ));
+        });
+    }
+}
+
 /// A section: runs its measurements and adds its summary lines.
 type Section = fn(&Opts, &mut Vec<String>);
 
 fn main() {
     let opts = Opts::parse();
     let mut verdicts = Vec::new();
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 7] = [
         ("exited", exited),
         ("idle", idle),
         ("migration", migration),
         ("token", token),
         ("short-lived", short_lived),
         ("moved", moved),
+        ("join", join),
     ];
     for (name, run) in sections {
         if opts.wants(name) {

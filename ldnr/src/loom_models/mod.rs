@@ -23,7 +23,11 @@
 //!   replicas while writers of both take their write locks, and the real read path
 //!   (`Shared::read`, `join_readers`) of a thread that `follow`s its node to another
 //!   replica and of one whose replica is frozen as a clone source (read from the
-//!   stand-in, replica P6) while the replicas' combiners write;
+//!   stand-in, replica P6) while the replicas' combiners write; and a writer alone in
+//!   its replica's set that skips the fence while a thread joins with the heavy barrier
+//!   (R5; `sync::Asymmetric` is on in every model built on shared state, and modeled as
+//!   a read-modify-write of one word per reader set by both sides), or, where the kernel
+//!   refused the barrier, through the replica's combiner lock;
 //! - `policy_*`: the replication policy's hand-over (`policy::run_rounds`: one run at a
 //!   time, no thread event lost between a finishing run and an event raised meanwhile)
 //!   and the attention word (taking the policy flag never clears a concurrent poison;

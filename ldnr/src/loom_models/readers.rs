@@ -230,8 +230,9 @@ fn readers_reader_switches_replicas_one_writer() {
 ///
 /// Asserts: as there (no read overlaps a write of the same replica, `a == b`).
 ///
-/// Bound 3: see the module docs for its cost. Catches a join without the heavy barrier
-/// and a writer without the light barrier (each checked by hand, see the module docs).
+/// Bound 3: 40 000 executions, 3 s. Catches a join without the heavy barrier (execution
+/// 1: the writer of 1 loads the set without the reader's bit, the reader loads the
+/// word without the writer's flag) and a writer without the light barrier (1).
 #[test]
 fn readers_lone_writers_and_a_joiner() {
     check(Some(3), || {
@@ -245,7 +246,9 @@ fn readers_lone_writers_and_a_joiner() {
 ///
 /// Asserts: as `readers_reader_switches_replicas_try_read`.
 ///
-/// Bound 4.
+/// Bound 4: 8 000 executions, under a second. Catches the same two changes (execution
+/// 1, in the read of replica 0: a `try_read` that hopes for the stamp of the write
+/// cannot overlap it).
 #[test]
 fn readers_lone_writer_and_a_joiner_one_writer() {
     check(Some(4), || {
@@ -351,13 +354,41 @@ fn matched(shared: &Shared<Sum>, tid: usize) -> usize {
 /// responses are 0 and 1; the reader ends matched to replica 1; a read after both
 /// threads are done returns 3.
 ///
-/// Bound 3: 3 700 executions, under a second. Catches a read path that never joins a
-/// reader set (execution 1), one that joins after taking the read lock (1), and the
-/// set's load in `members` made Relaxed (170). Not a Relaxed `ReaderSet::remove`: on
+/// Bound 3: 5 900 executions, 3 s (3 700 before rwlock R5, whose lone writer path the
+/// model now takes). Catches a read path that never joins a reader set (execution 1),
+/// one that joins after taking the read lock (1), and the set's load in `members` made
+/// Relaxed (170) (these three counted before R5); a join without R5's heavy barrier
+/// (1) and a writer without its light barrier (1). Not a Relaxed `ReaderSet::remove`: on
 /// this path the removal follows `follow`'s admin section, whose Release fence
 /// (`Dispatcher::changing`) already orders the thread's reads of replica 0 before it.
 #[test]
 fn readers_thread_follows_to_another_replica() {
+    thread_follows_to_another_replica();
+}
+
+/// `readers_thread_follows_to_another_replica` with a kernel that refuses the heavy
+/// barrier (R5, `Asymmetric::heavy` returns `false`): the reader's join of replica 1
+/// goes through replica 1's combiner lock instead (`Replica::order_join`), while the
+/// writer of replica 1, alone in its set, writes without the fence.
+///
+/// Asserts: as there.
+///
+/// Bound 3. Catches an `order_join` that does nothing (see the module docs).
+#[test]
+fn readers_thread_follows_with_the_barrier_refused() {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            crate::sync::HEAVY_REFUSED.store(false, Ordering::Relaxed);
+        }
+    }
+    crate::sync::HEAVY_REFUSED.store(true, Ordering::Relaxed);
+    let _reset = Reset;
+    thread_follows_to_another_replica();
+}
+
+/// The model of `readers_thread_follows_to_another_replica`.
+fn thread_follows_to_another_replica() {
     check(Some(3), || {
         let manager = alloc::sync::Arc::new(Movable::default());
         let shared = Arc::new(summing_on_two(&[0, 0, 1], manager.clone()));
@@ -392,13 +423,14 @@ fn readers_thread_follows_to_another_replica() {
 /// reads return written values (1, 3 or 7), in order; the writes' responses are 1 and
 /// 3; a read after both threads are done returns 7 on either replica.
 ///
-/// Bound 3: 24 000 executions, 5 s. Catches a read path that joins only the set of the
-/// thread's own replica, once per operation, rather than that of every replica it
-/// tries (execution 108), one that never joins (108), one that joins after taking the
-/// read lock (144), `ReaderSet::remove` made Relaxed (425: the reader, back on X, has
-/// left S's set, and a write on S that reads its bit cleared is not ordered after its
-/// read of S), the set's load in `members` made Relaxed (425) and the reader's
-/// announcement made Relaxed (228).
+/// Bound 3: 38 700 executions, 22 s (24 000 before rwlock R5). Catches a read path that
+/// joins only the set of the thread's own replica, once per operation, rather than
+/// that of every replica it tries (execution 108), one that never joins (108), one
+/// that joins after taking the read lock (144), `ReaderSet::remove` made Relaxed (425:
+/// the reader, back on X, has left S's set, and a write on S that reads its bit cleared
+/// is not ordered after its read of S), the set's load in `members` made Relaxed (425)
+/// and the reader's announcement made Relaxed (228) (these counted before R5); a join
+/// without R5's heavy barrier (4) and a writer without its light barrier (4).
 #[test]
 fn readers_stand_in_for_a_frozen_source() {
     check(Some(3), || {

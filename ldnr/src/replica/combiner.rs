@@ -277,6 +277,16 @@ where
             let replica = self.replicas.shell(slot);
             // SAFETY: the caller owns the context.
             if unsafe { ctx.listed() } != slot {
+                // Frozen as a clone source: read from the stand-in rather than join this
+                // replica's set, as below when it is behind. Joining costs the heavy
+                // barrier of rwlock R5, and a thread reading through a freeze would
+                // otherwise join both sets on every read.
+                if replica.is_frozen() {
+                    if let Some(stand_in) = self.replicas.stand_in(slot) {
+                        slot = stand_in;
+                        continue;
+                    }
+                }
                 self.join_readers(tid, slot);
             }
             {

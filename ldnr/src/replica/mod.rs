@@ -540,6 +540,25 @@ impl<D> Replica<D> {
         }
     }
 
+    /// Orders a thread that just joined this replica's reader set with its writers when
+    /// the heavy barrier of rwlock R5 was refused (the kernel's, after registration): it
+    /// takes the combiner lock, which every writer holds, and lets it go. Its acquire
+    /// reads the release of the writer that holds the lock now (a lone writer's write
+    /// happens before the thread's reads), and every later writer's acquire reads this
+    /// release or a later one (the insert happens before its look at the set): what the
+    /// barrier would have given. Waits for the holder, with
+    /// [`try_combine`](Self::try_combine), so a reconfiguration that wants the lock goes
+    /// first (P5); it may wait a batch, or a clone when the replica has no stand-in. Only
+    /// after a refused barrier; the caller holds no lock.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn order_join(&self) {
+        let mut backoff = Backoff::new();
+        while self.try_combine().is_none() {
+            backoff.snooze();
+        }
+    }
+
     /// Whether a reconfiguration holds this replica frozen as a clone source (P6).
     #[inline]
     pub(crate) fn is_frozen(&self) -> bool {

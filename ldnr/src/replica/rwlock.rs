@@ -176,13 +176,14 @@ impl ReaderSet {
     /// Puts thread `tid` in, before it announces a read of this replica (R2), and, if
     /// the set's writers may write alone without a fence (`asymmetric`, R5), issues the
     /// heavy barrier after it: from there on a lone writer either sees the thread in the
-    /// set or has raised its flag where the thread's read will see it.
+    /// set or has raised its flag where the thread's read will see it. `false` if the
+    /// kernel refused the barrier: the caller must order the join with the replica's
+    /// writers itself before it reads (`Replica::order_join`).
     #[inline]
-    pub(crate) fn join(&self, tid: usize, asymmetric: bool) {
+    #[must_use = "a join whose barrier was refused must be ordered with the writers"]
+    pub(crate) fn join(&self, tid: usize, asymmetric: bool) -> bool {
         self.insert(tid);
-        if asymmetric {
-            self.barrier.heavy();
-        }
+        !asymmetric || self.barrier.heavy()
     }
 
     /// The writer's side of R5, between raising its flag and looking at the set.

@@ -92,11 +92,32 @@ pub fn build(replicas: usize, max_threads: usize) -> Arc<NodeReplicated<Reg>> {
     build_of(Reg(0), replicas, max_threads)
 }
 
+/// [`build`], with the lone writer's asymmetric barrier (rwlock R5) if `membarrier`
+/// (the default, which loom always has), else every write lock fenced.
+#[allow(dead_code)]
+pub fn build_with(
+    replicas: usize,
+    max_threads: usize,
+    membarrier: bool,
+) -> Arc<NodeReplicated<Reg>> {
+    build_of_with(Reg(0), replicas, max_threads, membarrier)
+}
+
 /// An instance of `initial` with `replicas` replicas on node 0 and a log of four entries.
 pub fn build_of<D: Dispatch + Clone + Send + Sync>(
     initial: D,
     replicas: usize,
     max_threads: usize,
+) -> Arc<NodeReplicated<D>> {
+    build_of_with(initial, replicas, max_threads, true)
+}
+
+/// [`build_of`], with the asymmetric barrier if `membarrier`.
+fn build_of_with<D: Dispatch + Clone + Send + Sync>(
+    initial: D,
+    replicas: usize,
+    max_threads: usize,
+    membarrier: bool,
 ) -> Arc<NodeReplicated<D>> {
     let nodes = vec![NodeId(0); replicas];
     Arc::new(
@@ -104,6 +125,7 @@ pub fn build_of<D: Dispatch + Clone + Send + Sync>(
             .replicas(&nodes)
             .log_capacity(4)
             .max_threads(max_threads)
+            .membarrier(membarrier)
             .build()
             .expect("a valid configuration"),
     )
