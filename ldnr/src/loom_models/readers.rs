@@ -97,7 +97,10 @@ impl SwitchingReader {
         if let Some(from) = from {
             self.sets[from].remove(0);
         }
-        self.sets[to].join(0, self.asymmetric);
+        assert!(
+            self.sets[to].join(0, self.asymmetric),
+            "the model's barrier is never refused"
+        );
     }
 
     /// Thread 0 reads replica `r` under its read lock.
