@@ -126,8 +126,9 @@ where
     /// A write batch takes its replica's write lock, whose fence makes sure no reader is
     /// inside. With this on, a writer that finds no other thread in its replica's reader
     /// set skips that fence (the set is what the writer waits for: the threads that have
-    /// read the replica and not moved on), and instead each thread's first read of a
-    /// replica, and its first after it moves to another one, issues Linux's
+    /// read the replica and not moved on), and instead a thread's first read of a replica
+    /// (after it registers, after it moves to another replica, and on either side of a
+    /// clone of its replica, which it reads through on another one) issues Linux's
     /// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`. That call makes every CPU that runs
     /// a thread of the process execute a barrier, an interrupt to each: about 0.1 µs
     /// with no other thread running, 8–10 µs on a 2-vCPU VM with one. Turn it off for
@@ -135,9 +136,9 @@ where
     /// threads come and go faster than they read.
     ///
     /// What it saves: one locked instruction per write batch whose replica no other
-    /// thread reads (with several replicas, none at all: there a combiner that reads its
-    /// own replica counts itself). Where other threads read the replica, or more than 64
-    /// threads (32 on 32-bit targets) are registered, every batch fences as before.
+    /// thread reads (with several replicas a combiner that also reads its own replica
+    /// counts itself). Where other threads read the replica, or more than 64 threads (32
+    /// on 32-bit targets) are registered, every batch fences as before.
     ///
     /// Only with the `std` feature on Linux (not under Miri). The first instance built
     /// with it registers the process with the kernel, for good (a process cannot
@@ -146,9 +147,10 @@ where
     /// 4.14, or a sandbox that filters the call), every write batch keeps its fence
     /// whatever this says. If the kernel refuses a barrier after the registration (a
     /// seccomp filter installed later that returns an error, a process restored from a
-    /// checkpoint without its registration), joins take the replica's combiner lock
-    /// instead, waiting for its holder; a filter that kills the process on the call
-    /// kills it.
+    /// checkpoint without its registration), the instances built before then order their
+    /// joins through the replica's combiner lock instead, waiting for its holder, and
+    /// those built after fence every batch; a filter that kills the process on the call
+    /// kills it at the next join.
     pub fn membarrier(mut self, on: bool) -> Self {
         self.membarrier = on;
         self

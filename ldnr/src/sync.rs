@@ -206,14 +206,15 @@ impl Asymmetric {
     /// The joiner's side: a barrier on every CPU that runs a thread of the process. Only
     /// where [`asymmetric_available`] said `true`. Returns whether it was issued: `false`
     /// if the kernel refused it (a seccomp filter installed after the registration, a
-    /// process restored without its registration, no memory for the call), from then on
-    /// for the whole process; the caller then orders itself with the writers another way.
+    /// process restored without its registration, no memory for the call), and from then
+    /// on without asking the kernel again; the caller then orders itself with the writers
+    /// another way.
     #[inline]
     #[must_use = "a refused barrier orders nothing"]
     pub(crate) fn heavy(&self) -> bool {
         #[cfg(ldnr_loom)]
         {
-            if HEAVY_REFUSED.load(Ordering::Relaxed) {
+            if HEAVY_REFUSED.with(core::cell::Cell::get) {
                 return false;
             }
             self.model.fetch_add(0, Ordering::AcqRel);
@@ -236,15 +237,19 @@ impl Asymmetric {
     }
 }
 
-/// Loom models of a kernel that refuses the heavy barrier set this (models run one at
-/// a time): [`Asymmetric::heavy`] then returns `false`, as a refused `membarrier` does.
 #[cfg(ldnr_loom)]
-pub(crate) static HEAVY_REFUSED: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
+std::thread_local! {
+    /// Loom models of a kernel that refuses the heavy barrier set this on their test's
+    /// thread (loom runs a model's threads on it): [`Asymmetric::heavy`] then returns
+    /// `false`, as a refused `membarrier` does.
+    pub(crate) static HEAVY_REFUSED: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
 
 /// Whether [`Asymmetric::heavy`] works in this process (checked, and registered with the
-/// kernel, on the first call). Always under the model checkers, so that they check the
-/// lone writer's path; never under Miri, which has no `membarrier`.
+/// kernel, on the first call; `false` once a barrier was refused, so that instances
+/// built after that fence every write rather than order every join through a lock).
+/// Always under the model checkers, so that they check the lone writer's path; never
+/// under Miri, which has no `membarrier`.
 pub(crate) fn asymmetric_available() -> bool {
     #[cfg(any(ldnr_loom, ldnr_shuttle))]
     return true;
@@ -301,17 +306,22 @@ mod membarrier {
         // Acquire: pairs with the Release below (the registration's syscall returned
         // before any thread uses the barrier).
         match STATE.load(Ordering::Acquire) {
-            ON | REFUSED => true,
-            OFF => false,
+            ON => true,
+            OFF | REFUSED => false,
             _ => {
-                // Several threads may register at once: registering is idempotent.
+                // Several threads may register at once: registering is idempotent, and
+                // the first result recorded stands (a refusal recorded meanwhile too).
                 let supported = call(QUERY);
                 let wanted = (PRIVATE_EXPEDITED | REGISTER_PRIVATE_EXPEDITED) as libc::c_long;
                 let on = supported >= 0
                     && supported & wanted == wanted
                     && call(REGISTER_PRIVATE_EXPEDITED) == 0;
-                STATE.store(if on { ON } else { OFF }, Ordering::Release);
-                on
+                let state = if on { ON } else { OFF };
+                // Release: as above.
+                match STATE.compare_exchange(UNKNOWN, state, Ordering::Release, Ordering::Acquire) {
+                    Ok(_) => on,
+                    Err(now) => now == ON,
+                }
             }
         }
     }

@@ -312,11 +312,13 @@ where
     /// Puts thread `tid` in the reader set of replica `slot` (and out of the one it was
     /// in) before it reads there (rwlock R2), with the heavy barrier after the insert
     /// where the instance's writers may write alone without a fence (R5); through the
-    /// replica's combiner lock if the kernel refused the barrier. Owner only, between
-    /// reads, holding no lock.
+    /// replica's combiner lock if the kernel refused the barrier, unless the replica is
+    /// frozen with a stand-in meanwhile: then the thread is in no set and `false` says
+    /// to go to the stand-in. Owner only, between reads, holding no lock.
     #[cold]
     #[inline(never)]
-    pub(crate) fn join_readers(&self, tid: usize, slot: usize) {
+    #[must_use = "a thread in no set must not read"]
+    pub(crate) fn join_readers(&self, tid: usize, slot: usize) -> bool {
         let ctx = self.threads.context(tid);
         // SAFETY: the caller is the owner.
         let listed = unsafe { ctx.listed() };
@@ -324,11 +326,18 @@ where
             self.replicas.shell(listed).readers.remove(tid);
         }
         let shell = self.replicas.shell(slot);
-        if !shell.readers.join(tid, self.threads.asymmetric()) {
-            shell.order_join();
+        if !shell.readers.join(tid, self.threads.asymmetric())
+            && !shell.order_join(|| shell.is_frozen() && self.replicas.stand_in(slot).is_some())
+        {
+            // It never announced a read here: nothing to order.
+            shell.readers.remove(tid);
+            // SAFETY: the caller is the owner.
+            unsafe { ctx.set_listed(UNLISTED) };
+            return false;
         }
         // SAFETY: the caller is the owner.
         unsafe { ctx.set_listed(slot) };
+        true
     }
 
     /// The reader set of replica `slot`: what its write lock waits for (rwlock R2).

@@ -376,16 +376,17 @@ fn readers_thread_follows_to_another_replica() {
 ///
 /// Asserts: as there.
 ///
-/// Bound 3. Catches an `order_join` that does nothing (see the module docs).
+/// Bound 3: 17 500 executions, 5 s. Catches an `order_join` that does nothing (a
+/// causality violation on replica 1's data).
 #[test]
 fn readers_thread_follows_with_the_barrier_refused() {
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
-            crate::sync::HEAVY_REFUSED.store(false, Ordering::Relaxed);
+            crate::sync::HEAVY_REFUSED.with(|r| r.set(false));
         }
     }
-    crate::sync::HEAVY_REFUSED.store(true, Ordering::Relaxed);
+    crate::sync::HEAVY_REFUSED.with(|r| r.set(true));
     let _reset = Reset;
     thread_follows_to_another_replica();
 }

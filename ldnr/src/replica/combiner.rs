@@ -287,7 +287,10 @@ where
                         continue;
                     }
                 }
-                self.join_readers(tid, slot);
+                if !self.join_readers(tid, slot) {
+                    // Frozen with a stand-in while the join waited: read there.
+                    continue;
+                }
             }
             {
                 let (_read, _, stamped) =

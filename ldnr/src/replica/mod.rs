@@ -546,15 +546,23 @@ impl<D> Replica<D> {
     /// reads the release of the writer that holds the lock now (a lone writer's write
     /// happens before the thread's reads), and every later writer's acquire reads this
     /// release or a later one (the insert happens before its look at the set): what the
-    /// barrier would have given. Waits for the holder, with
+    /// barrier would have given. Waits for the holder with
     /// [`try_combine`](Self::try_combine), so a reconfiguration that wants the lock goes
-    /// first (P5); it may wait a batch, or a clone when the replica has no stand-in. Only
-    /// after a refused barrier; the caller holds no lock.
+    /// first (P5): a batch, which may itself wait for log space (a lagging or frozen
+    /// replica), or a clone where the replica has no stand-in. Gives up, `false`, as soon
+    /// as `elsewhere` says the thread may read another replica (this one frozen, with a
+    /// stand-in). Only after a refused barrier; the caller holds no lock.
     #[cold]
     #[inline(never)]
-    pub(crate) fn order_join(&self) {
+    pub(crate) fn order_join(&self, elsewhere: impl Fn() -> bool) -> bool {
         let mut backoff = Backoff::new();
-        while self.try_combine().is_none() {
+        loop {
+            if self.try_combine().is_some() {
+                return true;
+            }
+            if elsewhere() {
+                return false;
+            }
             backoff.snooze();
         }
     }

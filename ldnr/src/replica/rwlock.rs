@@ -88,6 +88,11 @@
 //!   writing pays no locked instruction for the write lock; each join pays the heavy
 //!   barrier (an interrupt to every CPU that runs a thread of the process). Closures
 //!   ([`Readers::asymmetric`] `false`) and instances without the barrier fence always.
+//!   Where the kernel refuses a barrier after the process registered, the joiner orders
+//!   itself through the replica's combiner lock instead (`Replica::order_join`: its
+//!   acquire follows the current writer's release, and every later writer's acquire
+//!   follows its release), or gives up the join and reads the stand-in of a frozen
+//!   replica; instances built after that fence always.
 //!
 //! Loom models of R2: `readers_*` in `loom_models/readers.rs` (a reader switching sets under two
 //! writers, a thread following its node to another replica, a reader of a frozen
