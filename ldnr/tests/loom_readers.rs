@@ -53,7 +53,7 @@ fn wait_for(flag: &AtomicBool) {
 /// order; the main thread's responses are 0 and 1; after the main thread's "done" the
 /// reader reads 3; the reader ends on Y, the only replica, with both threads.
 ///
-/// Bound 3: 39 000 executions, 10 s. Catches a read path that never joins a reader set
+/// Bound 3: 78 000 executions, 55 s (the `_fenced` variant 54 000, 35 s). Catches a read path that never joins a reader set
 /// (execution 1); one that joins only for the replica it tries first, not when the
 /// removal re-routes it from X to Y inside the same read (88); one that joins after
 /// taking the read lock (97); `ReaderSet::remove` made Relaxed (17 103), the set's load
@@ -128,7 +128,7 @@ fn moved_reader(name: &'static str, membarrier: bool) {
 /// exactly once); B got index 1 and A's token is stale; a final read returns 3 and the
 /// replica serves two threads.
 ///
-/// Bound 2: 42 000 executions, 10 s (B waits for A on a [`Latch`], blocking, so that
+/// Bound 2: 35 000 executions, 14 s, the `_fenced` variant 29 000, 11 s (B waits for A on a [`Latch`], blocking, so that
 /// loom's scheduler cannot oscillate between two spinners, tokio-rs/loom#53; bound 3
 /// passes too, 665 000 executions in under three minutes). Catches a deregistration
 /// that takes the index out of its reader set but leaves it marked as in that set, so
@@ -206,7 +206,7 @@ fn index_reused(name: &'static str, membarrier: bool) {
 /// the read returns 0; afterwards a new registration lands on Y, the only replica, as
 /// index 0 (the lowest given back), and reads 0.
 ///
-/// Bound 6: 1 500 executions, under a second. Catches the write lock's load of the scan
+/// Bound 6: 2 700 executions (the `_fenced` variant 1 500), about a second. Catches the write lock's load of the scan
 /// mark made Relaxed (execution 166), a read path that never joins a reader set (8) or
 /// joins after taking the read lock (8), `ReaderSet::remove` made Relaxed (13) and the
 /// set's load in `members` made Relaxed (13). The mark's lowering made Relaxed is not a
@@ -260,8 +260,11 @@ fn last_reader_leaves(name: &'static str, membarrier: bool) {
 /// values (0, 1 or 3), in order; the main thread's responses are 0 and 1; a final read
 /// returns 3.
 ///
-/// Bound 3: 16 000 executions, 7 s. Catches a join without the heavy barrier (execution
-/// 1) and a write lock without the light barrier (1).
+/// Bound 3: 16 000 executions, 6 s. Catches a join without the heavy barrier (execution
+/// 127), a write lock without the light barrier (127), one that looks at the set before
+/// its light barrier (127), and one that finds members and scans them without F2 (127).
+/// Models 1, 2 and 3 (not their `_fenced` variants) catch the same four changes
+/// (executions 1, 302 and 8).
 #[test]
 fn reader_joins_while_a_lone_writer_skips_the_fence() {
     check(

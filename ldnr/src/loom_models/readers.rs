@@ -235,7 +235,9 @@ fn readers_reader_switches_replicas_one_writer() {
 ///
 /// Bound 3: 40 000 executions, 3 s. Catches a join without the heavy barrier (execution
 /// 1: the writer of 1 loads the set without the reader's bit, the reader loads the
-/// word without the writer's flag) and a writer without the light barrier (1).
+/// word without the writer's flag), a writer without the light barrier (1), one that
+/// looks at the set before its light barrier (1), and one that finds members and scans
+/// them without F2 (1).
 #[test]
 fn readers_lone_writers_and_a_joiner() {
     check(Some(3), || {
@@ -427,14 +429,14 @@ fn thread_follows_to_another_replica() {
 /// reads return written values (1, 3 or 7), in order; the writes' responses are 1 and
 /// 3; a read after both threads are done returns 7 on either replica.
 ///
-/// Bound 3: 38 700 executions, 22 s (24 000 before rwlock R5). Catches a read path that
+/// Bound 3: 32 400 executions, 10 s (24 000 before rwlock R5). Catches a read path that
 /// joins only the set of the thread's own replica, once per operation, rather than
 /// that of every replica it tries (execution 108), one that never joins (108), one
 /// that joins after taking the read lock (144), `ReaderSet::remove` made Relaxed (425:
 /// the reader, back on X, has left S's set, and a write on S that reads its bit cleared
 /// is not ordered after its read of S), the set's load in `members` made Relaxed (425)
 /// and the reader's announcement made Relaxed (228) (these counted before R5); a join
-/// without R5's heavy barrier (4) and a writer without its light barrier (4).
+/// without R5's heavy barrier (618) and a writer without its light barrier (618).
 #[test]
 fn readers_stand_in_for_a_frozen_source() {
     check(Some(3), || {
