@@ -128,8 +128,9 @@ fn moved_reader(name: &'static str, membarrier: bool) {
 /// exactly once); B got index 1 and A's token is stale; a final read returns 3 and the
 /// replica serves two threads.
 ///
-/// Bound 2: 35 000 executions, 14 s, the `_fenced` variant 29 000, 11 s (B waits for A on a [`Latch`], blocking, so that
-/// loom's scheduler cannot oscillate between two spinners, tokio-rs/loom#53; bound 3
+/// Bound 2: 35 000 executions, 14 s, the `_fenced` variant 29 000, 11 s (B waits for A
+/// on a [`Latch`], blocking, so that loom's scheduler cannot oscillate between two
+/// spinners, tokio-rs/loom#53; bound 3
 /// passes too, 665 000 executions in under three minutes). Catches a deregistration
 /// that takes the index out of its reader set but leaves it marked as in that set, so
 /// that B reads there without joining (execution 923); a read path that never joins
