@@ -30,7 +30,10 @@ version = "0.1.0"
 edition = "2021"
 [features]
 default = ["std"]
-std = []
+std = ["dep:libc"]
+# ldnr's membarrier (rwlock R5, since 5dfe8e8); unused by the commits before it.
+[target.'cfg(target_os = "linux")'.dependencies]
+libc = { version = "0.2", default-features = false, optional = true }
 TOML
   cat > "$dir/$v/examples/hashmap/Cargo.toml" <<TOML
 [package]
@@ -58,8 +61,9 @@ ldnr_hashmap_new = { path = "../new/examples/hashmap" }
 debug = "line-tables-only"
 [workspace]
 TOML
-# read_floor.rs calls membarrier through libc, the one crate a program here takes from
-# the registry (the workspace's build has it cached: `ldnr-affinity` uses it).
+# libc is the one crate a program here takes from the registry (the workspace's build
+# has it cached: `ldnr` and `ldnr-affinity` use it): read_floor.rs calls membarrier
+# through it, and so does `ldnr` since 5dfe8e8.
 if [ "${AB_MAIN:-}" = read_floor.rs ]; then
   sed -i 's/^\[dependencies\]$/[dependencies]\nlibc = "0.2.155"/' "$dir/ab/Cargo.toml"
 fi
