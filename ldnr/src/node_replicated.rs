@@ -137,13 +137,14 @@ where
     ///
     /// What it saves: one locked instruction per write batch whose replica no other
     /// thread reads (with several replicas a combiner that also reads its own replica
-    /// counts itself). Where other threads read the replica, or more than 64 threads (32
-    /// on 32-bit targets) are registered, every batch fences as before.
+    /// counts itself). Where other threads are in the replica's reader set (they have read
+    /// it and not moved on), or a thread index past 63 (31 on 32-bit targets) is
+    /// registered, every batch fences as before.
     ///
     /// Only with the `std` feature on Linux (not under Miri). The first instance built
     /// with it registers the process with the kernel, for good (a process cannot
-    /// unregister; in a process that already runs several threads the kernel may take a
-    /// few milliseconds). Elsewhere, or where the kernel refuses the registration (before
+    /// unregister; in a process that already runs several threads the kernel may make
+    /// the call wait, not measured here). Elsewhere, or where the kernel refuses the registration (before
     /// 4.14, or a sandbox that filters the call), every write batch keeps its fence
     /// whatever this says. If the kernel refuses a barrier after the registration (a
     /// seccomp filter installed later that returns an error, a process restored from a

@@ -262,10 +262,10 @@ fn last_reader_leaves(name: &'static str, membarrier: bool) {
 /// returns 3.
 ///
 /// Bound 3: 16 000 executions, 6 s. Catches a join without the heavy barrier (execution
-/// 127), a write lock without the light barrier (127), one that looks at the set before
-/// its light barrier (127), and one that finds members and scans them without F2 (127).
-/// Models 1, 2 and 3 (not their `_fenced` variants) catch the same four changes
-/// (executions 1, 302 and 8).
+/// 1), a write lock without the light barrier (1), one that looks at the set before its
+/// light barrier (10), and one that finds members and scans them without F2 (127).
+/// Models 1, 2 and 3 (not their `_fenced` variants) catch the same four changes: model 1
+/// at executions 29, 29, 56 and 1, model 2 at 1, 1, 121 and 302, model 3 at 8 each.
 #[test]
 fn reader_joins_while_a_lone_writer_skips_the_fence() {
     check(

@@ -206,7 +206,7 @@ fn switch_replicas_with(
 ///
 /// Asserts: as there.
 ///
-/// Bound 4: 8 000 executions, under a second. Catches the same three changes
+/// Bound 4: 5 000 executions, under a second. Catches the same three changes
 /// (executions 328, 328 and 72).
 #[test]
 fn readers_reader_switches_replicas_one_writer() {
@@ -233,7 +233,7 @@ fn readers_reader_switches_replicas_one_writer() {
 ///
 /// Asserts: as there (no read overlaps a write of the same replica, `a == b`).
 ///
-/// Bound 3: 40 000 executions, 3 s. Catches a join without the heavy barrier (execution
+/// Bound 3: 40 000 executions, 2–3 s. Catches a join without the heavy barrier (execution
 /// 1: the writer of 1 loads the set without the reader's bit, the reader loads the
 /// word without the writer's flag), a writer without the light barrier (1), one that
 /// looks at the set before its light barrier (1), and one that finds members and scans
@@ -251,7 +251,7 @@ fn readers_lone_writers_and_a_joiner() {
 ///
 /// Asserts: as `readers_reader_switches_replicas_try_read`.
 ///
-/// Bound 4: 8 000 executions, under a second. Catches the same two changes (execution
+/// Bound 4: 8 000 executions, under a second. Catches the same four changes (execution
 /// 1, in the read of replica 0: a `try_read` that hopes for the stamp of the write
 /// cannot overlap it).
 #[test]
@@ -363,7 +363,8 @@ fn matched(shared: &Shared<Sum>, tid: usize) -> usize {
 /// model now takes). Catches a read path that never joins a reader set (execution 1),
 /// one that joins after taking the read lock (1), and the set's load in `members` made
 /// Relaxed (170) (these three counted before R5); a join without R5's heavy barrier
-/// (1) and a writer without its light barrier (1). Not a Relaxed `ReaderSet::remove`: on
+/// (1), a writer without its light barrier (1), one that looks at the set before its
+/// light barrier (1), and one that finds members and scans them without F2 (1). Not a Relaxed `ReaderSet::remove`: on
 /// this path the removal follows `follow`'s admin section, whose Release fence
 /// (`Dispatcher::changing`) already orders the thread's reads of replica 0 before it.
 #[test]
@@ -378,8 +379,10 @@ fn readers_thread_follows_to_another_replica() {
 ///
 /// Asserts: as there.
 ///
-/// Bound 3: 17 500 executions, 5 s. Catches an `order_join` that does nothing (a
-/// causality violation on replica 1's data).
+/// Bound 3: 17 500 executions, 5 s. Catches an `order_join` that does nothing
+/// (execution 1, a causality violation on replica 1's data; the only `readers_*` model
+/// that does), a join without the heavy barrier that goes on as if it had one (1), and
+/// a writer that finds members and scans them without F2 (1).
 #[test]
 fn readers_thread_follows_with_the_barrier_refused() {
     struct Reset;
@@ -436,7 +439,9 @@ fn thread_follows_to_another_replica() {
 /// the reader, back on X, has left S's set, and a write on S that reads its bit cleared
 /// is not ordered after its read of S), the set's load in `members` made Relaxed (425)
 /// and the reader's announcement made Relaxed (228) (these counted before R5); a join
-/// without R5's heavy barrier (618) and a writer without its light barrier (618).
+/// without R5's heavy barrier (4), a writer without its light barrier (4), one that
+/// looks at the set before its light barrier (346), and one that finds members and
+/// scans them without F2 (618).
 #[test]
 fn readers_stand_in_for_a_frozen_source() {
     check(Some(3), || {
