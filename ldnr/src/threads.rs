@@ -327,7 +327,7 @@ where
         }
         let shell = self.replicas.shell(slot);
         if !shell.readers.join(tid, self.threads.asymmetric())
-            && !shell.order_join(|| shell.is_frozen() && self.replicas.stand_in(slot).is_some())
+            && !shell.order_join(|| self.replicas.stand_in(slot).is_some())
         {
             // It never announced a read here: nothing to order.
             shell.readers.remove(tid);

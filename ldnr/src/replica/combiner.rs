@@ -157,11 +157,11 @@ where
             // Acquire: pairs with the Release stores of the dispatcher and
             // reconfigurations, so the shell's installation happens before our use of it.
             let mut slot = ctx.replica.load(Ordering::Acquire);
-            if self.replicas.shell(slot).is_frozen() {
+            if let Some(stand_in) = self.replicas.stand_in(slot) {
                 // Our replica is a clone source: combine on another one meanwhile. Any
                 // replica's combiner may append our operation; the response comes from
                 // that replica's state at the operation's place in the log.
-                slot = self.replicas.stand_in(slot).unwrap_or(slot);
+                slot = stand_in;
             }
             let replica = self.replicas.shell(slot);
             if let Some(combiner) = replica.try_combine() {
@@ -199,7 +199,7 @@ where
                     _ => {}
                 }
                 self.poison.check();
-                if replica.is_frozen() && self.replicas.stand_in(slot).is_some() {
+                if self.replicas.stand_in(slot).is_some() {
                     // Frozen as a clone source: hand every waiting operation back to its
                     // owner (ours included), who then uses a stand-in (replica P6). With
                     // no other replica to stand in, we wait for the clone instead.
@@ -281,11 +281,9 @@ where
                 // replica's set, as below when it is behind. Joining costs the heavy
                 // barrier of rwlock R5, and a thread reading through a freeze would
                 // otherwise join both sets on every read.
-                if replica.is_frozen() {
-                    if let Some(stand_in) = self.replicas.stand_in(slot) {
-                        slot = stand_in;
-                        continue;
-                    }
+                if let Some(stand_in) = self.replicas.stand_in(slot) {
+                    slot = stand_in;
+                    continue;
                 }
                 if !self.join_readers(tid, slot) {
                     // Frozen with a stand-in while the join waited: read there.
@@ -322,13 +320,11 @@ where
                     continue;
                 }
             }
-            if replica.is_frozen() {
-                // Behind, and frozen as a clone source: read from another replica rather
-                // than wait for the clone (any replica at `ctail` gives a linearizable read).
-                if let Some(stand_in) = self.replicas.stand_in(slot) {
-                    slot = stand_in;
-                    continue;
-                }
+            // Behind, and frozen as a clone source: read from another replica rather than
+            // wait for the clone (any replica at `ctail` gives a linearizable read).
+            if let Some(stand_in) = self.replicas.stand_in(slot) {
+                slot = stand_in;
+                continue;
             }
             self.catch_up(tid, slot, ctail);
             // A displaced operation's `Drop` panic caught while catching up is this call's
@@ -403,7 +399,7 @@ where
         let mut backoff = Backoff::new();
         while !self.log.reached(self.log.position(slot), target) {
             self.poison.check();
-            if replica.is_frozen() && self.replicas.stand_in(slot).is_some() {
+            if self.replicas.stand_in(slot).is_some() {
                 // A clone holds the lock; the caller reads elsewhere meanwhile.
                 return;
             }

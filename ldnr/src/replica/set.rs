@@ -113,9 +113,13 @@ impl<D> ReplicaSet<D> {
 
     /// The replica that serves, for one operation, a thread whose replica `slot` is
     /// frozen as a clone source (P6): the one `add_replica` chose before freezing it, if
-    /// any. The caller saw `slot` frozen (Acquire), which makes the choice visible.
+    /// `slot` is frozen and there is one. The frozen flag is loaded first (Acquire), which
+    /// makes the choice visible.
     #[inline]
     pub(crate) fn stand_in(&self, slot: usize) -> Option<usize> {
+        if !self.shell(slot).is_frozen() {
+            return None;
+        }
         let stand_in = self.stand_in.load(Ordering::Relaxed);
         (stand_in != NO_STAND_IN && stand_in != slot).then_some(stand_in)
     }
