@@ -322,7 +322,7 @@ fn lock(flag: &AtomicBool) -> AdminGuard<'_> {
 impl<W, R> Dispatcher<W, R> {
     /// A dispatcher for at most `limit` threads, with a new instance number;
     /// [`Error::InstancesExhausted`] if none is left.
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg(test)]
     pub(crate) fn new(limit: usize) -> Result<Self, Error> {
         Self::with_barrier(limit, true)
     }

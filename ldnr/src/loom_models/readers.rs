@@ -51,10 +51,6 @@ impl<'a> Readers<'a> for Asymmetric<'a> {
 }
 
 impl SwitchingReader {
-    fn new() -> Self {
-        Self::with(false)
-    }
-
     fn with(asymmetric: bool) -> Self {
         Self {
             asymmetric,
@@ -211,20 +207,33 @@ fn switch_replicas_with(
 #[test]
 fn readers_reader_switches_replicas_one_writer() {
     check(Some(4), || {
-        let s = Arc::new(SwitchingReader::new());
-        let w = s.clone();
-        let writer = thread::spawn(move || {
-            w.write(0);
-            w.write(1);
-        });
-        s.join(None, 0);
-        let first = s.read(0);
-        s.join(Some(0), 1);
-        let second = s.read(1);
-        assert!(first <= 1 && second <= 1);
-        writer.join().unwrap();
-        assert_eq!(s.read(1), 1);
+        let (first, second) = switch_replicas_one_writer(false, |s| Some(s.read(1)));
+        assert!(first <= 1 && second.is_some_and(|second| second <= 1));
     });
+}
+
+/// The scenario of `readers_reader_switches_replicas_one_writer`: one writer thread
+/// writes replica 0 and then replica 1 (without the fence when alone, and the reader's
+/// joins with the heavy barrier, if `asymmetric`); the reader joins 0's set, reads 0,
+/// switches to 1's set and reads 1 with `read_second`; then the writer is joined and
+/// replica 1 is read once more. Returns the two reads.
+fn switch_replicas_one_writer(
+    asymmetric: bool,
+    read_second: impl FnOnce(&SwitchingReader) -> Option<u64>,
+) -> (u64, Option<u64>) {
+    let s = Arc::new(SwitchingReader::with(asymmetric));
+    let w = s.clone();
+    let writer = thread::spawn(move || {
+        w.write(0);
+        w.write(1);
+    });
+    s.join(None, 0);
+    let first = s.read(0);
+    s.join(Some(0), 1);
+    let second = read_second(&s);
+    writer.join().unwrap();
+    assert_eq!(s.read(1), 1);
+    (first, second)
 }
 
 /// `readers_reader_switches_replicas` with R5: each writer finds its replica's set
@@ -257,24 +266,15 @@ fn readers_lone_writers_and_a_joiner() {
 #[test]
 fn readers_lone_writer_and_a_joiner_one_writer() {
     check(Some(4), || {
-        let s = Arc::new(SwitchingReader::with(true));
-        let w = s.clone();
-        let writer = thread::spawn(move || {
-            w.write(0);
-            w.write(1);
+        let (first, second) = switch_replicas_one_writer(true, |s| {
+            s.locks[1]
+                .try_read(&s.readers[0], 1, RwLock::stamp(1))
+                .map(|_read| s.cells_of(1))
         });
-        s.join(None, 0);
-        let first = s.read(0);
-        s.join(Some(0), 1);
-        let second = s.locks[1]
-            .try_read(&s.readers[0], 1, RwLock::stamp(1))
-            .map(|_read| s.cells_of(1));
         assert!(first <= 1);
         if let Some(second) = second {
             assert_eq!(second, 1, "the stamp does not describe the data");
         }
-        writer.join().unwrap();
-        assert_eq!(s.read(1), 1);
     });
 }
 
